@@ -1,0 +1,1 @@
+"""Data layer: one chat-QA record type, adapters from source formats, rendering."""
