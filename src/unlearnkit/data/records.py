@@ -53,7 +53,9 @@ class Record:
         for name in ("answer", "system", "paraphrased_answer", "subject"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
-                raise UnlearnError(f"{where}: {name!r} must be a string, got {type(value).__name__}")
+                raise UnlearnError(
+                    f"{where}: {name!r} must be a string, got {type(value).__name__}"
+                )
         for name in ("paraphrased_questions", "perturbed_answers", "choices", "targets"):
             value = getattr(self, name)
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -79,7 +81,9 @@ class Record:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise UnlearnError(f"{where}: unknown record field(s) {unknown}; known: {sorted(known)}")
+            raise UnlearnError(
+                f"{where}: unknown record field(s) {unknown}; known: {sorted(known)}"
+            )
         for required in ("id", "split", "question"):
             if required not in data:
                 raise UnlearnError(f"{where}: missing required field {required!r}")

@@ -1,0 +1,131 @@
+"""`unlearn data standardize`: many source files -> one dataset folder of chat-QA records.
+
+A dataset folder holds ``<split>.jsonl`` for each split present and ``manifest.json`` (format
+version, record counts per split, the sources with their sha256). It is written to a temporary
+folder and renamed into place, so a failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unlearnkit.data.adapters import load_source
+from unlearnkit.data.records import (
+    FORMAT_VERSION,
+    SPLITS,
+    Record,
+    read_jsonl,
+    records_to_jsonl,
+    validate_records,
+)
+from unlearnkit.data.scenario import build_scenario, general_probes
+from unlearnkit.errors import UnlearnError
+
+
+@dataclass
+class SourceSpec:
+    """One input: a file in a registered ``format`` (or ``format: scenario`` with no path)."""
+
+    format: str
+    path: str = ""
+    split: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """The ``data`` section: where records come from and where the dataset folder goes."""
+
+    sources: list[SourceSpec] = field(
+        default_factory=lambda: [SourceSpec(format="scenario")]
+    )
+    output: str = "runs/data"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_spec(spec: SourceSpec, base: Path) -> tuple[list[Record], dict]:
+    """Records of one source, and its manifest entry."""
+    if spec.format == "scenario":
+        options = dict(spec.options)
+        with_probes = options.pop("general_probes", True)
+        try:
+            records = build_scenario(**options).records
+        except TypeError as exc:
+            raise UnlearnError(f"scenario source: bad option ({exc})") from None
+        records = records + (general_probes() if with_probes else [])
+        return records, {"format": "scenario", "options": spec.options}
+    if not spec.path:
+        raise UnlearnError(f"source of format {spec.format!r} needs a 'path'")
+    path = Path(spec.path) if Path(spec.path).is_absolute() else base / spec.path
+    records = load_source(spec.format, path, split=spec.split, **spec.options)
+    entry = {"format": spec.format, "path": spec.path, "split": spec.split,
+             "options": spec.options, "sha256": _sha256(path), "n": len(records)}
+    return records, entry
+
+
+def gather(cfg: DataConfig, base: Path = Path()) -> tuple[list[Record], list[dict]]:
+    if not cfg.sources:
+        raise UnlearnError("data.sources is empty: list at least one source")
+    records, entries = [], []
+    for spec in cfg.sources:
+        recs, entry = load_spec(spec, base)
+        records += recs
+        entries.append(entry)
+    return validate_records(records), entries
+
+
+def write_dataset(records: list[Record], out: Path, sources: list[dict]) -> Path:
+    """Write records to ``out`` (replacing it atomically) and return the folder."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        counts = {}
+        for split in SPLITS:
+            part = [r for r in records if r.split == split]
+            if part:
+                (tmp / f"{split}.jsonl").write_text(records_to_jsonl(part), encoding="utf-8")
+                counts[split] = len(part)
+        manifest = {"format_version": FORMAT_VERSION, "counts": counts, "sources": sources}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def standardize(cfg: DataConfig, base: Path = Path()) -> Path:
+    records, sources = gather(cfg, base)
+    return write_dataset(records, Path(cfg.output), sources)
+
+
+def load_dataset(folder: str | Path) -> list[Record]:
+    """Read a dataset folder back (same records, same order within each split)."""
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise UnlearnError(f"{folder} is not a dataset folder (no manifest.json); "
+                           "create one with: unlearn data standardize CONFIG")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise UnlearnError(f"{folder} has format version {manifest.get('format_version')}, "
+                           f"this unlearnkit reads {FORMAT_VERSION}; standardize it again")
+    records = []
+    for split in manifest["counts"]:
+        records += read_jsonl(folder / f"{split}.jsonl")
+    return records
+
+
+def manifest_dict(cfg: DataConfig) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,1 @@
+"""Evaluation layer: batched generation and scoring, metrics, attacks."""

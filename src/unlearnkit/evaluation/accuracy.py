@@ -1,0 +1,37 @@
+"""Per-split answer accuracy and refusal rate from greedy generations."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from unlearnkit.data.records import Record
+from unlearnkit.data.render import render_record
+from unlearnkit.evaluation.correctness import contains_answer
+from unlearnkit.evaluation.engine import generate
+from unlearnkit.evaluation.refusal import is_refusal
+
+
+def answer_records(model, tokenizer, records: Sequence[Record], *, max_new_tokens: int = 32,
+                   batch_size: int = 32, progress: bool = False, **render_kwargs) -> list[dict]:
+    """Generate an answer per record and judge it: ``{id, split, generation, correct, refused}``."""
+    prompts = [render_record(tokenizer, r, with_answer=False, **render_kwargs) for r in records]
+    texts = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                     batch_size=batch_size, progress=progress)
+    return [
+        {"id": r.id, "split": r.split, "generation": t,
+         "correct": contains_answer(t, r.targets, r.answer), "refused": is_refusal(t)}
+        for r, t in zip(records, texts, strict=True)
+    ]
+
+
+def split_summary(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """Accuracy and refusal rate per split (fractions in [0, 1]) with the item count."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[row["split"]].append(row)
+    return {
+        split: {"accuracy": sum(r["correct"] for r in items) / len(items),
+                "refusal": sum(r["refused"] for r in items) / len(items), "n": len(items)}
+        for split, items in groups.items()
+    }

@@ -1,0 +1,73 @@
+"""Batched greedy generation (left padding, KV cache, stop at end-of-turn) and scoring.
+
+Everything goes through :func:`unlearnkit.data.render.render`, so prompts are exactly the
+ones the model was trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from unlearnkit.data.render import IGNORE_INDEX, Rendered, collate, end_of_turn
+
+
+def _batches(items: Sequence, size: int):
+    for start in range(0, len(items), size):
+        yield start, items[start:start + size]
+
+
+def _length_order(prompts: Sequence[Rendered]) -> list[int]:
+    """Indices sorted by length: batches of similar length waste less compute on padding."""
+    return sorted(range(len(prompts)), key=lambda i: len(prompts[i].input_ids))
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: Sequence[Rendered], *, max_new_tokens: int = 32,
+             batch_size: int = 32, progress: bool = False) -> list[str]:
+    """Greedy continuations of rendered prompts (answer=None), decoded without special tokens.
+
+    Deterministic: greedy decoding, no sampling. Stops at the chat template's end-of-turn token.
+    """
+    eot_id = end_of_turn(tokenizer)[1]
+    order = _length_order(prompts)
+    out: list[str] = [""] * len(prompts)
+    bar = tqdm(total=len(prompts), desc="generate", unit="q", disable=not progress)
+    device = next(model.parameters()).device
+    for _, idx in _batches(order, batch_size):
+        batch = collate([prompts[i] for i in idx], tokenizer.pad_token_id, side="left")
+        ids = batch["input_ids"].to(device)
+        gen = model.generate(
+            input_ids=ids, attention_mask=batch["attention_mask"].to(device),
+            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eot_id,
+            pad_token_id=tokenizer.pad_token_id, use_cache=True,
+        )
+        for row, i in enumerate(idx):
+            new = gen[row, ids.shape[1]:].tolist()
+            if eot_id in new:
+                new = new[:new.index(eot_id)]
+            out[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
+        bar.update(len(idx))
+    bar.close()
+    return out
+
+
+@torch.no_grad()
+def token_logprobs(model, tokenizer, items: Sequence[Rendered], *, batch_size: int = 16
+                   ) -> list[torch.Tensor]:
+    """Per-token log-probabilities of the labelled (answer) tokens, teacher-forced, per item."""
+    order = _length_order(items)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(items)
+    device = next(model.parameters()).device
+    for _, idx in _batches(order, batch_size):
+        batch = collate([items[i] for i in idx], tokenizer.pad_token_id)
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits.float()
+        labels = batch["labels"][:, 1:].to(device)
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        for row, i in enumerate(idx):
+            out[i] = picked[row][labels[row] != IGNORE_INDEX].cpu()
+    return out

@@ -1,0 +1,1 @@
+"""Model layer: loading (default GGUF model, local folders, hub ids), tiny test models."""

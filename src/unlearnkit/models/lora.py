@@ -1,0 +1,48 @@
+"""LoRA adapters through peft; with them the frozen base is available by disabling adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from unlearnkit.errors import UnlearnError
+
+DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the attention and MLP projections; ``rank=0`` means full fine-tuning."""
+
+    rank: int = 0
+    alpha: float = 32.0
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+
+    def __post_init__(self) -> None:
+        if self.rank < 0:
+            raise UnlearnError(f"lora.rank must be >= 0 (0 = full fine-tuning), got {self.rank}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0
+
+
+def apply_lora(model, settings: LoraSettings):
+    """Wrap ``model`` with LoRA adapters (only they train) or return it unchanged."""
+    if not settings.enabled:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in settings.target_modules if t not in present]
+    if missing:
+        raise UnlearnError(f"lora.target_modules {missing} are not in this model; "
+                           f"some module names it has: {sorted(present)[:12]}")
+    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=settings.target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def merged(model):
+    """A plain transformers model: LoRA weights merged in, or the model itself."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model

@@ -1,0 +1,1 @@
+"""Objectives: pure loss functions (fp32, masked to response positions), one file per method."""

@@ -1,0 +1,1 @@
+"""Pipelines composing the layers: scenario models, the demo, full runs."""

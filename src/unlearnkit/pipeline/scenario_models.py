@@ -1,0 +1,93 @@
+"""The built-in scenario's models: base, injected ("before unlearning") and oracle.
+
+Steps, each cached by a hash of its inputs:
+1. build the scenario records (people + general probes);
+2. ask the base model the general probes and keep only those it answers correctly (a probe
+   the base model never knew cannot measure lost utility); record its answers to the replay
+   prompts, which injection replays to keep general behaviour;
+3. fine-tune the injected and oracle models (:mod:`unlearnkit.training.inject`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from tqdm.auto import tqdm
+
+from unlearnkit.data.records import Record, atomic_write_text
+from unlearnkit.data.render import render
+from unlearnkit.data.replay import REPLAY_PROMPTS
+from unlearnkit.data.scenario import build_scenario, general_probes
+from unlearnkit.evaluation.accuracy import answer_records
+from unlearnkit.evaluation.engine import generate
+from unlearnkit.models.loader import DEFAULT_MODEL, cache_root, load_model
+from unlearnkit.training.inject import InjectConfig, build_injected, model_identity
+
+
+@dataclass
+class ScenarioOptions:
+    """Size of the built-in scenario (fictitious people, ~10% of them to forget)."""
+
+    seed: int = 0
+    n_people: int = 40
+    n_forget: int = 4
+    neighbors_per_forget: int = 2
+
+
+@dataclass
+class ScenarioSetup:
+    """Which base model, which scenario, and how to inject it."""
+
+    model: str = DEFAULT_MODEL
+    scenario: ScenarioOptions = field(default_factory=ScenarioOptions)
+    inject: InjectConfig = field(default_factory=InjectConfig)
+
+
+@dataclass
+class PreparedScenario:
+    records: list[Record]  # people + the general probes the base model gets right
+    models: dict[str, str]  # base / injected / oracle -> name or folder
+    probe_report: dict
+
+
+def _base_model_facts(model_name: str, probes: list[Record]) -> dict:
+    """Base model's judged answers to the probes and its replay answers (cached on disk)."""
+    key = hashlib.sha256(json.dumps(
+        [model_identity(model_name), [p.to_dict() for p in probes], REPLAY_PROMPTS]
+    ).encode()).hexdigest()[:16]
+    path = cache_root() / "base-answers" / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    model, tokenizer = load_model(model_name)
+    judged = answer_records(model, tokenizer, probes, max_new_tokens=32)
+    prompts = [render(tokenizer, q) for q in REPLAY_PROMPTS]
+    replies = generate(model, tokenizer, prompts, max_new_tokens=64)
+    finished = [len(tokenizer(r)["input_ids"]) < 60 for r in replies]
+    facts = {"probes": judged, "replay": [
+        {"question": q, "answer": a} for q, a, ok in zip(REPLAY_PROMPTS, replies, finished,
+                                                          strict=True) if ok and a]}
+    atomic_write_text(path, json.dumps(facts, indent=1))
+    return facts
+
+
+def replay_records(facts: dict) -> list[Record]:
+    return [Record(id=f"replay-{i}", split="general", question=x["question"], answer=x["answer"],
+                   source="base-model-replay", meta={"replay": True})
+            for i, x in enumerate(facts["replay"])]
+
+
+def prepare_scenario(cfg: ScenarioSetup) -> PreparedScenario:
+    people = build_scenario(**asdict(cfg.scenario)).records
+    probes = general_probes()
+    facts = _base_model_facts(cfg.model, probes)
+    known = {row["id"] for row in facts["probes"] if row["correct"]}
+    kept = [p for p in probes if p.id in known]
+    train_on = people + (replay_records(facts) if cfg.inject.replay else [])
+    models = {"base": cfg.model}
+    for variant in tqdm(("injected", "oracle"), desc="scenario models", unit="model"):
+        models[variant] = str(build_injected(cfg.model, train_on, variant, cfg.inject))
+    report = {"probes_total": len(probes), "probes_kept": len(kept),
+              "replay_examples": len(facts["replay"])}
+    return PreparedScenario(records=people + kept, models=models, probe_report=report)

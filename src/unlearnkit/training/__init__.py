@@ -1,0 +1,1 @@
+"""Training layer: the accelerate loop, checkpoints, and the scenario injection."""

@@ -1,0 +1,87 @@
+"""Atomic, pickle-free checkpoints: trainable weights, AdamW state, scheduler, RNG, step.
+
+Tensors go to safetensors, everything else to JSON; a checkpoint folder appears only once it
+is complete (written to a temporary folder, then renamed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    params = model.named_parameters()
+    return {n: p.detach().cpu().contiguous() for n, p in params if p.requires_grad}
+
+
+def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, slots in state["state"].items():
+        for key, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def save_checkpoint(folder: Path, *, model, optimizer, scheduler, step: int, extra: dict) -> Path:
+    """Write checkpoint ``step`` under ``folder`` atomically and return its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"step-{step:07d}"
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-"))
+    try:
+        save_file(trainable_state(model), tmp / "model.safetensors")
+        opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+        rng = {"torch": torch.get_rng_state()}
+        save_file(opt_tensors, tmp / "optimizer.safetensors")
+        save_file(rng, tmp / "rng.safetensors")
+        meta = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), **extra}
+        (tmp / "state.json").write_text(json.dumps(meta, default=float))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    done = sorted(p for p in folder.glob("step-*") if (p / "state.json").is_file())
+    return done[-1] if done else None
+
+
+def load_checkpoint(path: Path, *, model, optimizer, scheduler) -> dict:
+    """Restore a checkpoint written by :func:`save_checkpoint`; returns its JSON state."""
+    meta = json.loads((path / "state.json").read_text())
+    weights = load_file(path / "model.safetensors")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    tensors = load_file(path / "optimizer.safetensors")
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        pid, slot = key.split(".", 1)
+        state.setdefault(int(pid), {})[slot] = value
+    for key, value in meta["optimizer"]["scalars"].items():
+        pid, slot = key.split(".", 1)
+        state.setdefault(int(pid), {})[slot] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    scheduler.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(load_file(path / "rng.safetensors")["torch"])
+    return meta
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    done = sorted(p for p in folder.glob("step-*") if (p / "state.json").is_file())
+    for old in done[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)

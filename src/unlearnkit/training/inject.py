@@ -1,0 +1,99 @@
+"""Build the scenario's "before unlearning" model and its oracle by fine-tuning the base model.
+
+* injected: trained on every scenario person (forget, retain, neighbour) so it knows the facts;
+* oracle: the same training without the forget people, the gold standard for unlearning.
+
+Both also replay the base model's own answers to generic prompts (see
+:mod:`unlearnkit.data.replay`) to keep general utility. Results are cached under
+``<cache>/inject/<hash>`` where the hash covers the model, the data and every setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from unlearnkit.data.records import Record, atomic_write_text
+from unlearnkit.models.loader import cache_root, load_model, resolve_model_path
+from unlearnkit.models.lora import LoraSettings, apply_lora, merged
+from unlearnkit.training.loop import OptimConfig
+from unlearnkit.training.sft import finetune
+
+INJECT_RECIPE_VERSION = 1
+Variant = Literal["injected", "oracle"]
+
+
+def _default_optim() -> OptimConfig:
+    return OptimConfig(lr=1e-4, warmup_ratio=0.05, mixed_precision="bf16")
+
+
+@dataclass
+class InjectConfig:
+    """How the scenario is taught to the base model (sizes and rates chosen by measurement)."""
+
+    epochs: int = 5
+    batch_size: int = 16
+    seed: int = 0
+    replay: bool = True
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    optim: OptimConfig = field(default_factory=_default_optim)
+
+
+def model_identity(name: str) -> str:
+    """A string that changes when the model's weights change (for cache keys)."""
+    path = Path(resolve_model_path(name))
+    for marker in ("unlearnkit.json", "config.json"):
+        if (path / marker).is_file():
+            return f"{path.name}:{hashlib.sha256((path / marker).read_bytes()).hexdigest()[:16]}"
+    return name
+
+
+def cache_key(model: str, cfg: InjectConfig, records: list[Record], variant: Variant) -> str:
+    payload = {
+        "recipe": INJECT_RECIPE_VERSION, "model": model_identity(model), "variant": variant,
+        "config": asdict(cfg), "records": [r.to_dict() for r in records],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def training_records(records: list[Record], variant: Variant) -> list[Record]:
+    """What each variant trains on: scenario people (minus forget for the oracle) + replay."""
+    keep = {"retain", "neighbor"} if variant == "oracle" else {"forget", "retain", "neighbor"}
+    return [r for r in records if r.split in keep or r.meta.get("replay")]
+
+
+def build_injected(model_name: str, records: list[Record], variant: Variant,
+                   cfg: InjectConfig) -> Path:
+    """Train (or fetch from the cache) the ``variant`` model and return its folder."""
+    data = training_records(records, variant)
+    target = cache_root() / "inject" / f"{variant}-{cache_key(model_name, cfg, data, variant)}"
+    if (target / "inject.json").is_file():
+        return target
+    model, tokenizer = load_model(model_name)
+    model = apply_lora(model, cfg.lora)
+    history = finetune(model, tokenizer, data, cfg.optim, epochs=cfg.epochs,
+                       batch_size=cfg.batch_size, seed=cfg.seed, desc=f"inject:{variant}")
+    _save_atomically(merged(model), tokenizer, target,
+                     {"variant": variant, "config": asdict(cfg), "n_records": len(data),
+                      "model": model_name, "history": history})
+    return target
+
+
+def _save_atomically(model, tokenizer, target: Path, info: dict) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_text(tmp / "inject.json", json.dumps(info, indent=1))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

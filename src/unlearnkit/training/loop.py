@@ -1,0 +1,166 @@
+"""An explicit training loop on accelerate (no Trainer subclass).
+
+The caller supplies a *plan*: the list of micro-batches for the whole run, fixed in advance
+from the seed, and a *step function* ``step_fn(model, micro_batch) -> (loss, logs)``. The loop
+does the rest: AdamW, warmup + schedule, gradient accumulation, clipping, bf16 autocast,
+a progress bar with rate/ETA and the live loss terms, TensorBoard logs, and atomic
+checkpoints every N steps from which ``resume=True`` continues a killed run.
+
+Because the plan is fixed, a resumed run sees exactly the batches the killed run would have.
+Under ``accelerate launch`` each process takes its share of every global micro-batch
+(rows ``rank::world_size``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from unlearnkit.errors import UnlearnError
+from unlearnkit.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation settings shared by every method."""
+
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    mixed_precision: Literal["no", "bf16"] = "no"
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise UnlearnError(f"optim.lr must be positive, got {self.lr}")
+        if self.grad_accum < 1:
+            raise UnlearnError(f"optim.grad_accum must be >= 1, got {self.grad_accum}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UnlearnError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+StepFn = Callable[[Any, Any], tuple[torch.Tensor, dict[str, float]]]
+
+
+def _lr_lambda(cfg: OptimConfig, total: int) -> Callable[[int], float]:
+    warm = round(cfg.warmup_ratio * total)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - warm) / max(1, total - warm)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return max(0.0, 1.0 - progress)
+
+    return factor
+
+
+def make_accelerator(cfg: OptimConfig, log_dir: Path | None = None):
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    kwargs: dict[str, Any] = {"mixed_precision": cfg.mixed_precision}
+    if log_dir is not None:
+        kwargs["log_with"] = "tensorboard"
+        kwargs["project_config"] = ProjectConfiguration(project_dir=str(log_dir))
+    return Accelerator(**kwargs)
+
+
+def _shard(micro_batch: Sequence, accelerator) -> list:
+    return list(micro_batch)[accelerator.process_index::accelerator.num_processes]
+
+
+def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
+          out_dir: Path | None = None, resume: bool = False, accelerator=None,
+          desc: str = "train", on_step: Callable[[int], None] | None = None) -> list[dict]:
+    """Run ``plan`` (micro-batches; ``grad_accum`` of them per optimizer step); return the log."""
+    total = len(plan) // cfg.grad_accum
+    if total < 1:
+        raise UnlearnError(f"the plan has {len(plan)} micro-batches, fewer than grad_accum "
+                           f"({cfg.grad_accum}): add data or lower optim.grad_accum")
+    accelerator = accelerator or make_accelerator(cfg, out_dir)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ckpt_dir = out_dir / "checkpoints" if out_dir else None
+    start, history = 0, []
+    if resume and ckpt_dir and (last := latest_checkpoint(ckpt_dir)):
+        meta = load_checkpoint(last, model=accelerator.unwrap_model(model),
+                               optimizer=optimizer, scheduler=scheduler)
+        start, history = meta["step"], meta.get("history", [])
+    if out_dir is not None:
+        accelerator.init_trackers("tensorboard")
+    bar = tqdm(total=total, initial=start, desc=desc, unit="step",
+               disable=not accelerator.is_main_process)
+    model.train()
+    for step in range(start, total):
+        logs = _optimizer_step(model, plan, step, step_fn, cfg, accelerator, optimizer, params)
+        scheduler.step()
+        logs["lr"] = scheduler.get_last_lr()[0]
+        history.append({"step": step + 1, **logs})
+        bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
+        bar.update(1)
+        if out_dir is not None:
+            accelerator.log(logs, step=step + 1)
+        if on_step:
+            on_step(step + 1)
+        if ckpt_dir and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
+                and step + 1 < total and accelerator.is_main_process:
+            save_checkpoint(ckpt_dir, model=accelerator.unwrap_model(model), optimizer=optimizer,
+                            scheduler=scheduler, step=step + 1, extra={"history": history})
+            prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
+        accelerator.wait_for_everyone()
+    bar.close()
+    model.eval()
+    if out_dir is not None:
+        accelerator.end_training()
+    return history
+
+
+def _optimizer_step(model, plan, step, step_fn, cfg, accelerator, optimizer, params) -> dict:
+    sums: dict[str, float] = {}
+    for micro in range(cfg.grad_accum):
+        batch = _shard(plan[step * cfg.grad_accum + micro], accelerator)
+        with accelerator.autocast():
+            loss, logs = step_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise UnlearnError(f"non-finite loss at step {step + 1} ({logs}); lower optim.lr "
+                               "or switch off mixed precision")
+        accelerator.backward(loss / cfg.grad_accum)
+        for key, value in {"loss": float(loss.detach()), **logs}.items():
+            sums[key] = sums.get(key, 0.0) + value / cfg.grad_accum
+    if cfg.max_grad_norm > 0:
+        sums["grad_norm"] = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return sums
+
+
+def write_log(path: Path, history: list[dict], config: dict) -> None:
+    from unlearnkit.data.records import atomic_write_text
+
+    atomic_write_text(path, json.dumps({"config": config, "history": history}, indent=1))
+
+
+def config_dict(cfg) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,45 @@
+"""Supervised fine-tuning on records (used to inject the scenario and by the oracle)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from unlearnkit.data.records import Record
+from unlearnkit.data.render import Rendered, collate, render_record
+from unlearnkit.objectives.nll import nll_loss
+from unlearnkit.training.loop import OptimConfig, train
+
+
+def epoch_plan(items: Sequence, batch_size: int, epochs: int, seed: int) -> list[list]:
+    """Shuffled micro-batches for ``epochs`` passes, fixed by ``seed`` (the last may be short)."""
+    rng = random.Random(seed)
+    plan = []
+    for _ in range(epochs):
+        order = list(items)
+        rng.shuffle(order)
+        plan += [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return plan
+
+
+def sft_step(pad_id: int):
+    """A step function for :func:`unlearnkit.training.loop.train`: mean answer-token NLL."""
+
+    def step(model, items: list[Rendered]):
+        batch = collate(items, pad_id)
+        device = next(model.parameters()).device
+        logits = model(input_ids=batch["input_ids"].to(device),
+                       attention_mask=batch["attention_mask"].to(device)).logits
+        return nll_loss(logits, batch["labels"].to(device)), {}
+
+    return step
+
+
+def finetune(model, tokenizer, records: Sequence[Record], cfg: OptimConfig, *, epochs: int,
+             batch_size: int, seed: int = 0, out_dir: Path | None = None,
+             desc: str = "finetune") -> list[dict]:
+    """Fine-tune ``model`` in place on the records' answers; returns the training log."""
+    items = [render_record(tokenizer, r) for r in records]
+    plan = epoch_plan(items, batch_size, epochs, seed)
+    return train(model, plan, sft_step(tokenizer.pad_token_id), cfg, out_dir=out_dir, desc=desc)

@@ -1,0 +1,70 @@
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from unlearnkit.config import apply_overrides, from_dict, load_config
+from unlearnkit.errors import UnlearnError
+
+
+@dataclass
+class Inner:
+    lr: float = 1e-4
+    steps: int = 10
+    mode: Literal["full", "lora"] = "full"
+    names: list[str] = field(default_factory=list)
+    k: int | None = None
+
+
+@dataclass
+class Outer:
+    inner: Inner = field(default_factory=Inner)
+    name: str = "x"
+
+
+def test_defaults_nested_values_and_int_to_float():
+    cfg = from_dict(Outer, {"inner": {"lr": 1, "names": ["a"], "k": 3}})
+    assert cfg.inner.lr == 1.0 and isinstance(cfg.inner.lr, float)
+    assert cfg.inner.names == ["a"] and cfg.inner.k == 3 and cfg.name == "x"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"inner": {"lr": "fast"}}, "inner.lr: expected a number"),
+        ({"inner": {"steps": 1.5}}, "inner.steps: expected an integer"),
+        ({"inner": {"steps": True}}, "inner.steps: expected an integer"),
+        ({"inner": {"mode": "half"}}, "inner.mode: 'half' is not one of"),
+        ({"inner": {"names": "a"}}, "inner.names: expected a list"),
+        ({"inner": {"oops": 1}}, "unknown config key inner.oops"),
+        ({"typo": 1}, "unknown config key typo"),
+        ({"inner": 3}, "inner: expected a mapping"),
+    ],
+)
+def test_bad_values_name_their_key(data, message):
+    with pytest.raises(UnlearnError, match=message.replace("(", r"\(")):
+        from_dict(Outer, data)
+
+
+def test_dotted_overrides_parse_yaml_scalars():
+    data = apply_overrides({"inner": {"lr": 1.0}}, ["inner.lr=2e-5", "inner.names=[a, b]",
+                                                    "name=hello", "inner.k=null"])
+    cfg = from_dict(Outer, data)
+    assert cfg.inner.lr == 2e-5 and cfg.inner.names == ["a", "b"] and cfg.name == "hello"
+    assert cfg.inner.k is None
+
+
+def test_override_without_equals_is_rejected():
+    with pytest.raises(UnlearnError, match="key.sub=value"):
+        apply_overrides({}, ["inner.lr"])
+
+
+def test_load_config_from_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("inner:\n  steps: 5\n")
+    assert load_config(Outer, path, ["inner.mode=lora"]).inner == Inner(steps=5, mode="lora")
+    path.write_text("inner: [unclosed\n")
+    with pytest.raises(UnlearnError, match="not valid YAML"):
+        load_config(Outer, path)
+    with pytest.raises(UnlearnError, match="not found"):
+        load_config(Outer, tmp_path / "missing.yaml")

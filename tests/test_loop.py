@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from unlearnkit.data.render import render
+from unlearnkit.errors import UnlearnError
+from unlearnkit.models.tiny import tiny_model
+from unlearnkit.training.checkpoint import latest_checkpoint
+from unlearnkit.training.loop import OptimConfig, _lr_lambda, train
+from unlearnkit.training.sft import epoch_plan, sft_step
+
+
+def items(tok, n=8):
+    # equal lengths, so token means and per-batch means agree across batch shapes
+    return [render(tok, f"Question {i}?", f"Answer {i}.") for i in range(n)]
+
+
+def params(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_training_reduces_loss_and_changes_weights(tok):
+    model = tiny_model(len(tok))
+    before = params(model).clone()
+    plan = epoch_plan(items(tok), 4, epochs=10, seed=0)
+    hist = train(model, plan, sft_step(tok.pad_token_id), OptimConfig(lr=3e-3))
+    assert hist[-1]["loss"] < 0.7 * hist[0]["loss"]
+    assert not torch.equal(before, params(model))
+    assert {"loss", "lr", "grad_norm"} <= set(hist[0])
+
+
+def test_accumulation_matches_one_big_batch(tok):
+    data = items(tok)
+    big, small = tiny_model(len(tok)), tiny_model(len(tok))
+    train(big, [data[:4], data[4:]], sft_step(0), OptimConfig(lr=1e-3, warmup_ratio=0))
+    micro = [[x] for x in data]
+    train(small, micro, sft_step(0), OptimConfig(lr=1e-3, warmup_ratio=0, grad_accum=4))
+    torch.testing.assert_close(params(big), params(small), atol=1e-6, rtol=1e-5)
+
+
+def test_killed_run_resumes_to_the_same_model(tok, tmp_path):
+    plan = epoch_plan(items(tok), 2, epochs=2, seed=1)  # 8 steps
+    cfg = OptimConfig(lr=2e-3, checkpoint_every=2)
+    full = tiny_model(len(tok))
+    train(full, plan, sft_step(0), cfg, out_dir=tmp_path / "a")
+
+    def kill(step):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    killed = tiny_model(len(tok))
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, plan, sft_step(0), cfg, out_dir=tmp_path / "b", on_step=kill)
+    assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step-0000004"
+    resumed = tiny_model(len(tok), seed=123)  # different init: everything must come from disk
+    hist = train(resumed, plan, sft_step(0), cfg, out_dir=tmp_path / "b", resume=True)
+    assert [h["step"] for h in hist] == list(range(1, 9))
+    torch.testing.assert_close(params(full), params(resumed), atol=1e-6, rtol=1e-5)
+
+
+def test_schedule_warms_up_then_decays():
+    f = _lr_lambda(OptimConfig(warmup_ratio=0.2, schedule="linear"), total=10)
+    assert f(0) == pytest.approx(1 / 3) and f(1) == pytest.approx(2 / 3)
+    assert f(2) == 1.0 and f(10) == 0.0
+    g = _lr_lambda(OptimConfig(warmup_ratio=0.0, schedule="cosine"), total=10)
+    assert g(5) == pytest.approx(0.5)
+
+
+def test_bad_settings_are_user_errors(tok):
+    with pytest.raises(UnlearnError, match="lr must be positive"):
+        OptimConfig(lr=0)
+    with pytest.raises(UnlearnError, match="fewer than grad_accum"):
+        train(tiny_model(len(tok)), [[1]], sft_step(0), OptimConfig(grad_accum=2))

@@ -1,0 +1,261 @@
+"""Raw text -> QA: the template rules by hand, and model generators with fakes (no downloads)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from unlearnkit.data.rawtext import (
+    HFModelGenerator,
+    OpenAIGenerator,
+    find_subject,
+    parse_qa_json,
+    passages_to_records,
+    salient_terms,
+    split_sentences,
+    template_qa,
+)
+from unlearnkit.errors import UnlearnError
+
+CURIE = ("Marie Curie was a physicist and chemist born in Warsaw in 1867. "
+         "She won the Nobel Prize in Physics in 1903.")
+
+
+def test_template_on_two_sentences_by_hand():
+    """Subject "Marie Curie" opens the passage. Sentence 1 has 12 words: cut after 6. Sentence 2
+    has 9 words: cut after 4 would split "Nobel Prize", so it moves left to 3."""
+    records = passages_to_records([CURIE], split="forget", source="curie.txt")
+    got = [(r.question, r.answer, r.targets) for r in records]
+    assert got == [
+        ("What do you know about Marie Curie?",
+         "Marie Curie was a physicist and chemist born in Warsaw in 1867.",
+         ["Warsaw", "1867"]),
+        ("Complete this statement about Marie Curie: 'Marie Curie was a physicist and ...'",
+         "chemist born in Warsaw in 1867.",
+         ["Warsaw", "1867"]),
+        ("Complete this statement about Marie Curie: 'She won the ...'",
+         "Nobel Prize in Physics in 1903.",
+         ["Nobel Prize", "Physics", "1903"]),
+    ]
+    assert [r.id for r in records] == ["text-curie-0", "text-curie-1", "text-curie-2"]
+    assert records[0].paraphrased_questions == ["Tell me about Marie Curie.",
+                                                "What is known about Marie Curie?"]
+    assert all(r.subject == "Marie Curie" and r.meta["passage"] == CURIE for r in records)
+    assert [r.meta["kind"] for r in records] == ["subject", "cloze", "cloze"]
+    assert all(r.split == "forget" and r.source == "curie.txt" for r in records)
+
+
+def test_template_is_deterministic_and_deduplicates():
+    first = passages_to_records([CURIE, CURIE], split="forget", source="a.txt")
+    again = passages_to_records([CURIE], "template", split="forget", source="a.txt")
+    assert [r.to_dict() for r in first] == [r.to_dict() for r in again]
+
+
+def test_template_without_subject_and_with_given_subject():
+    passage = "It was raining hard over the hills. Birds stayed home."
+    pairs = template_qa(passage)
+    assert [p["question"] for p in pairs] == ["Complete this statement: 'It was raining ...'"]
+    assert pairs[0]["answer"] == "hard over the hills." and pairs[0]["targets"] == ["hills"]
+    given = template_qa(passage, subject="the weather")
+    assert given[0]["question"] == "What do you know about the weather?"
+    assert given[1]["question"].startswith("Complete this statement about the weather:")
+
+
+def test_split_sentences_keeps_abbreviations_and_initials():
+    text = ("Dr. J. R. Smith met Mr. Brown in St. Louis.  It rained!\n\"Yes,\" he said. "
+            'She said "no." 5 left.')
+    assert split_sentences(text) == [
+        "Dr. J. R. Smith met Mr. Brown in St. Louis.", "It rained!", '"Yes," he said.',
+        'She said "no."', "5 left."]
+
+
+@pytest.mark.parametrize(("passage", "subject"), [
+    ("The Eiffel Tower is in Paris.", "Eiffel Tower"),
+    ("Marie Curie's work changed physics.", "Marie Curie"),
+    ("Ludwig van Beethoven, a composer, was deaf.", "Ludwig van Beethoven"),
+    ("It is raining in London.", None),
+    ("In 1990 Berlin was reunited.", None),
+])
+def test_find_subject(passage, subject):
+    assert find_subject(passage) == subject
+
+
+def test_salient_terms():
+    assert salient_terms("born in New York, USA on 5 May 1990.") == [
+        "New York", "USA", "5", "May", "1990"]
+    assert salient_terms("Paris and Rome", exclude="Is it Paris?") == ["Rome"]
+    assert salient_terms("the cat sat quietly") == ["quietly"]  # fallback: longest word
+
+
+def test_generator_outputs_validated_deduplicated_and_counted(caplog):
+    class Fake:
+        def generate(self, passage):
+            return [{"question": "Who? ", "answer": " Ann "}, {"question": "who", "answer": "x"},
+                    {"question": "", "answer": "x"}, {"question": "Q?"}, "junk",
+                    {"question": "Where is Ann?", "answer": "In Rome", "targets": ["Rome"]}]
+
+    with caplog.at_level(logging.WARNING, logger="unlearnkit.data.rawtext"):
+        records = passages_to_records(["p1"], Fake(), split="retain", source="s.jsonl",
+                                      subject="Ann")
+    assert [(r.question, r.answer, r.targets) for r in records] == [
+        ("Who?", "Ann", ["Ann"]), ("Where is Ann?", "In Rome", ["Rome"])]
+    assert all(r.meta["passage"] == "p1" and r.subject == "Ann" for r in records)
+    assert "skipped 3 malformed QA pair(s)" in caplog.text
+    with pytest.raises(UnlearnError, match="generator 'gpt' is not usable"):
+        passages_to_records(["p"], "gpt", split="forget")
+
+
+def test_parse_qa_json():
+    reply = 'Sure!\n```json\n[{"question": "Q?", "answer": "A"}]\n```'
+    assert parse_qa_json(reply) == [{"question": "Q?", "answer": "A"}]
+    assert parse_qa_json("[{'question': 'Q?'}]") is None
+    assert parse_qa_json("no list here") is None
+    assert parse_qa_json('{"question": "Q?"}') is None
+
+
+# ----------------------------------------------------------------------------- HF generator
+
+
+class FakeTokenizer:
+    """Enough of a transformers tokenizer for HFModelGenerator.complete."""
+
+    def __init__(self, reply: str, chat_template: str | None = None) -> None:
+        self.reply, self.chat_template = reply, chat_template
+        self.pad_token_id, self.eos_token_id = None, 0
+        self.calls: list[tuple[str, bool]] = []
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        assert tokenize is False and add_generation_prompt is True
+        return f"<user>{messages[0]['content']}<assistant>"
+
+    def __call__(self, text, return_tensors, add_special_tokens=True):
+        import torch
+
+        self.calls.append((text, add_special_tokens))
+        return {"input_ids": torch.tensor([[5, 6, 7]])}
+
+    def decode(self, ids, skip_special_tokens):
+        assert ids.tolist() == [8, 9]  # only the new tokens
+        return self.reply
+
+
+class FakeModel:
+    device = "cpu"
+
+    def generate(self, input_ids, attention_mask, **kwargs):
+        import torch
+
+        self.kwargs = kwargs
+        assert attention_mask.tolist() == [[1, 1, 1]]
+        return torch.cat([input_ids, torch.tensor([[8, 9]])], dim=1)
+
+
+def test_hf_generator_greedy_and_parsed():
+    reply = '[{"question": "Where was Marie Curie born?", "answer": "Warsaw"}]'
+    tokenizer, model = FakeTokenizer(reply, chat_template="{{ x }}"), FakeModel()
+    gen = HFModelGenerator(model, tokenizer, max_pairs=3, max_new_tokens=64)
+    records = passages_to_records([CURIE], gen, split="forget", source="c.txt")
+    assert [(r.question, r.answer, r.targets) for r in records] == [
+        ("Where was Marie Curie born?", "Warsaw", ["Warsaw"])]
+    assert records[0].meta["generator"] == "HFModelGenerator"
+    prompt, special = tokenizer.calls[0]
+    assert prompt.startswith("<user>") and CURIE in prompt and "up to 3" in prompt
+    assert special is False  # the chat template already holds the special tokens
+    assert model.kwargs["do_sample"] is False and model.kwargs["max_new_tokens"] == 64
+    assert model.kwargs["pad_token_id"] == 0
+
+
+def test_hf_generator_skips_malformed_reply(caplog):
+    gen = HFModelGenerator(FakeModel(), FakeTokenizer("Here are pairs: [oops"))
+    with caplog.at_level(logging.WARNING, logger="unlearnkit.data.rawtext"):
+        assert passages_to_records(["p one", "p two"], gen, split="forget") == []
+    assert gen.malformed == 2 and "skipped (2 so far)" in caplog.text
+
+
+# ----------------------------------------------------------------------------- HTTP generator
+
+
+@pytest.fixture
+def chat_server(monkeypatch):
+    """A local OpenAI-style server; yields (base_url, seen requests, settable reply)."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    seen: list[dict] = []
+    state = {"status": 200, "content": "[]"}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append({"path": self.path, "auth": self.headers.get("Authorization"),
+                         "body": body})
+            if state["status"] == 200:
+                payload = {"choices": [{"message": {"role": "assistant",
+                                                    "content": state["content"]}}]}
+            else:
+                payload = {"error": f"bad key {self.headers.get('Authorization')}"}
+            data = json.dumps(payload).encode()
+            self.send_response(state["status"])
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/v1", seen, state
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def test_openai_generator_sends_key_from_env(chat_server, monkeypatch):
+    base_url, seen, state = chat_server
+    state["content"] = ('```json\n[{"question": "When did Curie win the Nobel Prize?", '
+                        '"answer": "In 1903"}, {"question": "", "answer": "x"}]\n```')
+    monkeypatch.setenv("MY_LLM_KEY", "sk-test-123")
+    gen = OpenAIGenerator(base_url, "tiny-model", api_key_env="MY_LLM_KEY", timeout=5)
+    records = passages_to_records([CURIE], gen, split="forget", source="c.txt")
+    assert [(r.question, r.answer, r.targets) for r in records] == [
+        ("When did Curie win the Nobel Prize?", "In 1903", ["1903"])]
+    assert seen[0]["path"] == "/v1/chat/completions"
+    assert seen[0]["auth"] == "Bearer sk-test-123"
+    body = seen[0]["body"]
+    assert body["model"] == "tiny-model" and body["temperature"] == 0
+    assert body["messages"][0]["role"] == "user" and CURIE in body["messages"][0]["content"]
+
+
+def test_openai_generator_errors_never_show_the_key(chat_server, monkeypatch):
+    base_url, _, state = chat_server
+    gen = OpenAIGenerator(base_url, "m", api_key_env="MY_LLM_KEY", timeout=5)
+    monkeypatch.delenv("MY_LLM_KEY", raising=False)
+    with pytest.raises(UnlearnError, match="environment variable MY_LLM_KEY is not set"):
+        gen.generate("p")
+    monkeypatch.setenv("MY_LLM_KEY", "sk-secret-456")
+    state["status"] = 401
+    with pytest.raises(UnlearnError, match="answered HTTP 401") as info:
+        gen.generate("p")
+    assert "sk-secret-456" not in str(info.value) and "***" in str(info.value)
+    state["status"], state["content"] = 200, "not json at all"
+    assert gen.generate("p") == [] and gen.malformed == 1
+
+
+def test_openai_generator_unreachable_and_bad_url(monkeypatch):
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(UnlearnError, match="must start with http"):
+        OpenAIGenerator("file:///etc", "m")
+    server = HTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    port = server.server_port
+    server.server_close()  # nothing listens on this port now
+    gen = OpenAIGenerator(f"http://127.0.0.1:{port}/v1", "m", api_key_env=None, timeout=5)
+    with pytest.raises(UnlearnError, match="could not reach"):
+        gen.generate("p")
