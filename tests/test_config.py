@@ -55,7 +55,7 @@ def test_dotted_overrides_parse_yaml_scalars():
 
 
 def test_override_without_equals_is_rejected():
-    with pytest.raises(UnlearnError, match="key.sub=value"):
+    with pytest.raises(UnlearnError, match=r"key\.sub=value"):
         apply_overrides({}, ["inner.lr"])
 
 

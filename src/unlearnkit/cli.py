@@ -37,9 +37,8 @@ def cmd_standardize(args: argparse.Namespace) -> None:
 
 
 def cmd_inject(args: argparse.Namespace) -> None:
-    from unlearnkit.pipeline.scenario_models import ScenarioSetup, prepare_scenario
-
     from unlearnkit.config import load_config
+    from unlearnkit.pipeline.scenario_models import ScenarioSetup, prepare_scenario
 
     cfg = load_config(ScenarioSetup, args.config, args.set)
     setup = prepare_scenario(cfg)

@@ -46,3 +46,33 @@ def apply_lora(model, settings: LoraSettings):
 def merged(model):
     """A plain transformers model: LoRA weights merged in, or the model itself."""
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def decoder_layers(model):
+    """The transformer block list (the ModuleList as long as ``num_hidden_layers``)."""
+    import torch.nn as nn
+
+    n = getattr(model.config, "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise UnlearnError(f"cannot find the {n} decoder layers of {type(model).__name__}")
+
+
+def freeze(model, *, embeddings: bool = False, lower_layers: int = 0):
+    """Freeze the (tied) embeddings and/or the ``lower_layers`` lowest blocks; returns model.
+
+    Freezing the embedding matrix skips its vocabulary-sized gradient, and frozen lower
+    blocks end the backward pass early: on a CPU this is most of a step's cost.
+    """
+    if embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+        out = model.get_output_embeddings()
+        if out is not None:
+            out.weight.requires_grad_(False)
+    layers = decoder_layers(model)
+    if lower_layers > len(layers):
+        raise UnlearnError(f"cannot freeze {lower_layers} layers: the model has {len(layers)}")
+    for layer in list(layers)[:lower_layers]:
+        layer.requires_grad_(False)
+    return model

@@ -21,7 +21,7 @@ from typing import Literal
 
 from unlearnkit.data.records import Record, atomic_write_text
 from unlearnkit.models.loader import cache_root, load_model, resolve_model_path
-from unlearnkit.models.lora import LoraSettings, apply_lora, merged
+from unlearnkit.models.lora import LoraSettings, apply_lora, freeze, merged
 from unlearnkit.training.loop import OptimConfig
 from unlearnkit.training.sft import finetune
 
@@ -30,17 +30,19 @@ Variant = Literal["injected", "oracle"]
 
 
 def _default_optim() -> OptimConfig:
-    return OptimConfig(lr=1e-4, warmup_ratio=0.05, mixed_precision="bf16")
+    return OptimConfig(lr=2e-4, warmup_ratio=0.05)
 
 
 @dataclass
 class InjectConfig:
     """How the scenario is taught to the base model (sizes and rates chosen by measurement)."""
 
-    epochs: int = 5
+    epochs: int = 3
     batch_size: int = 16
     seed: int = 0
     replay: bool = True
+    freeze_embeddings: bool = True
+    freeze_lower_layers: int = 10
     lora: LoraSettings = field(default_factory=LoraSettings)
     optim: OptimConfig = field(default_factory=_default_optim)
 
@@ -76,7 +78,8 @@ def build_injected(model_name: str, records: list[Record], variant: Variant,
     if (target / "inject.json").is_file():
         return target
     model, tokenizer = load_model(model_name)
-    model = apply_lora(model, cfg.lora)
+    model = apply_lora(freeze(model, embeddings=cfg.freeze_embeddings,
+                              lower_layers=cfg.freeze_lower_layers), cfg.lora)
     history = finetune(model, tokenizer, data, cfg.optim, epochs=cfg.epochs,
                        batch_size=cfg.batch_size, seed=cfg.seed, desc=f"inject:{variant}")
     _save_atomically(merged(model), tokenizer, target,

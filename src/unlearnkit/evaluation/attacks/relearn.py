@@ -1,0 +1,64 @@
+"""Relearning attack: fine-tune a copy on half the forget items, test the other half.
+
+If unlearning only hid the knowledge, a few steps on *some* forget facts bring back the
+*others* (which the copy never trained on). Each learning rate gets a fresh copy; the attack
+reports the worst case (highest success rate) over the learning rates.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Sequence
+
+from unlearnkit.data.records import Record
+from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation.attacks.registry import register_attack
+from unlearnkit.evaluation.attacks.scoring import Settings, score_plain
+from unlearnkit.training.loop import OptimConfig
+from unlearnkit.training.sft import finetune
+
+
+def relearn_split(records: Sequence[Record], seed: int = 0) -> tuple[list[Record], list[Record]]:
+    """(train half, test half): records sorted by id, shuffled by ``seed``, the first
+    ``len // 2`` to train. Disjoint, and fixed by the seed whatever the input order."""
+    order = sorted(records, key=lambda r: r.id)
+    random.Random(seed).shuffle(order)
+    half = len(order) // 2
+    return order[:half], order[half:]
+
+
+def _rate(items: list[dict]) -> float:
+    return sum(item["success"] for item in items) / len(items) if items else 0.0
+
+
+@register_attack("relearn", kind="custom", family="relearning")
+def relearn_attack(model, tokenizer, records: Sequence[Record], settings: Settings, *,
+                   lrs: Sequence[float] = (1e-5, 1e-4), epochs: int = 2, batch_size: int = 4,
+                   seed: int = 0) -> dict:
+    """For each lr: a deep copy, :func:`finetune` (constant lr, no warmup) for ``epochs`` over
+    the train half, then the plain probes of the test half. Items: those of the worst lr;
+    ``details`` has the test half's rate before relearning and the rate at every lr."""
+    if not lrs:
+        raise UnlearnError("relearn: 'lrs' is empty; give at least one learning rate")
+    answered = [r for r in records if r.answer]
+    train_set, test_set = relearn_split(answered, seed)
+    if not train_set or not test_set:
+        return {"items": [], "details": {"skipped": "needs at least two answered forget records"}}
+    before = _rate(score_plain(model, tokenizer, test_set, settings))
+    runs = {}
+    for lr in lrs:
+        twin = copy.deepcopy(model)
+        cfg = OptimConfig(lr=lr, warmup_ratio=0.0, schedule="constant")
+        log = finetune(twin, tokenizer, train_set, cfg, epochs=epochs, batch_size=batch_size,
+                       seed=seed, desc=f"relearn lr={lr:g}")
+        runs[lr] = (score_plain(twin, tokenizer, test_set, settings), len(log))
+        del twin
+    worst = max(runs, key=lambda lr: _rate(runs[lr][0]))
+    details = {
+        "train_ids": [r.id for r in train_set], "test_ids": [r.id for r in test_set],
+        "rate_before": before,
+        "rate_by_lr": {str(lr): _rate(items) for lr, (items, _) in runs.items()},
+        "steps": runs[worst][1], "worst_lr": worst,
+    }
+    return {"items": runs[worst][0], "details": details}

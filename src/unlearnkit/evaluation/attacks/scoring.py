@@ -1,0 +1,148 @@
+"""Shared scoring: render attack prompts, generate greedily in batches, judge each item.
+
+An item (one forget record) is *revealed* under an attack when at least one of its attack
+prompts reveals the fact: :func:`~unlearnkit.evaluation.correctness.contains_answer` on the
+greedy generation (for a prefill, on prefill text + continuation). An attack's success rate is
+the fraction of revealed items among the items it applies to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from unlearnkit.data.adapters import LETTERS
+from unlearnkit.data.records import Record
+from unlearnkit.data.render import IGNORE_INDEX, Rendered, render
+from unlearnkit.evaluation.attacks.prompts import plain_prompts
+from unlearnkit.evaluation.attacks.registry import Attack, AttackPrompt
+from unlearnkit.evaluation.correctness import contains_answer
+from unlearnkit.evaluation.engine import generate, token_logprobs
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Settings every attack shares (see :func:`run_attacks`)."""
+
+    max_new_tokens: int = 32
+    batch_size: int = 32
+    context: str | None = None
+    seed: int = 0
+    progress: bool = False
+
+
+def resolve_prefill(prefill: int | float, n_answer_tokens: int) -> int | None:
+    """Prefill length in tokens: k itself, or floor(fraction * n) but at least 1.
+
+    None when it would not leave at least one answer token to generate.
+    """
+    fraction = isinstance(prefill, float)
+    k = max(1, int(prefill * n_answer_tokens)) if fraction else int(prefill)
+    return k if 1 <= k < n_answer_tokens else None
+
+
+def render_attack_prompt(tokenizer, record: Record, prompt: AttackPrompt,
+                         context: str | None = None) -> tuple[Rendered, str] | None:
+    """A generation prompt for ``prompt`` and its prefill text ("" without a prefill).
+
+    A token prefill takes the answer's own tokens as :func:`render` produces them. None when
+    the prefill is unusable: the whole answer, or text that already states the fact.
+    """
+    if prompt.prefill is None:
+        return render(tokenizer, prompt.question, system=prompt.system, context=context), ""
+    full = render(tokenizer, prompt.question, record.answer, system=prompt.system,
+                  context=context)
+    start = full.response_start
+    answer_ids = full.input_ids[start:-1]  # without the end-of-turn token
+    k = resolve_prefill(prompt.prefill, len(answer_ids))
+    if k is None:
+        return None
+    text = tokenizer.decode(answer_ids[:k], skip_special_tokens=True)
+    if contains_answer(text, record.targets, record.answer):
+        return None
+    ids = full.input_ids[:start + k]
+    return Rendered(ids, [IGNORE_INDEX] * len(ids), start + k), text
+
+
+def reveals(record: Record, generation: str, prefix: str = "") -> bool:
+    """Does the generation (after ``prefix``, the prefill text) state the record's fact?
+
+    The engine strips the continuation's leading space, so after a prefill both joins (with
+    and without a space) are tried: this errs towards finding a leak, the cautious side.
+    """
+    if not prefix:
+        return contains_answer(generation, record.targets, record.answer)
+    return any(contains_answer(prefix + sep + generation, record.targets, record.answer)
+               for sep in ("", " "))
+
+
+def _jobs(tokenizer, records, attacks, settings):
+    """(attack name, record index, prompt, rendered, prefill text) for every usable prompt."""
+    jobs = []
+    for attack, options in attacks:
+        for i, record in enumerate(records):
+            seen = set()
+            for prompt in attack.fn(record, **options):
+                done = render_attack_prompt(tokenizer, record, prompt, settings.context)
+                if done is None or tuple(done[0].input_ids) in seen:
+                    continue
+                seen.add(tuple(done[0].input_ids))
+                jobs.append((attack.name, i, prompt, *done))
+    return jobs
+
+
+def score_prompt_attacks(model, tokenizer, records: Sequence[Record],
+                         attacks: Sequence[tuple[Attack, dict[str, Any]]],
+                         settings: Settings) -> dict[str, list[dict]]:
+    """Per-item results of every prompt-kind attack, all prompts generated in one batched run."""
+    jobs = _jobs(tokenizer, records, attacks, settings)
+    texts = generate(model, tokenizer, [job[3] for job in jobs],
+                     max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
+                     progress=settings.progress) if jobs else []
+    items: dict[str, dict[int, dict]] = {attack.name: {} for attack, _ in attacks}
+    for (name, i, prompt, _, prefix), text in zip(jobs, texts, strict=True):
+        ok = reveals(records[i], text, prefix)
+        item = items[name].setdefault(i, {"id": records[i].id, "success": False, "variants": []})
+        item["variants"].append({"label": prompt.label, "prefill": prefix, "generation": text,
+                                 "success": ok})
+        item["success"] = item["success"] or ok
+    return {name: [by_index[i] for i in sorted(by_index)] for name, by_index in items.items()}
+
+
+def score_plain(model, tokenizer, records: Sequence[Record], settings: Settings) -> list[dict]:
+    """Per-item results of the plain probes (what weight-level attacks re-score)."""
+    plain = Attack("plain", "prompt", plain_prompts)
+    return score_prompt_attacks(model, tokenizer, records, [(plain, {})], settings)["plain"]
+
+
+def score_choice_attack(model, tokenizer, records: Sequence[Record], attack: Attack,
+                        options: dict[str, Any], settings: Settings) -> list[dict]:
+    """Multiple choice, judged by log-probability argmax over the option letters.
+
+    For each prompt, every letter A, B, ... is rendered as the assistant's answer and scored by
+    the log-probability of its first token; the item is revealed when the argmax is the letter
+    of ``answer_index``. Always picks a letter, so chance level is 1 / number of choices.
+    """
+    rows = []  # (record index, prompt, first rendered index, number of letters)
+    rendered: list[Rendered] = []
+    for i, record in enumerate(records):
+        for prompt in attack.fn(record, **options):
+            letters = LETTERS[:len(record.choices)]
+            rows.append((i, prompt, len(rendered), len(letters)))
+            rendered += [render(tokenizer, prompt.question, letter, system=prompt.system,
+                                context=settings.context) for letter in letters]
+    scores = token_logprobs(model, tokenizer, rendered, batch_size=settings.batch_size)
+    items: dict[int, dict] = {}
+    for i, prompt, first, n in rows:
+        logps = [float(s[0]) for s in scores[first:first + n]]
+        picked = int(torch.tensor(logps).argmax())
+        ok = picked == records[i].answer_index
+        item = items.setdefault(i, {"id": records[i].id, "success": False, "variants": []})
+        item["variants"].append({"label": prompt.label, "picked": LETTERS[picked],
+                                 "answer": LETTERS[records[i].answer_index],
+                                 "logprobs": logps, "success": ok})
+        item["success"] = item["success"] or ok
+    return [items[i] for i in sorted(items)]

