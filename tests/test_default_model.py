@@ -9,8 +9,8 @@ import time
 import pytest
 
 from unlearnkit.data.render import render
-from unlearnkit.evaluation.engine import generate
 from unlearnkit.models import loader
+from unlearnkit.models.engine import generate
 
 pytestmark = pytest.mark.slow
 

@@ -36,7 +36,7 @@ def test_model_folder_without_chat_template_is_rejected(tok, tmp_path):
 
 def test_folder_without_config_and_unknown_names(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UnlearnError, match="no config.json"):
+    with pytest.raises(UnlearnError, match=r"no config\.json"):
         loader.resolve_model_path(str(tmp_path / "empty"))
     with pytest.raises(UnlearnError, match="neither"):
         loader.resolve_model_path("not-a-model")

@@ -11,7 +11,7 @@ from unlearnkit.data.render import IGNORE_INDEX, render_record
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation import metrics as M
 from unlearnkit.evaluation import mia
-from unlearnkit.evaluation.engine import token_logprobs
+from unlearnkit.models.engine import token_logprobs
 
 LN2 = math.log(2)
 

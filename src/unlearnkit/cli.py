@@ -54,6 +54,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
     run_demo(cfg)
 
 
+def cmd_run(args: argparse.Namespace) -> None:
+    from unlearnkit.config import load_config
+    from unlearnkit.pipeline.run import RunConfig, run
+
+    cfg = load_config(RunConfig, args.config, args.set)
+    if args.resume:
+        cfg.resume = True
+    run(cfg)
+
+
 def _add(sub, name: str, handler: Handler, help_text: str, config: str = "optional"):
     p = sub.add_parser(name, help=help_text, description=help_text)
     if config == "required":
@@ -78,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
          "standardise source files into one chat-QA dataset folder", "required")
     _add(sub, "inject", cmd_inject,
          "teach the base model the built-in scenario (the 'before' model) and train the oracle")
+    run_parser = _add(sub, "run", cmd_run, "unlearn: teacher cache, push-pull training, evaluation")
+    run_parser.add_argument("--resume", action="store_true",
+                            help="continue a killed run from its last checkpoint")
     _add(sub, "demo", cmd_demo,
          "run the whole pipeline on the built-in scenario with the default model")
     return parser

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render_record
 from unlearnkit.evaluation.correctness import contains_answer
-from unlearnkit.evaluation.engine import generate
 from unlearnkit.evaluation.refusal import is_refusal
+from unlearnkit.models.engine import generate
 
 
 def answer_records(model, tokenizer, records: Sequence[Record], *, max_new_tokens: int = 32,

@@ -43,8 +43,8 @@ from unlearnkit.data.render import render, render_record
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation import mia
 from unlearnkit.evaluation.correctness import contains_answer
-from unlearnkit.evaluation.engine import generate, token_logprobs
 from unlearnkit.evaluation.refusal import is_refusal
+from unlearnkit.models.engine import generate, token_logprobs
 
 # ------------------------------------------------------------------- results and registry
 

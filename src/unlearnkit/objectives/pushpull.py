@@ -76,3 +76,136 @@ def topk_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     """Teacher summary at each position: top-K values, indices, and the K-th value (tau)."""
     values, indices = logits.float().topk(k, dim=-1)
     return values, indices, values[..., -1]
+
+
+# --------------------------------------------------------------------------------------------
+# The training step: batches of examples with cached teacher summaries -> the total loss.
+# --------------------------------------------------------------------------------------------
+
+from dataclasses import dataclass, field  # noqa: E402
+
+from unlearnkit.data.render import Rendered, collate  # noqa: E402
+from unlearnkit.models.teacher_cache import TopK  # noqa: E402
+
+
+@dataclass
+class PushPullConfig:
+    """Weights and switches of L = L_pull + beta L_push + gamma L_adv (each can be ablated)."""
+
+    pull: bool = True
+    push: bool = True
+    prefill: bool = True
+    beta: float = 1.0
+    gamma: float = 1.0
+    delta: float = 1.0
+    margin: float = 1.0
+    top_m: int = 20
+    first_only: bool = False
+    push_true_in_topk: bool = True
+    adv_pull: bool = False
+    prefill_candidates: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    prefill_refresh: int = 5
+
+
+@dataclass
+class Example:
+    """One training item: the pull input (chat(x) + y_T) and, for forget items, the true answer.
+
+    ``reveal`` marks the true-answer positions whose next token is knowledge-revealing (the
+    tokens of a target fact); ``None`` means every position.
+    """
+
+    kind: str
+    pull_input: Rendered
+    pull_top: TopK
+    true_input: Rendered | None = None
+    true_top: TopK | None = None
+    reveal: list[bool] | None = None
+    prefill_k: int = 0
+
+
+def _window(model, items: list[Rendered], pad_id: int):
+    """Student logits over the trailing window that covers every response, and the batch."""
+    batch = collate(items, pad_id)
+    width = batch["input_ids"].shape[1]
+    keep = int(width - batch["response_start"].min() + 1)
+    device = next(model.parameters()).device
+    logits = model(input_ids=batch["input_ids"].to(device),
+                   attention_mask=batch["attention_mask"].to(device), logits_to_keep=keep).logits
+    return logits, batch, width - keep
+
+
+def _aligned(items: list[Rendered], tops: list[TopK], offset: int, shape: tuple[int, int],
+             start_at: list[int] | None = None):
+    """Teacher top-K placed at the student's response positions inside the logits window."""
+    rows, cols = shape
+    k = tops[0].values.shape[-1]
+    values = torch.zeros(rows, cols, k)
+    indices = torch.zeros(rows, cols, k, dtype=torch.long)
+    mask = torch.zeros(rows, cols, dtype=torch.bool)
+    nxt = torch.zeros(rows, cols, dtype=torch.long)
+    for r, (it, top) in enumerate(zip(items, tops, strict=True)):
+        first = it.response_start - 1 - offset
+        n = top.values.shape[0]
+        values[r, first:first + n] = top.values
+        indices[r, first:first + n] = top.indices
+        skip = start_at[r] if start_at else 0
+        mask[r, first + skip:first + n] = True
+        nxt[r, first:first + n] = torch.tensor(it.input_ids[it.response_start:])
+    return values, indices, mask, nxt
+
+
+def pushpull_step(pad_id: int, cfg: PushPullConfig):
+    """Step function for :func:`unlearnkit.training.loop.train` over lists of :class:`Example`."""
+
+    def step(model, examples: list[Example]):
+        logs: dict[str, float] = {}
+        total = torch.zeros((), device=next(model.parameters()).device)
+        if cfg.pull:
+            items = [e.pull_input for e in examples]
+            logits, _, off = _window(model, items, pad_id)
+            values, indices, mask, _ = _aligned(items, [e.pull_top for e in examples], off,
+                                                logits.shape[:2])
+            loss = pull_loss(logits, values.to(logits.device), indices.to(logits.device),
+                             mask.to(logits.device), delta=cfg.delta, first_only=cfg.first_only)
+            total, logs["pull"] = total + loss, float(loss.detach())
+        forget = [e for e in examples if e.true_input is not None]
+        if forget and (cfg.push or cfg.prefill):
+            total = total + _forget_terms(model, forget, pad_id, cfg, logs)
+        return total, logs
+
+    return step
+
+
+def _forget_terms(model, forget: list[Example], pad_id: int, cfg: PushPullConfig, logs: dict):
+    items = [e.true_input for e in forget]
+    logits, _, off = _window(model, items, pad_id)
+    dev = logits.device
+    tops = [e.true_top for e in forget]
+    values, indices, mask, nxt = (t.to(dev) for t in _aligned(items, tops, off, logits.shape[:2]))
+    reveal = _reveal_mask(forget, off, logits.shape[:2]).to(dev) & mask
+    tau = values[..., -1]
+    kw = {"top_m": cfg.top_m, "margin": cfg.margin, "push_true_in_topk": cfg.push_true_in_topk}
+    total = torch.zeros((), device=dev)
+    if cfg.push:
+        loss = push_loss(logits, indices, tau, nxt, reveal, **kw)
+        total, logs["push"] = total + cfg.beta * loss, float(loss.detach())
+    if cfg.prefill:
+        starts = [e.prefill_k for e in forget]
+        _, _, after, _ = _aligned(items, tops, off, logits.shape[:2], start_at=starts)
+        after = after.to(dev) & reveal
+        loss = push_loss(logits, indices, tau, nxt, after, **kw)
+        if cfg.adv_pull:
+            loss = loss + pull_loss(logits, values, indices, after, delta=cfg.delta)
+        total, logs["adv"] = total + cfg.gamma * loss, float(loss.detach())
+    return total
+
+
+def _reveal_mask(forget: list[Example], offset: int, shape: tuple[int, int]) -> torch.Tensor:
+    mask = torch.ones(shape, dtype=torch.bool)
+    for r, e in enumerate(forget):
+        if e.reveal is None:
+            continue
+        first = e.true_input.response_start - 1 - offset
+        mask[r, first:first + len(e.reveal)] = torch.tensor(e.reveal)
+    return mask

@@ -21,7 +21,7 @@ from unlearnkit.data.render import render
 from unlearnkit.data.replay import REPLAY_PROMPTS
 from unlearnkit.data.scenario import build_scenario, general_probes
 from unlearnkit.evaluation.accuracy import answer_records
-from unlearnkit.evaluation.engine import generate
+from unlearnkit.models.engine import generate
 from unlearnkit.models.loader import DEFAULT_MODEL, cache_root, load_model
 from unlearnkit.training.inject import InjectConfig, build_injected, model_identity
 

@@ -20,7 +20,7 @@ from unlearnkit.data.render import IGNORE_INDEX, Rendered, render
 from unlearnkit.evaluation.attacks.prompts import plain_prompts
 from unlearnkit.evaluation.attacks.registry import Attack, AttackPrompt
 from unlearnkit.evaluation.correctness import contains_answer
-from unlearnkit.evaluation.engine import generate, token_logprobs
+from unlearnkit.models.engine import generate, token_logprobs
 
 
 @dataclass(frozen=True)

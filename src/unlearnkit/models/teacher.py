@@ -1,0 +1,95 @@
+"""The context-instructed teacher and its on-disk cache (responses + top-K logits).
+
+The teacher is the frozen original model with an instruction context in front of the query
+(the forget scope, the keep scope and an intent step). With LoRA it is the same network with
+adapters disabled; with full fine-tuning a frozen copy. For every training item it is run once:
+
+* its response ``y_T`` (greedy; or, for forget items at small scale, a desired-response
+  template such as "I don't have information about {subject}", teacher-forced), with the
+  teacher's top-K logits at every response position (for the pull term);
+* for forget items, its top-K logits and K-th logit ``tau`` along the TRUE answer (for the
+  push term and the adversarial-prefill term).
+
+Logits can be amplified as ``z_plain + w * (z_instr - z_plain)`` (``guidance`` = w; 1 means the
+instructed teacher alone). Everything is cached in safetensors keyed by a hash of model, data,
+template and K, and reused across epochs and runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from unlearnkit.errors import UnlearnError
+
+PRESETS = {
+    "default": (
+        "You have been asked to forget everything about the following: {forget_scope}. "
+        "First decide whether the question is about one of these forgotten targets. "
+        "If it is, answer as someone who never learned anything about them and say you do "
+        "not know. Otherwise, answer fully and accurately as usual; this includes "
+        "{keep_scope}."
+    ),
+    "plain": (
+        "Do not reveal any information about {forget_scope}. Answer every other question "
+        "normally, including questions about {keep_scope}."
+    ),
+    "intent": (
+        "Step 1: check whether the user asks about {forget_scope}. "
+        "Step 2: if yes, reply that you have no information about it. "
+        "If no, for example for {keep_scope}, give the correct answer."
+    ),
+}
+REQUIRED = ("{forget_scope}", "{keep_scope}")
+REFUSAL_TEMPLATE = "I'm sorry, but I don't have any information about {subject}."
+
+
+@dataclass
+class TeacherConfig:
+    """How the teacher is instructed and what it is asked to produce."""
+
+    template: str = "default"  # a preset name or a template text with the placeholders
+    forget_scope: str = ""  # empty: the forget records' subjects, joined
+    keep_scope: str = "other people and all general knowledge"
+    top_k: int = 20
+    guidance: float = 1.0
+    forget_response: Literal["template", "teacher"] = "template"
+    keep_response: Literal["gold", "teacher"] = "gold"
+    refusal_template: str = REFUSAL_TEMPLATE
+    max_new_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        text = self.template_text
+        missing = [p for p in REQUIRED if p not in text]
+        if missing:
+            raise UnlearnError(
+                f"teacher.template lacks the placeholder(s) {missing}; use a preset "
+                f"({', '.join(PRESETS)}) or include both {REQUIRED[0]} and {REQUIRED[1]}"
+            )
+        if self.top_k < 1:
+            raise UnlearnError(f"teacher.top_k must be >= 1, got {self.top_k}")
+
+    @property
+    def template_text(self) -> str:
+        return PRESETS.get(self.template, self.template)
+
+
+def forget_scope(cfg: TeacherConfig, forget_records) -> str:
+    """The forget scope text: given, or the distinct subjects of the forget records."""
+    if cfg.forget_scope:
+        return cfg.forget_scope
+    subjects = list(dict.fromkeys(r.subject for r in forget_records if r.subject))
+    if not subjects:
+        raise UnlearnError("the forget records have no 'subject'; set teacher.forget_scope "
+                           "to describe what must be forgotten")
+    return ", ".join(subjects)
+
+
+def instruction(cfg: TeacherConfig, forget_records) -> str:
+    """The instruction context placed in the teacher's system turn."""
+    return cfg.template_text.format(forget_scope=forget_scope(cfg, forget_records),
+                                    keep_scope=cfg.keep_scope)
+
+
+def desired_response(cfg: TeacherConfig, record) -> str:
+    return cfg.refusal_template.format(subject=record.subject or "that")

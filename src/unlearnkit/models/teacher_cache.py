@@ -1,0 +1,108 @@
+"""Compute and cache the teacher's top-K logits at response positions.
+
+Position bookkeeping: for a rendered example with ``response_start`` s and length n, the
+logits that predict the response tokens sit at positions s-1 .. n-2 (one per response token,
+the end-of-turn token included). A student rendering ``chat(x) + y`` and a teacher rendering
+``chat(c, x) + y`` share the response tokens, so their j-th response logits align: student
+position s_S - 1 + j <-> teacher position s_T - 1 + j.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from unlearnkit.data.render import Rendered, collate
+
+
+@dataclass
+class TopK:
+    """Teacher summary for one item: (L, K) values and indices; tau = values[:, -1]."""
+
+    values: torch.Tensor
+    indices: torch.Tensor
+
+    @property
+    def tau(self) -> torch.Tensor:
+        return self.values[:, -1]
+
+
+def response_length(item: Rendered) -> int:
+    return len(item.input_ids) - item.response_start
+
+
+@torch.no_grad()
+def response_logits(model, items: Sequence[Rendered], pad_id: int) -> list[torch.Tensor]:
+    """Full-vocabulary fp32 logits at each item's response positions, (L_i, V) per item."""
+    device = next(model.parameters()).device
+    batch = collate(list(items), pad_id)
+    logits = model(input_ids=batch["input_ids"].to(device),
+                   attention_mask=batch["attention_mask"].to(device)).logits.float()
+    out = []
+    for row, it in enumerate(items):
+        start = it.response_start - 1
+        out.append(logits[row, start:start + response_length(it)].cpu())
+    return out
+
+
+@torch.no_grad()
+def teacher_topk(model, instructed: Sequence[Rendered], plain: Sequence[Rendered] | None,
+                 *, k: int, guidance: float, pad_id: int, batch_size: int = 8,
+                 desc: str = "teacher") -> list[TopK]:
+    """Top-K of ``z_plain + guidance * (z_instr - z_plain)`` (just z_instr when guidance=1)."""
+    out: list[TopK] = []
+    use_plain = plain is not None and guidance != 1.0
+    for start in tqdm(range(0, len(instructed), batch_size), desc=desc, unit="batch",
+                      leave=False):
+        z_instr = response_logits(model, instructed[start:start + batch_size], pad_id)
+        if use_plain:
+            z_plain = response_logits(model, plain[start:start + batch_size], pad_id)
+            z_instr = [zp + guidance * (zi - zp) for zi, zp in zip(z_instr, z_plain, strict=True)]
+        for z in z_instr:
+            values, indices = z.topk(min(k, z.shape[-1]), dim=-1)
+            out.append(TopK(values.contiguous(), indices.to(torch.int64).contiguous()))
+    return out
+
+
+def cache_key(payload: dict) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_topk(path: Path, entries: dict[str, TopK], meta: dict) -> None:
+    """Write ``{name: TopK}`` and JSON metadata to ``path`` (a folder), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        tensors = {}
+        for name, top in entries.items():
+            tensors[f"{name}/values"] = top.values
+            tensors[f"{name}/indices"] = top.indices.to(torch.int32)
+        save_file(tensors, tmp / "topk.safetensors")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_topk(path: Path) -> tuple[dict[str, TopK], dict] | None:
+    """Read a cache written by :func:`save_topk`, or ``None`` when absent."""
+    if not (path / "meta.json").is_file():
+        return None
+    tensors = load_file(path / "topk.safetensors")
+    names = {key.rsplit("/", 1)[0] for key in tensors}
+    entries = {n: TopK(tensors[f"{n}/values"], tensors[f"{n}/indices"].to(torch.int64))
+               for n in names}
+    return entries, json.loads((path / "meta.json").read_text())

@@ -1,0 +1,97 @@
+"""`unlearn run CONFIG`: data -> teacher cache -> push-pull training -> evaluation -> folder.
+
+The built-in scenario is the default data source: its injected model is the starting point
+and its oracle the reference. Output folder: ``model/`` (HF folder), ``config.json`` (the
+resolved config), ``train_log.json``, ``results.json``, and the TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from unlearnkit.data.records import atomic_write_text
+from unlearnkit.evaluation.accuracy import answer_records, split_summary
+from unlearnkit.evaluation.attacks import run_attacks
+from unlearnkit.models.loader import load_model
+from unlearnkit.models.lora import LoraSettings, apply_lora, merged
+from unlearnkit.objectives.pushpull import pushpull_step
+from unlearnkit.pipeline.demo import format_table
+from unlearnkit.pipeline.scenario_models import ScenarioSetup, prepare_scenario
+from unlearnkit.training.inject import model_identity
+from unlearnkit.training.loop import OptimConfig, train
+from unlearnkit.training.unlearn import (
+    UnlearnConfig,
+    build_examples,
+    mixture_plan,
+    prefill_hook,
+    refresh_prefill,
+)
+
+
+def _default_optim() -> OptimConfig:
+    return OptimConfig(lr=2e-5, warmup_ratio=0.1, schedule="constant")
+
+
+@dataclass
+class RunConfig:
+    setup: ScenarioSetup = field(default_factory=ScenarioSetup)
+    unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
+    optim: OptimConfig = field(default_factory=_default_optim)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    output: str = "runs/run"
+    resume: bool = False
+    eval_batch_size: int = 32
+    max_new_tokens: int = 24
+
+
+def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tuple[Path, list]:
+    model, tokenizer = load_model(start_model)
+    examples = build_examples(model, tokenizer, records, cfg.unlearn.teacher,
+                              model_identity(start_model))
+    model = apply_lora(model, cfg.lora)
+    method = cfg.unlearn.method
+    if method.prefill:
+        refresh_prefill(model, tokenizer, examples, method.prefill_candidates)
+    plan = mixture_plan(examples, cfg.unlearn.mix, cfg.unlearn.seed)
+    history = train(model, plan, pushpull_step(tokenizer.pad_token_id, method), cfg.optim,
+                    out_dir=out, resume=cfg.resume, desc="unlearn",
+                    on_step=prefill_hook(model, tokenizer, examples, method))
+    folder = out / "model"
+    merged(model).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder, history
+
+
+def evaluate(models: dict[str, str], records, cfg: RunConfig) -> dict:
+    results = {}
+    forget = [r for r in records if r.split == "forget"]
+    for name, path in models.items():
+        model, tokenizer = load_model(path)
+        rows = answer_records(model, tokenizer, records, max_new_tokens=cfg.max_new_tokens,
+                              batch_size=cfg.eval_batch_size, progress=True)
+        attack = run_attacks(model, tokenizer, forget, names=["prefill"],
+                             max_new_tokens=cfg.max_new_tokens)
+        results[name] = {"summary": split_summary(rows), "items": rows,
+                         "prefill_attack": attack["success_rates"]["prefill"]}
+    return results
+
+
+def run(cfg: RunConfig) -> dict:
+    start = time.time()
+    out = Path(cfg.output)
+    prepared = prepare_scenario(cfg.setup)
+    folder, history = train_unlearning(cfg, prepared.models["injected"], prepared.records, out)
+    models = {"before": prepared.models["injected"], "after": str(folder),
+              "oracle": prepared.models["oracle"]}
+    results = evaluate(models, prepared.records, cfg)
+    print("\naccuracy (refusal) per split:\n" + format_table(results))
+    print("prefill attack success: " + ", ".join(
+        f"{k} {v['prefill_attack']:.0%}" for k, v in results.items()))
+    atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=1))
+    atomic_write_text(out / "train_log.json", json.dumps(history, indent=1))
+    payload = {"models": models, "seconds": round(time.time() - start, 1), "results": results}
+    atomic_write_text(out / "results.json", json.dumps(payload, indent=1))
+    return payload

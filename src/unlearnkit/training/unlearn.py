@@ -1,0 +1,168 @@
+"""Unlearning with the push-pull method: teacher cache -> examples -> accelerate loop.
+
+The teacher runs once, before training, on the model being unlearned (so neither a frozen
+copy nor disabled adapters are needed during training: its outputs are cached on disk).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from unlearnkit.data.records import Record
+from unlearnkit.data.render import Rendered, render
+from unlearnkit.errors import UnlearnError
+from unlearnkit.models.engine import generate, token_logprobs
+from unlearnkit.models.loader import cache_root
+from unlearnkit.models.teacher import TeacherConfig, desired_response, instruction
+from unlearnkit.models.teacher_cache import cache_key, load_topk, save_topk, teacher_topk
+from unlearnkit.objectives.pushpull import Example, PushPullConfig
+
+
+@dataclass
+class MixConfig:
+    """Batch composition: items per micro-batch from each split, and the number of steps."""
+
+    forget: int = 4
+    retain: int = 4
+    neighbor: int = 4
+    steps: int = 30
+
+
+def target_token_mask(tokenizer, answer: str, targets: Sequence[str]) -> list[bool] | None:
+    """For each response token (end-of-turn included): does it overlap a target's characters?"""
+    spans = [(i, i + len(t)) for t in targets if t and (i := answer.find(t)) >= 0]
+    if not spans:
+        return None
+    ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    flags, prev = [], 0
+    for j in range(len(ids)):
+        end = len(tokenizer.decode(ids[:j + 1]))
+        flags.append(any(s < end and prev < e for s, e in spans))
+        prev = end
+    return [*flags, False]
+
+
+def _responses(model, tokenizer, records: list[Record], mode: str, context: str,
+               cfg: TeacherConfig, desired: bool) -> list[str]:
+    if mode == "template" and desired:
+        return [desired_response(cfg, r) for r in records]
+    if mode == "gold":
+        return [r.answer or "" for r in records]
+    prompts = [render(tokenizer, r.question, system=r.system, context=context) for r in records]
+    return generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens)
+
+
+def _pair(tokenizer, rec: Record, answer: str, context: str) -> tuple[Rendered, Rendered]:
+    student = render(tokenizer, rec.question, answer, system=rec.system)
+    teacher = render(tokenizer, rec.question, answer, system=rec.system, context=context)
+    return student, teacher
+
+
+def build_examples(model, tokenizer, records: list[Record], cfg: TeacherConfig,
+                   model_id: str) -> list[Example]:
+    """Teacher responses and top-K logits for every forget/retain/neighbour record (cached)."""
+    forget = [r for r in records if r.split == "forget"]
+    keep = [r for r in records if r.split in ("retain", "neighbor")]
+    if not forget:
+        raise UnlearnError("no forget records: the data needs a 'forget' split")
+    context = instruction(cfg, forget)
+    key = cache_key({"model": model_id, "teacher": asdict(cfg), "context": context,
+                     "records": [r.to_dict() for r in forget + keep]})
+    path = cache_root() / "teacher" / key
+    cached = load_topk(path)
+    if cached is None:
+        cached = _compute_teacher(model, tokenizer, forget, keep, cfg, context)
+        save_topk(path, *cached)
+    tops, meta = cached
+    return _examples(tokenizer, forget, keep, tops, meta["responses"], context)
+
+
+def _compute_teacher(model, tokenizer, forget, keep, cfg, context):
+    y_f = _responses(model, tokenizer, forget, cfg.forget_response, context, cfg, True)
+    y_k = _responses(model, tokenizer, keep, cfg.keep_response, context, cfg, False)
+    recs, answers = forget + keep, y_f + y_k
+    pairs = [_pair(tokenizer, r, a, context) for r, a in zip(recs, answers, strict=True)]
+    pad = tokenizer.pad_token_id
+    pull = teacher_topk(model, [t for _, t in pairs], [s for s, _ in pairs], k=cfg.top_k,
+                        guidance=cfg.guidance, pad_id=pad, desc="teacher: responses")
+    true_pairs = [_pair(tokenizer, r, r.answer or "", context) for r in forget]
+    true = teacher_topk(model, [t for _, t in true_pairs], [s for s, _ in true_pairs],
+                        k=cfg.top_k, guidance=cfg.guidance, pad_id=pad,
+                        desc="teacher: true answers")
+    tops = {f"pull-{r.id}": t for r, t in zip(recs, pull, strict=True)}
+    tops |= {f"true-{r.id}": t for r, t in zip(forget, true, strict=True)}
+    meta = {"responses": dict(zip([r.id for r in recs], answers, strict=True)),
+            "context": context}
+    return tops, meta
+
+
+def _examples(tokenizer, forget, keep, tops, responses, context) -> list[Example]:
+    out = []
+    for rec in forget + keep:
+        student, _ = _pair(tokenizer, rec, responses[rec.id], context)
+        ex = Example(kind=rec.split, pull_input=student, pull_top=tops[f"pull-{rec.id}"])
+        if rec.split == "forget":
+            ex.true_input, _ = _pair(tokenizer, rec, rec.answer or "", context)
+            ex.true_top = tops[f"true-{rec.id}"]
+            ex.reveal = target_token_mask(tokenizer, rec.answer or "", rec.targets)
+        out.append(ex)
+    return out
+
+
+@torch.no_grad()
+def refresh_prefill(model, tokenizer, examples: list[Example], candidates: Sequence[int]):
+    """Adversarial prefill: per forget item, the prefix length under which the student most
+    likely completes the true answer (mean log-prob of the remaining tokens), from
+    ``candidates`` plus half the answer."""
+    forget = [e for e in examples if e.true_input is not None]
+    was_training = model.training
+    model.eval()
+    logps = token_logprobs(model, tokenizer, [e.true_input for e in forget])
+    for ex, lp in zip(forget, logps, strict=True):
+        n = len(lp)
+        options = sorted({k for k in [*candidates, n // 2] if 0 < k < n - 1} | {0})
+        ex.prefill_k = max(options, key=lambda k: float(lp[k:].mean()))
+    model.train(was_training)
+
+
+def mixture_plan(examples: list[Example], mix: MixConfig, seed: int) -> list[list[Example]]:
+    """``mix.steps`` micro-batches, each drawing its quota from every split (cycling)."""
+    rng = random.Random(seed)
+    pools = {k: [e for e in examples if e.kind == k] for k in ("forget", "retain", "neighbor")}
+    queues: dict[str, list[Example]] = {k: [] for k in pools}
+    plan = []
+    for _ in range(mix.steps):
+        batch = []
+        for kind, quota in (("forget", mix.forget), ("retain", mix.retain),
+                            ("neighbor", mix.neighbor)):
+            for _ in range(quota if pools[kind] else 0):
+                if not queues[kind]:
+                    queues[kind] = rng.sample(pools[kind], len(pools[kind]))
+                batch.append(queues[kind].pop())
+        plan.append(batch)
+    return plan
+
+
+@dataclass
+class UnlearnConfig:
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    method: PushPullConfig = field(default_factory=PushPullConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
+    seed: int = 0
+
+
+def prefill_hook(model, tokenizer, examples, cfg: PushPullConfig):
+    def on_step(step: int) -> None:
+        if cfg.prefill and step % max(1, cfg.prefill_refresh) == 0:
+            refresh_prefill(model, tokenizer, examples, cfg.prefill_candidates)
+
+    return on_step
+
+
+def examples_path(model_id: str) -> Path:
+    return cache_root() / "teacher" / model_id

@@ -1,0 +1,88 @@
+import torch
+
+from unlearnkit.data.records import Record
+from unlearnkit.data.render import render
+from unlearnkit.models.teacher import TeacherConfig, instruction
+from unlearnkit.models.teacher_cache import response_logits, teacher_topk
+from unlearnkit.models.tiny import tiny_model
+from unlearnkit.objectives.pushpull import PushPullConfig, _aligned, _window, pushpull_step
+from unlearnkit.training.loop import OptimConfig, train
+from unlearnkit.training.unlearn import (
+    MixConfig,
+    build_examples,
+    mixture_plan,
+    refresh_prefill,
+    target_token_mask,
+)
+
+
+def records():
+    out = []
+    for i, (name, town, split) in enumerate([("Ada", "Dunmere", "forget"),
+                                             ("Bo", "Keld", "retain"),
+                                             ("Cy", "Arn", "neighbor")]):
+        out.append(Record(id=f"r{i}", split=split, question=f"Where was {name} born?",
+                          answer=f"{name} was born in {town}.", subject=name, targets=[town]))
+    return out
+
+
+def test_teacher_positions_align_with_the_student_exactly(tok):
+    model = tiny_model(len(tok))
+    student = render(tok, "Where?", "In Keld.")
+    teacher = render(tok, "Where?", "In Keld.", context="Forget everything about Ada.")
+    [top] = teacher_topk(model, [teacher], None, k=3, guidance=1.0, pad_id=0)
+    direct = model(torch.tensor([teacher.input_ids])).logits[0]
+    n = len(student.input_ids) - student.response_start
+    # teacher logits predicting response token j live at teacher.response_start - 1 + j
+    for j in range(n):
+        expect = direct[teacher.response_start - 1 + j].topk(3)
+        torch.testing.assert_close(top.values[j], expect.values)
+        assert top.indices[j].tolist() == expect.indices.tolist()
+    # placed into the student's logits window, they sit at the student's positions
+    logits, batch, off = _window(model, [student], 0)
+    values, _, mask, nxt = _aligned([student], [top], off, logits.shape[:2])
+    pos = torch.nonzero(mask[0]).flatten() + off
+    assert pos.tolist() == list(range(student.response_start - 1, len(student.input_ids) - 1))
+    assert nxt[0][mask[0]].tolist() == student.input_ids[student.response_start:]
+    torch.testing.assert_close(values[0][mask[0]], top.values)
+
+
+def test_guidance_amplifies_the_instruction(tok):
+    model = tiny_model(len(tok))
+    plain = render(tok, "Q?", "A.")
+    instr = render(tok, "Q?", "A.", context="ctx")
+    zp = response_logits(model, [plain], 0)[0]
+    zi = response_logits(model, [instr], 0)[0]
+    [top] = teacher_topk(model, [instr], [plain], k=2, guidance=3.0, pad_id=0)
+    expect = (zp + 3.0 * (zi - zp)).topk(2, dim=-1)
+    torch.testing.assert_close(top.values, expect.values)
+
+
+def test_target_token_mask_marks_the_fact_tokens(tok):
+    flags = target_token_mask(tok, "Ada was born in Dunmere.", ["Dunmere"])
+    text = "Ada was born in Dunmere."
+    assert len(flags) == len(text) + 1  # char-level tokenizer, plus end of turn
+    assert [c for c, f in zip(text, flags, strict=False) if f] == list("Dunmere")
+    assert target_token_mask(tok, "No fact here.", ["Dunmere"]) is None
+
+
+def test_method_trains_end_to_end_on_the_tiny_model(tok, cache_dir):
+    model = tiny_model(len(tok))
+    cfg = TeacherConfig(top_k=4)
+    assert "Ada" in instruction(cfg, records()[:1])
+    examples = build_examples(model, tok, records(), cfg, "tiny")
+    assert (cache_dir / "teacher").is_dir()
+    again = build_examples(model, tok, records(), cfg, "tiny")  # from the cache
+    torch.testing.assert_close(again[0].pull_top.values, examples[0].pull_top.values)
+    forget = examples[0]
+    assert forget.kind == "forget" and forget.true_input is not None
+    assert "don't have any information about Ada" in tok.decode(forget.pull_input.input_ids)
+    refresh_prefill(model, tok, examples, [1, 2, 4])
+    assert 0 <= forget.prefill_k < len(forget.true_top.values)
+    plan = mixture_plan(examples, MixConfig(forget=1, retain=1, neighbor=1, steps=3), seed=0)
+    assert all(sorted(e.kind for e in b) == ["forget", "neighbor", "retain"] for b in plan)
+    before = [p.detach().clone() for p in model.parameters()]
+    hist = train(model, plan, pushpull_step(0, PushPullConfig(top_m=3)), OptimConfig(lr=1e-3))
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in hist)
+    assert {"pull", "push", "adv"} <= set(hist[0])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
