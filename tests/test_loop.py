@@ -70,3 +70,19 @@ def test_bad_settings_are_user_errors(tok):
         OptimConfig(lr=0)
     with pytest.raises(UnlearnError, match="fewer than grad_accum"):
         train(tiny_model(len(tok)), [[1]], sft_step(0), OptimConfig(grad_accum=2))
+
+
+def test_bucketed_plan_keeps_every_item_once_per_epoch_and_reduces_padding(tok):
+    data = [render(tok, "Q" * (i % 7 + 1) + "?", "A" * (3 * i % 11 + 1) + ".") for i in range(40)]
+    plain = epoch_plan(data, 4, epochs=2, seed=3)
+    bucketed = epoch_plan(data, 4, epochs=2, seed=3, bucket=5)
+    for plan in (plain, bucketed):
+        for epoch in (plan[:10], plan[10:]):
+            assert sorted(id(x) for b in epoch for x in b) == sorted(id(x) for x in data)
+
+    def padding(plan):
+        return sum(max(len(x.input_ids) for x in b) * len(b) - sum(len(x.input_ids) for x in b)
+                   for b in plan)
+
+    assert padding(bucketed) < padding(plain)
+    assert bucketed == epoch_plan(data, 4, epochs=2, seed=3, bucket=5)

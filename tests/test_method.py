@@ -39,7 +39,7 @@ def test_teacher_positions_align_with_the_student_exactly(tok):
         torch.testing.assert_close(top.values[j], expect.values)
         assert top.indices[j].tolist() == expect.indices.tolist()
     # placed into the student's logits window, they sit at the student's positions
-    logits, batch, off = _window(model, [student], 0)
+    logits, _, off = _window(model, [student], 0)
     values, _, mask, nxt = _aligned([student], [top], off, logits.shape[:2])
     pos = torch.nonzero(mask[0]).flatten() + off
     assert pos.tolist() == list(range(student.response_start - 1, len(student.input_ids) - 1))
@@ -86,3 +86,13 @@ def test_method_trains_end_to_end_on_the_tiny_model(tok, cache_dir):
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in hist)
     assert {"pull", "push", "adv"} <= set(hist[0])
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_promote_response_makes_each_token_top1_by_the_boost():
+    from unlearnkit.models.teacher_cache import promote_response
+
+    z = torch.tensor([[3.0, 1.0, 0.0], [0.0, 5.0, 4.0]])
+    out = promote_response(z, [1, 2], boost=2.0)
+    # row 0: token 1 -> max(1, 3 + 2) = 5; row 1: token 2 -> max(4, 5 + 2) = 7
+    assert out.tolist() == [[3.0, 5.0, 0.0], [0.0, 5.0, 7.0]]
+    assert promote_response(torch.tensor([[9.0, 1.0]]), [0], 2.0).tolist() == [[9.0, 1.0]]

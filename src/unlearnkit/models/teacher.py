@@ -56,6 +56,7 @@ class TeacherConfig:
     forget_response: Literal["template", "teacher"] = "template"
     keep_response: Literal["gold", "teacher"] = "gold"
     refusal_template: str = REFUSAL_TEMPLATE
+    template_boost: float = 2.0  # template tokens become top-1 by this margin (0 = off)
     max_new_tokens: int = 32
 
     def __post_init__(self) -> None:

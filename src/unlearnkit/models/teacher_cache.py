@@ -55,20 +55,41 @@ def response_logits(model, items: Sequence[Rendered], pad_id: int) -> list[torch
     return out
 
 
+def promote_response(z: torch.Tensor, tokens: Sequence[int], boost: float) -> torch.Tensor:
+    """Make each response token the teacher's top-1, ``boost`` above the best other logit.
+
+    Used for desired-response templates: a weak teacher, teacher-forced on "I don't know ...",
+    may still rank the true fact first; the template is what the student must learn to say.
+    """
+    z = z.clone()
+    rows = torch.arange(len(tokens))
+    target = torch.as_tensor(list(tokens))
+    others = z.scatter(-1, target.unsqueeze(-1), float("-inf")).max(-1).values
+    z[rows, target] = torch.maximum(z[rows, target], others + boost)
+    return z
+
+
 @torch.no_grad()
 def teacher_topk(model, instructed: Sequence[Rendered], plain: Sequence[Rendered] | None,
                  *, k: int, guidance: float, pad_id: int, batch_size: int = 8,
+                 promote: Sequence[bool] | None = None, boost: float = 2.0,
                  desc: str = "teacher") -> list[TopK]:
-    """Top-K of ``z_plain + guidance * (z_instr - z_plain)`` (just z_instr when guidance=1)."""
+    """Top-K of ``z_plain + guidance * (z_instr - z_plain)`` (just z_instr when guidance=1).
+
+    ``promote[i]`` makes item i's own response tokens top-1 (:func:`promote_response`).
+    """
     out: list[TopK] = []
     use_plain = plain is not None and guidance != 1.0
     for start in tqdm(range(0, len(instructed), batch_size), desc=desc, unit="batch",
                       leave=False):
-        z_instr = response_logits(model, instructed[start:start + batch_size], pad_id)
+        chunk = instructed[start:start + batch_size]
+        z_instr = response_logits(model, chunk, pad_id)
         if use_plain:
             z_plain = response_logits(model, plain[start:start + batch_size], pad_id)
             z_instr = [zp + guidance * (zi - zp) for zi, zp in zip(z_instr, z_plain, strict=True)]
-        for z in z_instr:
+        for i, (item, z) in enumerate(zip(chunk, z_instr, strict=True)):
+            if promote is not None and promote[start + i]:
+                z = promote_response(z, item.input_ids[item.response_start:], boost)
             values, indices = z.topk(min(k, z.shape[-1]), dim=-1)
             out.append(TopK(values.contiguous(), indices.to(torch.int64).contiguous()))
     return out

@@ -25,7 +25,7 @@ from unlearnkit.models.lora import LoraSettings, apply_lora, freeze, merged
 from unlearnkit.training.loop import OptimConfig
 from unlearnkit.training.sft import finetune
 
-INJECT_RECIPE_VERSION = 1
+INJECT_RECIPE_VERSION = 2  # 2: length-bucketed batches
 Variant = Literal["injected", "oracle"]
 
 

@@ -88,8 +88,10 @@ def _compute_teacher(model, tokenizer, forget, keep, cfg, context):
     recs, answers = forget + keep, y_f + y_k
     pairs = [_pair(tokenizer, r, a, context) for r, a in zip(recs, answers, strict=True)]
     pad = tokenizer.pad_token_id
+    promote = [cfg.forget_response == "template"] * len(forget) + [False] * len(keep)
     pull = teacher_topk(model, [t for _, t in pairs], [s for s, _ in pairs], k=cfg.top_k,
-                        guidance=cfg.guidance, pad_id=pad, desc="teacher: responses")
+                        guidance=cfg.guidance, pad_id=pad, promote=promote,
+                        boost=cfg.template_boost, desc="teacher: responses")
     true_pairs = [_pair(tokenizer, r, r.answer or "", context) for r in forget]
     true = teacher_topk(model, [t for _, t in true_pairs], [s for s, _ in true_pairs],
                         k=cfg.top_k, guidance=cfg.guidance, pad_id=pad,
