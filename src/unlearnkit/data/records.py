@@ -10,14 +10,16 @@ generation means the fact was revealed). ``split`` says which role the record pl
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from unlearnkit.errors import UnlearnError
+from unlearnkit.fsutil import atomic_write_text
+
+__all__ = ["FORMAT_VERSION", "SPLITS", "Record", "atomic_write_text", "read_jsonl",
+           "records_to_jsonl", "validate_records", "write_jsonl"]
 
 SPLITS = ("forget", "retain", "neighbor", "general", "probe")
 FORMAT_VERSION = 1
@@ -115,20 +117,6 @@ def validate_records(records: Iterable[Record]) -> list[Record]:
                 f"({rec.id}); remove it from one of them"
             )
     return records
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def records_to_jsonl(records: Iterable[Record]) -> str:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from unlearnkit.data.records import (
 )
 from unlearnkit.data.scenario import build_scenario, general_probes
 from unlearnkit.errors import UnlearnError
+from unlearnkit.fsutil import atomic_dir
 
 
 @dataclass
@@ -86,9 +84,7 @@ def gather(cfg: DataConfig, base: Path = Path()) -> tuple[list[Record], list[dic
 
 def write_dataset(records: list[Record], out: Path, sources: list[dict]) -> Path:
     """Write records to ``out`` (replacing it atomically) and return the folder."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         counts = {}
         for split in SPLITS:
             part = [r for r in records if r.split == split]
@@ -97,11 +93,6 @@ def write_dataset(records: list[Record], out: Path, sources: list[dict]) -> Path
                 counts[split] = len(part)
         manifest = {"format_version": FORMAT_VERSION, "counts": counts, "sources": sources}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

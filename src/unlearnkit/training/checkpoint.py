@@ -7,13 +7,13 @@ is complete (written to a temporary folder, then renamed).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from unlearnkit.fsutil import atomic_dir
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -35,10 +35,8 @@ def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
 
 def save_checkpoint(folder: Path, *, model, optimizer, scheduler, step: int, extra: dict) -> Path:
     """Write checkpoint ``step`` under ``folder`` atomically and return its path."""
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"step-{step:07d}"
-    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-"))
-    try:
+    with atomic_dir(target) as tmp:
         save_file(trainable_state(model), tmp / "model.safetensors")
         opt_tensors, opt_meta = _optimizer_tensors(optimizer)
         rng = {"torch": torch.get_rng_state()}
@@ -46,11 +44,6 @@ def save_checkpoint(folder: Path, *, model, optimizer, scheduler, step: int, ext
         save_file(rng, tmp / "rng.safetensors")
         meta = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), **extra}
         (tmp / "state.json").write_text(json.dumps(meta, default=float))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

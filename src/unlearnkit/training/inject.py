@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from unlearnkit.data.records import Record, atomic_write_text
+from unlearnkit.data.records import Record
+from unlearnkit.fsutil import atomic_dir
 from unlearnkit.models.loader import cache_root, load_model, resolve_model_path
 from unlearnkit.models.lora import LoraSettings, apply_lora, freeze, merged
 from unlearnkit.training.loop import OptimConfig
@@ -89,14 +87,7 @@ def build_injected(model_name: str, records: list[Record], variant: Variant,
 
 
 def _save_atomically(model, tokenizer, target: Path, info: dict) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        atomic_write_text(tmp / "inject.json", json.dumps(info, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "inject.json").write_text(json.dumps(info, indent=1))

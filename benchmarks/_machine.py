@@ -1,0 +1,17 @@
+"""Describe the machine a benchmark ran on."""
+
+import os
+import platform
+
+import torch
+
+
+def describe() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}; {os.cpu_count()} cores; torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads); python {platform.python_version()}")

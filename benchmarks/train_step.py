@@ -1,0 +1,62 @@
+"""Seconds per SFT step (batch 16 scenario answers) for the injection recipe's variants.
+
+Usage: python benchmarks/train_step.py [--repeats 4] [variants...]
+Variants: full (all weights), frozen_emb (embedding matrix frozen), frozen_emb_low10 (also the
+10 lowest blocks), lora16 (LoRA rank 16). Prints the median of the repeats after the first.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import describe
+
+from unlearnkit.cli import _quiet_libraries
+from unlearnkit.data.render import render_record
+from unlearnkit.data.scenario import build_scenario
+from unlearnkit.models.loader import load_model
+from unlearnkit.models.lora import LoraSettings, apply_lora, freeze
+from unlearnkit.training.sft import sft_step
+
+VARIANTS = {
+    "full": lambda m: m,
+    "frozen_emb": lambda m: freeze(m, embeddings=True),
+    "frozen_emb_low10": lambda m: freeze(m, embeddings=True, lower_layers=10),
+    "lora16": lambda m: apply_lora(m, LoraSettings(rank=16)),
+}
+
+
+def time_variant(name: str, repeats: int) -> list[float]:
+    model, tok = load_model()
+    model = VARIANTS[name](model)
+    model.train()
+    items = [render_record(tok, r) for r in build_scenario().records[:16]]
+    step = sft_step(tok.pad_token_id)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        loss, _ = step(model, items)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("variants", nargs="*", default=list(VARIANTS))
+    args = parser.parse_args()
+    _quiet_libraries()
+    print(f"machine: {describe()}")
+    for name in args.variants:
+        times = time_variant(name, args.repeats)
+        print(f"  {name:<18} median {statistics.median(times[1:]):6.2f} s/step   "
+              f"(all: {', '.join(f'{t:.2f}' for t in times)})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
