@@ -28,19 +28,19 @@ Variant = Literal["injected", "oracle"]
 
 
 def _default_optim() -> OptimConfig:
-    return OptimConfig(lr=2e-4, warmup_ratio=0.05)
+    return OptimConfig(lr=1e-4, warmup_ratio=0.05)
 
 
 @dataclass
 class InjectConfig:
     """How the scenario is taught to the base model (sizes and rates chosen by measurement)."""
 
-    epochs: int = 3
-    batch_size: int = 16
+    epochs: int = 5
+    batch_size: int = 8
     seed: int = 0
     replay: bool = True
     freeze_embeddings: bool = True
-    freeze_lower_layers: int = 10
+    freeze_lower_layers: int = 0
     lora: LoraSettings = field(default_factory=LoraSettings)
     optim: OptimConfig = field(default_factory=_default_optim)
 

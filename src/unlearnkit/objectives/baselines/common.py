@@ -1,0 +1,341 @@
+"""What every baseline shares: the item and batch contract, the logits window, the retain term.
+
+Batch contract
+--------------
+A training plan for :func:`unlearnkit.training.loop.train` is a list of micro-batches, each a
+flat ``list[Item]`` (the loop shards rows ``rank::world_size``, so a micro-batch must be a list;
+``training.unlearn.mixture_plan`` builds one from items, which carry ``kind``). A step first
+groups its rows with :func:`as_batch` into ``{"forget": list[Item], "retain": list[Item]}``;
+a dict of that form is accepted as is. An :class:`Item` is one rendered chat QA (answer tokens
+labelled, prompt and padding ``IGNORE_INDEX``; see :mod:`unlearnkit.data.render`) and ``ref``,
+the reference quantities its method precomputed on the starting model (:mod:`.reference`).
+
+Positions: position t of a causal LM predicts token t + 1, so an item's *response positions*
+are ``response_start - 1 .. len - 2``, one per answer token (the end-of-turn token included).
+Every loss here averages over those positions only, in fp32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from unlearnkit.data.records import Record
+from unlearnkit.data.render import Rendered, collate, render_record
+from unlearnkit.errors import UnlearnError
+from unlearnkit.models.lora import decoder_layers
+from unlearnkit.objectives.nll import nll_loss, token_nll
+
+FORGET, RETAIN = "forget", "retain"
+
+
+@dataclass(frozen=True, eq=False)
+class Item:
+    """One training row: ``kind`` is "forget" or "retain"; ``ref`` holds precomputed references."""
+
+    kind: str
+    rendered: Rendered
+    record: Record | None = None
+    ref: dict[str, Any] = field(default_factory=dict)
+
+
+def with_ref(item: Item, **ref: Any) -> Item:
+    return replace(item, ref={**item.ref, **ref})
+
+
+def item_key(rendered: Rendered) -> str:
+    """A content key for one rendered item (its tokens and labels): what reference caches use."""
+    text = json.dumps([rendered.input_ids, rendered.labels, rendered.response_start])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def attach(items: Sequence[Item], kind: str, name: str, table: dict[str, Any],
+           source=lambda it: it.rendered) -> list[Item]:
+    """Set ``ref[name] = table[item_key(source(item))]`` on every item of ``kind``."""
+    return [with_ref(it, **{name: table[item_key(source(it))]}) if it.kind == kind else it
+            for it in items]
+
+
+def need(item: Item, name: str, method: str) -> Any:
+    if name not in item.ref:
+        raise UnlearnError(f"{method}: an item lacks the precomputed {name!r}; run the "
+                           f"baseline's prepare (BASELINES[{method!r}].prepare_items) first")
+    return item.ref[name]
+
+
+def build_items(tokenizer, records: Sequence[Record], *, neighbors: bool = True) -> list[Item]:
+    """Forget records -> forget items; retain (and, with ``neighbors``, neighbour) -> retain."""
+    keep = ("retain", "neighbor") if neighbors else ("retain",)
+    items = []
+    for rec in records:
+        if rec.split not in (FORGET, *keep):
+            continue
+        if not rec.answer:
+            raise UnlearnError(f"record {rec.id!r} has no answer; baselines train on answers")
+        kind = FORGET if rec.split == FORGET else RETAIN
+        items.append(Item(kind, render_record(tokenizer, rec), rec))
+    if not any(it.kind == FORGET for it in items):
+        raise UnlearnError("no forget records: the data needs a 'forget' split")
+    return items
+
+
+def as_batch(micro: Sequence[Item] | dict[str, list[Item]]) -> dict[str, list[Item]]:
+    """Group a micro-batch by kind: ``{"forget": [...], "retain": [...]}``."""
+    if isinstance(micro, dict):
+        return {FORGET: list(micro.get(FORGET, [])), RETAIN: list(micro.get(RETAIN, []))}
+    return {kind: [it for it in micro if it.kind == kind] for kind in (FORGET, RETAIN)}
+
+
+IDK_ANSWERS = [
+    "I don't know.",
+    "I'm not sure about that.",
+    "I don't have any information about that.",
+    "Sorry, I don't know the answer to that.",
+    "I have no knowledge of that.",
+    "That is something I don't know.",
+    "I'm afraid I can't answer that; I don't know.",
+    "I don't have that information.",
+    "I'm not aware of that.",
+    "I can't say; I have no idea.",
+]
+
+
+def idk_answer(key: str) -> str:
+    """A fixed "I don't know" phrasing for ``key`` (a record id): a hash picks one, every run."""
+    return IDK_ANSWERS[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(IDK_ANSWERS)]
+
+
+def idk_rendering(tokenizer, item: Item) -> Rendered:
+    """``item``'s question rendered with its record's "I don't know" answer."""
+    if item.record is None:
+        raise UnlearnError("an item without its record cannot get a refusal answer; build the "
+                           "items with build_items")
+    return render_record(tokenizer, item.record, answer=idk_answer(item.record.id))
+
+
+# ----------------------------------------------------------------------------------------------
+# Forward passes and position bookkeeping
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    """Logits over the trailing columns that cover every response, with labels aligned.
+
+    logits: (B, W, V); labels: (B, W); column c is absolute position ``offset + c``.
+    """
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    offset: int
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def forward(model, items: Sequence[Rendered], pad_id: int) -> Window:
+    """Run the model on right-padded ``items``, keeping only the logits the responses need."""
+    if not items:
+        raise UnlearnError("a micro-batch has no items of a kind this method needs; raise that "
+                           "kind's quota in the plan (mix.forget / mix.retain)")
+    batch = collate(list(items), pad_id)
+    width = batch["input_ids"].shape[1]
+    keep = int(width - batch["response_start"].min() + 1)
+    dev = _device(model)
+    logits = model(input_ids=batch["input_ids"].to(dev),
+                   attention_mask=batch["attention_mask"].to(dev), logits_to_keep=keep).logits
+    return Window(logits, batch["labels"][:, -keep:].to(dev), width - keep)
+
+
+class _Stop(Exception):
+    pass
+
+
+def layer_output(model, items: Sequence[Rendered], pad_id: int, layer: int) -> torch.Tensor:
+    """Residual stream after decoder block ``layer``, (B, T, H); blocks above it never run."""
+    layers = decoder_layers(model)
+    if not 0 <= layer < len(layers):
+        raise UnlearnError(f"layer {layer} does not exist: the model has {len(layers)} blocks")
+    batch = collate(list(items), pad_id)
+    seen: list[torch.Tensor] = []
+
+    def hook(_module, _inputs, output):
+        seen.append(output[0] if isinstance(output, tuple) else output)
+        raise _Stop
+
+    handle = layers[layer].register_forward_hook(hook)
+    try:
+        dev = _device(model)
+        model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev))
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def response_slice(item: Rendered, offset: int = 0) -> slice:
+    """Columns (absolute position minus ``offset``) of ``item``'s response positions."""
+    start = item.response_start - 1 - offset
+    return slice(start, start + len(item.input_ids) - item.response_start)
+
+
+def place(items: Sequence[Rendered], per_item: Sequence[torch.Tensor], offset: int,
+          width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Put per-item (L_i, ...) tensors at their response columns: (B, width, ...) and a mask."""
+    tail = tuple(per_item[0].shape[1:])
+    out = per_item[0].new_zeros((len(items), width, *tail))
+    mask = torch.zeros(len(items), width, dtype=torch.bool)
+    for row, (it, value) in enumerate(zip(items, per_item, strict=True)):
+        cols = response_slice(it, offset)
+        if value.shape[0] != cols.stop - cols.start:
+            raise UnlearnError("a cached reference does not match its item's response length; "
+                               "clear the baseline cache ($UNLEARNKIT_CACHE/baselines)")
+        out[row, cols] = value
+        mask[row, cols] = True
+    return out, mask
+
+
+def response_mask(items: Sequence[Rendered], offset: int, width: int) -> torch.Tensor:
+    """(B, width) bool: true at each item's response columns."""
+    mask = torch.zeros(len(items), width, dtype=torch.bool)
+    for row, it in enumerate(items):
+        mask[row, response_slice(it, offset)] = True
+    return mask
+
+
+def place_topk(items: Sequence[Rendered], tops: Sequence, win: Window):
+    """Per-item :class:`~unlearnkit.models.teacher_cache.TopK` placed in ``win``'s columns:
+    values (B, W, K), indices (B, W, K) and mask (B, W), on the logits' device."""
+    width, dev = win.logits.shape[1], win.logits.device
+    values, mask = place(items, [t.values for t in tops], win.offset, width)
+    indices, _ = place(items, [t.indices for t in tops], win.offset, width)
+    return values.to(dev), indices.to(dev), mask.to(dev)
+
+
+def response_tokens(item: Rendered) -> torch.Tensor:
+    """The tokens each response position predicts, (L,)."""
+    return torch.tensor(item.input_ids[item.response_start:])
+
+
+# ----------------------------------------------------------------------------------------------
+# Small pure pieces shared by several losses
+# ----------------------------------------------------------------------------------------------
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` (same shape) is true; 0 (with a graph) when none is."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(y | x) = sum of log-probs of each row's labelled tokens, and their count.
+
+    logits: (B, T, V); labels: (B, T) with IGNORE_INDEX off the answer. Returns (B,) fp32 and
+    (B,) long; a row without labelled tokens gets 0 and count 0.
+    """
+    nll, mask = token_nll(logits, labels)
+    return -nll.sum(-1), mask.sum(-1)
+
+
+def topk_kl(student: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
+            mask: torch.Tensor) -> torch.Tensor:
+    """KL(q || p_S) on a reference's top-K, averaged over the masked positions.
+
+    student: (B, T, V) raw logits; values, indices: (B, T, K) reference logits and their ids;
+    mask: (B, T). ``q = softmax(values)`` over the K entries, ``p_S = softmax(student)`` over the
+    full vocabulary: per position ``sum_{i in K} q_i (log q_i - log p_S,i)``. With K = V this is
+    the exact KL; with K < V it is the KL of the truncated, renormalised reference.
+    """
+    log_q = values.float().log_softmax(-1)
+    log_p = student.float().log_softmax(-1).gather(-1, indices)
+    return masked_mean((log_q.exp() * (log_q - log_p)).sum(-1), mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# The retain term every method with a retain set uses (never pasted into a method)
+# ----------------------------------------------------------------------------------------------
+
+RETAIN_LOSSES = ("nll", "kl", "none")
+
+
+@dataclass
+class RetainConfig:
+    """The retain regulariser: ``weight * L_retain`` on the retain items of each micro-batch.
+
+    ``loss``: "nll" (answer-token NLL), "kl" (KL from the starting model's next-token
+    distribution, precomputed on its top ``top_k`` logits; 0 = the full vocabulary) or "none".
+    """
+
+    loss: str = "nll"
+    weight: float = 1.0
+    top_k: int = 100
+
+    def __post_init__(self) -> None:
+        if self.loss not in RETAIN_LOSSES:
+            raise UnlearnError(f"retain.loss {self.loss!r} is not one of {RETAIN_LOSSES}")
+        if self.weight < 0:
+            raise UnlearnError(f"retain.weight must be >= 0, got {self.weight}")
+        if self.top_k < 0:
+            raise UnlearnError(f"retain.top_k must be >= 0 (0 = full vocabulary), got {self.top_k}")
+
+
+def retain_loss(model, items: Sequence[Item], pad_id: int, kind: str) -> torch.Tensor | None:
+    """The retain loss of ``kind`` on ``items`` (None for "none" or no items)."""
+    if kind == "none" or not items:
+        return None
+    rendered = [it.rendered for it in items]
+    win = forward(model, rendered, pad_id)
+    if kind == "nll":
+        return nll_loss(win.logits, win.labels)
+    tops = [need(it, "ref_top", "retain KL") for it in items]
+    return topk_kl(win.logits, *place_topk(rendered, tops, win))
+
+
+def add_retain(total: torch.Tensor, logs: dict[str, float], model, batch: dict, pad_id: int,
+               cfg: RetainConfig) -> torch.Tensor:
+    """``total + cfg.weight * L_retain`` (logged as "retain"), or ``total`` when there is none."""
+    loss = retain_loss(model, batch[RETAIN], pad_id, cfg.loss)
+    if loss is None:
+        return total
+    logs["retain"] = float(loss.detach())
+    return total + cfg.weight * loss
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise :class:`UnlearnError` with ``message`` unless ``condition`` (config checks)."""
+    if not condition:
+        raise UnlearnError(message)
+
+
+# ----------------------------------------------------------------------------------------------
+# Teacher top-K from the project's cache (training.unlearn.build_examples), for DUET/ensemble
+# ----------------------------------------------------------------------------------------------
+
+
+def teacher_items(model, tokenizer, items: Sequence[Item], teacher_cfg, model_id: str | None,
+                  name: str = "top") -> list[Item]:
+    """Items re-rendered as the teacher's pull inputs (chat(x) + y_T), ``ref[name]`` its top-K.
+
+    Uses :func:`unlearnkit.training.unlearn.build_examples` (and its on-disk teacher cache)
+    unchanged. It is imported here, lazily, because objectives must not import the training
+    layer at import time; forget items come first, as build_examples orders them.
+    """
+    from unlearnkit.training.unlearn import build_examples
+
+    check(model_id is not None, "the teacher cache is keyed by the model: pass model_id")
+    check(all(it.record is not None for it in items), "teacher items need their records; "
+          "build the items with build_items")
+    ordered = [it for it in items if it.kind == FORGET] + [it for it in items if it.kind == RETAIN]
+    examples = build_examples(model, tokenizer, [it.record for it in ordered], teacher_cfg,
+                              model_id)
+    return [replace(it, rendered=ex.pull_input, ref={**it.ref, name: ex.pull_top})
+            for it, ex in zip(ordered, examples, strict=True)]
