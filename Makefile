@@ -3,9 +3,10 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-slow lint install clean
+.PHONY: demo test test-slow lint install clean report-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,12 +24,17 @@ demo: $(STAMP)
 	$(BIN)/unlearn demo
 
 # The default run: everything but tests marked slow, plus one real-model check per CI run.
-test: $(STAMP)
+test: $(STAMP) report-deps
 	$(BIN)/python -m pytest -q -m "not slow" tests
 	$(BIN)/python -m pytest -q -m slow tests/test_default_model.py
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow tests
+
+# Headless Chromium for the report's browser test (Debian's package; needs root or sudo).
+report-deps:
+	test -x /usr/bin/chromium || { $(SUDO) apt-get update && \
+		$(SUDO) apt-get install -y --no-install-recommends chromium; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

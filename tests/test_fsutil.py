@@ -19,3 +19,12 @@ def test_atomic_write_text(tmp_path):
     atomic_write_text(tmp_path / "d" / "f.json", "{}")
     assert (tmp_path / "d" / "f.json").read_text() == "{}"
     assert len(list((tmp_path / "d").iterdir())) == 1
+
+
+def test_written_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    atomic_write_text(tmp_path / "r.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~mask

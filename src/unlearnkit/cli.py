@@ -64,6 +64,37 @@ def cmd_run(args: argparse.Namespace) -> None:
     run(cfg)
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    from unlearnkit.config import apply_overrides, from_dict
+    from unlearnkit.pipeline.evaluate import EvalConfig, run_eval
+    from unlearnkit.report.compare import compare_table
+    from unlearnkit.report.runs import from_results
+
+    given = {"model": args.model, "data": args.data, "suite": args.suite,
+             "output": args.out or "", "recompute": args.recompute}
+    cfg = from_dict(EvalConfig, apply_overrides(given, args.set))
+    results = run_eval(cfg)
+    print("\n" + compare_table([from_results(results, cfg.output_path())]))
+    for step, reason in results.skipped.items():
+        print(f"skipped {step}: {reason}")
+    print(f"wrote {cfg.output_path()}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from unlearnkit.report.compare import compare_table
+    from unlearnkit.report.runs import load_many
+
+    print(compare_table(load_many(args.runs)))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from unlearnkit.report.build import write_report
+
+    out = write_report(args.runs, args.out, before=args.before, oracle=args.oracle,
+                       title=args.title)
+    print(f"wrote {out}")
+
+
 def _add(sub, name: str, handler: Handler, help_text: str, config: str = "optional"):
     p = sub.add_parser(name, help=help_text, description=help_text)
     if config == "required":
@@ -74,6 +105,36 @@ def _add(sub, name: str, handler: Handler, help_text: str, config: str = "option
                    help="override a config value, e.g. --set inject.epochs=3 (repeatable)")
     p.set_defaults(handler=handler)
     return p
+
+
+def _add_eval(sub) -> None:
+    p = _add(sub, "eval", cmd_eval, "evaluate a model on a dataset folder into a results file "
+             "(resumable)", "none")
+    p.add_argument("model", metavar="MODEL",
+                   help="the default model's name, a local model folder or a hub id")
+    p.add_argument("--data", required=True, metavar="DATASET_FOLDER",
+                   help="dataset folder written by unlearn data standardize")
+    p.add_argument("--suite", default="quick",
+                   help="quick: correctness and refusal per split + prefill attack; full: every "
+                        "metric per split + all attacks + MIA; tofu: the TOFU protocol")
+    p.add_argument("--out", metavar="FILE",
+                   help="results file (default runs/eval/<model>-<suite>.json)")
+    p.add_argument("--recompute", action="store_true",
+                   help="recompute steps already in the results file")
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="write a self-contained HTML report of results files",
+                       description="Write a self-contained HTML report of results files.")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="results file of unlearn eval, or results.json of unlearn demo/run")
+    p.add_argument("--out", default="report.html", metavar="FILE",
+                   help="HTML file to write (default report.html)")
+    p.add_argument("--before", metavar="FILE", help="results of the model before unlearning")
+    p.add_argument("--oracle", metavar="FILE",
+                   help="results of the oracle (trained without the forget data)")
+    p.add_argument("--title", default="Unlearning report", help="the report's title")
+    p.set_defaults(handler=cmd_report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
                             help="continue a killed run from its last checkpoint")
     _add(sub, "demo", cmd_demo,
          "run the whole pipeline on the built-in scenario with the default model")
+    _add_eval(sub)
+    compare = sub.add_parser("compare", help="print the aggregates of results files side by side",
+                             description="Print the aggregates of results files side by side.")
+    compare.add_argument("runs", nargs="+", metavar="RUN",
+                         help="results file of unlearn eval, or results.json of unlearn demo/run")
+    compare.set_defaults(handler=cmd_compare)
+    _add_report(sub)
     return parser
 
 

@@ -1,0 +1,417 @@
+"""`unlearn eval MODEL --data DATASET --suite SUITE`: evaluate one model into a results file.
+
+A suite (:data:`SUITES`) expands into steps: a metric on one split (``forget/correctness``),
+an attack on the forget split (``attack/prefill``), membership inference (``mia``) or one
+part of the TOFU protocol (``tofu/retain``). After every step the results file
+(:mod:`unlearnkit.evaluation.results`) is rewritten atomically, so a killed evaluation resumes
+where it stopped: steps already in the file are not recomputed unless ``recompute`` is set.
+A file written for another model, dataset or generation setting is refused rather than mixed.
+
+Splits map to objectives: forget -> forget; retain, general -> utility; neighbor, probe ->
+boundary; attacks and membership inference -> robustness. TOFU's real-author and world-fact
+sets are the ``general`` records whose ``source`` names real_authors / world_facts files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unlearnkit.data.records import SPLITS, Record
+from unlearnkit.data.standardize import load_dataset
+from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation.attacks import get_attacks, run_attacks
+from unlearnkit.evaluation.metrics import (
+    METRICS,
+    MODEL_UTILITY_KEYS,
+    EvalContext,
+    MetricResult,
+    compute,
+    forget_quality,
+    mia_attacks,
+    model_utility,
+    tofu_metrics,
+)
+from unlearnkit.evaluation.results import (
+    AttackRecord,
+    EvalResults,
+    MetricRecord,
+    direction,
+    load_results,
+    new_results,
+    objective_of,
+    save_results,
+)
+from unlearnkit.models.loader import DEFAULT_MODEL, load_model
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Metrics per split (None: every registered one), attacks on the forget split (None:
+    every registered one), and the membership-inference and TOFU protocols."""
+
+    description: str
+    metrics: tuple[str, ...] | None = ()
+    attacks: tuple[str, ...] | None = ()
+    mia: bool = False
+    tofu: bool = False
+
+
+SUITES: dict[str, Suite] = {
+    "quick": Suite("correctness and refusal rate per split, and the prefill attack",
+                   metrics=("correctness", "refusal_rate"), attacks=("prefill",)),
+    "full": Suite("every registered metric per split, every attack, membership inference "
+                  "(needs holdout=SPLIT)", metrics=None, attacks=None, mia=True),
+    "tofu": Suite("the TOFU protocol (Maini et al., 2024) with OpenUnlearning's keys",
+                  tofu=True),
+}
+
+# Settings that change the numbers: a results file written with others cannot be resumed.
+RESUME_KEYS = ("model", "data", "limit", "seed", "max_new_tokens", "dtype", "attack_options")
+LIKELIHOOD_INPUTS = frozenset({"answer_logprobs", "argmax_match", "standardized_logprobs",
+                               "paraphrased_logprobs", "perturbed_logprobs"})
+TOFU_FORGET_FLIP = frozenset({"forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Q_A_PARA_Prob",
+                              "extraction_strength", "exact_memorization"})
+
+
+@dataclass
+class EvalConfig:
+    """What ``unlearn eval`` evaluates, and how (every field can be set with --set)."""
+
+    model: str = DEFAULT_MODEL  # anything models.loader.load_model takes
+    data: str = ""  # a dataset folder (unlearn data standardize)
+    suite: str = "quick"
+    output: str = ""  # default: runs/eval/<model>-<suite>.json
+    name: str = ""  # the label reports use (default: the file stem)
+    recompute: bool = False
+    seed: int = 0
+    splits: list[str] = field(default_factory=list)  # empty: every split in the dataset
+    limit: int = 0  # at most this many records per split, or per TOFU set (0: all)
+    holdout: str = ""  # split of never-seen records for membership inference
+    oracle_results: str = ""  # the oracle's results file, for TOFU forget quality
+    attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    batch_size: int = 16
+    max_new_tokens: int = 32
+    dtype: str = "float32"
+    device: str = ""
+
+    def __post_init__(self) -> None:
+        if self.suite not in SUITES:
+            raise UnlearnError(f"unknown suite {self.suite!r}; choose from {', '.join(SUITES)}")
+        if not self.data:
+            raise UnlearnError("no dataset: give --data DATASET_FOLDER "
+                               "(make one with: unlearn data standardize CONFIG)")
+        for key in ("limit", "batch_size", "max_new_tokens"):
+            low = 0 if key == "limit" else 1
+            if getattr(self, key) < low:
+                raise UnlearnError(f"{key} must be at least {low}, got {getattr(self, key)}")
+
+    def output_path(self) -> Path:
+        if self.output:
+            return Path(self.output)
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(self.model).name or self.model).strip("-")
+        return Path("runs/eval") / f"{slug}-{self.suite}.json"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One unit of work. A ``derived`` step only combines stored results: it needs no model
+    and runs every time (so a later --set oracle_results=FILE still takes effect)."""
+
+    key: str
+    kind: str  # metric | attack | mia | tofu | tofu_summary
+    name: str = ""
+    split: str | None = None
+    derived: bool = False
+
+
+# ------------------------------------------------------------------------- planning
+
+
+def load_splits(cfg: EvalConfig) -> tuple[dict[str, list[Record]], list[Record]]:
+    """The records to evaluate by split (in :data:`SPLITS` order, at most ``limit`` each),
+    and the membership-inference holdout records (empty without ``holdout``)."""
+    by_split: dict[str, list[Record]] = {}
+    for rec in load_dataset(cfg.data):
+        by_split.setdefault(rec.split, []).append(rec)
+    wanted = cfg.splits or list(by_split)
+    missing = [s for s in [*wanted, cfg.holdout] if s and s not in by_split]
+    if missing:
+        raise UnlearnError(f"split(s) {missing} are not in {cfg.data}; it has "
+                           f"{', '.join(by_split)}")
+    splits = {s: _limited(by_split[s], cfg) for s in SPLITS if s in wanted}
+    return splits, (_limited(by_split[cfg.holdout], cfg) if cfg.holdout else [])
+
+
+def _limited(records: list[Record], cfg: EvalConfig) -> list[Record]:
+    """The first ``limit`` records; in the tofu suite the first ``limit`` of each TOFU set,
+    so a limited ``general`` split keeps both real authors and world facts."""
+    if not cfg.limit:
+        return records
+    if cfg.suite != "tofu":
+        return records[: cfg.limit]
+    seen: dict[str | None, int] = {}
+    out = []
+    for rec in records:
+        group = tofu_prefix(rec)
+        seen[group] = seen.get(group, 0) + 1
+        if seen[group] <= cfg.limit:
+            out.append(rec)
+    return out
+
+
+def tofu_prefix(rec: Record) -> str | None:
+    """TOFU's split name of a record: forget, retain, ra (real authors), wf (world facts)."""
+    if rec.split in ("forget", "retain"):
+        return rec.split
+    source = rec.source.lower()
+    if rec.split == "general" and "real_author" in source:
+        return "ra"
+    if rec.split == "general" and "world_fact" in source:
+        return "wf"
+    return None
+
+
+def _cannot_compute(metric: str, records: list[Record]) -> str | None:
+    if LIKELIHOOD_INPUTS & set(METRICS[metric].needs) and not all(r.answer for r in records):
+        return "some records have no reference answer, which likelihood metrics need"
+    return None
+
+
+def _metric_steps(suite: Suite, splits: dict, cfg: EvalConfig, skipped: dict) -> list[Step]:
+    names = list(METRICS) if suite.metrics is None else list(suite.metrics)
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise UnlearnError(f"suite {cfg.suite!r} names unknown metric(s) {unknown}")
+    steps = []
+    for split in splits:
+        for name in names:
+            key, reason = f"{split}/{name}", _cannot_compute(name, splits[split])
+            if reason:
+                skipped[key] = reason
+            else:
+                steps.append(Step(key, "metric", name, split))
+    return steps
+
+
+def _attack_steps(suite: Suite, splits: dict, skipped: dict) -> list[Step]:
+    names = [a.name for a in get_attacks(None if suite.attacks is None else list(suite.attacks))]
+    if names and "forget" not in splits:
+        skipped |= {f"attack/{n}": "the dataset has no forget records to attack" for n in names}
+        return []
+    return [Step(f"attack/{n}", "attack", n) for n in names]
+
+
+def _tofu_steps(splits: dict, cfg: EvalConfig, skipped: dict) -> list[Step]:
+    prefixes = {tofu_prefix(r) for recs in splits.values() for r in recs} - {None}
+    steps = [Step(f"tofu/{p}", "tofu", p) for p in ("forget", "retain", "ra", "wf")
+             if p in prefixes]
+    if not steps:
+        skipped["tofu"] = "no forget, retain, real-author or world-fact records"
+        return []
+    if not cfg.oracle_results:
+        skipped["forget_quality"] = "give the oracle's results file: --set oracle_results=FILE"
+    return [*steps, Step("tofu/summary", "tofu_summary", derived=True)]
+
+
+def plan(suite: Suite, splits: dict[str, list[Record]], cfg: EvalConfig
+         ) -> tuple[list[Step], dict[str, str]]:
+    """The suite's steps for these splits, and the steps that cannot run with the reason."""
+    skipped: dict[str, str] = {}
+    steps = _metric_steps(suite, splits, cfg, skipped) + _attack_steps(suite, splits, skipped)
+    if suite.mia:
+        if not cfg.holdout:
+            skipped["mia"] = "membership inference needs never-seen records: --set holdout=SPLIT"
+        elif "forget" not in splits:
+            skipped["mia"] = "membership inference needs forget records"
+        else:
+            steps.append(Step(f"mia/{cfg.holdout}", "mia"))
+    if suite.tofu:
+        steps += _tofu_steps(splits, cfg, skipped)
+    return steps, skipped
+
+
+# ------------------------------------------------------------------------- running
+
+
+@dataclass
+class _State:
+    """What the steps share; the model is loaded (and seeded) on first use only."""
+
+    cfg: EvalConfig
+    splits: dict[str, list[Record]]
+    holdout: list[Record]
+    results: EvalResults
+    loader: Callable[..., tuple[Any, Any]]
+    contexts: dict[str, EvalContext] = field(default_factory=dict)
+    loaded: tuple[Any, Any] | None = None
+
+    def _load(self) -> tuple[Any, Any]:
+        if self.loaded is None:
+            self.loaded = self.loader(self.cfg.model, dtype=self.cfg.dtype,
+                                      device=self.cfg.device or None)
+            random.seed(self.cfg.seed)
+            torch.manual_seed(self.cfg.seed)
+        return self.loaded
+
+    @property
+    def model(self) -> Any:
+        return self._load()[0]
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._load()[1]
+
+    def context(self, split: str) -> EvalContext:
+        if split not in self.contexts:
+            self.contexts[split] = EvalContext(self.model, self.tokenizer, self.splits[split],
+                                               self.cfg.batch_size, self.cfg.max_new_tokens)
+        return self.contexts[split]
+
+
+def _record(metric: str, result: MetricResult, *, objective: str, split: str | None,
+            ids: list[str], higher_is_better: bool | None) -> MetricRecord:
+    return MetricRecord(metric=metric, objective=objective, aggregate=result.aggregate,
+                        higher_is_better=higher_is_better, n=result.n,
+                        values=list(result.values), ids=ids, split=split)
+
+
+def _run_metric(st: _State, step: Step) -> None:
+    ctx, records = st.context(step.split), st.splits[step.split]
+    result = compute(ctx, [step.name])[step.name]
+    st.results.metrics[step.key] = _record(
+        step.name, result, objective=objective_of(step.split), split=step.split,
+        ids=[r.id for r in records],
+        higher_is_better=direction(step.name, step.split, result.higher_is_better))
+    if "generations" in METRICS[step.name].needs and step.split not in st.results.generations:
+        st.results.generations[step.split] = [
+            {"id": r.id, "question": r.question, "reference": r.answer, "generation": g}
+            for r, g in zip(records, ctx.get("generations"), strict=True)]
+
+
+def _run_attack(st: _State, step: Step) -> None:
+    options = st.cfg.attack_options.get(step.name)
+    out = run_attacks(st.model, st.tokenizer, st.splits["forget"], names=[step.name],
+                      max_new_tokens=st.cfg.max_new_tokens, batch_size=st.cfg.batch_size,
+                      seed=st.cfg.seed, **({step.name: options} if options else {}))
+    report = out["attacks"][step.name]
+    st.results.attacks[step.name] = AttackRecord(
+        success_rate=report["success_rate"], n=report["n"], kind=report["kind"],
+        family=report["family"], items=report["items"], details=report["details"])
+
+
+def _run_mia(st: _State, step: Step) -> None:
+    out = mia_attacks(st.model, st.tokenizer, st.splits["forget"], st.holdout,
+                      batch_size=st.cfg.batch_size)
+    for key, result in out.items():
+        st.results.metrics[key] = _record(key, result, objective="robustness", split=None,
+                                          ids=[], higher_is_better=result.higher_is_better)
+    for old in [k for k in st.results.timings if k.startswith("mia/") and k != step.key]:
+        del st.results.timings[old]  # results of an earlier holdout, now replaced
+
+
+def _run_tofu(st: _State, step: Step) -> None:
+    records = [r for recs in st.splits.values() for r in recs if tofu_prefix(r) == step.name]
+    out = tofu_metrics(st.model, st.tokenizer, {step.name: records},
+                       batch_size=st.cfg.batch_size, max_new_tokens=st.cfg.max_new_tokens)
+    out.pop("model_utility", None)  # computed over every utility split in tofu/summary
+    split = records[0].split
+    for key, result in out.items():
+        hib = result.higher_is_better
+        if key == "forget_Q_A_PERT_Prob":
+            hib = None
+        elif key in TOFU_FORGET_FLIP:
+            hib = not hib
+        st.results.metrics[key] = _record(key, result, objective=objective_of(split),
+                                          split=split, ids=[r.id for r in records],
+                                          higher_is_better=hib)
+
+
+def _run_tofu_summary(st: _State, step: Step) -> None:
+    metrics = st.results.metrics
+    parts = {k: metrics[k].aggregate for k in MODEL_UTILITY_KEYS if k in metrics}
+    if parts:
+        metrics["model_utility"] = _record(
+            "model_utility", model_utility(parts), objective="utility", split=None,
+            ids=list(parts), higher_is_better=True)
+    if st.cfg.oracle_results and "forget_truth_ratio" in metrics:
+        oracle = load_results(st.cfg.oracle_results).metrics.get("forget_truth_ratio")
+        if oracle is None:
+            raise UnlearnError(f"{st.cfg.oracle_results} has no forget_truth_ratio; "
+                               "evaluate the oracle with --suite tofu first")
+        result = forget_quality(metrics["forget_truth_ratio"].values, oracle.values)
+        metrics["forget_quality"] = _record("forget_quality", result, objective="forget",
+                                            split="forget", ids=[], higher_is_better=True)
+
+
+RUNNERS: dict[str, Callable[[_State, Step], None]] = {
+    "metric": _run_metric, "attack": _run_attack, "mia": _run_mia, "tofu": _run_tofu,
+    "tofu_summary": _run_tofu_summary,
+}
+
+
+def data_fingerprint(folder: str | Path) -> str:
+    """sha256 over the dataset folder's manifest and record files."""
+    h = hashlib.sha256()
+    for path in sorted(Path(folder).glob("*.json*")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def _start(cfg: EvalConfig, fingerprint: str) -> EvalResults:
+    """The results to continue: the existing file when compatible, else fresh ones."""
+    out, config = cfg.output_path(), asdict(cfg)
+    if cfg.recompute or not out.exists():
+        return new_results(config, seed=cfg.seed, name=cfg.name, data_fingerprint=fingerprint)
+    old = load_results(out)
+    changed = [k for k in RESUME_KEYS if old.config.get(k) != config[k]]
+    if old.data_fingerprint != fingerprint:
+        changed.append("the dataset's contents")
+    if changed:
+        raise UnlearnError(f"{out} holds results with other settings ({', '.join(changed)}); "
+                           "pass --recompute to start over or choose another --out")
+    old.config, old.name = config, cfg.name or old.name
+    return old
+
+
+def _describe(results: EvalResults, step: Step) -> str:
+    if step.kind == "metric":
+        return f"{results.metrics[step.key].aggregate:.4g}"
+    if step.kind == "attack":
+        rate = results.attacks[step.name].success_rate
+        return "not applicable" if rate is None else f"success {rate:.1%}"
+    return "done"
+
+
+def run_eval(cfg: EvalConfig, *, loader: Callable[..., tuple[Any, Any]] | None = None
+             ) -> EvalResults:
+    """Run the suite's unfinished steps, saving the results file after each one.
+
+    ``loader(model, dtype=, device=) -> (model, tokenizer)`` defaults to
+    :func:`~unlearnkit.models.loader.load_model`; it is called only when a step needs it."""
+    splits, holdout = load_splits(cfg)
+    results = _start(cfg, data_fingerprint(cfg.data))
+    steps, results.skipped = plan(SUITES[cfg.suite], splits, cfg)
+    todo = [s for s in steps if s.derived or not results.done(s.key)]
+    out = cfg.output_path()
+    save_results(out, results)
+    finished = len(steps) - len(todo)
+    if finished:
+        print(f"{out}: {finished} of {len(steps)} steps already done")
+    state = _State(cfg, splits, holdout, results, loader or load_model)
+    for i, step in enumerate(todo, 1):
+        start = time.perf_counter()
+        RUNNERS[step.kind](state, step)
+        results.timings[step.key] = round(time.perf_counter() - start, 3)
+        save_results(out, results)
+        print(f"[{i}/{len(todo)}] {step.key}: {_describe(results, step)} "
+              f"({results.timings[step.key]:.1f} s)")
+    return results

@@ -1,0 +1,204 @@
+"""Runs for comparison and reports: one shape for every kind of results file.
+
+A :class:`Run` is one evaluated model: aggregates by key (each with its objective and desired
+direction), attack success rates, generations by item id and optional diagnostics.
+:func:`load_runs` reads
+
+- a results file of ``unlearn eval`` (:mod:`unlearnkit.evaluation.results`): one run,
+  labelled by its ``name`` or else the file stem;
+- a ``results.json`` of ``unlearn demo`` / ``unlearn run`` (:func:`from_pipeline`): one run per
+  model in it, labelled ``<folder>/<model>``; its per-split ``accuracy`` becomes
+  ``<split>/correctness`` and ``refusal`` becomes ``<split>/refusal_rate``, the same keys the
+  quick suite writes, so old and new files line up.
+
+Attack rates appear among the aggregates as ``attack/<name>`` and ``attack/worst_case``
+(robustness, lower is better).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unlearnkit.data.standardize import load_dataset
+from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation.results import (
+    OBJECTIVES,
+    EvalResults,
+    direction,
+    load_results,
+    objective_of,
+    read_json,
+)
+
+ROLES = ("before", "run", "oracle")
+PIPELINE_ROLES = {"before": "before", "injected": "before", "oracle": "oracle"}
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    value: float
+    higher_is_better: bool | None
+    objective: str
+
+
+@dataclass
+class Run:
+    """One evaluated model. ``role`` is what its file suggests (``before`` for the model
+    before unlearning, ``oracle``, else ``run``); the report may assign roles explicitly."""
+
+    label: str
+    source: Path
+    role: str = "run"
+    aggregates: dict[str, Aggregate] = field(default_factory=dict)
+    attacks: dict[str, float | None] = field(default_factory=dict)
+    generations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    diagnostics: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def value(self, key: str) -> float | None:
+        agg = self.aggregates.get(key)
+        return None if agg is None or math.isnan(agg.value) else agg.value
+
+
+def _add_attacks(run: Run, rates: dict[str, float | None]) -> None:
+    run.attacks = dict(rates)
+    scored = {k: v for k, v in rates.items() if v is not None}
+    for name, rate in scored.items():
+        run.aggregates[f"attack/{name}"] = Aggregate(rate, False, "robustness")
+    if scored:
+        run.aggregates["attack/worst_case"] = Aggregate(max(scored.values()), False,
+                                                        "robustness")
+
+
+def from_results(results: EvalResults, path: Path) -> Run:
+    """The run of an ``unlearn eval`` results file."""
+    run = Run(label=results.name or path.stem, source=path, diagnostics=results.diagnostics)
+    for key, m in results.metrics.items():
+        run.aggregates[key] = Aggregate(m.aggregate, m.higher_is_better, m.objective)
+    _add_attacks(run, {k: a.success_rate for k, a in results.attacks.items()})
+    for split, rows in results.generations.items():
+        judged = results.metrics.get(f"{split}/correctness")
+        correct = dict(zip(judged.ids, judged.values, strict=False)) if judged else {}
+        for row in rows:
+            ok = correct.get(row["id"], math.nan)
+            run.generations[row["id"]] = {**row, "split": split,
+                                          "correct": None if math.isnan(ok) else bool(ok)}
+    run.info = {"model": results.config.get("model"), "suite": results.config.get("suite"),
+                "created": results.created, "git_commit": results.git_commit,
+                "versions": results.versions}
+    return run
+
+
+def _check(condition: bool, path: Path, problem: str) -> None:
+    if not condition:
+        raise UnlearnError(f"{path}: {problem}; expected the results.json of unlearn demo/run")
+
+
+def _dataset_items(folder: Path) -> dict[str, Any]:
+    """Records by id of the dataset folder next to a pipeline results.json (unlearn demo
+    writes one to ``<output>/data``), for the questions and references; {} without one."""
+    if not (folder / "manifest.json").is_file():
+        return {}
+    try:
+        return {r.id: r for r in load_dataset(folder)}
+    except (UnlearnError, OSError, ValueError):
+        return {}
+
+
+def _pipeline_run(model: str, res: Any, path: Path, records: dict[str, Any]) -> Run:
+    _check(isinstance(res, dict) and isinstance(res.get("summary"), dict), path,
+           f"model {model!r} has no 'summary' of per-split accuracy and refusal")
+    run = Run(label=f"{path.parent.name or path.stem}/{model}", source=path,
+              role=PIPELINE_ROLES.get(model, "run"), info={"model": model})
+    for split, s in res["summary"].items():
+        _check(isinstance(s, dict) and {"accuracy", "refusal"} <= set(s), path,
+               f"summary of {model!r} split {split!r} lacks accuracy/refusal")
+        run.aggregates[f"{split}/correctness"] = Aggregate(
+            float(s["accuracy"]), direction("correctness", split, True), objective_of(split))
+        run.aggregates[f"{split}/refusal_rate"] = Aggregate(
+            float(s["refusal"]), direction("refusal_rate", split, False), objective_of(split))
+    if "prefill_attack" in res:
+        _add_attacks(run, {"prefill": res["prefill_attack"]})
+    for row in res.get("items") or []:
+        _check(isinstance(row, dict) and "id" in row, path, f"an item of {model!r} has no id")
+        rec = records.get(row["id"])
+        run.generations[row["id"]] = {
+            "id": row["id"], "split": row.get("split", ""),
+            "question": rec.question if rec else "", "reference": rec.answer if rec else None,
+            "generation": row.get("generation", ""), "correct": row.get("correct")}
+    run.diagnostics = res.get("diagnostics")
+    return run
+
+
+def from_pipeline(data: dict[str, Any], path: Path) -> list[Run]:
+    """Adapter for the ``results.json`` of :mod:`pipeline.demo` and :mod:`pipeline.run`: one
+    run per model (``results.<model>.summary`` and ``.items``). Questions and references come
+    from the dataset folder ``data/`` beside the file when there is one. A top-level
+    ``diagnostics`` goes to the first run that is neither before nor oracle (else the first).
+    """
+    _check(isinstance(data.get("results"), dict) and data["results"], path,
+           "no 'results' mapping of model name -> results")
+    records = _dataset_items(path.parent / "data")
+    runs = [_pipeline_run(model, res, path, records) for model, res in data["results"].items()]
+    if data.get("diagnostics") is not None:
+        target = next((r for r in runs if r.role == "run"), runs[0])
+        target.diagnostics = data["diagnostics"]
+    return runs
+
+
+def load_runs(path: str | Path) -> list[Run]:
+    """The runs in one results file of either kind (see the module docstring)."""
+    path = Path(path)
+    data = read_json(path)
+    if "schema_version" in data:
+        return [from_results(load_results(path), path)]
+    if "results" in data:
+        return from_pipeline(data, path)
+    raise UnlearnError(f"{path} is neither a results file of unlearn eval (no schema_version) "
+                       "nor the results.json of unlearn demo/run (no 'results')")
+
+
+def load_many(paths: list[str | Path]) -> list[Run]:
+    """The runs of several files in order, with labels made unique (``label #2``)."""
+    runs = [run for path in paths for run in load_runs(path)]
+    return unique_labels(runs)
+
+
+def unique_labels(runs: list[Run]) -> list[Run]:
+    seen: dict[str, int] = {}
+    for run in runs:
+        seen[run.label] = seen.get(run.label, 0) + 1
+        if seen[run.label] > 1:
+            run.label = f"{run.label} #{seen[run.label]}"
+    return runs
+
+
+def ordered_keys(runs: list[Run]) -> dict[str, list[str]]:
+    """Aggregate keys per objective, in first-seen order across ``runs``."""
+    out: dict[str, list[str]] = {o: [] for o in OBJECTIVES}
+    for run in runs:
+        for key, agg in run.aggregates.items():
+            if key not in out[agg.objective]:
+                out[agg.objective].append(key)
+    return out
+
+
+def direction_of(runs: list[Run], key: str) -> bool | None:
+    """The desired direction of ``key`` (from the first run that has it)."""
+    return next((r.aggregates[key].higher_is_better for r in runs if key in r.aggregates), None)
+
+
+def objective_score(run: Run, objective: str) -> float | None:
+    """A rough one-number summary, higher is better: for robustness 1 - the worst attack's
+    success rate when attacks ran; otherwise the mean of the objective's aggregates that lie in
+    [0, 1] and have a direction, each flipped (1 - x) when lower is better."""
+    if objective == "robustness" and run.value("attack/worst_case") is not None:
+        return 1.0 - run.value("attack/worst_case")
+    vals = [a.value if a.higher_is_better else 1.0 - a.value
+            for a in run.aggregates.values()
+            if a.objective == objective and a.higher_is_better is not None
+            and 0.0 <= a.value <= 1.0]
+    return sum(vals) / len(vals) if vals else None

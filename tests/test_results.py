@@ -1,0 +1,265 @@
+"""Results files: round trip, clear errors for bad files, provenance, and resumable `eval`."""
+
+import json
+import math
+
+import pytest
+
+from unlearnkit.cli import main
+from unlearnkit.data.records import Record
+from unlearnkit.data.standardize import write_dataset
+from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation import metrics as M
+from unlearnkit.evaluation.results import (
+    SCHEMA_VERSION,
+    AttackRecord,
+    MetricRecord,
+    direction,
+    git_commit,
+    load_results,
+    new_results,
+    package_versions,
+    save_results,
+)
+from unlearnkit.pipeline import evaluate as E
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def sample_results():
+    res = new_results({"model": "m", "suite": "quick"}, seed=3, name="after")
+    res.metrics["forget/correctness"] = MetricRecord(
+        "correctness", "forget", 0.5, False, 2, [1.0, 0.0, math.nan], ["a", "b", "c"], "forget")
+    res.metrics["forget/truth_ratio"] = MetricRecord(
+        "truth_ratio", "forget", math.nan, False, 1, [math.inf, -math.inf], ["a", "b"], "forget")
+    res.attacks["prefill"] = AttackRecord(0.25, 4, "prompt", "prefilling",
+                                          [{"id": "a", "success": True}], {"k": [1, 2]})
+    res.timings = {"forget/correctness": 1.5, "attack/prefill": 2.0}
+    res.generations = {"forget": [{"id": "a", "question": "Q?", "reference": "A.",
+                                   "generation": "<b>hi</b>"}]}
+    res.skipped = {"mia": "no holdout"}
+    res.diagnostics = {"loss_curve": [3.0, 2.5]}
+    return res
+
+
+def test_round_trip_keeps_everything_and_writes_strict_json(tmp_path):
+    res = sample_results()
+    path = tmp_path / "r.json"
+    save_results(path, res)
+
+    def no_constants(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    json.loads(path.read_text(), parse_constant=no_constants)  # NaN/inf are not written as such
+    back = load_results(path)
+    assert back.to_dict() == res.to_dict()
+    values = back.metrics["forget/correctness"].values
+    assert values[:2] == [1.0, 0.0] and math.isnan(values[2])
+    assert back.metrics["forget/truth_ratio"].values == [math.inf, -math.inf]
+    assert math.isnan(back.metrics["forget/truth_ratio"].aggregate)
+    assert back.attacks["prefill"].success_rate == 0.25
+    assert back.worst_attack() == ("prefill", 0.25)
+    assert back.schema_version == SCHEMA_VERSION and back.seed == 3
+    assert set(back.versions) == {"python", "unlearnkit", "torch", "transformers"}
+    assert back.done("forget/correctness") and not back.done("forget/rouge_l_recall")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d.update(schema_version=99), "schema version 99"),
+    (lambda d: d.pop("schema_version"), "no schema_version"),
+    (lambda d: d.pop("metrics"), "missing metrics"),
+    (lambda d: d["metrics"]["forget/correctness"].update(aggregate="high"), "aggregate"),
+    (lambda d: d["metrics"]["forget/correctness"].update(objective="vibes"), "objective"),
+    (lambda d: d.update(colour="red"), "colour"),
+])
+def test_bad_files_raise_clear_errors(tmp_path, change, message):
+    path = tmp_path / "r.json"
+    data = sample_results().to_dict()
+    change(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(UnlearnError, match=message):
+        load_results(path)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(UnlearnError, match="not found"):
+        load_results(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"schema_version": 1,')
+    with pytest.raises(UnlearnError, match="not valid JSON"):
+        load_results(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text("[1]")
+    with pytest.raises(UnlearnError, match="JSON object"):
+        load_results(tmp_path / "list.json")
+
+
+def test_git_commit_reads_head_without_git(tmp_path):
+    assert git_commit(tmp_path) is None or len(git_commit(tmp_path)) == 40
+    repo = tmp_path / "repo"
+    (repo / ".git" / "refs" / "heads").mkdir(parents=True)
+    (repo / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (repo / ".git" / "refs" / "heads" / "main").write_text(SHA + "\n")
+    (repo / "src").mkdir()
+    assert git_commit(repo / "src") == SHA
+    (repo / ".git" / "refs" / "heads" / "main").unlink()
+    (repo / ".git" / "packed-refs").write_text(f"# pack-refs\n{SHA} refs/heads/main\n")
+    assert git_commit(repo) == SHA
+    (repo / ".git" / "HEAD").write_text(SHA[::-1])  # detached HEAD
+    assert git_commit(repo) == SHA[::-1]
+    assert package_versions()["python"].count(".") == 2
+
+
+def test_direction_flips_knowledge_metrics_on_forget_only():
+    assert direction("correctness", "forget", True) is False
+    assert direction("correctness", "retain", True) is True
+    assert direction("perplexity", "forget", False) is True
+    assert direction("forget_truth_ratio", "forget", True) is True
+    assert direction("refusal_rate", "forget", False) is None
+    assert direction("refusal_rate", "neighbor", False) is False
+
+
+# ------------------------------------------------------------------ resumable evaluation
+
+
+def dataset(tmp_path):
+    recs = [Record(id=f"{split}-{i}", split=split, question=f"Where does {split} {i} live?",
+                   answer=f"In Town{i}.", targets=[f"Town{i}"])
+            for split in ("forget", "retain", "neighbor") for i in range(2)]
+    return write_dataset(recs, tmp_path / "data", [])
+
+
+@pytest.fixture()
+def counted(monkeypatch):
+    """A suite with one fake metric that counts its calls (and can be told to fail)."""
+    calls = {"metric": 0, "load": 0, "fail_on": None}
+
+    def fake(records):
+        calls["metric"] += 1
+        if calls["metric"] == calls["fail_on"]:
+            raise RuntimeError("killed")
+        return M.MetricResult.of([1.0] * len(records), higher_is_better=True)
+
+    def loader(name, **kwargs):
+        calls["load"] += 1
+        return object(), object()
+
+    monkeypatch.setitem(M.METRICS, "fake_count", M.MetricSpec("fake_count", fake, True,
+                                                              ("records",)))
+    monkeypatch.setitem(E.SUITES, "counted", E.Suite("test", metrics=("fake_count",)))
+    return calls, loader
+
+
+def test_finished_metrics_are_not_recomputed(tmp_path, counted, capsys):
+    calls, loader = counted
+    cfg = E.EvalConfig(model="fake", data=str(dataset(tmp_path)), suite="counted",
+                       output=str(tmp_path / "eval.json"))
+    first = E.run_eval(cfg, loader=loader)
+    assert calls == {"metric": 3, "load": 1, "fail_on": None}
+    assert list(first.metrics) == ["forget/fake_count", "retain/fake_count",
+                                   "neighbor/fake_count"]
+    assert first.metrics["neighbor/fake_count"].objective == "boundary"
+    E.run_eval(cfg, loader=loader)
+    assert calls["metric"] == 3 and calls["load"] == 1  # nothing left: no model loaded
+    assert "3 of 3 steps already done" in capsys.readouterr().out
+    cfg.recompute = True
+    E.run_eval(cfg, loader=loader)
+    assert calls["metric"] == 6
+
+
+def test_a_killed_evaluation_resumes_where_it_stopped(tmp_path, counted):
+    calls, loader = counted
+    calls["fail_on"] = 2
+    cfg = E.EvalConfig(model="fake", data=str(dataset(tmp_path)), suite="counted",
+                       output=str(tmp_path / "eval.json"))
+    with pytest.raises(RuntimeError, match="killed"):
+        E.run_eval(cfg, loader=loader)
+    assert list(load_results(cfg.output).metrics) == ["forget/fake_count"]
+    done = E.run_eval(cfg, loader=loader)
+    assert calls["metric"] == 4  # 2 before the kill, then only retain and neighbor
+    assert set(done.timings) == {"forget/fake_count", "retain/fake_count",
+                                 "neighbor/fake_count"}
+
+
+def test_resume_refuses_other_settings(tmp_path, counted):
+    _, loader = counted
+    data = str(dataset(tmp_path))
+    out = str(tmp_path / "eval.json")
+    E.run_eval(E.EvalConfig(model="fake", data=data, suite="counted", output=out), loader=loader)
+    other = E.EvalConfig(model="other", data=data, suite="counted", output=out)
+    with pytest.raises(UnlearnError, match=r"other settings.*model.*--recompute"):
+        E.run_eval(other, loader=loader)
+
+
+def test_plan_skips_what_cannot_run(tmp_path):
+    recs = [Record(id="p", split="probe", question="How do I kill a process?")]
+    cfg = E.EvalConfig(data=str(write_dataset(recs, tmp_path / "d", [])), suite="full")
+    splits, holdout = E.load_splits(cfg)
+    steps, skipped = E.plan(E.SUITES["full"], splits, cfg)
+    assert {s.key for s in steps} >= {"probe/correctness", "probe/refusal_rate"}
+    assert "probe/answer_prob" in skipped and "attack/prefill" in skipped
+    assert "holdout" in skipped["mia"] and holdout == []
+
+
+def test_cli_eval_end_to_end_on_a_tiny_model(tmp_path, tok, tiny, monkeypatch, capsys):
+    from unlearnkit.models.loader import setup_tokenizer
+
+    monkeypatch.setattr(E, "load_model", lambda *a, **k: (tiny, setup_tokenizer(tok)))
+    out = tmp_path / "eval.json"
+    code = main(["eval", "tiny", "--data", str(dataset(tmp_path)), "--out", str(out),
+                 "--set", "max_new_tokens=3", "--set", "name=tiny-run"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "forget/correctness ↓" in printed and "attack/prefill" in printed
+    res = load_results(out)
+    assert res.name == "tiny-run" and set(res.generations) == {"forget", "retain", "neighbor"}
+    assert "prefill" in res.attacks and res.config["suite"] == "quick"
+
+
+def test_cli_eval_user_errors_exit_2(tmp_path, capsys):
+    code = main(["eval", "tiny", "--data", str(dataset(tmp_path)), "--suite", "nope"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown suite 'nope'" in err and len(err.strip().splitlines()) == 1
+    code = main(["eval", "tiny", "--data", str(tmp_path / "none")])
+    assert code == 2 and "not a dataset folder" in capsys.readouterr().err
+
+
+def tofu_dataset(tmp_path):
+    def rec(i, split, source):
+        return Record(id=f"{source}-{i}", split=split, question=f"Who wrote book {i}?",
+                      answer=f"Author {i}.", paraphrased_answer=f"It was Author {i}.",
+                      perturbed_answers=[f"Writer {i}.", f"Poet {i}."], source=source)
+
+    recs = [rec(i, split, source) for i in range(3) for split, source in (
+        ("forget", "forget01.json"), ("retain", "retain90.json"),
+        ("general", "real_authors_perturbed.json"), ("general", "world_facts_perturbed.json"))]
+    return write_dataset(recs, tmp_path / "tofu", [])
+
+
+def test_tofu_plan_limits_each_tofu_set(tmp_path):
+    cfg = E.EvalConfig(data=str(tofu_dataset(tmp_path)), suite="tofu", limit=2)
+    splits, _ = E.load_splits(cfg)
+    assert [len(splits[s]) for s in ("forget", "retain", "general")] == [2, 2, 4]
+    steps, skipped = E.plan(E.SUITES["tofu"], splits, cfg)
+    assert [s.key for s in steps] == ["tofu/forget", "tofu/retain", "tofu/ra", "tofu/wf",
+                                      "tofu/summary"]
+    assert steps[-1].derived and "oracle_results" in skipped["forget_quality"]
+
+
+def test_tofu_summary_is_derived_and_takes_a_later_oracle(tmp_path, tok, tiny):
+    from unlearnkit.models.loader import setup_tokenizer
+
+    loads = []
+
+    def loader(name, **kwargs):
+        loads.append(name)
+        return tiny, setup_tokenizer(tok)
+
+    cfg = E.EvalConfig(model="tiny", data=str(tofu_dataset(tmp_path)), suite="tofu", limit=1,
+                       max_new_tokens=2, output=str(tmp_path / "tofu.json"))
+    first = E.run_eval(cfg, loader=loader)
+    assert {"forget_truth_ratio", "ra_Truth_Ratio", "wf_Q_A_Prob_normalised",
+            "model_utility"} <= set(first.metrics) and "forget_quality" not in first.metrics
+    assert first.metrics["forget_Q_A_Prob"].higher_is_better is False
+    assert first.metrics["wf_Q_A_ROUGE"].objective == "utility"
+    cfg.oracle_results = cfg.output  # the model as its own oracle: identical truth ratios
+    second = E.run_eval(cfg, loader=loader)
+    assert loads == ["tiny"]  # only the derived summary ran: no model needed
+    assert second.metrics["forget_quality"].aggregate == pytest.approx(1.0)
