@@ -68,3 +68,15 @@ def test_load_config_from_yaml(tmp_path):
         load_config(Outer, path)
     with pytest.raises(UnlearnError, match="not found"):
         load_config(Outer, tmp_path / "missing.yaml")
+
+
+@dataclass
+class WithCustomDefault:
+    inner: Inner = field(default_factory=lambda: Inner(lr=0.5, steps=7))
+
+
+def test_partial_section_updates_the_fields_default_not_the_classes():
+    cfg = from_dict(WithCustomDefault, {"inner": {"steps": 9}})
+    assert cfg.inner.lr == 0.5 and cfg.inner.steps == 9
+    cfg = from_dict(WithCustomDefault, apply_overrides({}, ["inner.mode=lora"]))
+    assert cfg.inner == Inner(lr=0.5, steps=7, mode="lora")

@@ -98,11 +98,36 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
         raise UnlearnError(f"unknown config key {dotted}; valid keys here: {', '.join(known)}")
     kwargs = {}
     for name, value in data.items():
+        value = _merge_onto_default(known[name], value)
         kwargs[name] = _convert(value, hints[name], f"{prefix + '.' if prefix else ''}{name}")
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field is missing
         raise UnlearnError(f"{where}: {exc}") from None
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _merge_onto_default(f: dataclasses.Field, value: Any) -> Any:
+    """A partial mapping for a dataclass field updates that field's default, not the class's.
+
+    ``InjectConfig.optim`` defaults to ``OptimConfig(lr=1e-4, ...)``; ``optim: {lr: 2e-4}``
+    must keep that default's other values rather than fall back to ``OptimConfig()``'s.
+    """
+    if not isinstance(value, dict) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not dataclasses.is_dataclass(default):
+        return value
+    return _deep_merge(dataclasses.asdict(default), value)
 
 
 def to_dict(obj: Any) -> Any:

@@ -28,7 +28,7 @@ Variant = Literal["injected", "oracle"]
 
 
 def _default_optim() -> OptimConfig:
-    return OptimConfig(lr=1e-4, warmup_ratio=0.05)
+    return OptimConfig(lr=1e-4, warmup_ratio=0.1)
 
 
 @dataclass
