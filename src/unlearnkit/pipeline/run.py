@@ -27,6 +27,7 @@ from unlearnkit.training.unlearn import (
     build_examples,
     mixture_plan,
     prefill_hook,
+    prefill_state,
     refresh_prefill,
 )
 
@@ -58,7 +59,8 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
     plan = mixture_plan(examples, cfg.unlearn.mix, cfg.unlearn.seed)
     history = train(model, plan, pushpull_step(tokenizer.pad_token_id, method), cfg.optim,
                     out_dir=out, resume=cfg.resume, desc="unlearn",
-                    on_step=prefill_hook(model, tokenizer, examples, method))
+                    on_step=prefill_hook(model, tokenizer, examples, method),
+                    state=prefill_state(examples))
     folder = out / "model"
     merged(model).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

@@ -91,8 +91,13 @@ def _shard(micro_batch: Sequence, accelerator) -> list:
 
 def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
           out_dir: Path | None = None, resume: bool = False, accelerator=None,
-          desc: str = "train", on_step: Callable[[int], None] | None = None) -> list[dict]:
-    """Run ``plan`` (micro-batches; ``grad_accum`` of them per optimizer step); return the log."""
+          desc: str = "train", on_step: Callable[[int], None] | None = None,
+          state: tuple[Callable[[], dict], Callable[[dict], None]] | None = None) -> list[dict]:
+    """Run ``plan`` (micro-batches; ``grad_accum`` of them per optimizer step); return the log.
+
+    ``state = (get, set)`` carries a step function's own state (e.g. the adversarial prefill
+    lengths) through checkpoints: ``get()`` is saved with each one, ``set(saved)`` restores it.
+    """
     total = len(plan) // cfg.grad_accum
     if total < 1:
         raise UnlearnError(f"the plan has {len(plan)} micro-batches, fewer than grad_accum "
@@ -108,6 +113,8 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
         meta = load_checkpoint(last, model=accelerator.unwrap_model(model),
                                optimizer=optimizer, scheduler=scheduler)
         start, history = meta["step"], meta.get("history", [])
+        if state is not None:
+            state[1](meta.get("state", {}))
     if out_dir is not None:
         accelerator.init_trackers("tensorboard")
     bar = tqdm(total=total, initial=start, desc=desc, unit="step",
@@ -127,7 +134,8 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
         if ckpt_dir and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
                 and step + 1 < total and accelerator.is_main_process:
             save_checkpoint(ckpt_dir, model=accelerator.unwrap_model(model), optimizer=optimizer,
-                            scheduler=scheduler, step=step + 1, extra={"history": history})
+                            scheduler=scheduler, step=step + 1,
+                            extra={"history": history, "state": state[0]() if state else {}})
             prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
         accelerator.wait_for_everyone()
     bar.close()

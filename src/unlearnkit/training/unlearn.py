@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -166,5 +165,15 @@ def prefill_hook(model, tokenizer, examples, cfg: PushPullConfig):
     return on_step
 
 
-def examples_path(model_id: str) -> Path:
-    return cache_root() / "teacher" / model_id
+def prefill_state(examples: list[Example]):
+    """(get, set) of the forget examples' prefill lengths, for checkpoints."""
+    forget = [e for e in examples if e.true_input is not None]
+
+    def get() -> dict:
+        return {"prefill_k": [e.prefill_k for e in forget]}
+
+    def put(saved: dict) -> None:
+        for ex, k in zip(forget, saved.get("prefill_k", []), strict=False):
+            ex.prefill_k = k
+
+    return get, put
