@@ -37,9 +37,13 @@ def test_train_unlearning_writes_a_model_and_resumes(tiny_folder, tmp_path, cach
     assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
     assert len(history) == 4 and {"pull", "push", "adv"} <= set(history[0])
     assert (out / "checkpoints").is_dir()
+    report = json.loads((out / "teacher_report.json").read_text())
+    assert set(report["summary"]) == {"forget", "retain", "neighbor"}
+    assert report["problems"]  # a random tiny model does not refuse: the run says so
     # a run killed after its step-2 checkpoint resumes to the same weights
     killed = tmp_path / "killed"
     cfg = small_config(killed)
+    cfg.teacher_report = False
     train_unlearning(cfg, str(tiny_folder), records, killed)
     for extra in (killed / "checkpoints").glob("step-*"):
         if extra.name != "step-0000002":

@@ -17,6 +17,7 @@ from unlearnkit.evaluation.accuracy import answer_records, split_summary
 from unlearnkit.evaluation.attacks import run_attacks
 from unlearnkit.models.loader import load_model
 from unlearnkit.models.lora import LoraSettings, apply_lora, merged
+from unlearnkit.models.teacher import TeacherConfig, instruction
 from unlearnkit.objectives.pushpull import pushpull_step
 from unlearnkit.pipeline.demo import format_table
 from unlearnkit.pipeline.scenario_models import ScenarioSetup, prepare_scenario
@@ -46,10 +47,41 @@ class RunConfig:
     resume: bool = False
     eval_batch_size: int = 32
     max_new_tokens: int = 24
+    teacher_report: bool = True
+
+
+def teacher_report(model, tokenizer, records, cfg: TeacherConfig, *, per_split: int = 32,
+                   max_new_tokens: int = 24) -> dict:
+    """How the instructed teacher itself behaves, before any training, on a sample per split.
+
+    It should refuse forget questions and answer retain and neighbour ones; when it does not,
+    the method must get the desired behaviour elsewhere (templates, guidance), and the run says
+    so loudly.
+    """
+    forget = [r for r in records if r.split == "forget"]
+    sample = [r for split in ("forget", "retain", "neighbor")
+              for r in [x for x in records if x.split == split][:per_split]]
+    rows = answer_records(model, tokenizer, sample, context=instruction(cfg, forget),
+                          max_new_tokens=max_new_tokens)
+    summary = split_summary(rows)
+    problems = []
+    if summary["forget"]["refusal"] < 0.5:
+        problems.append(f"refuses only {summary['forget']['refusal']:.0%} of forget questions")
+    for split in ("retain", "neighbor"):
+        if split in summary and summary[split]["refusal"] > 0.1:
+            problems.append(f"refuses {summary[split]['refusal']:.0%} of {split} questions")
+    if problems:
+        print("\n" + "!" * 78 + "\nWARNING: the instructed teacher does not behave: "
+              + "; ".join(problems) + ".\nThe forget behaviour must come from the "
+              "desired-response template (teacher.forget_response: template).\n" + "!" * 78)
+    return {"summary": summary, "problems": problems, "items": rows}
 
 
 def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tuple[Path, list]:
     model, tokenizer = load_model(start_model)
+    if cfg.teacher_report:
+        report = teacher_report(model, tokenizer, records, cfg.unlearn.teacher)
+        atomic_write_text(out / "teacher_report.json", json.dumps(report, indent=1))
     examples = build_examples(model, tokenizer, records, cfg.unlearn.teacher,
                               model_identity(start_model))
     model = apply_lora(model, cfg.lora)
