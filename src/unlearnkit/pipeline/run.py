@@ -15,6 +15,7 @@ from pathlib import Path
 from unlearnkit.data.records import atomic_write_text
 from unlearnkit.evaluation.accuracy import answer_records, split_summary
 from unlearnkit.evaluation.attacks import run_attacks
+from unlearnkit.fsutil import atomic_dir
 from unlearnkit.models.loader import load_model
 from unlearnkit.models.lora import LoraSettings, apply_lora, merged
 from unlearnkit.models.teacher import TeacherConfig, instruction
@@ -39,6 +40,8 @@ def _default_optim() -> OptimConfig:
 
 @dataclass
 class RunConfig:
+    """`unlearn run`: the scenario setup, the method, optimisation, LoRA and outputs."""
+
     setup: ScenarioSetup = field(default_factory=ScenarioSetup)
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     optim: OptimConfig = field(default_factory=_default_optim)
@@ -94,8 +97,9 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
                     on_step=prefill_hook(model, tokenizer, examples, method),
                     state=prefill_state(examples))
     folder = out / "model"
-    merged(model).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
+    with atomic_dir(folder) as tmp:
+        merged(model).save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     return folder, history
 
 
