@@ -229,9 +229,10 @@ def response_tokens(item: Rendered) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` where ``mask`` (same shape) is true; 0 (with a graph) when none is."""
-    mask = mask.to(values.dtype)
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` (same shape; None = everywhere) is true; 0 (with a
+    graph) when none is."""
+    mask = torch.ones_like(values) if mask is None else mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 

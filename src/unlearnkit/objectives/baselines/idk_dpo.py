@@ -45,8 +45,7 @@ def dpo_loss(logp_w: torch.Tensor, logp_l: torch.Tensor, ref_w: torch.Tensor,
     """
     margin = (logp_w.float() - ref_w.float()) - (logp_l.float() - ref_l.float())
     per_row = -F.logsigmoid(beta * margin)
-    return masked_mean(per_row, torch.ones_like(per_row, dtype=torch.bool) if valid is None
-                       else valid)
+    return masked_mean(per_row, valid)
 
 
 @dataclass

@@ -44,8 +44,7 @@ def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, *, beta: float,
     """
     ratio = logp.float() - ref_logp.float()
     per_row = -(2.0 / beta) * F.logsigmoid(-beta * ratio)
-    return masked_mean(per_row, torch.ones_like(per_row, dtype=torch.bool) if valid is None
-                       else valid)
+    return masked_mean(per_row, valid)
 
 
 @dataclass
