@@ -7,11 +7,40 @@ ones the model was trained on.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from unlearnkit.data.render import IGNORE_INDEX, Rendered, collate, end_of_turn
+
+
+@dataclass
+class Window:
+    """Logits over the trailing columns that cover every response, with labels aligned.
+
+    logits: (B, W, V); labels: (B, W); column c is absolute position ``offset + c``.
+    """
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    offset: int
+
+
+def forward_responses(model, items: Sequence[Rendered], pad_id: int) -> Window:
+    """Run ``model`` on right-padded ``items``, computing logits only where responses need them.
+
+    Position t predicts token t + 1, so the window starts one before the earliest response;
+    the vocabulary projection of the prompt positions is skipped (about a fifth of a 135M
+    model's forward pass).
+    """
+    batch = collate(list(items), pad_id)
+    width = batch["input_ids"].shape[1]
+    keep = int(width - batch["response_start"].min() + 1)
+    device = next(model.parameters()).device
+    logits = model(input_ids=batch["input_ids"].to(device),
+                   attention_mask=batch["attention_mask"].to(device), logits_to_keep=keep).logits
+    return Window(logits, batch["labels"][:, -keep:].to(device), width - keep)
 
 
 def _batches(items: Sequence, size: int):

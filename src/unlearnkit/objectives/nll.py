@@ -26,6 +26,13 @@ def token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor,
     return nll * mask, mask
 
 
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` (same shape; None = everywhere) is true; 0 (with a
+    graph) when none is."""
+    mask = torch.ones_like(values) if mask is None else mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
 def nll_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean NLL over every labelled token in the batch (0 when there are none)."""
     nll, mask = token_nll(logits, labels)

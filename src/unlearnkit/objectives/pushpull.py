@@ -18,13 +18,15 @@ a batch without such positions gives a zero loss that still carries a graph.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 
-
-def _masked_mean(per_pos: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.to(per_pos.dtype)
-    return (per_pos * mask).sum() / mask.sum().clamp(min=1.0)
+from unlearnkit.data.render import Rendered
+from unlearnkit.models.engine import forward_responses
+from unlearnkit.models.teacher_cache import TopK
+from unlearnkit.objectives.nll import masked_mean
 
 
 def pull_loss(student: torch.Tensor, teacher_values: torch.Tensor,
@@ -39,7 +41,7 @@ def pull_loss(student: torch.Tensor, teacher_values: torch.Tensor,
         mask = first_position(mask)
     picked = student.float().gather(-1, teacher_indices)
     per_pos = F.huber_loss(picked, teacher_values.float(), delta=delta, reduction="none").sum(-1)
-    return _masked_mean(per_pos, mask)
+    return masked_mean(per_pos, mask)
 
 
 def first_position(mask: torch.Tensor) -> torch.Tensor:
@@ -69,7 +71,7 @@ def push_loss(student: torch.Tensor, teacher_indices: torch.Tensor, tau: torch.T
         true_hot &= ~in_topk
     revealing |= true_hot
     hinge = F.relu(z - tau.float().unsqueeze(-1) + margin) * revealing
-    return _masked_mean(hinge.sum(-1), mask)
+    return masked_mean(hinge.sum(-1), mask)
 
 
 def topk_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -82,10 +84,6 @@ def topk_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
 # The training step: batches of examples with cached teacher summaries -> the total loss.
 # --------------------------------------------------------------------------------------------
 
-from dataclasses import dataclass, field  # noqa: E402
-
-from unlearnkit.data.render import Rendered, collate  # noqa: E402
-from unlearnkit.models.teacher_cache import TopK  # noqa: E402
 
 
 @dataclass
@@ -125,14 +123,9 @@ class Example:
 
 
 def _window(model, items: list[Rendered], pad_id: int):
-    """Student logits over the trailing window that covers every response, and the batch."""
-    batch = collate(items, pad_id)
-    width = batch["input_ids"].shape[1]
-    keep = int(width - batch["response_start"].min() + 1)
-    device = next(model.parameters()).device
-    logits = model(input_ids=batch["input_ids"].to(device),
-                   attention_mask=batch["attention_mask"].to(device), logits_to_keep=keep).logits
-    return logits, batch, width - keep
+    """Student logits over the trailing window that covers every response, and its offset."""
+    win = forward_responses(model, items, pad_id)
+    return win.logits, win.labels, win.offset
 
 
 def _aligned(items: list[Rendered], tops: list[TopK], offset: int, shape: tuple[int, int],

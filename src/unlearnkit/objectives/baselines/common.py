@@ -28,8 +28,9 @@ import torch
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import Rendered, collate, render_record
 from unlearnkit.errors import UnlearnError
+from unlearnkit.models.engine import Window, forward_responses
 from unlearnkit.models.lora import decoder_layers
-from unlearnkit.objectives.nll import nll_loss, token_nll
+from unlearnkit.objectives.nll import masked_mean, nll_loss, token_nll
 
 FORGET, RETAIN = "forget", "retain"
 
@@ -123,34 +124,16 @@ def idk_rendering(tokenizer, item: Item) -> Rendered:
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Window:
-    """Logits over the trailing columns that cover every response, with labels aligned.
-
-    logits: (B, W, V); labels: (B, W); column c is absolute position ``offset + c``.
-    """
-
-    logits: torch.Tensor
-    labels: torch.Tensor
-    offset: int
-
-
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
 def forward(model, items: Sequence[Rendered], pad_id: int) -> Window:
-    """Run the model on right-padded ``items``, keeping only the logits the responses need."""
+    """:func:`~unlearnkit.models.engine.forward_responses`, with a clear error for no items."""
     if not items:
         raise UnlearnError("a micro-batch has no items of a kind this method needs; raise that "
                            "kind's quota in the plan (mix.forget / mix.retain)")
-    batch = collate(list(items), pad_id)
-    width = batch["input_ids"].shape[1]
-    keep = int(width - batch["response_start"].min() + 1)
-    dev = _device(model)
-    logits = model(input_ids=batch["input_ids"].to(dev),
-                   attention_mask=batch["attention_mask"].to(dev), logits_to_keep=keep).logits
-    return Window(logits, batch["labels"][:, -keep:].to(dev), width - keep)
+    return forward_responses(model, items, pad_id)
 
 
 class _Stop(Exception):
@@ -227,13 +210,6 @@ def response_tokens(item: Rendered) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # Small pure pieces shared by several losses
 # ----------------------------------------------------------------------------------------------
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``values`` where ``mask`` (same shape; None = everywhere) is true; 0 (with a
-    graph) when none is."""
-    mask = torch.ones_like(values) if mask is None else mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor
