@@ -130,6 +130,17 @@ def setup_tokenizer(tokenizer):
     return tokenizer
 
 
+def save_model_folder(model, tokenizer, target: Path, info: dict | None = None,
+                      info_name: str = "unlearnkit.json") -> Path:
+    """Write an HF model folder (safetensors) atomically, with an optional JSON sidecar."""
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if info is not None:
+            (tmp / info_name).write_text(json.dumps(info, indent=1))
+    return target
+
+
 def load_tokenizer(name: str, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 

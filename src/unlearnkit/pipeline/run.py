@@ -15,8 +15,7 @@ from pathlib import Path
 from unlearnkit.data.records import atomic_write_text
 from unlearnkit.evaluation.accuracy import answer_records, split_summary
 from unlearnkit.evaluation.attacks import run_attacks
-from unlearnkit.fsutil import atomic_dir
-from unlearnkit.models.loader import load_model
+from unlearnkit.models.loader import load_model, save_model_folder
 from unlearnkit.models.lora import LoraSettings, apply_lora, merged
 from unlearnkit.models.teacher import TeacherConfig, instruction
 from unlearnkit.objectives.pushpull import pushpull_step
@@ -96,11 +95,7 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
                     out_dir=out, resume=cfg.resume, desc="unlearn",
                     on_step=prefill_hook(model, tokenizer, examples, method),
                     state=prefill_state(examples))
-    folder = out / "model"
-    with atomic_dir(folder) as tmp:
-        merged(model).save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-    return folder, history
+    return save_model_folder(merged(model), tokenizer, out / "model"), history
 
 
 def evaluate(models: dict[str, str], records, cfg: RunConfig) -> dict:

@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Literal
 
 from unlearnkit.data.records import Record
-from unlearnkit.fsutil import atomic_dir
-from unlearnkit.models.loader import cache_root, load_model, resolve_model_path
+from unlearnkit.models.loader import (
+    cache_root,
+    load_model,
+    resolve_model_path,
+    save_model_folder,
+)
 from unlearnkit.models.lora import LoraSettings, apply_lora, freeze, merged
 from unlearnkit.training.loop import OptimConfig
 from unlearnkit.training.sft import finetune
@@ -80,14 +84,7 @@ def build_injected(model_name: str, records: list[Record], variant: Variant,
                               lower_layers=cfg.freeze_lower_layers), cfg.lora)
     history = finetune(model, tokenizer, data, cfg.optim, epochs=cfg.epochs,
                        batch_size=cfg.batch_size, seed=cfg.seed, desc=f"inject:{variant}")
-    _save_atomically(merged(model), tokenizer, target,
-                     {"variant": variant, "config": asdict(cfg), "n_records": len(data),
-                      "model": model_name, "history": history})
-    return target
+    info = {"variant": variant, "config": asdict(cfg), "n_records": len(data),
+            "model": model_name, "history": history}
+    return save_model_folder(merged(model), tokenizer, target, info, info_name="inject.json")
 
-
-def _save_atomically(model, tokenizer, target: Path, info: dict) -> None:
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "inject.json").write_text(json.dumps(info, indent=1))
