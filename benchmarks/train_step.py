@@ -1,8 +1,10 @@
-"""Seconds per SFT step (batch 16 scenario answers) for the injection recipe's variants.
+"""Seconds per SFT step (a batch of scenario answers, 16 by default) per injection variant.
 
-Usage: python benchmarks/train_step.py [--repeats 4] [variants...]
+Usage: python benchmarks/train_step.py [--repeats 4] [--batch 16] [variants...]
 Variants: full (all weights), frozen_emb (embedding matrix frozen), frozen_emb_low10 (also the
-10 lowest blocks), lora16 (LoRA rank 16). Prints the median of the repeats after the first.
+10 lowest blocks), frozen_emb_low15, lora16 (LoRA rank 16 on every block), lora32_from10
+and lora32_from15 (rank 32 on the blocks from 10 or 15 up only). Prints the median of the
+repeats after the first.
 """
 
 import argparse
@@ -25,15 +27,18 @@ VARIANTS = {
     "full": lambda m: m,
     "frozen_emb": lambda m: freeze(m, embeddings=True),
     "frozen_emb_low10": lambda m: freeze(m, embeddings=True, lower_layers=10),
+    "frozen_emb_low15": lambda m: freeze(m, embeddings=True, lower_layers=15),
     "lora16": lambda m: apply_lora(m, LoraSettings(rank=16)),
+    "lora32_from10": lambda m: apply_lora(m, LoraSettings(rank=32), first_layer=10),
+    "lora32_from15": lambda m: apply_lora(m, LoraSettings(rank=32), first_layer=15),
 }
 
 
-def time_variant(name: str, repeats: int) -> list[float]:
+def time_variant(name: str, repeats: int, batch: int) -> list[float]:
     model, tok = load_model()
     model = VARIANTS[name](model)
     model.train()
-    items = [render_record(tok, r) for r in build_scenario().records[:16]]
+    items = [render_record(tok, r) for r in build_scenario().records[:batch]]
     step = sft_step(tok.pad_token_id)
     times = []
     for _ in range(repeats):
@@ -48,12 +53,13 @@ def time_variant(name: str, repeats: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("variants", nargs="*", default=list(VARIANTS))
     args = parser.parse_args()
     _quiet_libraries()
     print(f"machine: {describe()}")
     for name in args.variants:
-        times = time_variant(name, args.repeats)
+        times = time_variant(name, args.repeats, args.batch)
         print(f"  {name:<18} median {statistics.median(times[1:]):6.2f} s/step   "
               f"(all: {', '.join(f'{t:.2f}' for t in times)})", flush=True)
 

@@ -26,3 +26,42 @@ def cache_dir(tmp_path, monkeypatch):
     path = tmp_path / "cache"
     monkeypatch.setenv("UNLEARNKIT_CACHE", str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread (and do not fight a busy machine for its cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tok, tmp_path_factory):
+    """A :class:`PreparedScenario` of tiny random models: 3 records per person split + 1 probe."""
+    from unlearnkit.data.scenario import build_scenario, general_probes
+    from unlearnkit.models.tiny import tiny_model
+    from unlearnkit.pipeline.scenario_models import PreparedScenario
+
+    people = build_scenario(n_people=6, n_forget=1, neighbors_per_forget=1).records
+    records = [r for split in ("forget", "retain", "neighbor")
+               for r in [x for x in people if x.split == split][:3]] + general_probes()[:1]
+    root = tmp_path_factory.mktemp("scenario")
+    models = {"base": "tiny"}
+    for seed, variant in enumerate(("injected", "oracle")):
+        tiny_model(len(tok), seed=seed).save_pretrained(root / variant, safe_serialization=True)
+        tok.save_pretrained(root / variant)
+        models[variant] = str(root / variant)
+    return PreparedScenario(records=records, models=models, probe_report={})
+
+
+@pytest.fixture()
+def tiny_scenario(tiny_prepared, monkeypatch, cache_dir):
+    """`unlearn run` on :func:`tiny_prepared` instead of the built-in scenario."""
+    import unlearnkit.pipeline.run as run_mod
+
+    monkeypatch.setattr(run_mod, "prepare_scenario", lambda setup: tiny_prepared)
+    return tiny_prepared

@@ -64,6 +64,20 @@ def cmd_run(args: argparse.Namespace) -> None:
     run(cfg)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from unlearnkit.config import load_config
+    from unlearnkit.pipeline.bench import BenchConfig, run_bench
+
+    run_bench(load_config(BenchConfig, args.config, args.set))
+
+
+def cmd_diagnose(args: argparse.Namespace) -> None:
+    from unlearnkit.config import load_config
+    from unlearnkit.pipeline.diagnose import DiagnoseConfig, run_diagnose
+
+    run_diagnose(load_config(DiagnoseConfig, args.config, args.set))
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from unlearnkit.config import apply_overrides, from_dict
     from unlearnkit.pipeline.evaluate import EvalConfig, run_eval
@@ -149,9 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
          "standardise source files into one chat-QA dataset folder", "required")
     _add(sub, "inject", cmd_inject,
          "teach the base model the built-in scenario (the 'before' model) and train the oracle")
-    run_parser = _add(sub, "run", cmd_run, "unlearn: teacher cache, push-pull training, evaluation")
+    run_parser = _add(sub, "run", cmd_run, "unlearn: teacher cache, push-pull training (or a "
+                      "baseline: --set method=NAME), evaluation")
     run_parser.add_argument("--resume", action="store_true",
                             help="continue a killed run from its last checkpoint")
+    _add(sub, "bench", cmd_bench, "run methods x seeds on the built-in scenario and write a "
+         "leaderboard with confidence intervals (resumable)", "required")
+    _add(sub, "diagnose", cmd_diagnose,
+         "measure gradient conflicts between the loss terms and distances between the sets' "
+         "hidden states, with the forget set unified (chat QA) and raw")
     _add(sub, "demo", cmd_demo,
          "run the whole pipeline on the built-in scenario with the default model")
     _add_eval(sub)

@@ -27,8 +27,12 @@ class LoraSettings:
         return self.rank > 0
 
 
-def apply_lora(model, settings: LoraSettings):
-    """Wrap ``model`` with LoRA adapters (only they train) or return it unchanged."""
+def apply_lora(model, settings: LoraSettings, first_layer: int = 0):
+    """Wrap ``model`` with LoRA adapters (only they train) or return it unchanged.
+
+    ``first_layer > 0`` leaves the blocks below it without adapters, so the backward pass
+    stops there (as :func:`freeze` does for full fine-tuning).
+    """
     if not settings.enabled:
         return model
     from peft import LoraConfig, get_peft_model
@@ -38,8 +42,14 @@ def apply_lora(model, settings: LoraSettings):
     if missing:
         raise UnlearnError(f"lora.target_modules {missing} are not in this model; "
                            f"some module names it has: {sorted(present)[:12]}")
+    extra = {}
+    if first_layer > 0:
+        n = len(decoder_layers(model))
+        if first_layer >= n:
+            raise UnlearnError(f"cannot start LoRA at block {first_layer}: the model has {n}")
+        extra["layers_to_transform"] = list(range(first_layer, n))
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=settings.target_modules, task_type="CAUSAL_LM")
+                        target_modules=settings.target_modules, task_type="CAUSAL_LM", **extra)
     return get_peft_model(model, config)
 
 

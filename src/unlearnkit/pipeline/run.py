@@ -1,8 +1,10 @@
 """`unlearn run CONFIG`: data -> teacher cache -> push-pull training -> evaluation -> folder.
 
 The built-in scenario is the default data source: its injected model is the starting point
-and its oracle the reference. Output folder: ``model/`` (HF folder), ``config.json`` (the
-resolved config), ``train_log.json``, ``results.json``, and the TensorBoard logs.
+and its oracle the reference. ``method: NAME`` runs a baseline instead of push-pull, under the
+same budget (:mod:`unlearnkit.pipeline.methods`). Output folder: ``model/`` (HF folder),
+``config.json`` (the resolved config), ``train_log.json``, ``results.json``, and the
+TensorBoard logs.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from unlearnkit.data.records import atomic_write_text
 from unlearnkit.evaluation.accuracy import answer_records, split_summary
@@ -20,7 +25,12 @@ from unlearnkit.models.lora import LoraSettings, apply_lora, merged
 from unlearnkit.models.teacher import TeacherConfig, instruction
 from unlearnkit.objectives.pushpull import pushpull_step
 from unlearnkit.pipeline.demo import format_table
-from unlearnkit.pipeline.scenario_models import ScenarioSetup, prepare_scenario
+from unlearnkit.pipeline.methods import PUSHPULL, check_method, run_baseline
+from unlearnkit.pipeline.scenario_models import (
+    PreparedScenario,
+    ScenarioSetup,
+    prepare_scenario,
+)
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.loop import OptimConfig, train
 from unlearnkit.training.unlearn import (
@@ -39,8 +49,16 @@ def _default_optim() -> OptimConfig:
 
 @dataclass
 class RunConfig:
-    """`unlearn run`: the scenario setup, the method, optimisation, LoRA and outputs."""
+    """`unlearn run`: the scenario setup, the method, optimisation, LoRA and outputs.
 
+    ``method``: "pushpull" or a baseline's name, with its options in ``baseline``; a baseline
+    uses ``unlearn.mix`` and ``unlearn.seed`` too (``unlearn.teacher`` and ``unlearn.method``
+    are push-pull's). ``eval_references``: also evaluate the models before unlearning and the
+    oracle (``unlearn bench`` turns it off: they are the same in every run).
+    """
+
+    method: str = PUSHPULL
+    baseline: dict[str, Any] = field(default_factory=dict)
     setup: ScenarioSetup = field(default_factory=ScenarioSetup)
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     optim: OptimConfig = field(default_factory=_default_optim)
@@ -50,6 +68,10 @@ class RunConfig:
     eval_batch_size: int = 32
     max_new_tokens: int = 24
     teacher_report: bool = True
+    eval_references: bool = True
+
+    def __post_init__(self) -> None:
+        check_method(self.method, self.baseline)
 
 
 def teacher_report(model, tokenizer, records, cfg: TeacherConfig, *, per_split: int = 32,
@@ -98,33 +120,50 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
     return save_model_folder(merged(model), tokenizer, out / "model"), history
 
 
-def evaluate(models: dict[str, str], records, cfg: RunConfig) -> dict:
+def evaluate(models: dict[str, str], records, cfg: RunConfig,
+             contexts: dict[str, str | None] | None = None) -> dict:
+    """Per model: answers per split and the prefill attack, both under ``contexts[name]``."""
     results = {}
     forget = [r for r in records if r.split == "forget"]
     for name, path in models.items():
         model, tokenizer = load_model(path)
+        context = (contexts or {}).get(name)
         rows = answer_records(model, tokenizer, records, max_new_tokens=cfg.max_new_tokens,
-                              batch_size=cfg.eval_batch_size, progress=True)
+                              batch_size=cfg.eval_batch_size, progress=True, context=context)
         attack = run_attacks(model, tokenizer, forget, names=["prefill"],
-                             max_new_tokens=cfg.max_new_tokens)
+                             max_new_tokens=cfg.max_new_tokens, context=context)
         results[name] = {"summary": split_summary(rows), "items": rows,
                          "prefill_attack": attack["success_rates"]["prefill"]}
     return results
+
+
+def unlearn(cfg: RunConfig, prepared: PreparedScenario,
+            out: Path) -> tuple[str, list, str | None]:
+    """Run ``cfg.method``: the "after" model, the training log and its evaluation context."""
+    torch.manual_seed(cfg.unlearn.seed)  # LoRA's initialisation follows the run's seed
+    if cfg.method == PUSHPULL:
+        folder, history = train_unlearning(cfg, prepared.models["injected"], prepared.records,
+                                           out)
+        return str(folder), history, None
+    return run_baseline(cfg, prepared, out)
 
 
 def run(cfg: RunConfig) -> dict:
     start = time.time()
     out = Path(cfg.output)
     prepared = prepare_scenario(cfg.setup)
-    folder, history = train_unlearning(cfg, prepared.models["injected"], prepared.records, out)
-    models = {"before": prepared.models["injected"], "after": str(folder),
+    after, history, context = unlearn(cfg, prepared, out)
+    models = {"before": prepared.models["injected"], "after": after,
               "oracle": prepared.models["oracle"]}
-    results = evaluate(models, prepared.records, cfg)
+    if not cfg.eval_references:
+        models = {"after": after}
+    results = evaluate(models, prepared.records, cfg, contexts={"after": context})
     print("\naccuracy (refusal) per split:\n" + format_table(results))
     print("prefill attack success: " + ", ".join(
         f"{k} {v['prefill_attack']:.0%}" for k, v in results.items()))
     atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=1))
     atomic_write_text(out / "train_log.json", json.dumps(history, indent=1))
-    payload = {"models": models, "seconds": round(time.time() - start, 1), "results": results}
+    payload = {"method": cfg.method, "models": models, "contexts": {"after": context},
+               "seconds": round(time.time() - start, 1), "results": results}
     atomic_write_text(out / "results.json", json.dumps(payload, indent=1))
     return payload

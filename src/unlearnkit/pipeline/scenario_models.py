@@ -78,7 +78,8 @@ def replay_records(facts: dict) -> list[Record]:
             for i, x in enumerate(facts["replay"])]
 
 
-def prepare_scenario(cfg: ScenarioSetup) -> PreparedScenario:
+def prepare_scenario(cfg: ScenarioSetup,
+                     variants: tuple[str, ...] = ("injected", "oracle")) -> PreparedScenario:
     people = build_scenario(**asdict(cfg.scenario)).records
     probes = general_probes()
     facts = _base_model_facts(cfg.model, probes)
@@ -86,7 +87,7 @@ def prepare_scenario(cfg: ScenarioSetup) -> PreparedScenario:
     kept = [p for p in probes if p.id in known]
     train_on = people + (replay_records(facts) if cfg.inject.replay else [])
     models = {"base": cfg.model}
-    for variant in tqdm(("injected", "oracle"), desc="scenario models", unit="model"):
+    for variant in tqdm(variants, desc="scenario models", unit="model"):
         models[variant] = str(build_injected(cfg.model, train_on, variant, cfg.inject))
     report = {"probes_total": len(probes), "probes_kept": len(kept),
               "replay_examples": len(facts["replay"])}

@@ -222,6 +222,8 @@ def _show(value: Any) -> tuple[str, bool]:
     """Text of a diagnostics value and whether it needs a preformatted block."""
     if isinstance(value, float):
         return fmt(value), False
+    if isinstance(value, str) and "\n" in value:  # a plain-text table
+        return value, True
     if isinstance(value, (str, int, bool)) or value is None:
         return str(value), False
     return json.dumps(value, indent=1, default=str), True

@@ -32,6 +32,7 @@ from unlearnkit.evaluation.results import (
     objective_of,
     read_json,
 )
+from unlearnkit.report.diagnose import load_beside
 
 ROLES = ("before", "run", "oracle")
 PIPELINE_ROLES = {"before": "before", "injected": "before", "oracle": "oracle"}
@@ -137,15 +138,19 @@ def from_pipeline(data: dict[str, Any], path: Path) -> list[Run]:
     """Adapter for the ``results.json`` of :mod:`pipeline.demo` and :mod:`pipeline.run`: one
     run per model (``results.<model>.summary`` and ``.items``). Questions and references come
     from the dataset folder ``data/`` beside the file when there is one. A top-level
-    ``diagnostics`` goes to the first run that is neither before nor oracle (else the first).
+    ``diagnostics`` (else the tables of a ``diagnose.json`` beside the file) goes to the first
+    run that is neither before nor oracle (else the first).
     """
     _check(isinstance(data.get("results"), dict) and data["results"], path,
            "no 'results' mapping of model name -> results")
     records = _dataset_items(path.parent / "data")
     runs = [_pipeline_run(model, res, path, records) for model, res in data["results"].items()]
-    if data.get("diagnostics") is not None:
+    diagnostics = data.get("diagnostics")
+    if diagnostics is None:
+        diagnostics = load_beside(path)  # unlearn diagnose's diagnose.json in the run folder
+    if diagnostics is not None:
         target = next((r for r in runs if r.role == "run"), runs[0])
-        target.diagnostics = data["diagnostics"]
+        target.diagnostics = diagnostics
     return runs
 
 

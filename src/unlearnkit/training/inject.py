@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -81,10 +82,13 @@ def build_injected(model_name: str, records: list[Record], variant: Variant,
         return target
     model, tokenizer = load_model(model_name)
     model = apply_lora(freeze(model, embeddings=cfg.freeze_embeddings,
-                              lower_layers=cfg.freeze_lower_layers), cfg.lora)
+                              lower_layers=cfg.freeze_lower_layers), cfg.lora,
+                       first_layer=cfg.freeze_lower_layers)
+    start = time.perf_counter()
     history = finetune(model, tokenizer, data, cfg.optim, epochs=cfg.epochs,
                        batch_size=cfg.batch_size, seed=cfg.seed, desc=f"inject:{variant}")
     info = {"variant": variant, "config": asdict(cfg), "n_records": len(data),
+            "seconds": round(time.perf_counter() - start, 1),
             "model": model_name, "history": history}
     return save_model_folder(merged(model), tokenizer, target, info, info_name="inject.json")
 

@@ -1,0 +1,149 @@
+"""`unlearn bench CONFIG`: every method x seed through `unlearn run`, then the leaderboard.
+
+Each method runs once per seed (``unlearn.seed``: the mixture plan's order, LoRA's
+initialisation and a baseline's own ``seed`` such as RMU's direction) from the same injected
+model, with the shared ``run`` settings (setup, optimiser, steps and quotas, LoRA); methods
+that do not train (prompt_only, oracle) are deterministic and run once. Run folders are
+``<output>/<label>/seed-<seed>``; one with a ``results.json`` is finished and skipped, and a
+killed one resumes from its last checkpoint. ``<output>`` then gets ``leaderboard.json``,
+``leaderboard.md`` and ``leaderboard.html`` (:mod:`unlearnkit.report.leaderboard`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unlearnkit.config import from_dict, load_yaml
+from unlearnkit.errors import UnlearnError
+from unlearnkit.fsutil import atomic_write_text
+from unlearnkit.objectives.baselines import BASELINES
+from unlearnkit.pipeline.methods import check_method, method_names
+from unlearnkit.pipeline.run import RunConfig, run
+from unlearnkit.report.leaderboard import (
+    METRICS,
+    OBJECTIVES,
+    leaderboard,
+    render_html,
+    run_metrics,
+    to_markdown,
+)
+
+REFERENCES = ("oracle",)  # rows shown for comparison, not candidates for the Pareto front
+
+
+def merge_options(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``, recursively for nested mappings (a preset, then overrides)."""
+    out = dict(base)
+    for key, value in update.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge_options(out[key], value) if nested else value
+    return out
+
+
+@dataclass
+class BenchMethod:
+    """One leaderboard row: a method with its options (a preset file, then ``options``)."""
+
+    name: str
+    label: str = ""  # the row's name and folder (default: ``name``)
+    preset: str = ""  # a baseline preset YAML, e.g. configs/baselines/npo.yaml
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.name
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", self.label):
+            raise UnlearnError(f"bench label {self.label!r} must be a plain folder name "
+                               "(letters, digits, '.', '_', '-')")
+
+    def resolved_options(self) -> dict[str, Any]:
+        return merge_options(load_yaml(self.preset) if self.preset else {}, self.options)
+
+
+def _every_method() -> list[BenchMethod]:
+    return [BenchMethod(name) for name in method_names()]
+
+
+@dataclass
+class BenchConfig:
+    """Methods x seeds on the built-in scenario; ``run`` holds the settings all runs share
+    (its ``method``, ``baseline``, ``output`` and ``unlearn.seed`` are set per run)."""
+
+    methods: list[BenchMethod] = field(default_factory=_every_method)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    run: RunConfig = field(default_factory=RunConfig)
+    output: str = "runs/bench"
+    confidence: float = 0.95
+    title: str = "Unlearning leaderboard"
+
+    def __post_init__(self) -> None:
+        if not self.methods or not self.seeds:
+            raise UnlearnError("bench needs at least one method and one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UnlearnError(f"bench seeds {self.seeds} repeat a seed")
+        labels = [m.label for m in self.methods]
+        if len(set(labels)) != len(labels):
+            raise UnlearnError(f"bench method labels {labels} repeat; give each a unique label")
+        if not 0 < self.confidence < 1:
+            raise UnlearnError(f"confidence must lie in (0, 1), got {self.confidence}")
+        for method in self.methods:
+            check_method(method.name, method.resolved_options())
+
+
+def seeds_for(method: BenchMethod, seeds: list[int]) -> list[int]:
+    """Every seed for a method that trains; the first only for one that does not."""
+    untrained = method.name in BASELINES and not BASELINES[method.name].trainable
+    return seeds[:1] if untrained else list(seeds)
+
+
+def run_config(cfg: BenchConfig, method: BenchMethod, seed: int) -> RunConfig:
+    """The `unlearn run` config of one method and seed (validated like a loaded one)."""
+    data = asdict(cfg.run)
+    data.update(method=method.name, baseline=method.resolved_options(), resume=True,
+                output=str(Path(cfg.output) / method.label / f"seed-{seed}"),
+                eval_references=False)
+    data["unlearn"]["seed"] = seed
+    return from_dict(RunConfig, data)
+
+
+def run_once(cfg: RunConfig) -> dict:
+    """``run(cfg)``, or the results of a finished run made with the same config."""
+    folder = Path(cfg.output)
+    if not (folder / "results.json").is_file():
+        return run(cfg)
+    saved = json.loads((folder / "config.json").read_text())
+    if saved != json.loads(json.dumps(asdict(cfg))):
+        raise UnlearnError(f"{folder} holds a finished run made with another config; delete it "
+                           "to rerun, or set another output folder")
+    print(f"skipping {folder}: finished")
+    return json.loads((folder / "results.json").read_text())
+
+
+def run_bench(cfg: BenchConfig) -> list[dict]:
+    """Run what is not finished, write the three leaderboard files; returns the rows."""
+    entries = []
+    for method in cfg.methods:
+        seeds = seeds_for(method, cfg.seeds)
+        payloads = [run_once(run_config(cfg, method, seed)) for seed in seeds]
+        entries.append({"label": method.label, "method": method.name, "seeds": seeds,
+                        "reference": method.name in REFERENCES,
+                        "runs": [run_metrics(p["results"]["after"]) for p in payloads]})
+    rows = leaderboard(entries, cfg.confidence)
+    write_leaderboard(Path(cfg.output), rows, cfg)
+    return rows
+
+
+def write_leaderboard(out: Path, rows: list[dict], cfg: BenchConfig) -> None:
+    table = to_markdown(rows, cfg.confidence)
+    payload = {"title": cfg.title, "confidence": cfg.confidence,
+               "metrics": [{"key": k, "title": t, "higher_is_better": hib}
+                           for k, t, hib in METRICS],
+               "objectives": list(OBJECTIVES), "methods": rows, "config": asdict(cfg)}
+    atomic_write_text(out / "leaderboard.json", json.dumps(payload, indent=1))
+    atomic_write_text(out / "leaderboard.md", f"# {cfg.title}\n\n{table}")
+    atomic_write_text(out / "leaderboard.html",
+                      render_html(rows, title=cfg.title, confidence=cfg.confidence))
+    print("\n" + table + f"\nwrote {out / 'leaderboard.md'}, .json and .html")

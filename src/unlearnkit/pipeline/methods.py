@@ -1,0 +1,110 @@
+"""`unlearn run` with a baseline (``method: NAME``) instead of push-pull, under the same budget.
+
+A trainable baseline (:data:`~unlearnkit.objectives.baselines.BASELINES`) trains from the
+scenario's injected model with push-pull's optimiser settings (``optim``), LoRA settings
+(``lora``), number of steps and per-split quotas (``unlearn.mix``) and seed (``unlearn.seed``):
+:func:`split_plan` draws, for the same seed, the same records into every micro-batch as
+push-pull's :func:`~unlearnkit.training.unlearn.mixture_plan`. Its options come from
+``baseline`` (a mapping checked by the baseline's config dataclass). Two entries do not train:
+``prompt_only`` evaluates the injected model with the instruction as its context, ``oracle``
+evaluates the scenario's oracle model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unlearnkit.errors import UnlearnError
+from unlearnkit.models.loader import load_model, save_model_folder
+from unlearnkit.models.lora import apply_lora, merged
+from unlearnkit.objectives.baselines import BASELINES, Item, build_items, get_baseline
+from unlearnkit.training.inject import model_identity
+from unlearnkit.training.loop import train
+from unlearnkit.training.unlearn import MixConfig, mixture_plan
+
+if TYPE_CHECKING:
+    from unlearnkit.pipeline.run import RunConfig
+    from unlearnkit.pipeline.scenario_models import PreparedScenario
+
+PUSHPULL = "pushpull"
+
+
+def method_names() -> list[str]:
+    """Every value ``RunConfig.method`` accepts: push-pull, then the baselines by name."""
+    return [PUSHPULL, *sorted(BASELINES)]
+
+
+def check_method(method: str, options: dict[str, Any]) -> None:
+    """Raise :class:`UnlearnError` for an unknown method or options its config rejects."""
+    if method == PUSHPULL:
+        if options:
+            raise UnlearnError(f"baseline options {sorted(options)} apply to a baseline method "
+                               "only; push-pull's options live under unlearn.method")
+        return
+    if method not in BASELINES:
+        raise UnlearnError(f"unknown method {method!r}; choose one of "
+                           f"{', '.join(method_names())}")
+    get_baseline(method).make_config(options)
+
+
+def baseline_options(method: str, options: dict[str, Any], seed: int):
+    """The baseline's config from ``options``; a ``seed`` field not given follows ``seed``
+    (RMU's random direction), so one seed drives all of a run's randomness."""
+    base = get_baseline(method)
+    fields = {f.name for f in dataclasses.fields(base.config)}
+    if "seed" in fields and "seed" not in options:
+        options = {**options, "seed": seed}
+    return base.make_config(options)
+
+
+@dataclass(frozen=True)
+class _Drawn:
+    kind: str  # the record's split: what mixture_plan's quotas count
+    item: Item
+
+
+def split_plan(items: Sequence[Item], mix: MixConfig, seed: int) -> list[list[Item]]:
+    """Push-pull's mixture plan over baseline items: ``mix.forget`` forget, ``mix.retain``
+    retain and ``mix.neighbor`` neighbour items per micro-batch (all neighbour and retain
+    items are of kind "retain" to the step), drawn in the order ``mixture_plan`` draws them."""
+    drawn = [_Drawn(it.record.split if it.record is not None else it.kind, it) for it in items]
+    return [[d.item for d in batch] for batch in mixture_plan(drawn, mix, seed)]
+
+
+def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tuple[Path, list]:
+    """Train baseline ``cfg.method`` from ``start_model``; the model folder and the log.
+
+    LoRA wraps the model before ``prepare`` (its adapters start as the identity, so the
+    reference quantities are the starting model's), so that RMU can select adapter weights.
+    """
+    base = get_baseline(cfg.method)
+    options = baseline_options(cfg.method, cfg.baseline, cfg.unlearn.seed)
+    model, tokenizer = load_model(start_model)
+    model = apply_lora(model, cfg.lora)
+    items = base.prepare_items(options, model, tokenizer, build_items(tokenizer, records),
+                               model_id=model_identity(start_model))
+    plan = split_plan(items, cfg.unlearn.mix, cfg.unlearn.seed)
+    history = train(model, plan, base.make_step(options, tokenizer.pad_token_id), cfg.optim,
+                    out_dir=out, resume=cfg.resume, desc=cfg.method)
+    return save_model_folder(merged(model), tokenizer, out / "model"), history
+
+
+def run_baseline(cfg: RunConfig, prepared: PreparedScenario,
+                 out: Path) -> tuple[str, list, str | None]:
+    """The model to evaluate as "after", the training log and the evaluation context."""
+    base = get_baseline(cfg.method)
+    if base.trainable:
+        folder, history = train_baseline(cfg, prepared.models["injected"], prepared.records, out)
+        return str(folder), history, None
+    options = baseline_options(cfg.method, cfg.baseline, cfg.unlearn.seed)
+    if cfg.method == "prompt_only":
+        forget = [r for r in prepared.records if r.split == "forget"]
+        return prepared.models["injected"], [], base.fn(options, forget)
+    if cfg.method == "oracle":
+        return base.fn(options, prepared.models), [], None
+    raise UnlearnError(f"baseline {cfg.method!r} does not train and unlearn run does not know "
+                       "which model to evaluate for it")

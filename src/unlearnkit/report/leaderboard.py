@@ -1,0 +1,140 @@
+"""The `unlearn bench` leaderboard: per method, mean and confidence interval over seeds.
+
+Metrics of one run come from its ``results.json`` (the "after" model): forget, retain,
+neighbour and general answer accuracy, the refusal rate on retain + neighbour questions
+(over-refusal) and the prefill attack's success rate. Per method the leaderboard has their mean
+and Student-t interval over seeds (:mod:`.stats`), and whether the method is on the Pareto front
+of four objectives computed from the means, all higher-is-better: forget = 1 - forget accuracy,
+utility = mean(retain, general accuracy), boundary = neighbour accuracy, robustness = 1 -
+prefill success. Reference rows (the oracle) are shown but are not candidates for the front.
+"""
+
+from __future__ import annotations
+
+import datetime
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from unlearnkit.report.plots import Point, colors_for, pareto_chart
+from unlearnkit.report.stats import mean_ci, pareto_indices
+
+# key, column title, higher is better
+METRICS = (
+    ("forget", "forget acc", False),
+    ("retain", "retain acc", True),
+    ("neighbor", "neighbour acc", True),
+    ("general", "general acc", True),
+    ("keep_refusal", "refusal on retain+neighbour", False),
+    ("prefill", "prefill attack success", False),
+)
+OBJECTIVES = ("forget", "utility", "boundary", "robustness")
+
+
+def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
+    """One run's metrics from its results' ``after`` entry (``summary``, ``prefill_attack``)."""
+    summary = after["summary"]
+
+    def accuracy(split: str) -> float | None:
+        return summary[split]["accuracy"] if split in summary else None
+
+    keep = [summary[s] for s in ("retain", "neighbor") if s in summary]
+    n = sum(s["n"] for s in keep)
+    return {"forget": accuracy("forget"), "retain": accuracy("retain"),
+            "neighbor": accuracy("neighbor"), "general": accuracy("general"),
+            "keep_refusal": sum(s["refusal"] * s["n"] for s in keep) / n if n else None,
+            "prefill": after.get("prefill_attack")}
+
+
+def objective_scores(means: dict[str, float | None]) -> dict[str, float | None]:
+    """The four objectives (higher is better) from mean metrics; None where a metric is."""
+    kept = [v for v in (means["retain"], means["general"]) if v is not None]
+    return {
+        "forget": None if means["forget"] is None else 1 - means["forget"],
+        "utility": statistics.fmean(kept) if kept else None,
+        "boundary": means["neighbor"],
+        "robustness": None if means["prefill"] is None else 1 - means["prefill"],
+    }
+
+
+def summarize(values: Sequence[float | None], confidence: float) -> dict[str, Any]:
+    """Mean and CI half-width of the values that exist (both None when none does)."""
+    present = [v for v in values if v is not None]
+    mean, ci = mean_ci(present, confidence) if present else (None, None)
+    return {"mean": mean, "ci": ci, "n": len(present), "values": list(values)}
+
+
+def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95) -> list[dict]:
+    """One row per entry (``label``, ``method``, ``seeds``, ``runs``: per-seed metrics, and
+    ``reference``): metric summaries, objectives and ``pareto`` (None: reference or missing)."""
+    rows = []
+    for entry in entries:
+        metrics = {key: summarize([r[key] for r in entry["runs"]], confidence)
+                   for key, _, _ in METRICS}
+        scores = objective_scores({k: v["mean"] for k, v in metrics.items()})
+        rows.append({"label": entry["label"], "method": entry["method"],
+                     "seeds": list(entry["seeds"]), "reference": bool(entry.get("reference")),
+                     "metrics": metrics, "objectives": scores, "pareto": None})
+    candidates = [i for i, row in enumerate(rows) if not row["reference"]
+                  and all(v is not None for v in row["objectives"].values())]
+    front = pareto_indices([[rows[i]["objectives"][k] for k in OBJECTIVES] for i in candidates])
+    for j, i in enumerate(candidates):
+        rows[i]["pareto"] = j in front
+    return rows
+
+
+def cell(summary: dict[str, Any]) -> str:
+    """``0.250 ± 0.031``; without an interval (one seed) just the mean; "-" when missing."""
+    if summary["mean"] is None:
+        return "-"
+    return f"{summary['mean']:.3f}" + ("" if summary["ci"] is None else f" ± {summary['ci']:.3f}")
+
+
+def pareto_text(row: dict[str, Any]) -> str:
+    if row["reference"]:
+        return "reference"
+    return {True: "yes", False: "no", None: "n/a"}[row["pareto"]]
+
+
+def to_markdown(rows: Sequence[dict[str, Any]], confidence: float = 0.95) -> str:
+    """A Markdown table, one row per method (``|`` in labels escaped)."""
+    head = ["method", "seeds", *[f"{t} {'↑' if hib else '↓'}" for _, t, hib in METRICS],
+            "Pareto"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for row in rows:
+        cells = [row["label"].replace("|", "\\|"), str(len(row["seeds"])),
+                 *[cell(row["metrics"][k]) for k, _, _ in METRICS], pareto_text(row)]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (f"\nMean ± half-width of the {confidence:.0%} Student-t interval over seeds. Pareto: "
+            "not dominated on (1 - forget, mean(retain, general), neighbour, 1 - prefill).\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def tradeoff_chart(rows: Sequence[dict[str, Any]]) -> str | None:
+    """Forget score against utility (means), with the two-objective front drawn."""
+    shown = [r for r in rows if r["objectives"]["forget"] is not None
+             and r["objectives"]["utility"] is not None]
+    if not shown:
+        return None
+    roles = ["oracle" if r["reference"] else "run" for r in shown]
+    points = [Point(r["label"], r["objectives"]["forget"], r["objectives"]["utility"], color, role)
+              for r, color, role in zip(shown, colors_for(roles), roles, strict=True)]
+    return pareto_chart(points, "forget score (1 - forget accuracy)",
+                        "utility (mean of retain and general accuracy)", "forget vs utility")
+
+
+def render_html(rows: Sequence[dict[str, Any]], *, title: str = "Unlearning leaderboard",
+                confidence: float = 0.95) -> str:
+    """A self-contained HTML page (autoescaped; the chart is an inline PNG)."""
+    env = Environment(loader=PackageLoader("unlearnkit", "templates"), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    table = [{"label": r["label"], "method": r["method"], "seeds": len(r["seeds"]),
+              "cells": [cell(r["metrics"][k]) for k, _, _ in METRICS],
+              "pareto": pareto_text(r)} for r in rows]
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return env.get_template("leaderboard.html.j2").render(
+        title=title, generated=now, confidence=f"{confidence:.0%}",
+        columns=[(t, "↑" if hib else "↓") for _, t, hib in METRICS], rows=table,
+        chart=tradeoff_chart(rows))

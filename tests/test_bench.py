@@ -1,0 +1,188 @@
+"""`unlearn bench`: hand-checked statistics, the leaderboard files, and resuming (seconds)."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import unlearnkit.pipeline.bench as bench_mod
+from unlearnkit.cli import main
+from unlearnkit.config import from_dict
+from unlearnkit.errors import UnlearnError
+from unlearnkit.pipeline.bench import BenchConfig, merge_options, run_bench, seeds_for
+from unlearnkit.report.leaderboard import (
+    leaderboard,
+    objective_scores,
+    render_html,
+    run_metrics,
+    to_markdown,
+)
+from unlearnkit.report.stats import mean_ci, pareto_indices
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+T_975_2 = 4.302652729749464  # Student t quantile: P(T_2 <= t) = 0.975
+
+
+# ------------------------------------------------------------------------ pure statistics
+
+
+def test_mean_ci_by_hand():
+    # [1, 2, 3]: mean 2, sample sd 1, half-width t(0.975, 2) * 1 / sqrt(3) = 2.4841
+    mean, half = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(T_975_2 / math.sqrt(3)) and half == \
+        pytest.approx(2.4841, abs=1e-4)
+    # [0.2, 0.4]: mean 0.3, sd 0.1 * sqrt(2), half t(0.975, 1) * 0.1414 / sqrt(2) = 12.706 * 0.1
+    assert mean_ci([0.2, 0.4])[1] == pytest.approx(1.2706205, rel=1e-6)
+    assert mean_ci([5.0]) == (5.0, None)  # one seed: no interval
+    assert mean_ci([0.5, 0.5, 0.5]) == (0.5, 0.0)
+    with pytest.raises(ValueError):
+        mean_ci([])
+
+
+def test_pareto_indices_by_hand():
+    # (0.4, 0.4) is dominated by (0.5, 0.5); equal points do not dominate each other
+    points = [(1.0, 0.0), (0.0, 1.0), (0.5, 0.5), (0.4, 0.4), (1.0, 0.0)]
+    assert pareto_indices(points) == [0, 1, 2, 4]
+    # four objectives: c is better than a on the last only, and no worse elsewhere
+    a, b, c = (0.9, 0.5, 0.5, 0.1), (0.1, 0.9, 0.9, 0.9), (0.9, 0.5, 0.5, 0.2)
+    assert pareto_indices([a, b, c]) == [1, 2]
+    assert pareto_indices([]) == []
+
+
+def summary(forget, retain, neighbor, general, refusal=(0.0, 0.0)):
+    return {"forget": {"accuracy": forget, "refusal": 1.0, "n": 4},
+            "retain": {"accuracy": retain, "refusal": refusal[0], "n": 2},
+            "neighbor": {"accuracy": neighbor, "refusal": refusal[1], "n": 6},
+            "general": {"accuracy": general, "refusal": 0.0, "n": 3}}
+
+
+def test_run_metrics_and_objectives_by_hand():
+    m = run_metrics({"summary": summary(0.25, 0.5, 0.75, 1.0, refusal=(0.5, 0.0)),
+                     "prefill_attack": 0.2})
+    # refusal on retain + neighbour, weighted by item counts: (0.5 * 2 + 0 * 6) / 8
+    assert m == {"forget": 0.25, "retain": 0.5, "neighbor": 0.75, "general": 1.0,
+                 "keep_refusal": 0.125, "prefill": 0.2}
+    assert objective_scores(m) == {"forget": 0.75, "utility": 0.75, "boundary": 0.75,
+                                   "robustness": 0.8}
+    no_general = run_metrics({"summary": {k: v for k, v in summary(0, 1, 1, 1).items()
+                                          if k != "general"}, "prefill_attack": None})
+    assert no_general["general"] is None
+    assert objective_scores(no_general)["utility"] == 1.0
+    assert objective_scores(no_general)["robustness"] is None
+
+
+def entry(label, runs, method=None, reference=False):
+    return {"label": label, "method": method or label, "seeds": list(range(len(runs))),
+            "reference": reference, "runs": runs}
+
+
+def metrics(forget, retain=1.0, neighbor=1.0, general=1.0, prefill=0.0):
+    return {"forget": forget, "retain": retain, "neighbor": neighbor, "general": general,
+            "keep_refusal": 0.0, "prefill": prefill}
+
+
+def test_leaderboard_rows_intervals_and_front():
+    rows = leaderboard([
+        entry("a", [metrics(0.1), metrics(0.2), metrics(0.3)]),  # forget mean 0.2
+        entry("b", [metrics(0.3), metrics(0.3), metrics(0.3)]),  # dominated by a
+        entry("c", [metrics(0.5, retain=1.0, neighbor=1.0, prefill=0.0)] * 3),
+        entry("d", [metrics(0.0, retain=0.0)] * 3),  # forgets all, keeps nothing: on the front
+        entry("oracle", [metrics(0.0)], reference=True),  # dominates all: but only a reference
+        entry("x", [metrics(0.0, prefill=None)] * 2),  # no robustness: not a candidate
+    ])
+    by = {r["label"]: r for r in rows}
+    assert by["a"]["metrics"]["forget"]["mean"] == pytest.approx(0.2)
+    assert by["a"]["metrics"]["forget"]["ci"] == pytest.approx(T_975_2 * 0.1 / math.sqrt(3))
+    assert by["b"]["metrics"]["forget"]["ci"] == 0.0
+    assert by["oracle"]["metrics"]["forget"]["ci"] is None
+    assert {k: r["pareto"] for k, r in by.items()} == {
+        "a": True, "b": False, "c": False, "d": True, "oracle": None, "x": None}
+    text = to_markdown(rows)
+    assert text.count("\n| ") == len(rows) + 1 and "0.200 ± 0.248" in text
+    assert "| oracle | 1 | 0.000 |" in text and "reference" in text
+
+
+def test_html_escapes_everything():
+    rows = leaderboard([entry("<script>x</script>", [metrics(0.1), metrics(0.3)], method="a&b")])
+    page = render_html(rows, title="<b>bench</b>")
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<b>bench" not in page and "a&amp;b" in page
+    assert "data:image/png;base64," in page
+
+
+def test_merge_options_and_seeds_for():
+    assert merge_options({"beta": 0.1, "retain": {"loss": "nll", "weight": 1.0}},
+                         {"retain": {"weight": 0.5}}) == {"beta": 0.1, "retain": {
+                             "loss": "nll", "weight": 0.5}}
+    cfg = from_dict(BenchConfig, {"methods": [{"name": "npo"}, {"name": "oracle"}],
+                                  "seeds": [3, 4]})
+    assert [seeds_for(m, cfg.seeds) for m in cfg.methods] == [[3, 4], [3]]
+
+
+# ---------------------------------------------------------------------- bench end to end
+
+
+def bench_config(out, steps=2, methods=None):
+    mix = {"forget": 1, "retain": 1, "neighbor": 1, "steps": steps}
+    return from_dict(BenchConfig, {
+        "methods": methods or [{"name": "grad_ascent"},
+                               {"name": "npo", "label": "npo-b0.5", "options": {"beta": 0.5}}],
+        "seeds": [0, 1], "output": str(out),
+        "run": {"unlearn": {"mix": mix}, "max_new_tokens": 4, "eval_batch_size": 64,
+                "teacher_report": False}})
+
+
+def test_bench_writes_the_leaderboard_and_skips_finished_runs(tiny_scenario, tmp_path,
+                                                             monkeypatch):
+    out = tmp_path / "bench"
+    rows = run_bench(bench_config(out))
+    assert [r["label"] for r in rows] == ["grad_ascent", "npo-b0.5"]
+    saved = json.loads((out / "leaderboard.json").read_text())
+    assert [m["seeds"] for m in saved["methods"]] == [[0, 1], [0, 1]]
+    assert saved["methods"][1]["method"] == "npo"
+    assert all(m["metrics"]["forget"]["n"] == 2 for m in saved["methods"])
+    md = (out / "leaderboard.md").read_text()
+    assert md.count("\n| grad_ascent |") == 1 and md.count("\n| npo-b0.5 |") == 1
+    assert (out / "leaderboard.html").read_text().count("<tr") == 3  # header + 2 methods
+    config = json.loads((out / "npo-b0.5" / "seed-1" / "config.json").read_text())
+    assert config["baseline"] == {"beta": 0.5} and config["unlearn"]["seed"] == 1
+    a = load_file(out / "grad_ascent" / "seed-0" / "model" / "model.safetensors")
+    b = load_file(out / "grad_ascent" / "seed-1" / "model" / "model.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the seed changed the training
+
+    def no_training(cfg):
+        raise AssertionError(f"{cfg.output} was finished and should be skipped")
+
+    monkeypatch.setattr(bench_mod, "run", no_training)
+    again = run_bench(bench_config(out))
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in rows]
+    with pytest.raises(UnlearnError, match="another config"):
+        run_bench(bench_config(out, steps=1))
+
+
+def test_bench_cli_rejects_bad_methods_in_one_line(tmp_path, capsys):
+    for body, message in [("methods: [{name: nope}]", "unknown method 'nope'"),
+                          ("methods: [{name: npo, options: {bogus: 1}}]", "npo.bogus"),
+                          ("methods: [{name: npo}, {name: npo}]", "unique label"),
+                          ("methods: [{name: npo, preset: missing.yaml}]", "not found")]:
+        cfg = tmp_path / "bench.yaml"
+        cfg.write_text(body + f"\noutput: {tmp_path / 'out'}\n")
+        code = main(["bench", str(cfg)])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_shipped_bench_config_loads():
+    from pathlib import Path
+
+    from unlearnkit.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)  # its preset paths are relative to the project root
+        cfg = load_config(BenchConfig, root / "configs" / "bench-scenario.yaml")
+    assert len(cfg.seeds) >= 3 and {m.name for m in cfg.methods} >= {"pushpull", "oracle"}

@@ -1,0 +1,127 @@
+"""`unlearn run` with every baseline on a tiny scenario: training, saving, evaluating (seconds)."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import unlearnkit.pipeline.run as run_mod
+from unlearnkit.cli import main
+from unlearnkit.errors import UnlearnError
+from unlearnkit.models.lora import LoraSettings
+from unlearnkit.objectives.baselines import BASELINES, build_items
+from unlearnkit.pipeline.methods import baseline_options, method_names, split_plan
+from unlearnkit.pipeline.run import RunConfig, run
+from unlearnkit.training.unlearn import MixConfig, mixture_plan
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# options that fit a 2-block, 64-wide model (the presets are for the default model)
+TINY_OPTIONS = {"rmu": {"layer": 1, "update_layers": [1]},
+                "grad_diff": {"retain": {"loss": "kl", "top_k": 8}},
+                "duet": {"teacher": {"top_k": 4}}, "ensemble": {"teacher": {"top_k": 4}}}
+
+
+
+def tiny_run(out, method, steps=2, **extra):
+    settings = {"max_new_tokens": 4, "eval_batch_size": 64, "eval_references": False, **extra}
+    cfg = RunConfig(method=method, baseline=TINY_OPTIONS.get(method, {}), output=str(out),
+                    **settings)
+    cfg.unlearn.mix = MixConfig(forget=1, retain=1, neighbor=1, steps=steps)
+    cfg.optim.checkpoint_every = 1
+    return cfg
+
+
+@pytest.mark.parametrize("name", sorted(n for n, b in BASELINES.items() if b.trainable))
+def test_every_trainable_baseline_runs_end_to_end(name, tiny_scenario, tmp_path):
+    payload = run(tiny_run(tmp_path / name, name))
+    assert (tmp_path / name / "model" / "model.safetensors").is_file()
+    assert (tmp_path / name / "checkpoints").is_dir()  # the loop's checkpoints, so --resume works
+    saved = json.loads((tmp_path / name / "results.json").read_text())
+    assert saved["method"] == name and set(saved["results"]) == {"after"}
+    assert set(saved["results"]["after"]["summary"]) == {"forget", "retain", "neighbor", "general"}
+    assert len(json.loads((tmp_path / name / "train_log.json").read_text())) == 2
+    assert payload["models"]["after"] == str(tmp_path / name / "model")
+
+
+def test_prompt_only_evaluates_the_injected_model_with_the_instruction(tiny_scenario, tmp_path,
+                                                                      monkeypatch):
+    seen = []
+    for fn in ("answer_records", "run_attacks"):
+        original = getattr(run_mod, fn)
+        monkeypatch.setattr(run_mod, fn, lambda *a, _f=original, **k: seen.append(
+            k["context"]) or _f(*a, **k))
+    payload = run(tiny_run(tmp_path / "p", "prompt_only", eval_references=True))
+    context = payload["contexts"]["after"]
+    forget_subject = tiny_scenario.records[0].subject
+    assert forget_subject in context
+    assert payload["models"]["after"] == tiny_scenario.models["injected"]
+    assert seen == [None, None, context, context, None, None]  # before, after, oracle
+    assert not (tmp_path / "p" / "model").exists()
+    assert json.loads((tmp_path / "p" / "train_log.json").read_text()) == []
+
+
+def test_oracle_evaluates_the_oracle_model(tiny_scenario, tmp_path):
+    payload = run(tiny_run(tmp_path / "o", "oracle"))
+    assert payload["models"] == {"after": tiny_scenario.models["oracle"]}
+    assert "after" in payload["results"] and not (tmp_path / "o" / "model").exists()
+
+
+def test_split_plan_draws_what_pushpull_draws(tok, tiny_prepared):
+    records = tiny_prepared.records
+    items = build_items(tok, records)
+    mix = MixConfig(forget=1, retain=2, neighbor=1, steps=5)
+    for seed in (0, 1):
+        ours = [[it.record.id for it in batch] for batch in split_plan(items, mix, seed)]
+        proxies = [SimpleNamespace(kind=r.split, id=r.id) for r in records
+                   if r.split in ("forget", "retain", "neighbor")]
+        theirs = [[p.id for p in batch] for batch in mixture_plan(proxies, mix, seed)]
+        assert ours == theirs and all(len(batch) == 4 for batch in ours)
+    assert split_plan(items, mix, 0) != split_plan(items, mix, 1)  # the seed changes the order
+
+
+def test_a_baseline_seed_field_follows_the_run_seed():
+    assert baseline_options("rmu", {}, 3).seed == 3
+    assert baseline_options("rmu", {"seed": 7}, 3).seed == 7
+    assert baseline_options("npo", {"beta": 0.5}, 3).beta == 0.5
+
+
+def test_bad_method_and_options_are_config_errors():
+    with pytest.raises(UnlearnError, match=r"pushpull, .*npo"):
+        RunConfig(method="nope")
+    with pytest.raises(UnlearnError, match=r"npo\.bogus"):
+        RunConfig(method="npo", baseline={"bogus": 1})
+    with pytest.raises(UnlearnError, match=r"unlearn\.method"):
+        RunConfig(baseline={"beta": 1.0})
+    assert method_names()[0] == "pushpull" and len(method_names()) == len(BASELINES) + 1
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["method=nope"], "unknown method 'nope'"),
+    (["method=npo", "baseline.bogus=1"], "npo.bogus"),
+    (["method=npo", "baseline.beta=-1"], "beta"),
+])
+def test_cli_rejects_a_bad_method_or_option_in_one_line(sets, message, capsys):
+    code = main(["run", *[arg for s in sets for arg in ("--set", s)]])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_seed_sets_lora_initialisation(tiny_scenario, tmp_path, monkeypatch):
+    weights = {}
+
+    def capture(model, plan, step_fn, cfg, **kwargs):
+        weights[len(weights)] = {n: p.detach().clone() for n, p in model.named_parameters()
+                                 if "lora_A" in n}
+        return []
+
+    monkeypatch.setattr("unlearnkit.pipeline.methods.train", capture)
+    for seed in (0, 0, 1):
+        cfg = tiny_run(tmp_path / f"s{len(weights)}", "grad_ascent", lora=LoraSettings(rank=2))
+        cfg.unlearn.seed = seed
+        run_mod.unlearn(cfg, tiny_scenario, tmp_path / f"s{len(weights)}")
+    first, again, other = weights[0], weights[1], weights[2]
+    assert first and all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first)
