@@ -86,3 +86,31 @@ def test_bucketed_plan_keeps_every_item_once_per_epoch_and_reduces_padding(tok):
 
     assert padding(bucketed) < padding(plain)
     assert bucketed == epoch_plan(data, 4, epochs=2, seed=3, bucket=5)
+
+
+def _fake_accelerator(kind: str, stage: int = 0, processes: int = 2):
+    from types import SimpleNamespace
+
+    plugin = SimpleNamespace(zero_stage=stage, deepspeed_config={}) if stage else None
+    return SimpleNamespace(distributed_type=f"DistributedType.{kind}", num_processes=processes,
+                           state=SimpleNamespace(deepspeed_plugin=plugin))
+
+
+@pytest.mark.parametrize(("kind", "stage"), [("FSDP", 0), ("DEEPSPEED", 3)])
+def test_sharded_weights_are_refused_before_training(kind, stage):
+    from unlearnkit.training.loop import _check_unsharded
+
+    with pytest.raises(UnlearnError, match="cannot save sharded weights"):
+        _check_unsharded(_fake_accelerator(kind, stage))
+
+
+def test_full_weight_setups_pass_and_deepspeed_gets_its_micro_batch():
+    from unlearnkit.training.loop import _check_unsharded, _set_deepspeed_micro_batch
+
+    for acc in (_fake_accelerator("MULTI_GPU"), _fake_accelerator("NO", processes=1)):
+        _check_unsharded(acc)
+        _set_deepspeed_micro_batch(acc, [[1, 2, 3, 4]])  # no plugin: nothing to set
+    zero2 = _fake_accelerator("DEEPSPEED", stage=2)
+    _check_unsharded(zero2)
+    _set_deepspeed_micro_batch(zero2, [[1, 2, 3, 4, 5, 6]])
+    assert zero2.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == 3

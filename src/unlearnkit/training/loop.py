@@ -85,6 +85,33 @@ def make_accelerator(cfg: OptimConfig, log_dir: Path | None = None):
     return Accelerator(**kwargs)
 
 
+def _check_unsharded(accelerator) -> None:
+    """Refuse set-ups that shard the parameters: weights are saved from the unwrapped module.
+
+    DDP and DeepSpeed ZeRO-1/2 keep a full copy of the weights on every process, so the
+    unwrapped module is the whole model; FSDP and ZeRO-3 do not, and saving them needs a
+    gathered state dict, which this loop does not implement yet.
+    """
+    kind = str(accelerator.distributed_type).rsplit(".", 1)[-1]
+    stage = 0
+    if kind == "DEEPSPEED":
+        stage = accelerator.state.deepspeed_plugin.zero_stage
+    if kind == "FSDP" or stage == 3:
+        raise UnlearnError(f"{kind.lower()}{f' ZeRO-{stage}' if stage else ''} shards the "
+                           "weights, and unlearnkit cannot save sharded weights yet; launch with "
+                           "configs/accelerate/ddp.yaml or deepspeed-zero2.yaml (full weights "
+                           "per GPU), with LoRA if the model is large")
+
+
+def _set_deepspeed_micro_batch(accelerator, plan: Sequence[Sequence]) -> None:
+    """DeepSpeed needs its per-process micro-batch size; without a dataloader, set it here."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return
+    rows = max(1, len(plan[0]) // max(1, accelerator.num_processes))
+    plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = rows
+
+
 def _shard(micro_batch: Sequence, accelerator) -> list:
     return list(micro_batch)[accelerator.process_index::accelerator.num_processes]
 
@@ -103,10 +130,12 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
         raise UnlearnError(f"the plan has {len(plan)} micro-batches, fewer than grad_accum "
                            f"({cfg.grad_accum}): add data or lower optim.grad_accum")
     accelerator = accelerator or make_accelerator(cfg, out_dir)
+    _check_unsharded(accelerator)
+    _set_deepspeed_micro_batch(accelerator, plan)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total))
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = accelerator.prepare(model, optimizer)  # together, as DeepSpeed needs
     ckpt_dir = out_dir / "checkpoints" if out_dir else None
     start, history = 0, []
     if resume and ckpt_dir and (last := latest_checkpoint(ckpt_dir)):
@@ -158,7 +187,9 @@ def _optimizer_step(model, plan, step, step_fn, cfg, accelerator, optimizer, par
         for key, value in {"loss": float(loss.detach()), **logs}.items():
             sums[key] = sums.get(key, 0.0) + value / cfg.grad_accum
     if cfg.max_grad_norm > 0:
-        sums["grad_norm"] = float(accelerator.clip_grad_norm_(params, cfg.max_grad_norm))
+        norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+        if norm is not None:  # DeepSpeed clips inside its engine and returns None
+            sums["grad_norm"] = float(norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return sums
