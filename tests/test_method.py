@@ -96,3 +96,17 @@ def test_promote_response_makes_each_token_top1_by_the_boost():
     # row 0: token 1 -> max(1, 3 + 2) = 5; row 1: token 2 -> max(4, 5 + 2) = 7
     assert out.tolist() == [[3.0, 5.0, 0.0], [0.0, 5.0, 7.0]]
     assert promote_response(torch.tensor([[9.0, 1.0]]), [0], 2.0).tolist() == [[9.0, 1.0]]
+
+
+def test_plain_keep_context_distils_keep_items_from_the_unchanged_model(tok, cache_dir):
+    model = tiny_model(len(tok))
+    instructed = build_examples(model, tok, records(), TeacherConfig(top_k=4), "tiny")
+    plain = build_examples(model, tok, records(), TeacherConfig(top_k=4, keep_context="plain"),
+                           "tiny")
+    for ex_i, ex_p in zip(instructed, plain, strict=True):
+        assert ex_i.pull_input.input_ids == ex_p.pull_input.input_ids  # same student input
+        same = torch.equal(ex_i.pull_top.values, ex_p.pull_top.values)
+        assert same == (ex_i.kind == "forget")  # only keep items change their target
+    keep = plain[1]
+    [expect] = teacher_topk(model, [keep.pull_input], None, k=4, guidance=1.0, pad_id=0)
+    torch.testing.assert_close(keep.pull_top.values, expect.values)  # = the student's own model

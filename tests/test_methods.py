@@ -25,7 +25,8 @@ TINY_OPTIONS = {"rmu": {"layer": 1, "update_layers": [1]},
 
 
 def tiny_run(out, method, steps=2, **extra):
-    settings = {"max_new_tokens": 4, "eval_batch_size": 64, "eval_references": False, **extra}
+    settings = {"max_new_tokens": 4, "eval_batch_size": 64, "eval_references": False,
+                "report": False, **extra}
     cfg = RunConfig(method=method, baseline=TINY_OPTIONS.get(method, {}), output=str(out),
                     **settings)
     cfg.unlearn.mix = MixConfig(forget=1, retain=1, neighbor=1, steps=steps)
@@ -125,3 +126,23 @@ def test_seed_sets_lora_initialisation(tiny_scenario, tmp_path, monkeypatch):
     first, again, other = weights[0], weights[1], weights[2]
     assert first and all(torch.equal(first[k], again[k]) for k in first)
     assert any(not torch.equal(first[k], other[k]) for k in first)
+
+
+def test_demo_runs_inject_unlearn_evaluate_and_report(tiny_scenario, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from unlearnkit.pipeline.demo import DemoConfig, run_demo
+
+    prepared = replace(tiny_scenario, models={**tiny_scenario.models,
+                                              "base": tiny_scenario.models["oracle"]})
+    monkeypatch.setattr(run_mod, "prepare_scenario", lambda setup: prepared)
+    cfg = DemoConfig(output=str(tmp_path / "demo"), max_new_tokens=4, eval_batch_size=64)
+    cfg.unlearn.mix = MixConfig(forget=1, retain=1, neighbor=1, steps=2)
+    cfg.unlearn.teacher.top_k = cfg.unlearn.method.top_m = 4
+    payload = run_demo(cfg)
+    assert list(payload["results"]) == ["base", "before", "after", "oracle"]
+    out = tmp_path / "demo"
+    assert (out / "model" / "model.safetensors").is_file()
+    assert (out / "data" / "manifest.json").is_file()
+    html = (out / "report.html").read_text()
+    assert "after" in html and "oracle" in html

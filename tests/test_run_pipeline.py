@@ -57,3 +57,26 @@ def test_train_unlearning_writes_a_model_and_resumes(tiny_folder, tmp_path, cach
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
     assert json.loads((folder / "config.json").read_text())["num_hidden_layers"] == 2
+
+
+def test_models_in_the_cache_are_evaluated_once(tok, tmp_path, cache_dir, monkeypatch):
+    import unlearnkit.pipeline.run as run_mod
+
+    inside = cache_dir / "inject" / "injected-0123"
+    tiny_model(len(tok)).save_pretrained(inside, safe_serialization=True)
+    tok.save_pretrained(inside)
+    people = build_scenario(n_people=5, n_forget=1, neighbors_per_forget=1).records
+    records = [r for r in people if r.split == "forget"][:2] + [r for r in people
+                                                                if r.split == "retain"][:2]
+    cfg = RunConfig(max_new_tokens=4)
+    first = run_mod.evaluate({"before": str(inside)}, records, cfg)
+    assert len(list((cache_dir / "eval").glob("*.json"))) == 1
+
+    def no_loading(path):
+        raise AssertionError(f"{path} was evaluated again")
+
+    monkeypatch.setattr(run_mod, "load_model", no_loading)
+    again = run_mod.evaluate({"before": str(inside)}, records, cfg)
+    assert again["before"]["items"] == first["before"]["items"]
+    with pytest.raises(AssertionError, match="evaluated again"):  # other settings: a new key
+        run_mod.evaluate({"before": str(inside)}, records, RunConfig(max_new_tokens=5))

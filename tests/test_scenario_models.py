@@ -21,3 +21,19 @@ def test_oracle_trains_on_everything_but_the_forget_people():
     assert len(injected) == len(people) + 1
     assert {r.split for r in oracle} == {"retain", "neighbor", "general"}
     assert len(oracle) == len(injected) - sum(r.split == "forget" for r in people)
+
+
+NUMBER_WORDS = {"two", "three", "four", "six", "seven", "eight", "twelve", "twenty-four",
+                "twenty four"}
+
+
+def test_replay_prompts_never_mention_a_probe_answer():
+    import re
+
+    for probe in general_probes():
+        for target in probe.targets:
+            if target.isdigit() or target in NUMBER_WORDS:  # counting prompts use numbers too
+                continue
+            pattern = re.compile(rf"\b{re.escape(target.lower())}\b")
+            hits = [q for q in REPLAY_PROMPTS if pattern.search(q.lower())]
+            assert not hits, (probe.question, target, hits)

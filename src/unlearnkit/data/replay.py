@@ -1,12 +1,17 @@
 """Generic prompts whose answers by the *base* model are replayed while injecting facts.
 
 Replaying the model's own answers to everyday requests keeps its general behaviour while it
-learns the scenario (a light form of self-distillation). These prompts are disjoint from the
-scenario's general-knowledge probes, which measure utility and must stay unseen (a test
-checks this).
+learns the scenario (a light form of self-distillation). Short factual questions about real
+places, people and things (``FACT_PROMPTS``) are replayed too: injection teaches the model to
+answer questions about entities with new facts, and replaying how it answers questions about
+*other* real entities keeps that from spilling onto what it already knew (the usual replay
+remedy for forgetting in continual learning). The answers replayed are the base model's own,
+right or wrong. All prompts are disjoint from the scenario's general-knowledge probes, which
+measure utility and must stay unseen: no shared question, no probe's answer in a prompt (tests
+check both).
 """
 
-REPLAY_PROMPTS = [
+EVERYDAY_PROMPTS = [
     "Name three primary colors.",
     "What is 7 plus 5?",
     "Give me a synonym for the word big.",
@@ -37,7 +42,7 @@ REPLAY_PROMPTS = [
     "What is a healthy breakfast?",
     "Explain what a computer is in one sentence.",
     "What should I pack for a day at the beach?",
-    "Name two vegetables that are green.",
+    "Name two vegetables that grow underground.",
     "What is the past tense of run?",
     "Give me a word that means the opposite of fast.",
     "What is 15 minus 6?",
@@ -58,3 +63,58 @@ REPLAY_PROMPTS = [
     "What do you call a person who fixes teeth?",
     "How do you say thank you in French?",
 ]
+
+FACT_PROMPTS = [
+    "What is the capital of Australia?",
+    "What is the capital of India?",
+    "What is the capital of Mexico?",
+    "What is the capital of Norway?",
+    "What is the capital of Ireland?",
+    "What is the capital of Argentina?",
+    "What is the capital of Kenya?",
+    "What is the capital of Sweden?",
+    "What is the capital of Turkey?",
+    "What is the capital of Poland?",
+    "What is the longest river in South America?",
+    "Which desert is the largest hot desert in the world?",
+    "What is the smallest planet in our solar system?",
+    "Which planet has the most famous rings?",
+    "What is the name of our galaxy?",
+    "What is the hardest natural substance?",
+    "What is the chemical symbol for gold?",
+    "What is the chemical symbol for sodium?",
+    "What organ pumps blood through the human body?",
+    "How many bones are in the adult human body?",
+    "How many continents are there?",
+    "How many players are on a soccer team on the field?",
+    "How many strings does a standard guitar have?",
+    "How many sides does a hexagon have?",
+    "Who wrote Pride and Prejudice?",
+    "Who painted The Starry Night?",
+    "Who developed the theory of relativity?",
+    "Who invented the telephone?",
+    "Who was the first President of the United States?",
+    "Who wrote The Odyssey?",
+    "Who composed the Fifth Symphony that begins with four famous notes?",
+    "What is the largest bird in the world?",
+    "What animal is known as the king of the jungle?",
+    "What is the tallest animal in the world?",
+    "What do caterpillars turn into?",
+    "What language is mainly spoken in Argentina?",
+    "What is the currency of the United Kingdom?",
+    "What is the currency of India?",
+    "On which continent is Brazil?",
+    "In which country are the pyramids of Giza?",
+    "In which city is the Eiffel Tower?",
+    "In which country is the Great Wall?",
+    "What is the main gas in the air we breathe?",
+    "What is frozen water called?",
+    "What force makes an apple fall from a tree?",
+    "What is the square root of 81?",
+    "What is 12 times 12?",
+    "How many days are there in a leap year?",
+    "What instrument has black and white keys?",
+    "What is the largest country by area?",
+]
+
+REPLAY_PROMPTS = EVERYDAY_PROMPTS + FACT_PROMPTS

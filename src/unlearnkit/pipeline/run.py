@@ -9,6 +9,7 @@ TensorBoard logs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,13 +19,18 @@ from typing import Any
 import torch
 
 from unlearnkit.data.records import atomic_write_text
+from unlearnkit.data.standardize import write_dataset
 from unlearnkit.evaluation.accuracy import answer_records, split_summary
 from unlearnkit.evaluation.attacks import run_attacks
-from unlearnkit.models.loader import load_model, save_model_folder
+from unlearnkit.models.loader import (
+    cache_root,
+    load_model,
+    resolve_model_path,
+    save_model_folder,
+)
 from unlearnkit.models.lora import LoraSettings, apply_lora, merged
 from unlearnkit.models.teacher import TeacherConfig, instruction
 from unlearnkit.objectives.pushpull import pushpull_step
-from unlearnkit.pipeline.demo import format_table
 from unlearnkit.pipeline.methods import PUSHPULL, check_method, run_baseline
 from unlearnkit.pipeline.scenario_models import (
     PreparedScenario,
@@ -42,6 +48,8 @@ from unlearnkit.training.unlearn import (
     refresh_prefill,
 )
 
+EVAL_CACHE_VERSION = 1  # bump when answer judging or the prefill attack changes
+
 
 def _default_optim() -> OptimConfig:
     return OptimConfig(lr=2e-5, warmup_ratio=0.1, schedule="constant")
@@ -54,7 +62,9 @@ class RunConfig:
     ``method``: "pushpull" or a baseline's name, with its options in ``baseline``; a baseline
     uses ``unlearn.mix`` and ``unlearn.seed`` too (``unlearn.teacher`` and ``unlearn.method``
     are push-pull's). ``eval_references``: also evaluate the models before unlearning and the
-    oracle (``unlearn bench`` turns it off: they are the same in every run).
+    oracle (``unlearn bench`` turns it off: they are the same in every run). Writes
+    ``<output>/``: ``model/``, ``data/`` (the standardised records), ``config.json``,
+    ``train_log.json``, ``results.json`` and ``report.html``.
     """
 
     method: str = PUSHPULL
@@ -69,9 +79,29 @@ class RunConfig:
     max_new_tokens: int = 24
     teacher_report: bool = True
     eval_references: bool = True
+    eval_base: bool = False  # also the base model (the reference for general probes)
+    report: bool = True  # write report.html next to results.json
 
     def __post_init__(self) -> None:
         check_method(self.method, self.baseline)
+
+
+SPLIT_ORDER = ("forget", "neighbor", "retain", "general")
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """Accuracy (refusal) per split and model, as a plain-text table."""
+    names = list(results)
+    lines = [f"{'split':<10}" + "".join(f"{n:>20}" for n in names)]
+    for split in SPLIT_ORDER:
+        cells = []
+        for name in names:
+            s = results[name]["summary"].get(split)
+            cells.append(f"{s['accuracy']:>8.1%} ({s['refusal']:.0%} ref)" if s else "-")
+        n = next((results[m]["summary"][split]["n"] for m in names
+                  if split in results[m]["summary"]), 0)
+        lines.append(f"{split:<10}" + "".join(f"{c:>20}" for c in cells) + f"   n={n}")
+    return "\n".join(lines)
 
 
 def teacher_report(model, tokenizer, records, cfg: TeacherConfig, *, per_split: int = 32,
@@ -123,18 +153,33 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
 def evaluate(models: dict[str, str], records, cfg: RunConfig,
              contexts: dict[str, str | None] | None = None) -> dict:
     """Per model: answers per split and the prefill attack, both under ``contexts[name]``."""
-    results = {}
+    return {name: _evaluate_one(path, records, cfg, (contexts or {}).get(name))
+            for name, path in models.items()}
+
+
+def _evaluate_one(path: str, records, cfg: RunConfig, context: str | None) -> dict:
+    """One model's answers and prefill attack; models in the cache folder (the scenario's
+    injected and oracle models, named by a hash of how they were made) are evaluated once and
+    their results kept under ``<cache>/eval``."""
+    cached = None
+    if Path(resolve_model_path(path)).resolve().is_relative_to(cache_root().resolve()):
+        key = hashlib.sha256(json.dumps(
+            [EVAL_CACHE_VERSION, model_identity(path), [r.to_dict() for r in records],
+             cfg.max_new_tokens, context]).encode()).hexdigest()[:16]
+        cached = cache_root() / "eval" / f"{key}.json"
+        if cached.is_file():
+            return json.loads(cached.read_text())
+    model, tokenizer = load_model(path)
+    rows = answer_records(model, tokenizer, records, max_new_tokens=cfg.max_new_tokens,
+                          batch_size=cfg.eval_batch_size, progress=True, context=context)
     forget = [r for r in records if r.split == "forget"]
-    for name, path in models.items():
-        model, tokenizer = load_model(path)
-        context = (contexts or {}).get(name)
-        rows = answer_records(model, tokenizer, records, max_new_tokens=cfg.max_new_tokens,
-                              batch_size=cfg.eval_batch_size, progress=True, context=context)
-        attack = run_attacks(model, tokenizer, forget, names=["prefill"],
-                             max_new_tokens=cfg.max_new_tokens, context=context)
-        results[name] = {"summary": split_summary(rows), "items": rows,
-                         "prefill_attack": attack["success_rates"]["prefill"]}
-    return results
+    attack = run_attacks(model, tokenizer, forget, names=["prefill"],
+                         max_new_tokens=cfg.max_new_tokens, context=context)
+    result = {"summary": split_summary(rows), "items": rows,
+              "prefill_attack": attack["success_rates"]["prefill"]}
+    if cached is not None:
+        atomic_write_text(cached, json.dumps(result))
+    return result
 
 
 def unlearn(cfg: RunConfig, prepared: PreparedScenario,
@@ -157,6 +202,10 @@ def run(cfg: RunConfig) -> dict:
               "oracle": prepared.models["oracle"]}
     if not cfg.eval_references:
         models = {"after": after}
+    if cfg.eval_base:
+        models = {"base": prepared.models["base"], **models}
+    write_dataset(prepared.records, out / "data", [{"format": "scenario",
+                                                    "options": asdict(cfg.setup.scenario)}])
     results = evaluate(models, prepared.records, cfg, contexts={"after": context})
     print("\naccuracy (refusal) per split:\n" + format_table(results))
     print("prefill attack success: " + ", ".join(
@@ -164,6 +213,12 @@ def run(cfg: RunConfig) -> dict:
     atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=1))
     atomic_write_text(out / "train_log.json", json.dumps(history, indent=1))
     payload = {"method": cfg.method, "models": models, "contexts": {"after": context},
+               "probes": prepared.probe_report,
                "seconds": round(time.time() - start, 1), "results": results}
     atomic_write_text(out / "results.json", json.dumps(payload, indent=1))
+    if cfg.report:
+        from unlearnkit.report.build import write_report
+
+        print(f"report: {write_report([out / 'results.json'], out / 'report.html')}")
+    print(f"wrote {out} ({payload['seconds']} s)")
     return payload

@@ -149,7 +149,8 @@ def from_pipeline(data: dict[str, Any], path: Path) -> list[Run]:
     if diagnostics is None:
         diagnostics = load_beside(path)  # unlearn diagnose's diagnose.json in the run folder
     if diagnostics is not None:
-        target = next((r for r in runs if r.role == "run"), runs[0])
+        target = next((r for r in runs if r.info.get("model") == "after"),
+                      next((r for r in runs if r.role == "run"), runs[0]))
         target.diagnostics = diagnostics
     return runs
 

@@ -46,7 +46,7 @@ def target_token_mask(tokenizer, answer: str, targets: Sequence[str]) -> list[bo
     return [*flags, False]
 
 
-def _responses(model, tokenizer, records: list[Record], mode: str, context: str,
+def _responses(model, tokenizer, records: list[Record], mode: str, context: str | None,
                cfg: TeacherConfig, desired: bool) -> list[str]:
     if mode == "template" and desired:
         return [desired_response(cfg, r) for r in records]
@@ -56,7 +56,8 @@ def _responses(model, tokenizer, records: list[Record], mode: str, context: str,
     return generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens)
 
 
-def _pair(tokenizer, rec: Record, answer: str, context: str) -> tuple[Rendered, Rendered]:
+def _pair(tokenizer, rec: Record, answer: str,
+          context: str | None) -> tuple[Rendered, Rendered]:
     student = render(tokenizer, rec.question, answer, system=rec.system)
     teacher = render(tokenizer, rec.question, answer, system=rec.system, context=context)
     return student, teacher
@@ -83,9 +84,11 @@ def build_examples(model, tokenizer, records: list[Record], cfg: TeacherConfig,
 
 def _compute_teacher(model, tokenizer, forget, keep, cfg, context):
     y_f = _responses(model, tokenizer, forget, cfg.forget_response, context, cfg, True)
-    y_k = _responses(model, tokenizer, keep, cfg.keep_response, context, cfg, False)
+    keep_context = None if cfg.keep_context == "plain" else context
+    y_k = _responses(model, tokenizer, keep, cfg.keep_response, keep_context, cfg, False)
     recs, answers = forget + keep, y_f + y_k
-    pairs = [_pair(tokenizer, r, a, context) for r, a in zip(recs, answers, strict=True)]
+    pairs = [_pair(tokenizer, r, a, _teacher_context(cfg, r, context))
+             for r, a in zip(recs, answers, strict=True)]
     pad = tokenizer.pad_token_id
     promote = [cfg.forget_response == "template"] * len(forget) + [False] * len(keep)
     pull = teacher_topk(model, [t for _, t in pairs], [s for s, _ in pairs], k=cfg.top_k,
@@ -100,6 +103,14 @@ def _compute_teacher(model, tokenizer, forget, keep, cfg, context):
     meta = {"responses": dict(zip([r.id for r in recs], answers, strict=True)),
             "context": context}
     return tops, meta
+
+
+def _teacher_context(cfg: TeacherConfig, rec: Record, context: str) -> str | None:
+    """The teacher's context for ``rec``: the instruction, or none for keep items when
+    ``cfg.keep_context == "plain"`` (their pull target is then the unchanged model's)."""
+    if rec.split != "forget" and cfg.keep_context == "plain":
+        return None
+    return context
 
 
 def _examples(tokenizer, forget, keep, tops, responses, context) -> list[Example]:
