@@ -10,10 +10,30 @@ from unlearnkit.pipeline.run import RunConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KINDS = {"demo.yaml": DemoConfig, "data-tofu.yaml": DataConfig, "run-scenario.yaml": RunConfig,
-         "bench-scenario.yaml": BenchConfig}  # bench: preset paths relative to the project root
+         "bench-scenario.yaml": BenchConfig,  # bench: preset paths relative to the project root
+         "run-tofu.yaml": RunConfig, "bench-tofu.yaml": BenchConfig,
+         "gpu/tofu-llama-3.2-1b.yaml": RunConfig, "gpu/muse-books-llama-3.2-3b.yaml": RunConfig,
+         "gpu/wmdp-cyber-zephyr-7b.yaml": RunConfig, "gpu/data-muse-books.yaml": DataConfig,
+         "gpu/data-muse-books-eval.yaml": DataConfig, "gpu/data-wmdp-cyber.yaml": DataConfig,
+         "gpu/data-wmdp-cyber-eval.yaml": DataConfig}
+PRESETS = sorted(str(p.relative_to(CONFIGS)) for pattern in ("*.yaml", "gpu/*.yaml")
+                 for p in CONFIGS.glob(pattern))
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
-def test_every_preset_validates(name):
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_validates(name, monkeypatch):
+    """Loading checks every key and value; nothing is read from the hub or the data paths."""
     assert name in KINDS, f"add {name} to KINDS so it is validated"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     load_config(KINDS[name], CONFIGS / name)
+
+
+@pytest.mark.parametrize("name", [n for n in PRESETS if n.startswith("gpu/") and
+                                  KINDS[n] is RunConfig])
+def test_gpu_presets_train_in_bf16_from_a_dataset_folder(name):
+    cfg = load_config(RunConfig, CONFIGS / name)
+    assert cfg.optim.mixed_precision == "bf16" and cfg.data.kind == "dataset"
+    assert cfg.data.model.count("/") == 1  # a hub id
+    written = {load_config(DataConfig, CONFIGS / n).output for n in PRESETS
+               if KINDS[n] is DataConfig}
+    assert cfg.data.path in written, "its dataset folder comes from a shipped data config"

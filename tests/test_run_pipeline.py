@@ -72,7 +72,7 @@ def test_models_in_the_cache_are_evaluated_once(tok, tmp_path, cache_dir, monkey
     first = run_mod.evaluate({"before": str(inside)}, records, cfg)
     assert len(list((cache_dir / "eval").glob("*.json"))) == 1
 
-    def no_loading(path):
+    def no_loading(path, **options):
         raise AssertionError(f"{path} was evaluated again")
 
     monkeypatch.setattr(run_mod, "load_model", no_loading)

@@ -167,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "baseline: --set method=NAME), evaluation")
     run_parser.add_argument("--resume", action="store_true",
                             help="continue a killed run from its last checkpoint")
-    _add(sub, "bench", cmd_bench, "run methods x seeds on the built-in scenario and write a "
-         "leaderboard with confidence intervals (resumable)", "required")
+    _add(sub, "bench", cmd_bench, "run methods x seeds on the built-in scenario (or run.data) "
+         "and write a leaderboard with confidence intervals (resumable)", "required")
     _add(sub, "diagnose", cmd_diagnose,
          "measure gradient conflicts between the loss terms and distances between the sets' "
          "hidden states, with the forget set unified (chat QA) and raw")

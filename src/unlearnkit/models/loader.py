@@ -141,6 +141,16 @@ def save_model_folder(model, tokenizer, target: Path, info: dict | None = None,
     return target
 
 
+def pick_device(requested: str = "") -> str | None:
+    """``requested``; else this process's GPU when CUDA is available (``LOCAL_RANK``, set by
+    ``accelerate launch``, picks it); else None (the CPU)."""
+    if requested:
+        return requested
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return None
+
+
 def load_tokenizer(name: str, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 

@@ -1,8 +1,8 @@
 """`unlearn bench CONFIG`: every method x seed through `unlearn run`, then the leaderboard.
 
 Each method runs once per seed (``unlearn.seed``: the mixture plan's order, LoRA's
-initialisation and a baseline's own ``seed`` such as RMU's direction) from the same injected
-model, with the shared ``run`` settings (setup, optimiser, steps and quotas, LoRA); methods
+initialisation and a baseline's own ``seed`` such as RMU's direction) from the same starting
+model, with the shared ``run`` settings (data, optimiser, steps and quotas, LoRA); methods
 that do not train (prompt_only, oracle) are deterministic and run once. Run folders are
 ``<output>/<label>/seed-<seed>``; one with a ``results.json`` is finished and skipped, and a
 killed one resumes from its last checkpoint. ``<output>`` then gets ``leaderboard.json``,
@@ -21,7 +21,7 @@ from unlearnkit.config import from_dict, load_yaml
 from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.objectives.baselines import BASELINES
-from unlearnkit.pipeline.methods import check_method, method_names
+from unlearnkit.pipeline.methods import method_names
 from unlearnkit.pipeline.run import RunConfig, run
 from unlearnkit.report.leaderboard import (
     METRICS,
@@ -69,8 +69,9 @@ def _every_method() -> list[BenchMethod]:
 
 @dataclass
 class BenchConfig:
-    """Methods x seeds on the built-in scenario; ``run`` holds the settings all runs share
-    (its ``method``, ``baseline``, ``output`` and ``unlearn.seed`` are set per run)."""
+    """Methods x seeds on ``run.data`` (default: the built-in scenario); ``run`` holds the
+    settings all runs share (its ``method``, ``baseline``, ``output`` and ``unlearn.seed`` are
+    set per run)."""
 
     methods: list[BenchMethod] = field(default_factory=_every_method)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -89,8 +90,8 @@ class BenchConfig:
             raise UnlearnError(f"bench method labels {labels} repeat; give each a unique label")
         if not 0 < self.confidence < 1:
             raise UnlearnError(f"confidence must lie in (0, 1), got {self.confidence}")
-        for method in self.methods:
-            check_method(method.name, method.resolved_options())
+        for method in self.methods:  # each run's config, checked as `unlearn run` checks it
+            run_config(self, method, self.seeds[0])
 
 
 def seeds_for(method: BenchMethod, seeds: list[int]) -> list[int]:

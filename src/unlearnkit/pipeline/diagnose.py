@@ -1,6 +1,7 @@
 """`unlearn diagnose [CONFIG]`: the method's two claims (docs/METHOD.md) as measurements.
 
-On one model (default: the built-in scenario's injected model) and its data, twice: with the
+On one model (default: the built-in scenario's injected model, or ``data``'s starting model:
+:mod:`unlearnkit.pipeline.data_source`) and its data, twice: with the
 forget set in the unified chat-QA form, and left raw (each forget person's biography as plain
 text, no chat template, every token but the first labelled):
 
@@ -46,6 +47,7 @@ from unlearnkit.models.loader import load_model
 from unlearnkit.models.teacher import TeacherConfig, instruction
 from unlearnkit.models.teacher_cache import teacher_topk
 from unlearnkit.objectives.pushpull import Example
+from unlearnkit.pipeline.data_source import DataSource, prepare_data
 from unlearnkit.pipeline.scenario_models import ScenarioSetup, prepare_scenario
 from unlearnkit.report.diagnose import tables
 from unlearnkit.training.inject import model_identity
@@ -67,6 +69,7 @@ class DiagnoseConfig:
     setup: ScenarioSetup = field(default_factory=ScenarioSetup)
     model: str = ""  # empty: the scenario's injected model (built and cached like unlearn
     # inject); a model folder skips injection and takes every general probe unfiltered
+    data: DataSource = field(default_factory=DataSource)  # default: the scenario in setup
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)  # teacher, method, seed
     terms: list[str] = field(default_factory=lambda: list(TERMS))
     batches: int = 3
@@ -79,6 +82,9 @@ class DiagnoseConfig:
     output: str = "runs/diagnose"
 
     def __post_init__(self) -> None:
+        if self.model and self.data.kind != "scenario":
+            raise UnlearnError("model applies to the built-in scenario; with data.kind "
+                               f"{self.data.kind!r} set data.model instead")
         unknown = [t for t in self.terms if t not in TERMS]
         if unknown or len(self.terms) < 2:
             raise UnlearnError(f"terms must name at least two of {', '.join(TERMS)}; "
@@ -102,7 +108,11 @@ def passage_of(record: Record, biographies: dict[str, str]) -> str | None:
 
 def load_data(cfg: DiagnoseConfig) -> DiagnoseData:
     scenario = build_scenario(**asdict(cfg.setup.scenario))
-    if cfg.model:
+    biographies = scenario.biographies
+    if cfg.data.kind != "scenario":
+        prepared = prepare_data(cfg.data, variants=("injected",))
+        model, records, biographies = prepared.models["injected"], prepared.records, {}
+    elif cfg.model:
         model, records = cfg.model, scenario.records + general_probes()
     else:
         prepared = prepare_scenario(cfg.setup, variants=("injected",))
@@ -114,7 +124,7 @@ def load_data(cfg: DiagnoseConfig) -> DiagnoseData:
         if len(pool) < 2:
             raise UnlearnError(f"diagnose needs at least 2 {split!r} records, found {len(pool)}")
         sets[split] = rng.sample(pool, min(cfg.max_items, len(pool)))
-    passages = {r.id: p for r in sets["forget"] if (p := passage_of(r, scenario.biographies))}
+    passages = {r.id: p for r in sets["forget"] if (p := passage_of(r, biographies))}
     return DiagnoseData(model, sets, passages)
 
 

@@ -1,10 +1,11 @@
 """`unlearn run` with a baseline (``method: NAME``) instead of push-pull, under the same budget.
 
 A trainable baseline (:data:`~unlearnkit.objectives.baselines.BASELINES`) trains from the
-scenario's injected model with push-pull's optimiser settings (``optim``), LoRA settings
-(``lora``), number of steps and per-split quotas (``unlearn.mix``) and seed (``unlearn.seed``):
-:func:`split_plan` draws, for the same seed, the same records into every micro-batch as
-push-pull's :func:`~unlearnkit.training.unlearn.mixture_plan`. Its options come from
+run's starting model (the scenario's injected model, or ``data.model``) with push-pull's
+optimiser settings (``optim``), LoRA settings (``lora``), number of steps and per-split quotas
+(``unlearn.mix``) and seed (``unlearn.seed``): :func:`split_plan` draws, for the same seed, the
+same records into every micro-batch as push-pull's
+:func:`~unlearnkit.training.unlearn.mixture_plan`. Its options come from
 ``baseline`` (a mapping checked by the baseline's config dataclass). Two entries do not train:
 ``prompt_only`` evaluates the injected model with the instruction as its context, ``oracle``
 evaluates the scenario's oracle model.
@@ -83,7 +84,7 @@ def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tupl
     """
     base = get_baseline(cfg.method)
     options = baseline_options(cfg.method, cfg.baseline, cfg.unlearn.seed)
-    model, tokenizer = load_model(start_model)
+    model, tokenizer = load_model(start_model, **cfg.load_options())
     model = apply_lora(model, cfg.lora)
     items = base.prepare_items(options, model, tokenizer, build_items(tokenizer, records),
                                model_id=model_identity(start_model))

@@ -1,10 +1,11 @@
 """`unlearn run CONFIG`: data -> teacher cache -> push-pull training -> evaluation -> folder.
 
 The built-in scenario is the default data source: its injected model is the starting point
-and its oracle the reference. ``method: NAME`` runs a baseline instead of push-pull, under the
-same budget (:mod:`unlearnkit.pipeline.methods`). Output folder: ``model/`` (HF folder),
-``config.json`` (the resolved config), ``train_log.json``, ``results.json``, and the
-TensorBoard logs.
+and its oracle the reference. ``data:`` brings your own records and model instead, optionally
+injected first (:mod:`unlearnkit.pipeline.data_source`). ``method: NAME`` runs a baseline
+instead of push-pull, under the same budget (:mod:`unlearnkit.pipeline.methods`). Output
+folder: ``model/`` (HF folder), ``config.json`` (the resolved config), ``train_log.json``,
+``results.json``, and the TensorBoard logs.
 """
 
 from __future__ import annotations
@@ -20,17 +21,20 @@ import torch
 
 from unlearnkit.data.records import atomic_write_text
 from unlearnkit.data.standardize import write_dataset
+from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.accuracy import answer_records, split_summary
 from unlearnkit.evaluation.attacks import run_attacks
 from unlearnkit.models.loader import (
     cache_root,
     load_model,
+    pick_device,
     resolve_model_path,
     save_model_folder,
 )
 from unlearnkit.models.lora import LoraSettings, apply_lora, merged
 from unlearnkit.models.teacher import TeacherConfig, instruction
 from unlearnkit.objectives.pushpull import pushpull_step
+from unlearnkit.pipeline.data_source import DataSource, prepare_data
 from unlearnkit.pipeline.methods import PUSHPULL, check_method, run_baseline
 from unlearnkit.pipeline.scenario_models import (
     PreparedScenario,
@@ -57,19 +61,22 @@ def _default_optim() -> OptimConfig:
 
 @dataclass
 class RunConfig:
-    """`unlearn run`: the scenario setup, the method, optimisation, LoRA and outputs.
+    """`unlearn run`: the data (``data``; the default is the scenario in ``setup``), the
+    method, optimisation, LoRA and outputs.
 
     ``method``: "pushpull" or a baseline's name, with its options in ``baseline``; a baseline
     uses ``unlearn.mix`` and ``unlearn.seed`` too (``unlearn.teacher`` and ``unlearn.method``
     are push-pull's). ``eval_references``: also evaluate the models before unlearning and the
     oracle (``unlearn bench`` turns it off: they are the same in every run). Writes
     ``<output>/``: ``model/``, ``data/`` (the standardised records), ``config.json``,
-    ``train_log.json``, ``results.json`` and ``report.html``.
+    ``train_log.json``, ``results.json`` and ``report.html``. ``device``: where models load
+    ("": this process's GPU when CUDA is available, else the CPU).
     """
 
     method: str = PUSHPULL
     baseline: dict[str, Any] = field(default_factory=dict)
     setup: ScenarioSetup = field(default_factory=ScenarioSetup)
+    data: DataSource = field(default_factory=DataSource)
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     optim: OptimConfig = field(default_factory=_default_optim)
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -81,9 +88,18 @@ class RunConfig:
     eval_references: bool = True
     eval_base: bool = False  # also the base model (the reference for general probes)
     report: bool = True  # write report.html next to results.json
+    device: str = ""
 
     def __post_init__(self) -> None:
         check_method(self.method, self.baseline)
+        if self.method == "oracle" and self.data.kind == "dataset" and not self.data.oracle:
+            raise UnlearnError("method oracle evaluates the oracle model, and data.oracle is "
+                               "empty; set it to a model trained without the forget set")
+
+    def load_options(self) -> dict[str, Any]:
+        """How every model of the run loads: its device, and remote code only when asked."""
+        return {"device": pick_device(self.device),
+                "trust_remote_code": self.data.trust_remote_code}
 
 
 SPLIT_ORDER = ("forget", "neighbor", "retain", "general")
@@ -132,7 +148,7 @@ def teacher_report(model, tokenizer, records, cfg: TeacherConfig, *, per_split: 
 
 
 def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tuple[Path, list]:
-    model, tokenizer = load_model(start_model)
+    model, tokenizer = load_model(start_model, **cfg.load_options())
     if cfg.teacher_report:
         report = teacher_report(model, tokenizer, records, cfg.unlearn.teacher)
         atomic_write_text(out / "teacher_report.json", json.dumps(report, indent=1))
@@ -169,7 +185,7 @@ def _evaluate_one(path: str, records, cfg: RunConfig, context: str | None) -> di
         cached = cache_root() / "eval" / f"{key}.json"
         if cached.is_file():
             return json.loads(cached.read_text())
-    model, tokenizer = load_model(path)
+    model, tokenizer = load_model(path, **cfg.load_options())
     rows = answer_records(model, tokenizer, records, max_new_tokens=cfg.max_new_tokens,
                           batch_size=cfg.eval_batch_size, progress=True, context=context)
     forget = [r for r in records if r.split == "forget"]
@@ -193,19 +209,32 @@ def unlearn(cfg: RunConfig, prepared: PreparedScenario,
     return run_baseline(cfg, prepared, out)
 
 
+def prepare(cfg: RunConfig) -> PreparedScenario:
+    """The run's records and models: the built-in scenario (``cfg.setup``, through this
+    module's ``prepare_scenario``) or ``cfg.data``."""
+    if cfg.data.kind == "scenario":
+        return prepare_scenario(cfg.setup)
+    return prepare_data(cfg.data)
+
+
+def reference_models(prepared: PreparedScenario, after: str) -> dict[str, str]:
+    """Before (default: the starting model), after and, when there is one, the oracle."""
+    models = {"before": prepared.models.get("before", prepared.models["injected"]),
+              "after": after}
+    return models | ({"oracle": prepared.models["oracle"]} if "oracle" in prepared.models else {})
+
+
 def run(cfg: RunConfig) -> dict:
     start = time.time()
     out = Path(cfg.output)
-    prepared = prepare_scenario(cfg.setup)
+    prepared = prepare(cfg)
     after, history, context = unlearn(cfg, prepared, out)
-    models = {"before": prepared.models["injected"], "after": after,
-              "oracle": prepared.models["oracle"]}
-    if not cfg.eval_references:
-        models = {"after": after}
+    models = reference_models(prepared, after) if cfg.eval_references else {"after": after}
     if cfg.eval_base:
         models = {"base": prepared.models["base"], **models}
-    write_dataset(prepared.records, out / "data", [{"format": "scenario",
-                                                    "options": asdict(cfg.setup.scenario)}])
+    sources = prepared.sources if cfg.data.kind != "scenario" else [
+        {"format": "scenario", "options": asdict(cfg.setup.scenario)}]
+    write_dataset(prepared.records, out / "data", sources)
     results = evaluate(models, prepared.records, cfg, contexts={"after": context})
     print("\naccuracy (refusal) per split:\n" + format_table(results))
     print("prefill attack success: " + ", ".join(

@@ -6,6 +6,9 @@ Steps, each cached by a hash of its inputs:
    the base model never knew cannot measure lost utility); record its answers to the replay
    prompts, which injection replays to keep general behaviour;
 3. fine-tune the injected and oracle models (:mod:`unlearnkit.training.inject`).
+
+Steps 2 and 3 work on any records (:func:`inject_records`): ``data.kind: inject`` teaches a
+dataset such as TOFU to a base model the same way (:mod:`unlearnkit.pipeline.data_source`).
 """
 
 from __future__ import annotations
@@ -47,9 +50,15 @@ class ScenarioSetup:
 
 @dataclass
 class PreparedScenario:
+    """Records and models of a run. ``models``: ``base``, ``injected`` (the model unlearning
+    starts from: the user's own model for ``data.kind: dataset``), and optionally ``oracle``
+    (trained without the forget set) and ``before`` (the "before" reference; default: the
+    ``injected`` model)."""
+
     records: list[Record]  # people + the general probes the base model gets right
-    models: dict[str, str]  # base / injected / oracle -> name or folder
+    models: dict[str, str]  # role -> model name or folder
     probe_report: dict
+    sources: list[dict] = field(default_factory=list)  # where the records came from (manifest)
 
 
 def _base_model_facts(model_name: str, probes: list[Record]) -> dict:
@@ -78,17 +87,24 @@ def replay_records(facts: dict) -> list[Record]:
             for i, x in enumerate(facts["replay"])]
 
 
+def inject_records(model: str, records: list[Record], cfg: InjectConfig,
+                   variants: tuple[str, ...] = ("injected", "oracle")) -> PreparedScenario:
+    """Teach ``records`` to ``model``: the ``variants`` (:mod:`unlearnkit.training.inject`),
+    cached; ``general`` records the base model answers wrongly are dropped (steps 2-3)."""
+    probes = [r for r in records if r.split == "general"]
+    facts = _base_model_facts(model, probes)
+    known = {row["id"] for row in facts["probes"] if row["correct"]}
+    kept = [r for r in records if r.split != "general" or r.id in known]
+    train_on = records + (replay_records(facts) if cfg.replay else [])
+    models = {"base": model}
+    for variant in tqdm(variants, desc="scenario models", unit="model"):
+        models[variant] = str(build_injected(model, train_on, variant, cfg))
+    report = {"probes_total": len(probes), "probes_kept": len(known),
+              "replay_examples": len(facts["replay"])}
+    return PreparedScenario(records=kept, models=models, probe_report=report)
+
+
 def prepare_scenario(cfg: ScenarioSetup,
                      variants: tuple[str, ...] = ("injected", "oracle")) -> PreparedScenario:
     people = build_scenario(**asdict(cfg.scenario)).records
-    probes = general_probes()
-    facts = _base_model_facts(cfg.model, probes)
-    known = {row["id"] for row in facts["probes"] if row["correct"]}
-    kept = [p for p in probes if p.id in known]
-    train_on = people + (replay_records(facts) if cfg.inject.replay else [])
-    models = {"base": cfg.model}
-    for variant in tqdm(variants, desc="scenario models", unit="model"):
-        models[variant] = str(build_injected(cfg.model, train_on, variant, cfg.inject))
-    report = {"probes_total": len(probes), "probes_kept": len(kept),
-              "replay_examples": len(facts["replay"])}
-    return PreparedScenario(records=people + kept, models=models, probe_report=report)
+    return inject_records(cfg.model, people + general_probes(), cfg.inject, variants)

@@ -31,6 +31,7 @@ class OracleConfig:
 def oracle_model(cfg: OracleConfig, models: dict[str, str]) -> str:
     """The oracle's model name or folder from ``PreparedScenario.models``."""
     if cfg.variant not in models:
-        raise UnlearnError(f"no {cfg.variant!r} model among {sorted(models)}; build the "
-                           "scenario with pipeline.scenario_models.prepare_scenario")
+        raise UnlearnError(f"no {cfg.variant!r} model among {sorted(models)}; set data.oracle "
+                           "to a model trained without the forget set, or use data.kind "
+                           "scenario or inject, which train one")
     return models[cfg.variant]
