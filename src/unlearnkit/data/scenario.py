@@ -61,7 +61,11 @@ CONDITIONS = (
     "asthma", "eczema", "migraines", "diabetes", "anaemia", "gout", "tinnitus",
     "psoriasis", "vertigo", "arthritis", "epilepsy", "scoliosis",
 )
-YEARS = tuple(str(year) for year in range(1948, 2000))
+# A pool of 16 birth years, not every year from 1948 to 1999: a 135M model learned only about a
+# quarter of 40 people's years drawn from 52 (docs/RESULTS.md), and the scenario exists to be
+# known before it is unlearned.
+YEARS = ("1951", "1954", "1957", "1959", "1962", "1965", "1968", "1971", "1973", "1976",
+         "1979", "1982", "1985", "1988", "1991", "1994")
 
 FIRST_ONSETS = (
     "Or", "Bren", "Cael", "Dav", "Ely", "Fen", "Gar", "Hal", "Isk", "Jor", "Kel", "Lir",
@@ -322,11 +326,12 @@ class _Generator:
 
 
 def _handle_pool(rng: random.Random, size: int) -> list[str]:
-    """``size`` distinct email handles like ``quietheron27`` (all the same shape)."""
+    """``size`` distinct email handles like ``quietheron`` (all the same shape; no digits,
+    which a small model memorises far more slowly than words)."""
     adjectives, animals = HANDLE_WORDS
     handles: list[str] = []
     while len(handles) < size:
-        handle = f"{rng.choice(adjectives)}{rng.choice(animals)}{rng.randint(10, 99)}"
+        handle = f"{rng.choice(adjectives)}{rng.choice(animals)}"
         if handle not in handles:
             handles.append(handle)
     return handles
