@@ -1,0 +1,86 @@
+"""What the benchmark scripts share: the model (the default one, or the tiny random one), the
+scenario records they train and score on, and the cache folder.
+
+``--tiny`` swaps in :mod:`unlearnkit.models.tiny` (a 2-block random Llama, character tokenizer)
+and a small scenario, and points ``UNLEARNKIT_CACHE`` at a temporary folder so that the tiny
+model's teacher and reference caches never land in the user's cache. It checks that a script
+runs end to end in seconds; its figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+# CPU benchmarks: the loop's accelerator would move the model to a GPU if it saw one, and the
+# FLOP/s would then be compared with the CPU's matmul peak.
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@dataclass
+class Setup:
+    tiny: bool
+    tokenizer: Any
+    records: list  # the scenario people's records (forget, retain, neighbour)
+    model_id: str  # what the teacher and reference caches are keyed by
+
+    @property
+    def name(self) -> str:
+        return "tiny random Llama (2 blocks, width 64)" if self.tiny else "smollm2-135m-instruct"
+
+    def load(self):
+        """A fresh fp32 model in eval mode (training changes it in place: load one per run)."""
+        if self.tiny:
+            from unlearnkit.models.tiny import tiny_model
+
+            return tiny_model(len(self.tokenizer))
+        from unlearnkit.models.loader import load_model
+
+        return load_model()[0]
+
+
+def silence_progress() -> None:
+    """No progress bars from the training loop and the teacher (they would interleave with the
+    table; a bar update costs microseconds, nothing next to a step)."""
+    from tqdm.auto import tqdm
+
+    import unlearnkit.models.teacher_cache as teacher_cache
+    import unlearnkit.training.loop as loop
+
+    def silent(*args, **kwargs):
+        kwargs["disable"] = True
+        return tqdm(*args, **kwargs)
+
+    loop.tqdm = teacher_cache.tqdm = silent
+
+
+def make_setup(tiny: bool) -> Setup:
+    """The default model's set-up, or with ``tiny`` the tiny one (on one thread: a tiny model
+    runs faster on one, and does not fight a busy machine for its cores)."""
+    import torch
+
+    from unlearnkit.cli import _quiet_libraries
+    from unlearnkit.data.scenario import build_scenario
+
+    _quiet_libraries()
+    silence_progress()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # peft on transformers 5
+    if tiny:
+        from unlearnkit.models.tiny import tiny_tokenizer
+
+        torch.set_num_threads(1)
+        cache = tempfile.mkdtemp(prefix="unlearnkit-bench-")
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
+        os.environ["UNLEARNKIT_CACHE"] = cache
+        records = build_scenario(n_people=6, n_forget=1, neighbors_per_forget=1).records
+        return Setup(True, tiny_tokenizer(), records, "tiny")
+    from unlearnkit.models.loader import DEFAULT_MODEL, load_tokenizer
+    from unlearnkit.training.inject import model_identity
+
+    return Setup(False, load_tokenizer(DEFAULT_MODEL), build_scenario().records,
+                 model_identity(DEFAULT_MODEL))
