@@ -40,7 +40,7 @@ def _default_optim() -> OptimConfig:
 class InjectConfig:
     """How the scenario is taught to the base model (sizes and rates chosen by measurement)."""
 
-    epochs: int = 5
+    epochs: int = 10
     batch_size: int = 8
     seed: int = 0
     replay: bool = True
