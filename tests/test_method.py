@@ -78,7 +78,7 @@ def test_method_trains_end_to_end_on_the_tiny_model(tok, cache_dir):
     assert forget.kind == "forget" and forget.true_input is not None
     assert "don't have any information about Ada" in tok.decode(forget.pull_input.input_ids)
     refresh_prefill(model, tok, examples, [1, 2, 4])
-    assert 0 <= forget.prefill_k < len(forget.true_top.values)
+    assert 1 <= forget.prefill_k < len(forget.true_top.values) - 1  # a prefill is >= 1 token
     plan = mixture_plan(examples, MixConfig(forget=1, retain=1, neighbor=1, steps=3), seed=0)
     assert all(sorted(e.kind for e in b) == ["forget", "neighbor", "retain"] for b in plan)
     before = [p.detach().clone() for p in model.parameters()]
@@ -110,3 +110,21 @@ def test_plain_keep_context_distils_keep_items_from_the_unchanged_model(tok, cac
     keep = plain[1]
     [expect] = teacher_topk(model, [keep.pull_input], None, k=4, guidance=1.0, pad_id=0)
     torch.testing.assert_close(keep.pull_top.values, expect.values)  # = the student's own model
+
+
+def test_adversarial_prefill_is_at_least_one_token(monkeypatch):
+    import unlearnkit.training.unlearn as un
+    from unlearnkit.objectives.pushpull import Example
+
+    # easy first tokens: the mean over y[k:] is highest at k = 0, which must not be chosen
+    logps = [torch.tensor([0.0] * 8 + [-1.0, -1.0]),
+             torch.tensor([-0.1, -0.2])]  # too short for any candidate: no prefill
+    monkeypatch.setattr(un, "token_logprobs", lambda model, tok, items: logps)
+    examples = [Example(kind="forget", pull_input=None, pull_top=None, true_input=i)
+                for i in range(2)]
+    model = torch.nn.Linear(1, 1)
+    refresh_prefill(model, None, examples, [1, 2, 4, 8])
+    # mean of y[k:]: k=0 -0.2 (not a candidate), k=1 -0.222, 2 -0.25, 4 -0.333,
+    # n // 2 = 5 -0.4, 8 -1.0: the best prefill is one token
+    assert examples[0].prefill_k == 1
+    assert examples[1].prefill_k == 0

@@ -130,14 +130,17 @@ def _examples(tokenizer, forget, keep, tops, responses, context) -> list[Example
 def refresh_prefill(model, tokenizer, examples: list[Example], candidates: Sequence[int]):
     """Adversarial prefill: per forget item, the prefix length under which the student most
     likely completes the true answer (mean log-prob of the remaining tokens), from
-    ``candidates`` plus half the answer."""
+    ``candidates`` plus half the answer. A prefill is at least one token (the method's
+    P = {1, 2, 4, 8, |y|/2}): with no prefill among the options, a model that knows the answer
+    always scores best at k = 0 (its easy first tokens raise the mean), and the adversarial term
+    would only repeat the push term. Answers too short for any candidate get k = 0."""
     forget = [e for e in examples if e.true_input is not None]
     was_training = model.training
     model.eval()
     logps = token_logprobs(model, tokenizer, [e.true_input for e in forget])
     for ex, lp in zip(forget, logps, strict=True):
         n = len(lp)
-        options = sorted({k for k in [*candidates, n // 2] if 0 < k < n - 1} | {0})
+        options = sorted({k for k in [*candidates, n // 2] if 0 < k < n - 1}) or [0]
         ex.prefill_k = max(options, key=lambda k: float(lp[k:].mean()))
     model.train(was_training)
 
