@@ -100,7 +100,8 @@ def test_promote_response_makes_each_token_top1_by_the_boost():
 
 def test_plain_keep_context_distils_keep_items_from_the_unchanged_model(tok, cache_dir):
     model = tiny_model(len(tok))
-    instructed = build_examples(model, tok, records(), TeacherConfig(top_k=4), "tiny")
+    instructed = build_examples(model, tok, records(),
+                                TeacherConfig(top_k=4, keep_context="instructed"), "tiny")
     plain = build_examples(model, tok, records(), TeacherConfig(top_k=4, keep_context="plain"),
                            "tiny")
     for ex_i, ex_p in zip(instructed, plain, strict=True):

@@ -57,7 +57,7 @@ class TeacherConfig:
     keep_response: Literal["gold", "teacher"] = "gold"
     # retain/neighbour pull targets: the instructed teacher's logits, or the plain model's
     # (self-distillation; a small model's accuracy drops under the instruction)
-    keep_context: Literal["instructed", "plain"] = "instructed"
+    keep_context: Literal["instructed", "plain"] = "plain"  # measured: docs/RESULTS.md
     refusal_template: str = REFUSAL_TEMPLATE
     template_boost: float = 2.0  # template tokens become top-1 by this margin (0 = off)
     max_new_tokens: int = 32
