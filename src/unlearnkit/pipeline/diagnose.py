@@ -19,6 +19,11 @@ toward the instructed teacher's logits (the instruction as a plain-text prefix),
 prefill on the tokens of the person's facts, gradient ascent on the whole passage. Retain and
 neighbour items, and the batches' people, are the same in both forms.
 
+With ``unlearn.teacher.keep_context: plain`` (the default) the retain and neighbour pulls are
+self-distillation: at the starting model their gradient is zero and their cosines are
+undefined (NaN, written as null); set ``keep_context: instructed`` to measure them against
+the instructed teacher, or diagnose a model part-way through unlearning.
+
 Writes ``<output>/diagnose.json`` and prints the tables (:mod:`unlearnkit.report.diagnose`).
 """
 
