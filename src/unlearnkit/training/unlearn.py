@@ -131,9 +131,9 @@ def refresh_prefill(model, tokenizer, examples: list[Example], candidates: Seque
     """Adversarial prefill: per forget item, the prefix length under which the student most
     likely completes the true answer (mean log-prob of the remaining tokens), from
     ``candidates`` plus half the answer. A prefill is at least one token (the method's
-    P = {1, 2, 4, 8, |y|/2}): with no prefill among the options, a model that knows the answer
-    always scores best at k = 0 (its easy first tokens raise the mean), and the adversarial term
-    would only repeat the push term. Answers too short for any candidate get k = 0."""
+    P = {1, 2, 4, 8, |y|/2}); answers too short for any candidate get k = 0. Note that push
+    after a prefill of true tokens is teacher-forced on the same sequence, so it equals push on
+    the positions >= k (docs/RESULTS.md)."""
     forget = [e for e in examples if e.true_input is not None]
     was_training = model.training
     model.eval()
