@@ -65,3 +65,14 @@ def tiny_scenario(tiny_prepared, monkeypatch, cache_dir):
 
     monkeypatch.setattr(run_mod, "prepare_scenario", lambda setup: tiny_prepared)
     return tiny_prepared
+
+
+@pytest.fixture()
+def tiny_folder(tok, tmp_path):
+    """A tiny random model saved as a Hugging Face folder (with the tiny tokenizer)."""
+    from unlearnkit.models.tiny import tiny_model
+
+    folder = tmp_path / "tiny"
+    tiny_model(len(tok)).save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    return folder

@@ -169,14 +169,6 @@ def test_gradient_summary_by_hand():
     assert out["push-pull forget~keep negative share"] == 0.5
 
 
-@pytest.fixture()
-def tiny_folder(tok, tmp_path):
-    folder = tmp_path / "tiny"
-    tiny_model(len(tok)).save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
-    return folder
-
-
 def tiny_args(folder, out):
     sets = {"model": folder, "setup.scenario.n_people": 6, "setup.scenario.n_forget": 2,
             "setup.scenario.neighbors_per_forget": 1, "unlearn.teacher.top_k": 4,

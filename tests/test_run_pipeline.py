@@ -11,14 +11,6 @@ from unlearnkit.models.tiny import tiny_model
 from unlearnkit.pipeline.run import RunConfig, train_unlearning
 
 
-@pytest.fixture()
-def tiny_folder(tok, tmp_path):
-    folder = tmp_path / "tiny"
-    tiny_model(len(tok)).save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
-    return folder
-
-
 def small_config(out, steps=4):
     cfg = RunConfig(output=str(out))
     cfg.unlearn.mix.steps = steps
