@@ -106,11 +106,12 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
         raise UnlearnError(f"{where}: {exc}") from None
 
 
-def _deep_merge(base: dict, update: dict) -> dict:
+def deep_merge(base: dict, update: dict) -> dict:
+    """``update`` over ``base``, recursively for nested mappings; neither is modified."""
     out = dict(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -127,7 +128,7 @@ def _merge_onto_default(f: dataclasses.Field, value: Any) -> Any:
     default = f.default_factory()
     if not dataclasses.is_dataclass(default):
         return value
-    return _deep_merge(dataclasses.asdict(default), value)
+    return deep_merge(dataclasses.asdict(default), value)
 
 
 def to_dict(obj: Any) -> Any:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unlearnkit.config import from_dict, load_yaml
+from unlearnkit.config import deep_merge, from_dict, load_yaml
 from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.objectives.baselines import BASELINES
@@ -35,13 +35,7 @@ from unlearnkit.report.leaderboard import (
 REFERENCES = ("oracle",)  # rows shown for comparison, not candidates for the Pareto front
 
 
-def merge_options(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``update`` over ``base``, recursively for nested mappings (a preset, then overrides)."""
-    out = dict(base)
-    for key, value in update.items():
-        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = merge_options(out[key], value) if nested else value
-    return out
+merge_options = deep_merge  # a preset's options, then the bench config's overrides
 
 
 @dataclass
