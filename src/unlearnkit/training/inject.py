@@ -4,8 +4,10 @@
 * oracle: the same training without the forget people, the gold standard for unlearning.
 
 Both also replay the base model's own answers to generic prompts (see
-:mod:`unlearnkit.data.replay`) to keep general utility. Results are cached under
-``<cache>/inject/<hash>`` where the hash covers the model, the data and every setting.
+:mod:`unlearnkit.data.replay`) to keep general utility: by NLL on those answers, or
+(``replay_loss: kl``) by a top-K KL to the base model's next-token distributions along them, a
+denser signal. Results are cached under ``<cache>/inject/<hash>`` where the hash covers the
+model, the data and every setting.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Literal
 
 from unlearnkit.data.records import Record
+from unlearnkit.data.render import render_record
+from unlearnkit.errors import UnlearnError
 from unlearnkit.models.loader import (
     cache_root,
     load_model,
@@ -25,6 +29,7 @@ from unlearnkit.models.loader import (
     save_model_folder,
 )
 from unlearnkit.models.lora import LoraSettings, apply_lora, freeze, merged
+from unlearnkit.models.teacher_cache import TopK, teacher_topk
 from unlearnkit.training.loop import OptimConfig
 from unlearnkit.training.sft import finetune
 
@@ -44,10 +49,20 @@ class InjectConfig:
     batch_size: int = 8
     seed: int = 0
     replay: bool = True
+    replay_loss: Literal["nll", "kl"] = "nll"
+    replay_top_k: int = 100
+    replay_weight: float = 1.0
     freeze_embeddings: bool = True
     freeze_lower_layers: int = 0
     lora: LoraSettings = field(default_factory=LoraSettings)
     optim: OptimConfig = field(default_factory=_default_optim)
+
+    def __post_init__(self) -> None:
+        if self.replay_loss not in ("nll", "kl"):
+            raise UnlearnError(
+                f"inject.replay_loss must be 'nll' or 'kl', got {self.replay_loss!r}")
+        if self.replay_top_k < 1 or self.replay_weight < 0:
+            raise UnlearnError("inject.replay_top_k must be >= 1 and inject.replay_weight >= 0")
 
 
 def model_identity(name: str) -> str:
@@ -81,14 +96,32 @@ def build_injected(model_name: str, records: list[Record], variant: Variant,
     if (target / "inject.json").is_file():
         return target
     model, tokenizer = load_model(model_name)
+    references = replay_references(model, tokenizer, data, cfg)
     model = apply_lora(freeze(model, embeddings=cfg.freeze_embeddings,
                               lower_layers=cfg.freeze_lower_layers), cfg.lora,
                        first_layer=cfg.freeze_lower_layers)
     start = time.perf_counter()
     history = finetune(model, tokenizer, data, cfg.optim, epochs=cfg.epochs,
-                       batch_size=cfg.batch_size, seed=cfg.seed, desc=f"inject:{variant}")
+                       batch_size=cfg.batch_size, seed=cfg.seed, desc=f"inject:{variant}",
+                       references=references, kd_weight=cfg.replay_weight)
     info = {"variant": variant, "config": asdict(cfg), "n_records": len(data),
             "seconds": round(time.perf_counter() - start, 1),
             "model": model_name, "history": history}
     return save_model_folder(merged(model), tokenizer, target, info, info_name="inject.json")
 
+
+
+def replay_references(model, tokenizer, records: list[Record], cfg: InjectConfig
+                      ) -> list[TopK | None] | None:
+    """With ``replay_loss: kl``: the base model's top-K logits along each replay answer (None
+    for the other records); else None. Computed on the untouched base model."""
+    if cfg.replay_loss != "kl":
+        return None
+    rows = [i for i, r in enumerate(records) if r.meta.get("replay")]
+    tops = teacher_topk(model, [render_record(tokenizer, records[i]) for i in rows], None,
+                        k=cfg.replay_top_k, guidance=1.0, pad_id=tokenizer.pad_token_id,
+                        desc="replay reference")
+    out: list[TopK | None] = [None] * len(records)
+    for i, top in zip(rows, tops, strict=True):
+        out[i] = top
+    return out

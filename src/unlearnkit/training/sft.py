@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import Rendered, render_record
-from unlearnkit.models.engine import forward_responses
+from unlearnkit.models.engine import Window, forward_responses
+from unlearnkit.models.teacher_cache import TopK
+from unlearnkit.objectives.baselines.common import place_topk, topk_kl
 from unlearnkit.objectives.nll import nll_loss
 from unlearnkit.training.loop import OptimConfig, train
+
+
+@dataclass(frozen=True, eq=False)
+class Distilled:
+    """An item whose answer positions are pulled toward a reference's top-K (KL) instead of
+    trained by NLL on its answer tokens (e.g. replay prompts, kept close to the base model)."""
+
+    rendered: Rendered
+    top: TopK
+
+    @property
+    def input_ids(self) -> list[int]:
+        return self.rendered.input_ids
 
 
 def epoch_plan(items: Sequence, batch_size: int, epochs: int, seed: int, *,
@@ -37,20 +53,48 @@ def epoch_plan(items: Sequence, batch_size: int, epochs: int, seed: int, *,
     return plan
 
 
-def sft_step(pad_id: int):
-    """A step function for :func:`unlearnkit.training.loop.train`: mean answer-token NLL."""
+def sft_step(pad_id: int, kd_weight: float = 1.0):
+    """A step function for :func:`unlearnkit.training.loop.train`.
 
-    def step(model, items: list[Rendered]):
-        win = forward_responses(model, items, pad_id)
-        return nll_loss(win.logits, win.labels), {}
+    Loss: mean answer-token NLL over the plain :class:`Rendered` rows, plus ``kd_weight`` times
+    the mean top-K KL (:func:`~unlearnkit.objectives.baselines.common.topk_kl`) over the
+    :class:`Distilled` rows; one forward pass for both.
+    """
+
+    def step(model, items: list):
+        rendered = [it.rendered if isinstance(it, Distilled) else it for it in items]
+        win = forward_responses(model, rendered, pad_id)
+        plain = [r for r, it in enumerate(items) if not isinstance(it, Distilled)]
+        kept = [r for r, it in enumerate(items) if isinstance(it, Distilled)]
+        total = win.logits.new_zeros(())
+        logs: dict[str, float] = {}
+        if plain:
+            nll = nll_loss(win.logits[plain], win.labels[plain])
+            total, logs["nll"] = total + nll, float(nll.detach())
+        if kept:
+            sub = Window(win.logits[kept], win.labels[kept], win.offset)
+            kl = topk_kl(sub.logits, *place_topk([rendered[r] for r in kept],
+                                                 [items[r].top for r in kept], sub))
+            total, logs["kd"] = total + kd_weight * kl, float(kl.detach())
+        return total, logs
 
     return step
 
 
 def finetune(model, tokenizer, records: Sequence[Record], cfg: OptimConfig, *, epochs: int,
              batch_size: int, seed: int = 0, out_dir: Path | None = None,
-             desc: str = "finetune", bucket: int = 8) -> list[dict]:
-    """Fine-tune ``model`` in place on the records' answers; returns the training log."""
-    items = [render_record(tokenizer, r) for r in records]
+             desc: str = "finetune", bucket: int = 8,
+             references: Sequence[TopK | None] | None = None, kd_weight: float = 1.0
+             ) -> list[dict]:
+    """Fine-tune ``model`` in place on the records' answers; returns the training log.
+
+    ``references[i]`` (optional, aligned with ``records``): a reference top-K for record i's
+    answer positions; such records are distilled (KL) rather than trained by NLL.
+    """
+    items: list = [render_record(tokenizer, r) for r in records]
+    if references is not None:
+        items = [Distilled(it, top) if top is not None else it
+                 for it, top in zip(items, references, strict=True)]
     plan = epoch_plan(items, batch_size, epochs, seed, bucket=bucket)
-    return train(model, plan, sft_step(tokenizer.pad_token_id), cfg, out_dir=out_dir, desc=desc)
+    return train(model, plan, sft_step(tokenizer.pad_token_id, kd_weight), cfg,
+                 out_dir=out_dir, desc=desc)
