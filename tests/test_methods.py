@@ -46,6 +46,20 @@ def test_every_trainable_baseline_runs_end_to_end(name, tiny_scenario, tmp_path)
     assert payload["models"]["after"] == str(tmp_path / name / "model")
 
 
+@pytest.mark.parametrize(("lora_output", "after"), [("both", "model"), ("adapter", "adapter")])
+def test_lora_run_saves_the_adapter_and_evaluates_what_it_wrote(tiny_scenario, tmp_path,
+                                                                lora_output, after):
+    out = tmp_path / lora_output
+    payload = run(tiny_run(out, "grad_ascent", lora=LoraSettings(rank=2),
+                           lora_output=lora_output))
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == tiny_scenario.models["injected"]
+    assert (out / "model").is_dir() == (lora_output == "both")
+    assert payload["models"]["after"] == str(out / after)
+    summary = payload["results"]["after"]["summary"]
+    assert sum(s["n"] for s in summary.values()) == len(tiny_scenario.records)
+
+
 def test_prompt_only_evaluates_the_injected_model_with_the_instruction(tiny_scenario, tmp_path,
                                                                       monkeypatch):
     seen = []

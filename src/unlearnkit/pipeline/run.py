@@ -4,8 +4,9 @@ The built-in scenario is the default data source: its injected model is the star
 and its oracle the reference. ``data:`` brings your own records and model instead, optionally
 injected first (:mod:`unlearnkit.pipeline.data_source`). ``method: NAME`` runs a baseline
 instead of push-pull, under the same budget (:mod:`unlearnkit.pipeline.methods`). Output
-folder: ``model/`` (HF folder), ``config.json`` (the resolved config), ``train_log.json``,
-``results.json``, and the TensorBoard logs.
+folder: ``model/`` (HF folder; with LoRA also or instead ``adapter/``, see ``lora_output``),
+``config.json`` (the resolved config), ``train_log.json``, ``results.json``, and the
+TensorBoard logs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -29,9 +30,9 @@ from unlearnkit.models.loader import (
     load_model,
     pick_device,
     resolve_model_path,
-    save_model_folder,
+    save_trained,
 )
-from unlearnkit.models.lora import LoraSettings, apply_lora, merged
+from unlearnkit.models.lora import LoraSettings, apply_lora
 from unlearnkit.models.teacher import TeacherConfig, instruction
 from unlearnkit.objectives.pushpull import pushpull_step
 from unlearnkit.pipeline.data_source import DataSource, prepare_data
@@ -53,6 +54,7 @@ from unlearnkit.training.unlearn import (
 )
 
 EVAL_CACHE_VERSION = 1  # bump when answer judging or the prefill attack changes
+LoraOutput = Literal["both", "merged", "adapter"]  # what a LoRA run saves (RunConfig)
 
 
 def _default_optim() -> OptimConfig:
@@ -69,8 +71,12 @@ class RunConfig:
     are push-pull's). ``eval_references``: also evaluate the models before unlearning and the
     oracle (``unlearn bench`` turns it off: they are the same in every run). Writes
     ``<output>/``: ``model/``, ``data/`` (the standardised records), ``config.json``,
-    ``train_log.json``, ``results.json`` and ``report.html``. ``device``: where models load
-    ("": this process's GPU when CUDA is available, else the CPU).
+    ``train_log.json``, ``results.json`` and ``report.html``. With LoRA (``lora.rank > 0``),
+    ``lora_output`` says what the trained model is saved as: ``adapter/`` (the adapter
+    unmerged, recording its base model), ``model/`` (merged weights) or both (the default);
+    evaluation reads ``model/`` when it is written, else the adapter on its base model.
+    ``device``: where models load ("": this process's GPU when CUDA is available, else the
+    CPU).
     """
 
     method: str = PUSHPULL
@@ -80,6 +86,7 @@ class RunConfig:
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     optim: OptimConfig = field(default_factory=_default_optim)
     lora: LoraSettings = field(default_factory=LoraSettings)
+    lora_output: LoraOutput = "both"
     output: str = "runs/run"
     resume: bool = False
     eval_batch_size: int = 32
@@ -92,6 +99,13 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         check_method(self.method, self.baseline)
+        choices = get_args(LoraOutput)
+        if self.lora_output not in choices:
+            raise UnlearnError(f"lora_output must be one of {', '.join(choices)}, "
+                               f"got {self.lora_output!r}")
+        if self.lora_output == "adapter" and not self.lora.enabled:
+            raise UnlearnError("lora_output: adapter saves a LoRA adapter, and lora.rank is 0 "
+                               "(full fine-tuning); set lora.rank > 0 or lora_output: merged")
         if self.method == "oracle" and self.data.kind == "dataset" and not self.data.oracle:
             raise UnlearnError("method oracle evaluates the oracle model, and data.oracle is "
                                "empty; set it to a model trained without the forget set")
@@ -163,7 +177,8 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
                     out_dir=out, resume=cfg.resume, desc="unlearn",
                     on_step=prefill_hook(model, tokenizer, examples, method),
                     state=prefill_state(examples))
-    return save_model_folder(merged(model), tokenizer, out / "model"), history
+    folder = save_trained(model, tokenizer, out, base=start_model, lora_output=cfg.lora_output)
+    return folder, history
 
 
 def evaluate(models: dict[str, str], records, cfg: RunConfig,

@@ -22,6 +22,7 @@ from typing import Literal
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render_record
 from unlearnkit.errors import UnlearnError
+from unlearnkit.models.adapter import ADAPTER_WEIGHTS, adapter_base, is_adapter_folder
 from unlearnkit.models.loader import (
     cache_root,
     load_model,
@@ -66,8 +67,13 @@ class InjectConfig:
 
 
 def model_identity(name: str) -> str:
-    """A string that changes when the model's weights change (for cache keys)."""
+    """A string that changes when the model's weights change (for cache keys); a LoRA adapter
+    folder is named by its (small) weights file and its base model's identity."""
     path = Path(resolve_model_path(name))
+    if is_adapter_folder(path):
+        base = adapter_base(path)  # checks the weights file is there
+        digest = hashlib.sha256((path / ADAPTER_WEIGHTS).read_bytes()).hexdigest()[:16]
+        return f"{path.name}:{digest}+{model_identity(base)}"
     for marker in ("unlearnkit.json", "config.json"):
         if (path / marker).is_file():
             return f"{path.name}:{hashlib.sha256((path / marker).read_bytes()).hexdigest()[:16]}"
