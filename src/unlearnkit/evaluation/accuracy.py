@@ -7,20 +7,25 @@ from collections.abc import Sequence
 
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render_record
-from unlearnkit.evaluation.correctness import contains_answer
+from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, is_correct
 from unlearnkit.evaluation.refusal import is_refusal
 from unlearnkit.models.engine import generate
 
 
 def answer_records(model, tokenizer, records: Sequence[Record], *, max_new_tokens: int = 32,
-                   batch_size: int = 32, progress: bool = False, **render_kwargs) -> list[dict]:
-    """Generate an answer per record and judge it: ``{id, split, generation, correct, refused}``."""
+                   batch_size: int = 32, progress: bool = False,
+                   rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD, **render_kwargs
+                   ) -> list[dict]:
+    """Generate an answer per record and judge it: ``{id, split, generation, correct, refused}``.
+
+    ``correct``: :func:`correctness.is_correct` (``rouge_threshold`` for long answers without
+    targets); ``refused``: the pattern detector :func:`refusal.is_refusal`."""
     prompts = [render_record(tokenizer, r, with_answer=False, **render_kwargs) for r in records]
     texts = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                      batch_size=batch_size, progress=progress)
     return [
         {"id": r.id, "split": r.split, "generation": t,
-         "correct": contains_answer(t, r.targets, r.answer), "refused": is_refusal(t)}
+         "correct": is_correct(t, r, rouge_threshold=rouge_threshold), "refused": is_refusal(t)}
         for r, t in zip(records, texts, strict=True)
     ]
 

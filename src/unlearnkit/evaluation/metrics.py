@@ -29,7 +29,6 @@ import csv
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +40,8 @@ from unlearnkit.data.adapters import LETTERS, format_mcq
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render, render_record
 from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation import correctness as grading
 from unlearnkit.evaluation import mia
-from unlearnkit.evaluation.correctness import contains_answer
 from unlearnkit.evaluation.refusal import is_refusal
 from unlearnkit.models.engine import generate, token_logprobs
 
@@ -133,32 +132,20 @@ def normalized_prob(logprobs: torch.Tensor) -> float:
 
 
 @register_metric("correctness", higher_is_better=True, needs=("generations", "records"))
-def correctness(generations: Sequence[str], records: Sequence[Record]) -> MetricResult:
-    """1 when the generation states the fact (normalised whole-word containment of a target,
-    or of the whole answer without targets: :func:`correctness.contains_answer`), else 0.
+def correctness(generations: Sequence[str], records: Sequence[Record], *,
+                rouge_threshold: float = grading.DEFAULT_ROUGE_THRESHOLD) -> MetricResult:
+    """1 when the generation states the fact (:func:`correctness.is_correct`: containment of
+    a short target, else ROUGE-L recall of a long answer >= ``rouge_threshold``), else 0.
 
     NaN for a record with neither targets nor answer. Empty output scores 0.
     """
     _check_items("correctness", generations, records)
     values = [
-        float(contains_answer(g, r.targets, r.answer)) if (r.targets or r.answer) else math.nan
+        float(grading.is_correct(g, r, rouge_threshold=rouge_threshold)) if grading.judgeable(r)
+        else math.nan
         for g, r in zip(generations, records, strict=True)
     ]
     return MetricResult.of(values, higher_is_better=True)
-
-
-@lru_cache(maxsize=1)
-def _rouge_scorer():
-    from rouge_score import rouge_scorer
-
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-
-
-def rouge_l_recall_value(generation: str, reference: str) -> float:
-    """ROUGE-L recall: LCS(generation, reference) / |reference| in rouge-score's tokens."""
-    if not generation.strip():
-        return 0.0
-    return float(_rouge_scorer().score(reference, generation)["rougeL"].recall)
 
 
 @register_metric("rouge_l_recall", higher_is_better=True, needs=("generations", "records"))
@@ -167,7 +154,7 @@ def rouge_l_recall(generations: Sequence[str], records: Sequence[Record]) -> Met
     Sec. 2.5; Lin, 2004), with ``rouge-score`` (no stemming). Empty output scores 0; NaN
     for a record without an answer."""
     _check_items("rouge_l_recall", generations, records)
-    values = [rouge_l_recall_value(g, r.answer) if r.answer else math.nan
+    values = [grading.rouge_l_recall(g, r.answer) if r.answer else math.nan
               for g, r in zip(generations, records, strict=True)]
     return MetricResult.of(values, higher_is_better=True)
 

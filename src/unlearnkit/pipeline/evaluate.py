@@ -29,6 +29,7 @@ from unlearnkit.data.records import SPLITS, Record
 from unlearnkit.data.standardize import load_dataset
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.attacks import get_attacks, run_attacks
+from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, check_threshold
 from unlearnkit.evaluation.metrics import (
     METRICS,
     MODEL_UTILITY_KEYS,
@@ -75,7 +76,8 @@ SUITES: dict[str, Suite] = {
 }
 
 # Settings that change the numbers: a results file written with others cannot be resumed.
-RESUME_KEYS = ("model", "data", "limit", "seed", "max_new_tokens", "dtype", "attack_options")
+RESUME_KEYS = ("model", "data", "limit", "seed", "max_new_tokens", "dtype", "attack_options",
+               "correct_rouge_threshold")
 LIKELIHOOD_INPUTS = frozenset({"answer_logprobs", "argmax_match", "standardized_logprobs",
                                "paraphrased_logprobs", "perturbed_logprobs"})
 TOFU_FORGET_FLIP = frozenset({"forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Q_A_PARA_Prob",
@@ -102,6 +104,9 @@ class EvalConfig:
     max_new_tokens: int = 32
     dtype: str = "float32"
     device: str = ""
+    # correctness of a long answer without targets: ROUGE-L recall of the gold answer >= this
+    # (evaluation.correctness.is_correct; metrics and attacks alike)
+    correct_rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
@@ -113,6 +118,7 @@ class EvalConfig:
             low = 0 if key == "limit" else 1
             if getattr(self, key) < low:
                 raise UnlearnError(f"{key} must be at least {low}, got {getattr(self, key)}")
+        check_threshold(self.correct_rouge_threshold)
 
     def output_path(self) -> Path:
         if self.output:
@@ -286,7 +292,8 @@ def _record(metric: str, result: MetricResult, *, objective: str, split: str | N
 
 def _run_metric(st: _State, step: Step) -> None:
     ctx, records = st.context(step.split), st.splits[step.split]
-    result = compute(ctx, [step.name])[step.name]
+    options = {"correctness": {"rouge_threshold": st.cfg.correct_rouge_threshold}}
+    result = compute(ctx, [step.name], options)[step.name]
     st.results.metrics[step.key] = _record(
         step.name, result, objective=objective_of(step.split), split=step.split,
         ids=[r.id for r in records],
@@ -301,7 +308,8 @@ def _run_attack(st: _State, step: Step) -> None:
     options = st.cfg.attack_options.get(step.name)
     out = run_attacks(st.model, st.tokenizer, st.splits["forget"], names=[step.name],
                       max_new_tokens=st.cfg.max_new_tokens, batch_size=st.cfg.batch_size,
-                      seed=st.cfg.seed, **({step.name: options} if options else {}))
+                      seed=st.cfg.seed, rouge_threshold=st.cfg.correct_rouge_threshold,
+                      **({step.name: options} if options else {}))
     report = out["attacks"][step.name]
     st.results.attacks[step.name] = AttackRecord(
         success_rate=report["success_rate"], n=report["n"], kind=report["kind"],

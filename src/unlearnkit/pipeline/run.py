@@ -25,6 +25,7 @@ from unlearnkit.data.standardize import write_dataset
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.accuracy import answer_records, split_summary
 from unlearnkit.evaluation.attacks import run_attacks
+from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, check_threshold
 from unlearnkit.models.loader import (
     cache_root,
     load_model,
@@ -53,7 +54,7 @@ from unlearnkit.training.unlearn import (
     refresh_prefill,
 )
 
-EVAL_CACHE_VERSION = 1  # bump when answer judging or the prefill attack changes
+EVAL_CACHE_VERSION = 2  # bump when answer judging or the prefill attack changes
 LoraOutput = Literal["both", "merged", "adapter"]  # what a LoRA run saves (RunConfig)
 
 
@@ -96,9 +97,12 @@ class RunConfig:
     eval_base: bool = False  # also the base model (the reference for general probes)
     report: bool = True  # write report.html next to results.json
     device: str = ""
+    # correctness of a long answer without targets: ROUGE-L recall of the gold answer >= this
+    correct_rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
 
     def __post_init__(self) -> None:
         check_method(self.method, self.baseline)
+        check_threshold(self.correct_rouge_threshold)
         choices = get_args(LoraOutput)
         if self.lora_output not in choices:
             raise UnlearnError(f"lora_output must be one of {', '.join(choices)}, "
@@ -196,16 +200,19 @@ def _evaluate_one(path: str, records, cfg: RunConfig, context: str | None) -> di
     if Path(resolve_model_path(path)).resolve().is_relative_to(cache_root().resolve()):
         key = hashlib.sha256(json.dumps(
             [EVAL_CACHE_VERSION, model_identity(path), [r.to_dict() for r in records],
-             cfg.max_new_tokens, context]).encode()).hexdigest()[:16]
+             cfg.max_new_tokens, context, cfg.correct_rouge_threshold]).encode()
+        ).hexdigest()[:16]
         cached = cache_root() / "eval" / f"{key}.json"
         if cached.is_file():
             return json.loads(cached.read_text())
     model, tokenizer = load_model(path, **cfg.load_options())
     rows = answer_records(model, tokenizer, records, max_new_tokens=cfg.max_new_tokens,
-                          batch_size=cfg.eval_batch_size, progress=True, context=context)
+                          batch_size=cfg.eval_batch_size, progress=True, context=context,
+                          rouge_threshold=cfg.correct_rouge_threshold)
     forget = [r for r in records if r.split == "forget"]
     attack = run_attacks(model, tokenizer, forget, names=["prefill"],
-                         max_new_tokens=cfg.max_new_tokens, context=context)
+                         max_new_tokens=cfg.max_new_tokens, context=context,
+                         rouge_threshold=cfg.correct_rouge_threshold)
     result = {"summary": split_summary(rows), "items": rows,
               "prefill_attack": attack["success_rates"]["prefill"]}
     if cached is not None:

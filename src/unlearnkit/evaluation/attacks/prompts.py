@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from unlearnkit.data.adapters import format_mcq
 from unlearnkit.data.records import Record, normalize_question
 from unlearnkit.evaluation.attacks.registry import AttackPrompt, register_attack
-from unlearnkit.evaluation.correctness import contains_answer
+from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, is_correct
 
 
 @register_attack("plain", kind="prompt", family="baseline")
@@ -114,29 +114,33 @@ def reverse_prompts(record: Record) -> list[AttackPrompt]:
     return [AttackPrompt(record.question, system, label="reverse_prompt")]
 
 
-def _shot_candidates(record: Record, pool: Sequence[Record]) -> list[Record]:
+def _shot_candidates(record: Record, pool: Sequence[Record], rouge_threshold: float
+                     ) -> list[Record]:
     """Other answered forget items whose text does not itself state this item's fact."""
     own = normalize_question(record.question)
     return sorted(
         (r for r in pool
          if r.id != record.id and r.answer and normalize_question(r.question) != own
-         and not contains_answer(f"{r.question} {r.answer}", record.targets, record.answer)),
+         and not is_correct(f"{r.question} {r.answer}", record,
+                            rouge_threshold=rouge_threshold)),
         key=lambda r: r.id,
     )
 
 
 @register_attack("in_context", kind="prompt", family="in-context")
 def in_context_prompts(record: Record, *, pool: Sequence[Record] = (), shots: int = 3,
-                       seed: int = 0) -> list[AttackPrompt]:
+                       seed: int = 0, rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
+                       ) -> list[AttackPrompt]:
     """Other forget QA pairs as worked examples in the user text before the question.
 
     Examples come from ``pool`` minus the item itself (same id or same question) and minus any
-    item whose question or answer already contains this item's fact (else copying would count
-    as a leak); ``shots`` of them are drawn by a generator seeded with ``seed`` and the id, so
-    the choice is fixed. Layout: ``Question: q\\nAnswer: a`` blocks, a blank line apart, then
-    ``Question: <the question>``.
+    item whose question and answer already state this item's fact by the leak judge,
+    :func:`~unlearnkit.evaluation.correctness.is_correct` with the run's ``rouge_threshold``
+    (else copying would count as a leak); ``shots`` of them are drawn by a generator seeded
+    with ``seed`` and the id, so the choice is fixed. Layout: ``Question: q\\nAnswer: a``
+    blocks, a blank line apart, then ``Question: <the question>``.
     """
-    candidates = _shot_candidates(record, pool)
+    candidates = _shot_candidates(record, pool, rouge_threshold)
     if not candidates or shots < 1:
         return []
     chosen = random.Random(f"{seed}:{record.id}").sample(candidates, min(shots, len(candidates)))

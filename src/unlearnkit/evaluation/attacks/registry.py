@@ -49,7 +49,7 @@ class Attack:
 
     def option_names(self) -> list[str]:
         """Keyword options the attack accepts (what ``run_attacks(..., name={...})`` may set)."""
-        skip = {"record", "pool", "model", "tokenizer", "records", "settings"}
+        skip = {"record", "pool", "model", "tokenizer", "records", "settings", "rouge_threshold"}
         params = inspect.signature(self.fn).parameters.values()
         return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in skip]
 

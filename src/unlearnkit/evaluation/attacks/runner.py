@@ -16,13 +16,14 @@ from unlearnkit.evaluation.attacks.scoring import (
     score_plain,
     score_prompt_attacks,
 )
+from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, check_threshold, judgeable
 
 
 def _check_records(records: Sequence[Record]) -> list[Record]:
     records = list(records)
     if not records:
         raise UnlearnError("run_attacks needs at least one forget record")
-    unjudgeable = [r.id for r in records if not r.targets and not r.answer]
+    unjudgeable = [r.id for r in records if not judgeable(r)]
     if unjudgeable:
         raise UnlearnError(f"forget record(s) {unjudgeable[:5]} have neither an answer nor "
                            "targets, so a leak cannot be judged; add one of them")
@@ -46,10 +47,14 @@ def _attack_options(attacks: list[Attack], options: dict[str, Any]) -> dict[str,
 
 
 def _call_options(attack: Attack, given: dict, records: list[Record], settings: Settings) -> dict:
-    """The options plus what the runner supplies: the forget ``pool`` and the default seed."""
+    """The options plus what the runner supplies: the forget ``pool``, the leak judge's
+    ``rouge_threshold`` and the default seed."""
     opts = dict(given)
-    if "pool" in inspect.signature(attack.fn).parameters:
+    params = inspect.signature(attack.fn).parameters
+    if "pool" in params:
         opts["pool"] = records
+    if "rouge_threshold" in params:
+        opts["rouge_threshold"] = settings.rouge_threshold
     if "seed" in attack.option_names():
         opts.setdefault("seed", settings.seed)
     return opts
@@ -74,21 +79,25 @@ def _rate(items: list[dict]) -> float | None:
 def run_attacks(model, tokenizer, forget_records: Sequence[Record],
                 names: Sequence[str] | None = None, *, max_new_tokens: int = 32,
                 batch_size: int = 32, context: str | None = None, seed: int = 0,
-                progress: bool = False, **options: dict[str, Any]) -> dict:
+                progress: bool = False, rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD,
+                **options: dict[str, Any]) -> dict:
     """Attack the forget probes; per attack the success rate (fraction of revealed items).
 
     ``names``: attacks to run, in order (default: all registered). ``context``: an instruction
     put before every prompt (to attack in-context unlearning). ``seed`` is the default seed of
-    every attack that takes one. Other keywords are per-attack options, e.g.
-    ``relearn={"lrs": (1e-4,)}``. Returns ``attacks`` (per attack: kind, family, success_rate,
-    n items, per-item results, details), ``success_rates``, ``worst_case`` (the attack with
-    the highest rate), ``any_attack_rate`` (items revealed by at least one attack, among the
-    items some attack applied to) and ``config``. A rate is None when no item applied.
+    every attack that takes one. ``rouge_threshold``: the leak judge's threshold for long
+    answers without targets (:func:`~unlearnkit.evaluation.correctness.is_correct`). Other
+    keywords are per-attack options, e.g. ``relearn={"lrs": (1e-4,)}``. Returns ``attacks``
+    (per attack: kind, family, success_rate, n items, per-item results, details),
+    ``success_rates``, ``worst_case`` (the attack with the highest rate), ``any_attack_rate``
+    (items revealed by at least one attack, among the items some attack applied to) and
+    ``config``. A rate is None when no item applied.
     """
     records = _check_records(forget_records)
+    check_threshold(rouge_threshold, "rouge_threshold")
     attacks = get_attacks(names)
     given = _attack_options(attacks, options)
-    settings = Settings(max_new_tokens, batch_size, context, seed, progress)
+    settings = Settings(max_new_tokens, batch_size, context, seed, progress, rouge_threshold)
     calls = {a.name: _call_options(a, given[a.name], records, settings) for a in attacks}
     prompt_kind = [(a, calls[a.name]) for a in attacks if a.kind == "prompt"]
     outputs = {name: {"items": items} for name, items in

@@ -1,8 +1,9 @@
 """Shared scoring: render attack prompts, generate greedily in batches, judge each item.
 
 An item (one forget record) is *revealed* under an attack when at least one of its attack
-prompts reveals the fact: :func:`~unlearnkit.evaluation.correctness.contains_answer` on the
-greedy generation (for a prefill, on prefill text + continuation). An attack's success rate is
+prompts reveals the fact: :func:`~unlearnkit.evaluation.correctness.is_correct` on the
+greedy generation (for a prefill, on prefill text + continuation), with the run's
+``rouge_threshold`` for long answers without targets. An attack's success rate is
 the fraction of revealed items among the items it applies to.
 """
 
@@ -19,7 +20,7 @@ from unlearnkit.data.records import Record
 from unlearnkit.data.render import IGNORE_INDEX, Rendered, render
 from unlearnkit.evaluation.attacks.prompts import plain_prompts
 from unlearnkit.evaluation.attacks.registry import Attack, AttackPrompt
-from unlearnkit.evaluation.correctness import contains_answer
+from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, is_correct
 from unlearnkit.models.engine import generate, token_logprobs
 
 
@@ -32,6 +33,7 @@ class Settings:
     context: str | None = None
     seed: int = 0
     progress: bool = False
+    rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
 
 
 def resolve_prefill(prefill: int | float, n_answer_tokens: int) -> int | None:
@@ -45,7 +47,9 @@ def resolve_prefill(prefill: int | float, n_answer_tokens: int) -> int | None:
 
 
 def render_attack_prompt(tokenizer, record: Record, prompt: AttackPrompt,
-                         context: str | None = None) -> tuple[Rendered, str] | None:
+                         context: str | None = None, *,
+                         rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
+                         ) -> tuple[Rendered, str] | None:
     """A generation prompt for ``prompt`` and its prefill text ("" without a prefill).
 
     A token prefill takes the answer's own tokens as :func:`render` produces them. None when
@@ -61,22 +65,22 @@ def render_attack_prompt(tokenizer, record: Record, prompt: AttackPrompt,
     if k is None:
         return None
     text = tokenizer.decode(answer_ids[:k], skip_special_tokens=True)
-    if contains_answer(text, record.targets, record.answer):
+    if is_correct(text, record, rouge_threshold=rouge_threshold):
         return None
     ids = full.input_ids[:start + k]
     return Rendered(ids, [IGNORE_INDEX] * len(ids), start + k), text
 
 
-def reveals(record: Record, generation: str, prefix: str = "") -> bool:
+def reveals(record: Record, generation: str, prefix: str = "", *,
+            rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD) -> bool:
     """Does the generation (after ``prefix``, the prefill text) state the record's fact?
 
     The engine strips the continuation's leading space, so after a prefill both joins (with
     and without a space) are tried: this errs towards finding a leak, the cautious side.
     """
-    if not prefix:
-        return contains_answer(generation, record.targets, record.answer)
-    return any(contains_answer(prefix + sep + generation, record.targets, record.answer)
-               for sep in ("", " "))
+    joins = ("", " ") if prefix else ("",)
+    return any(is_correct(prefix + sep + generation, record, rouge_threshold=rouge_threshold)
+               for sep in joins)
 
 
 def _jobs(tokenizer, records, attacks, settings):
@@ -86,7 +90,8 @@ def _jobs(tokenizer, records, attacks, settings):
         for i, record in enumerate(records):
             seen = set()
             for prompt in attack.fn(record, **options):
-                done = render_attack_prompt(tokenizer, record, prompt, settings.context)
+                done = render_attack_prompt(tokenizer, record, prompt, settings.context,
+                                            rouge_threshold=settings.rouge_threshold)
                 if done is None or tuple(done[0].input_ids) in seen:
                     continue
                 seen.add(tuple(done[0].input_ids))
@@ -104,7 +109,7 @@ def score_prompt_attacks(model, tokenizer, records: Sequence[Record],
                      progress=settings.progress) if jobs else []
     items: dict[str, dict[int, dict]] = {attack.name: {} for attack, _ in attacks}
     for (name, i, prompt, _, prefix), text in zip(jobs, texts, strict=True):
-        ok = reveals(records[i], text, prefix)
+        ok = reveals(records[i], text, prefix, rouge_threshold=settings.rouge_threshold)
         item = items[name].setdefault(i, {"id": records[i].id, "success": False, "variants": []})
         item["variants"].append({"label": prompt.label, "prefill": prefix, "generation": text,
                                  "success": ok})
