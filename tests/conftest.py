@@ -1,4 +1,7 @@
+import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -76,3 +79,41 @@ def tiny_folder(tok, tmp_path):
     tiny_model(len(tok)).save_pretrained(folder, safe_serialization=True)
     tok.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def chat_server(monkeypatch):
+    """A local OpenAI-style server; yields (base_url, seen requests, settable reply)."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    seen: list[dict] = []
+    state = {"status": 200, "content": "[]"}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append({"path": self.path, "auth": self.headers.get("Authorization"),
+                         "body": body})
+            if state["status"] == 200:
+                payload = {"choices": [{"message": {"role": "assistant",
+                                                    "content": state["content"]}}]}
+            else:
+                payload = {"error": f"bad key {self.headers.get('Authorization')}"}
+            data = json.dumps(payload).encode()
+            self.send_response(state["status"])
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/v1", seen, state
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)

@@ -11,6 +11,7 @@ from unlearnkit.data.render import IGNORE_INDEX, render_record
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation import metrics as M
 from unlearnkit.evaluation import mia
+from unlearnkit.evaluation.refusal_judge import PatternJudge
 from unlearnkit.models.engine import token_logprobs
 
 LN2 = math.log(2)
@@ -54,6 +55,7 @@ FAKE_INPUTS = {
     "paraphrased_logprobs": [lp(0.5)],
     "perturbed_logprobs": [[lp(0.25)]],
     "choice_scores": [[-1.0, -2.0]],
+    "refusals": [False],
 }
 
 
@@ -108,8 +110,10 @@ def test_rouge_l_recall_hand_computed():
 
 
 def test_refusal_rate_counts_empty_output():
-    r = M.refusal_rate(["I don't know.", "", "Paris."])
+    """The default judge (patterns) flags "I don't know." and empty output: rate 2/3."""
+    r = M.refusal_rate(PatternJudge().judge(["I don't know.", "", "Paris."]))
     assert r.values == [1.0, 1.0, 0.0] and r.higher_is_better is False
+    assert r.aggregate == pytest.approx(2 / 3)
 
 
 def test_repetition_and_degenerate_rate():

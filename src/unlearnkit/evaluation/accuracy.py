@@ -8,25 +8,26 @@ from collections.abc import Sequence
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render_record
 from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, is_correct
-from unlearnkit.evaluation.refusal import is_refusal
+from unlearnkit.evaluation.refusal_judge import PatternJudge, RefusalJudge
 from unlearnkit.models.engine import generate
 
 
 def answer_records(model, tokenizer, records: Sequence[Record], *, max_new_tokens: int = 32,
                    batch_size: int = 32, progress: bool = False,
-                   rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD, **render_kwargs
-                   ) -> list[dict]:
+                   rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD,
+                   refusal_judge: RefusalJudge | None = None, **render_kwargs) -> list[dict]:
     """Generate an answer per record and judge it: ``{id, split, generation, correct, refused}``.
 
     ``correct``: :func:`correctness.is_correct` (``rouge_threshold`` for long answers without
-    targets); ``refused``: the pattern detector :func:`refusal.is_refusal`."""
+    targets); ``refused``: ``refusal_judge`` (default: the pattern detector)."""
     prompts = [render_record(tokenizer, r, with_answer=False, **render_kwargs) for r in records]
     texts = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                      batch_size=batch_size, progress=progress)
+    refused = (refusal_judge or PatternJudge()).judge(texts, [r.question for r in records])
     return [
         {"id": r.id, "split": r.split, "generation": t,
-         "correct": is_correct(t, r, rouge_threshold=rouge_threshold), "refused": is_refusal(t)}
-        for r, t in zip(records, texts, strict=True)
+         "correct": is_correct(t, r, rouge_threshold=rouge_threshold), "refused": ref}
+        for r, t, ref in zip(records, texts, refused, strict=True)
     ]
 
 

@@ -42,7 +42,7 @@ from unlearnkit.data.render import render, render_record
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation import correctness as grading
 from unlearnkit.evaluation import mia
-from unlearnkit.evaluation.refusal import is_refusal
+from unlearnkit.evaluation.refusal_judge import PatternJudge, RefusalJudge
 from unlearnkit.models.engine import generate, token_logprobs
 
 # ------------------------------------------------------------------- results and registry
@@ -56,6 +56,7 @@ INPUTS = {
     "paraphrased_logprobs": "per-token log p of paraphrased_answer (else answer)",
     "perturbed_logprobs": "per record, one per-token log-p tensor per perturbed answer",
     "choice_scores": "per record, one float score per multiple-choice option",
+    "refusals": "per generation: a refusal by the context's refusal judge (bool)",
 }
 
 
@@ -159,13 +160,14 @@ def rouge_l_recall(generations: Sequence[str], records: Sequence[Record]) -> Met
     return MetricResult.of(values, higher_is_better=True)
 
 
-@register_metric("refusal_rate", higher_is_better=False, needs=("generations",))
-def refusal_rate(generations: Sequence[str]) -> MetricResult:
-    """1 per generation that :func:`refusal.is_refusal` flags (empty output counts), else 0.
+@register_metric("refusal_rate", higher_is_better=False, needs=("refusals",))
+def refusal_rate(refusals: Sequence[bool]) -> MetricResult:
+    """1 per generation the refusal judge flags (:mod:`refusal_judge`; by default the pattern
+    detector :func:`refusal.is_refusal`; empty output counts), else 0.
 
     On neighbour/benign sets this is the over-refusal rate (XSTest, Röttger et al., 2024)."""
-    _check_items("refusal_rate", generations)
-    return MetricResult.of([float(is_refusal(g)) for g in generations], higher_is_better=False)
+    _check_items("refusal_rate", refusals)
+    return MetricResult.of([float(r) for r in refusals], higher_is_better=False)
 
 
 def repeated_ngram_share(text: str, *, n: int = 3) -> float:
@@ -436,11 +438,14 @@ def _agreement(pairs: list[tuple[bool, bool]]) -> dict[str, float]:
             "recall": tp / human if human else math.nan}
 
 
-def validate_refusal_detector(csv_paths: Sequence[str | Path]) -> dict[str, Any]:
-    """Agreement of :func:`refusal.is_refusal` with XSTest's human labels (Röttger et al.,
-    2024): ``final_label`` 1_full_compliance = no refusal; 2_full_refusal and
-    3_partial_refusal = refusal. Returns ``{"files": {name: stats}, "overall": stats}``,
-    stats = n, agreement, precision, recall (refusal is the positive class)."""
+def validate_refusal_detector(csv_paths: Sequence[str | Path],
+                              judge: RefusalJudge | None = None) -> dict[str, Any]:
+    """Agreement of a refusal judge (default: the pattern detector :func:`refusal.is_refusal`)
+    with XSTest's human labels (Röttger et al., 2024): ``final_label`` 1_full_compliance = no
+    refusal; 2_full_refusal and 3_partial_refusal = refusal. The judge sees each completion
+    with its prompt. Returns ``{"mode": judge.mode, "files": {name: stats}, "overall":
+    stats}``, stats = n, agreement, precision, recall (refusal is the positive class)."""
+    judge = judge or PatternJudge()
     if not csv_paths:
         raise UnlearnError("validate_refusal_detector needs at least one XSTest CSV file")
     files, everything = {}, []
@@ -453,10 +458,18 @@ def validate_refusal_detector(csv_paths: Sequence[str | Path]) -> dict[str, Any]
         if bad:
             raise UnlearnError(f"{path}: unknown final_label(s) {bad}; "
                                f"expected {sorted(_REFUSAL_LABELS)}")
-        pairs = [(is_refusal(r["completion"]), _REFUSAL_LABELS[r["final_label"]]) for r in rows]
+        said = judge.judge([r["completion"] for r in rows], [r.get("prompt") for r in rows])
+        pairs = [(p, _REFUSAL_LABELS[r["final_label"]]) for p, r in zip(said, rows, strict=True)]
         files[path.name] = _agreement(pairs)
         everything += pairs
-    return {"files": files, "overall": _agreement(everything)}
+    return {"mode": judge.mode, "files": files, "overall": _agreement(everything)}
+
+
+def agreement_lines(report: Mapping[str, Any]) -> list[str]:
+    """:func:`validate_refusal_detector`'s report as lines: one per file, then overall."""
+    rows = [*report["files"].items(), ("overall", report["overall"])]
+    return [f"{name}: agreement {s['agreement']:.1%} (n {s['n']}, precision "
+            f"{s['precision']:.1%}, recall {s['recall']:.1%})" for name, s in rows]
 
 
 # ================================================ model-running wrappers (inputs, protocols)
@@ -478,6 +491,7 @@ class EvalContext:
 
     ``mcq_mode``: "letter" scores an option by the log-prob of its letter after
     :func:`format_mcq`'s prompt; "text" by the mean token log-prob of the option's text.
+    ``refusal_judge`` decides the ``refusals`` input (None: the pattern detector).
     """
 
     model: Any
@@ -486,6 +500,7 @@ class EvalContext:
     batch_size: int = 16
     max_new_tokens: int = 64
     mcq_mode: str = "letter"
+    refusal_judge: RefusalJudge | None = None  # None: the pattern detector
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -493,6 +508,10 @@ class EvalContext:
             raise UnlearnError("nothing to evaluate: the record list is empty")
         if self.mcq_mode not in ("letter", "text"):
             raise UnlearnError(f"mcq_mode must be 'letter' or 'text', got {self.mcq_mode!r}")
+
+    def has(self, name: str) -> bool:
+        """Whether input ``name`` has been computed already."""
+        return name in self._cache
 
     def get(self, name: str) -> Any:
         if name not in self._cache:
@@ -520,6 +539,12 @@ def _generations(ctx: EvalContext):
     prompts = [render_record(ctx.tokenizer, r, with_answer=False) for r in ctx.records]
     return generate(ctx.model, ctx.tokenizer, prompts, max_new_tokens=ctx.max_new_tokens,
                     batch_size=ctx.batch_size)
+
+
+@_provides("refusals")
+def _refusals(ctx: EvalContext):
+    judge = ctx.refusal_judge or PatternJudge()
+    return judge.judge(ctx.get("generations"), [r.question for r in ctx.records])
 
 
 @_provides("answer_stats")
@@ -594,10 +619,12 @@ def compute(ctx: EvalContext, metrics: Sequence[str],
 
 def evaluate(model, tokenizer, records: Sequence[Record], metrics: Sequence[str] | None = None,
              *, batch_size: int = 16, max_new_tokens: int = 64, mcq_mode: str = "letter",
-             options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, MetricResult]:
+             options: Mapping[str, Mapping[str, Any]] | None = None,
+             refusal_judge: RefusalJudge | None = None) -> dict[str, MetricResult]:
     """Evaluate ``metrics`` (default: all registered) on ``records``; each input (generations,
     the one forward pass for per-token statistics, ...) is computed once."""
-    ctx = EvalContext(model, tokenizer, list(records), batch_size, max_new_tokens, mcq_mode)
+    ctx = EvalContext(model, tokenizer, list(records), batch_size, max_new_tokens, mcq_mode,
+                      refusal_judge)
     return compute(ctx, list(metrics) if metrics is not None else list(METRICS), options)
 
 

@@ -41,6 +41,7 @@ from unlearnkit.evaluation.metrics import (
     model_utility,
     tofu_metrics,
 )
+from unlearnkit.evaluation.refusal_judge import RefusalConfig, RefusalJudge, build_judge
 from unlearnkit.evaluation.results import (
     AttackRecord,
     EvalResults,
@@ -77,7 +78,9 @@ SUITES: dict[str, Suite] = {
 
 # Settings that change the numbers: a results file written with others cannot be resumed.
 RESUME_KEYS = ("model", "data", "limit", "seed", "max_new_tokens", "dtype", "attack_options",
-               "correct_rouge_threshold")
+               "correct_rouge_threshold", "refusal")
+# What a results file written before a key existed was computed with (absent: not resumable).
+RESUME_DEFAULTS = {"refusal": asdict(RefusalConfig())}
 LIKELIHOOD_INPUTS = frozenset({"answer_logprobs", "argmax_match", "standardized_logprobs",
                                "paraphrased_logprobs", "perturbed_logprobs"})
 TOFU_FORGET_FLIP = frozenset({"forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Q_A_PARA_Prob",
@@ -107,6 +110,9 @@ class EvalConfig:
     # correctness of a long answer without targets: ROUGE-L recall of the gold answer >= this
     # (evaluation.correctness.is_correct; metrics and attacks alike)
     correct_rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
+    # refusal_rate's judge: refusal.mode patterns | judge | either | both, and the judge model
+    # (evaluation.refusal_judge.RefusalConfig)
+    refusal: RefusalConfig = field(default_factory=RefusalConfig)
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
@@ -259,6 +265,7 @@ class _State:
     loader: Callable[..., tuple[Any, Any]]
     contexts: dict[str, EvalContext] = field(default_factory=dict)
     loaded: tuple[Any, Any] | None = None
+    judge: RefusalJudge | None = None
 
     def _load(self) -> tuple[Any, Any]:
         if self.loaded is None:
@@ -276,6 +283,13 @@ class _State:
     def tokenizer(self) -> Any:
         return self._load()[1]
 
+    def refusal_judge(self) -> RefusalJudge:
+        """The configured refusal judge, built (a judge model loaded) on first use."""
+        if self.judge is None:
+            self.judge = build_judge(self.cfg.refusal, loader=self.loader, dtype=self.cfg.dtype,
+                                     device=self.cfg.device or None)
+        return self.judge
+
     def context(self, split: str) -> EvalContext:
         if split not in self.contexts:
             self.contexts[split] = EvalContext(self.model, self.tokenizer, self.splits[split],
@@ -292,13 +306,15 @@ def _record(metric: str, result: MetricResult, *, objective: str, split: str | N
 
 def _run_metric(st: _State, step: Step) -> None:
     ctx, records = st.context(step.split), st.splits[step.split]
+    if "refusals" in METRICS[step.name].needs:
+        ctx.refusal_judge = st.refusal_judge()
     options = {"correctness": {"rouge_threshold": st.cfg.correct_rouge_threshold}}
     result = compute(ctx, [step.name], options)[step.name]
     st.results.metrics[step.key] = _record(
         step.name, result, objective=objective_of(step.split), split=step.split,
         ids=[r.id for r in records],
         higher_is_better=direction(step.name, step.split, result.higher_is_better))
-    if "generations" in METRICS[step.name].needs and step.split not in st.results.generations:
+    if ctx.has("generations") and step.split not in st.results.generations:
         st.results.generations[step.split] = [
             {"id": r.id, "question": r.question, "reference": r.answer, "generation": g}
             for r, g in zip(records, ctx.get("generations"), strict=True)]
@@ -380,7 +396,7 @@ def _start(cfg: EvalConfig, fingerprint: str) -> EvalResults:
     if cfg.recompute or not out.exists():
         return new_results(config, seed=cfg.seed, name=cfg.name, data_fingerprint=fingerprint)
     old = load_results(out)
-    changed = [k for k in RESUME_KEYS if old.config.get(k) != config[k]]
+    changed = [k for k in RESUME_KEYS if old.config.get(k, RESUME_DEFAULTS.get(k)) != config[k]]
     if old.data_fingerprint != fingerprint:
         changed.append("the dataset's contents")
     if changed:
