@@ -94,6 +94,26 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"wrote {cfg.output_path()}")
 
 
+def cmd_refusal_agreement(args: argparse.Namespace) -> None:
+    from unlearnkit.config import apply_overrides, from_dict
+    from unlearnkit.evaluation.metrics import agreement_lines, validate_refusal_detector
+    from unlearnkit.evaluation.refusal_judge import RefusalConfig, build_judge
+    from unlearnkit.models.loader import pick_device
+
+    given = apply_overrides({}, args.set)
+    if set(given) - {"refusal"}:
+        raise UnlearnError(f"unknown setting(s) {sorted(set(given) - {'refusal'})}; give "
+                           "refusal.KEY=VALUE, the keys of unlearn eval's refusal section")
+    cfg = from_dict(RefusalConfig, given.get("refusal"), prefix="refusal")
+    judge = build_judge(cfg, device=pick_device(""))
+    report = validate_refusal_detector(args.files, judge)
+    print(f"refusal detector mode {report['mode']} against XSTest's human labels")
+    print("\n".join(agreement_lines(report)))
+    if getattr(judge, "asked", 0):
+        print(f"judge asked about {judge.asked} completions; {judge.unparsed} replies were no "
+              "verdict (the patterns decided those)")
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
     from unlearnkit.report.compare import compare_table
     from unlearnkit.report.runs import load_many
@@ -151,6 +171,21 @@ def _add_report(sub) -> None:
     p.set_defaults(handler=cmd_report)
 
 
+def _add_refusal_agreement(sub) -> None:
+    p = sub.add_parser(
+        "refusal-agreement", help="agreement of the refusal detector with XSTest's human labels",
+        description="Agreement of the refusal detector (--set refusal.mode=patterns|judge|"
+                    "either|both and the judge: --set refusal.judge_model=MODEL, or --set "
+                    "refusal.base_url=URL --set refusal.api_model=NAME [--set "
+                    "refusal.api_key_env=VAR]) with XSTest's human labels.")
+    p.add_argument("files", nargs="+", metavar="CSV",
+                   help="XSTest completions with final_label, e.g. "
+                        "../shared/data/xstest/completions_*.csv")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a refusal setting, e.g. --set refusal.mode=either (repeatable)")
+    p.set_defaults(handler=cmd_refusal_agreement)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unlearn",
@@ -181,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="results file of unlearn eval, or results.json of unlearn demo/run")
     compare.set_defaults(handler=cmd_compare)
     _add_report(sub)
+    _add_refusal_agreement(sub)
     return parser
 
 
