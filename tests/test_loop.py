@@ -3,10 +3,14 @@ import torch
 
 from unlearnkit.data.render import render
 from unlearnkit.errors import UnlearnError
+from unlearnkit.models.engine import forward_responses
+from unlearnkit.models.teacher_cache import teacher_topk
 from unlearnkit.models.tiny import tiny_model
+from unlearnkit.objectives.baselines.common import place_topk, topk_kl
+from unlearnkit.objectives.nll import nll_loss
 from unlearnkit.training.checkpoint import latest_checkpoint
 from unlearnkit.training.loop import OptimConfig, _lr_lambda, train
-from unlearnkit.training.sft import epoch_plan, sft_step
+from unlearnkit.training.sft import Distilled, epoch_plan, sft_step
 
 
 def items(tok, n=8):
@@ -114,3 +118,25 @@ def test_full_weight_setups_pass_and_deepspeed_gets_its_micro_batch():
     _check_unsharded(zero2)
     _set_deepspeed_micro_batch(zero2, [[1, 2, 3, 4, 5, 6]])
     assert zero2.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == 3
+
+
+def test_sft_step_distills_marked_rows_and_trains_the_rest_by_nll(tok):
+    torch.manual_seed(0)
+    model, ref = tiny_model(len(tok)), tiny_model(len(tok), seed=1)
+    data = items(tok, 4)
+    tops = teacher_topk(ref, data[2:], None, k=5, guidance=1.0, pad_id=0)
+    batch = data[:2] + [Distilled(it, top) for it, top in zip(data[2:], tops, strict=True)]
+    loss, logs = sft_step(0, kd_weight=0.5)(model, batch)
+    with torch.no_grad():
+        plain = forward_responses(model, data[:2], 0)
+        nll = nll_loss(plain.logits, plain.labels)
+        win = forward_responses(model, data[2:], 0)
+        kl = topk_kl(win.logits, *place_topk(data[2:], tops, win))
+    torch.testing.assert_close(loss.detach(), nll + 0.5 * kl, atol=1e-5, rtol=1e-5)
+    assert logs["nll"] == pytest.approx(float(nll), rel=1e-5)
+    assert logs["kd"] == pytest.approx(float(kl), rel=1e-5)
+    assert float(kl) > 0  # a different model: the reference is not matched yet
+    # distilling toward the model's own top-K of the whole vocabulary costs nothing
+    own = teacher_topk(model, data[2:], None, k=len(tok), guidance=1.0, pad_id=0)
+    only = [Distilled(it, top) for it, top in zip(data[2:], own, strict=True)]
+    assert float(sft_step(0)(model, only)[0].detach()) == pytest.approx(0.0, abs=1e-5)

@@ -6,6 +6,7 @@ ones the model was trained on.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,15 +33,63 @@ def forward_responses(model, items: Sequence[Rendered], pad_id: int) -> Window:
 
     Position t predicts token t + 1, so the window starts one before the earliest response;
     the vocabulary projection of the prompt positions is skipped (about a fifth of a 135M
-    model's forward pass).
+    model's forward pass). When the rows start with the same tokens (the chat template's system
+    turn), that prefix runs once and its key/value cache is shared by every row
+    (:func:`_shared_prefix_logits`); logits and gradients are those of the plain forward.
     """
     batch = collate(list(items), pad_id)
     width = batch["input_ids"].shape[1]
     keep = int(width - batch["response_start"].min() + 1)
     device = next(model.parameters()).device
-    logits = model(input_ids=batch["input_ids"].to(device),
-                   attention_mask=batch["attention_mask"].to(device), logits_to_keep=keep).logits
+    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    prefix = shared_prefix_length(batch["input_ids"], batch["attention_mask"], width - keep)
+    if prefix >= MIN_SHARED_PREFIX and len(items) > 1 and _can_share(model):
+        logits = _shared_prefix_logits(model, ids, mask, prefix, keep)
+    else:
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
     return Window(logits, batch["labels"][:, -keep:].to(device), width - keep)
+
+
+MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a second call
+
+
+def shared_prefix_length(ids: torch.Tensor, mask: torch.Tensor, limit: int) -> int:
+    """How many leading tokens every row of a right-padded batch shares, at most ``limit``."""
+    same = (ids == ids[:1]).all(0) & mask.bool().all(0)
+    differ = (~same).nonzero()
+    first = int(differ[0]) if len(differ) else ids.shape[1]
+    return max(0, min(first, limit))
+
+
+def _can_share(model) -> bool:
+    """Cache sharing needs a plain forward per call: not under FSDP, whose sharded parameters
+    are gathered per call, and only for models that build a key/value cache."""
+    if "FullyShardedDataParallel" in type(model).__name__:
+        return False
+    config = getattr(getattr(model, "module", model), "config", None)
+    return bool(getattr(config, "use_cache", False))
+
+
+@functools.cache
+def _cache_keyword() -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` (5.x); use what is installed."""
+    import inspect
+
+    from transformers import LlamaForCausalLM
+
+    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters \
+        else "past_key_values"
+
+
+def _shared_prefix_logits(model, ids: torch.Tensor, mask: torch.Tensor, prefix: int,
+                          keep: int) -> torch.Tensor:
+    """Logits of the last ``keep`` positions, with the first ``prefix`` tokens run once (row 0)
+    and their key/value cache repeated for every row; gradients flow through the cache."""
+    head = model(input_ids=ids[:1, :prefix], use_cache=True, logits_to_keep=1)
+    cache = head.past_key_values
+    cache.batch_repeat_interleave(ids.shape[0])
+    return model(input_ids=ids[:, prefix:], attention_mask=mask, use_cache=True,
+                 logits_to_keep=keep, **{_cache_keyword(): cache}).logits
 
 
 def _batches(items: Sequence, size: int):
