@@ -467,9 +467,12 @@ def validate_refusal_detector(csv_paths: Sequence[str | Path],
 
 def agreement_lines(report: Mapping[str, Any]) -> list[str]:
     """:func:`validate_refusal_detector`'s report as lines: one per file, then overall."""
+    def pct(v: float) -> str:
+        return "n/a" if math.isnan(v) else f"{v:.1%}"
+
     rows = [*report["files"].items(), ("overall", report["overall"])]
-    return [f"{name}: agreement {s['agreement']:.1%} (n {s['n']}, precision "
-            f"{s['precision']:.1%}, recall {s['recall']:.1%})" for name, s in rows]
+    return [f"{name}: agreement {pct(s['agreement'])} (n {s['n']}, precision "
+            f"{pct(s['precision'])}, recall {pct(s['recall'])})" for name, s in rows]
 
 
 # ================================================ model-running wrappers (inputs, protocols)
