@@ -178,3 +178,6 @@ def test_eval_runs_refusal_rate_with_the_configured_judge(tmp_path, tok, tiny, m
     assert res.metrics["retain/refusal_rate"].aggregate == 0.0
     assert loaded == ["m", "j"] and res.config["refusal"]["mode"] == "both"
     assert set(res.generations) == {"forget", "retain"}
+    cfg.refusal = RefusalConfig()  # the patterns would say 1.0: not to be mixed into the file
+    with pytest.raises(UnlearnError, match=r"other settings \(refusal\)"):
+        E.run_eval(cfg, loader=loader)

@@ -79,8 +79,6 @@ SUITES: dict[str, Suite] = {
 # Settings that change the numbers: a results file written with others cannot be resumed.
 RESUME_KEYS = ("model", "data", "limit", "seed", "max_new_tokens", "dtype", "attack_options",
                "correct_rouge_threshold", "refusal")
-# What a results file written before a key existed was computed with (absent: not resumable).
-RESUME_DEFAULTS = {"refusal": asdict(RefusalConfig())}
 LIKELIHOOD_INPUTS = frozenset({"answer_logprobs", "argmax_match", "standardized_logprobs",
                                "paraphrased_logprobs", "perturbed_logprobs"})
 TOFU_FORGET_FLIP = frozenset({"forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Q_A_PARA_Prob",
@@ -396,7 +394,7 @@ def _start(cfg: EvalConfig, fingerprint: str) -> EvalResults:
     if cfg.recompute or not out.exists():
         return new_results(config, seed=cfg.seed, name=cfg.name, data_fingerprint=fingerprint)
     old = load_results(out)
-    changed = [k for k in RESUME_KEYS if old.config.get(k, RESUME_DEFAULTS.get(k)) != config[k]]
+    changed = [k for k in RESUME_KEYS if old.config.get(k) != config[k]]
     if old.data_fingerprint != fingerprint:
         changed.append("the dataset's contents")
     if changed:
