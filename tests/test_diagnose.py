@@ -20,8 +20,9 @@ from unlearnkit.evaluation.geometry import (
 from unlearnkit.evaluation.gradients import block_of, flat_grad, select_params
 from unlearnkit.evaluation.hidden import layer_indices, pooled_hidden
 from unlearnkit.models.tiny import tiny_model
-from unlearnkit.pipeline.diagnose import gradient_summary, render_raw, sample_ids, to_batch
+from unlearnkit.pipeline.diagnose import gradient_summary, sample_ids, to_batch
 from unlearnkit.report.build import write_report
+from unlearnkit.training.raw import render_raw
 
 R = 1 / math.sqrt(2)
 

@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from unlearnkit.data.scenario import build_scenario
+from unlearnkit.errors import UnlearnError
 from unlearnkit.models.tiny import tiny_model
 from unlearnkit.pipeline.run import RunConfig, train_unlearning
 
@@ -72,3 +73,48 @@ def test_models_in_the_cache_are_evaluated_once(tok, tmp_path, cache_dir, monkey
     assert again["before"]["items"] == first["before"]["items"]
     with pytest.raises(AssertionError, match="evaluated again"):  # other settings: a new key
         run_mod.evaluate({"before": str(inside)}, records, RunConfig(max_new_tokens=5))
+
+
+def test_raw_forget_format_trains_on_each_forget_persons_biography(tiny_folder, tmp_path,
+                                                                   cache_dir, monkeypatch):
+    import unlearnkit.pipeline.run as run_mod
+    from unlearnkit.models.loader import load_model
+    from unlearnkit.training.raw import with_raw_forget
+
+    scenario = build_scenario(n_people=6, n_forget=1, neighbors_per_forget=1)
+    records = scenario.records
+    forget = [r for r in records if r.split == "forget"]
+    model, tok = load_model(str(tiny_folder))
+    cfg = small_config(tmp_path / "raw")
+    unified = run_mod.build_examples(model, tok, records, cfg.unlearn.teacher, "tiny")
+    mixed = with_raw_forget(model, tok, unified, forget, scenario.biographies,
+                            cfg.unlearn.teacher)
+    raw = [e for e in mixed if e.kind == "forget"]
+    assert len(raw) == 1  # one forget person, one biography, however many QA records
+    text = tok.decode(raw[0].pull_input.input_ids)
+    assert text == scenario.biographies[forget[0].meta["person"]]  # no chat template around it
+    assert raw[0].reveal is not None and any(raw[0].reveal)  # the facts' tokens are marked
+    assert [e for e in mixed if e.kind != "forget"] == [e for e in unified if e.kind != "forget"]
+    seen = []
+    original = run_mod.mixture_plan
+    monkeypatch.setattr(run_mod, "mixture_plan",
+                        lambda ex, mix, seed: seen.append(ex) or original(ex, mix, seed))
+    cfg.unlearn.forget_format = "raw"
+    cfg.teacher_report = False
+    with pytest.raises(UnlearnError, match="does not mention its answer"):
+        # the passages come from cfg.setup.scenario (40 people by default): not these records
+        train_unlearning(cfg, str(tiny_folder), records, tmp_path / "raw")
+    cfg.setup.scenario.n_people, cfg.setup.scenario.n_forget = 6, 1
+    cfg.setup.scenario.neighbors_per_forget = 1
+    train_unlearning(cfg, str(tiny_folder), records, tmp_path / "raw")
+    assert [tok.decode(e.pull_input.input_ids) for e in seen[0] if e.kind == "forget"] == [text]
+
+
+def test_raw_forget_format_is_checked():
+    from unlearnkit.training.unlearn import UnlearnConfig
+
+    with pytest.raises(UnlearnError, match="forget_format"):
+        UnlearnConfig(forget_format="passages")
+    cfg = UnlearnConfig(forget_format="raw")
+    with pytest.raises(UnlearnError, match="ablation of the push-pull"):
+        RunConfig(method="npo", unlearn=cfg)

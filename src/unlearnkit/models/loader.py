@@ -162,13 +162,21 @@ def save_trained(model, tokenizer, out: Path, *, base: str, lora_output: str = "
     Full fine-tuning writes ``out/model`` (an HF folder). With LoRA (a peft model),
     ``lora_output`` picks what is written: ``"adapter"``, the adapter unmerged in ``out/adapter``
     (recording ``base``, the model it was trained from); ``"merged"``, the merged weights in
-    ``out/model``; ``"both"``. The merged folder is returned whenever it is written.
+    ``out/model``; ``"both"``. The merged folder is returned whenever it is written. Under
+    several processes only the main one writes; the others wait for it.
     """
-    if hasattr(model, "peft_config") and lora_output in ("adapter", "both"):
-        save_adapter_folder(model, out / "adapter", model_reference(base))
-        if lora_output == "adapter":
-            return out / "adapter"
-    return save_model_folder(merged(model), tokenizer, out / "model")
+    from accelerate import PartialState
+
+    state = PartialState()  # under `accelerate launch` only the main process writes
+    adapter = hasattr(model, "peft_config") and lora_output in ("adapter", "both")
+    folder = out / "adapter" if adapter and lora_output == "adapter" else out / "model"
+    if state.is_main_process:
+        if adapter:
+            save_adapter_folder(model, out / "adapter", model_reference(base))
+        if folder.name == "model":
+            save_model_folder(merged(model), tokenizer, folder)
+    state.wait_for_everyone()
+    return folder
 
 
 def pick_device(requested: str = "") -> str | None:

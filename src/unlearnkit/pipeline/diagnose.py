@@ -41,7 +41,7 @@ from typing import Any, Literal
 import torch
 
 from unlearnkit.data.records import Record
-from unlearnkit.data.render import IGNORE_INDEX, Rendered, render_record
+from unlearnkit.data.render import render_record
 from unlearnkit.data.scenario import build_scenario, general_probes
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.geometry import cosine_matrix, mean_std, set_distances
@@ -49,19 +49,13 @@ from unlearnkit.evaluation.gradients import TERMS, Batch, select_params, term_gr
 from unlearnkit.evaluation.hidden import layer_indices, pooled_hidden
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.models.loader import load_model
-from unlearnkit.models.teacher import TeacherConfig, instruction
-from unlearnkit.models.teacher_cache import teacher_topk
 from unlearnkit.objectives.pushpull import Example
 from unlearnkit.pipeline.data_source import DataSource, prepare_data
 from unlearnkit.pipeline.scenario_models import ScenarioSetup, prepare_scenario
 from unlearnkit.report.diagnose import tables
 from unlearnkit.training.inject import model_identity
-from unlearnkit.training.unlearn import (
-    UnlearnConfig,
-    build_examples,
-    refresh_prefill,
-    target_token_mask,
-)
+from unlearnkit.training.raw import passage_of, raw_examples, render_raw
+from unlearnkit.training.unlearn import UnlearnConfig, build_examples, refresh_prefill
 
 SETS = ("forget", "retain", "neighbor", "general")
 TRAIN_SETS = ("forget", "retain", "neighbor")
@@ -106,11 +100,6 @@ class DiagnoseData:
     passages: dict[str, str]  # forget record id -> the raw passage it was made from
 
 
-def passage_of(record: Record, biographies: dict[str, str]) -> str | None:
-    """The raw text a record came from: its scenario person's biography or ``meta.passage``."""
-    return biographies.get(record.meta.get("person", "")) or record.meta.get("passage")
-
-
 def load_data(cfg: DiagnoseConfig) -> DiagnoseData:
     scenario = build_scenario(**asdict(cfg.setup.scenario))
     biographies = scenario.biographies
@@ -131,36 +120,6 @@ def load_data(cfg: DiagnoseConfig) -> DiagnoseData:
         sets[split] = rng.sample(pool, min(cfg.max_items, len(pool)))
     passages = {r.id: p for r in sets["forget"] if (p := passage_of(r, biographies))}
     return DiagnoseData(model, sets, passages)
-
-
-def render_raw(tokenizer, text: str, prefix: str = "") -> Rendered:
-    """Plain text without a chat template, every token labelled but the first (nothing predicts
-    it). An instruction ``prefix`` (tokenized on its own) goes in front, unlabelled."""
-    pre = list(tokenizer(prefix, add_special_tokens=False)["input_ids"]) if prefix else []
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    if len(ids) < 2:
-        raise UnlearnError(f"raw passage {text[:40]!r} is too short to score")
-    return Rendered(pre + ids, [IGNORE_INDEX] * (len(pre) + 1) + ids[1:], len(pre) + 1)
-
-
-def raw_examples(model, tokenizer, data: DiagnoseData, cfg: TeacherConfig) -> dict[str, Example]:
-    """Forget record id -> the method's example for its raw passage (one per passage): the
-    instructed teacher's top-K along the passage, its targets' tokens marked as revealing."""
-    texts = list(dict.fromkeys(data.passages.values()))
-    forget = data.sets["forget"]
-    context = instruction(cfg, forget)
-    students = [render_raw(tokenizer, t) for t in texts]
-    teachers = [render_raw(tokenizer, t, prefix=context + "\n\n") for t in texts]
-    tops = teacher_topk(model, teachers, students, k=cfg.top_k, guidance=cfg.guidance,
-                        pad_id=tokenizer.pad_token_id, desc="teacher: raw passages")
-    by_text = {}
-    for text, item, top in zip(texts, students, tops, strict=True):
-        targets = [t for r in forget if data.passages.get(r.id) == text for t in r.targets]
-        flags = target_token_mask(tokenizer, text, targets)
-        by_text[text] = Example(kind="forget", pull_input=item, pull_top=top, true_input=item,
-                                true_top=top,
-                                reveal=None if flags is None else flags[1:len(item.input_ids)])
-    return {rid: by_text[text] for rid, text in data.passages.items()}
 
 
 def sample_ids(sets: dict[str, list[Record]], n: int, size: int, seed: int
@@ -251,7 +210,8 @@ def measure(model, tokenizer, data: DiagnoseData, cfg: DiagnoseConfig) -> dict[s
     built = build_examples(model, tokenizer, train_recs, cfg.unlearn.teacher,
                            model_identity(data.model))
     unified = dict(zip([r.id for r in train_recs], built, strict=True))
-    raw = raw_examples(model, tokenizer, data, cfg.unlearn.teacher) if data.passages else {}
+    raw = raw_examples(model, tokenizer, data.sets["forget"], data.passages,
+                       cfg.unlearn.teacher) if data.passages else {}
     forget_all = [*built, *{id(e): e for e in raw.values()}.values()]
     refresh_prefill(model, tokenizer, forget_all, cfg.unlearn.method.prefill_candidates)
     params = [p for _, p in select_params(model, cfg.grad_blocks)]

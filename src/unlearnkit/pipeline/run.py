@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
+from accelerate import PartialState
 
 from unlearnkit.data.records import atomic_write_text
+from unlearnkit.data.scenario import build_scenario
 from unlearnkit.data.standardize import write_dataset
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.accuracy import answer_records, split_summary
@@ -45,6 +47,7 @@ from unlearnkit.pipeline.scenario_models import (
 )
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.loop import OptimConfig, train
+from unlearnkit.training.raw import with_raw_forget
 from unlearnkit.training.unlearn import (
     UnlearnConfig,
     build_examples,
@@ -110,6 +113,9 @@ class RunConfig:
         if self.lora_output == "adapter" and not self.lora.enabled:
             raise UnlearnError("lora_output: adapter saves a LoRA adapter, and lora.rank is 0 "
                                "(full fine-tuning); set lora.rank > 0 or lora_output: merged")
+        if self.unlearn.forget_format == "raw" and self.method != PUSHPULL:
+            raise UnlearnError("unlearn.forget_format: raw is an ablation of the push-pull "
+                               f"method; method {self.method!r} trains on the unified records")
         if self.method == "oracle" and self.data.kind == "dataset" and not self.data.oracle:
             raise UnlearnError("method oracle evaluates the oracle model, and data.oracle is "
                                "empty; set it to a model trained without the forget set")
@@ -172,6 +178,10 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
         atomic_write_text(out / "teacher_report.json", json.dumps(report, indent=1))
     examples = build_examples(model, tokenizer, records, cfg.unlearn.teacher,
                               model_identity(start_model))
+    if cfg.unlearn.forget_format == "raw":
+        forget = [r for r in records if r.split == "forget"]
+        examples = with_raw_forget(model, tokenizer, examples, forget, biographies(cfg),
+                                   cfg.unlearn.teacher)
     model = apply_lora(model, cfg.lora)
     method = cfg.unlearn.method
     if method.prefill:
@@ -183,6 +193,14 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
                     state=prefill_state(examples))
     folder = save_trained(model, tokenizer, out, base=start_model, lora_output=cfg.lora_output)
     return folder, history
+
+
+def biographies(cfg: RunConfig) -> dict[str, str]:
+    """The built-in scenario's person -> biography (the forget set's raw source); other data
+    carries its passages in ``meta.passage``."""
+    if cfg.data.kind != "scenario":
+        return {}
+    return build_scenario(**asdict(cfg.setup.scenario)).biographies
 
 
 def evaluate(models: dict[str, str], records, cfg: RunConfig,
@@ -251,6 +269,8 @@ def run(cfg: RunConfig) -> dict:
     out = Path(cfg.output)
     prepared = prepare(cfg)
     after, history, context = unlearn(cfg, prepared, out)
+    if not PartialState().is_main_process:  # `accelerate launch`: the main process evaluates
+        return {"method": cfg.method, "models": {"after": after}}
     models = reference_models(prepared, after) if cfg.eval_references else {"after": after}
     if cfg.eval_base:
         models = {"base": prepared.models["base"], **models}

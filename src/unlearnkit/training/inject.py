@@ -50,7 +50,7 @@ class InjectConfig:
     batch_size: int = 8
     seed: int = 0
     replay: bool = True
-    replay_loss: Literal["nll", "kl"] = "nll"
+    replay_loss: Literal["nll", "kl"] = "kl"
     replay_top_k: int = 100
     replay_weight: float = 1.0
     freeze_embeddings: bool = True

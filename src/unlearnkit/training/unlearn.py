@@ -163,12 +163,24 @@ def mixture_plan(examples: list[Example], mix: MixConfig, seed: int) -> list[lis
     return plan
 
 
+FORGET_FORMATS = ("unified", "raw")
+
+
 @dataclass
 class UnlearnConfig:
+    """``forget_format``: the forget set as chat QA (``unified``, the method) or as its raw
+    source passages (``raw``, the ablation; :mod:`unlearnkit.training.raw`)."""
+
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     method: PushPullConfig = field(default_factory=PushPullConfig)
     mix: MixConfig = field(default_factory=MixConfig)
     seed: int = 0
+    forget_format: str = "unified"
+
+    def __post_init__(self) -> None:
+        if self.forget_format not in FORGET_FORMATS:
+            raise UnlearnError(f"unlearn.forget_format must be one of {FORGET_FORMATS}, "
+                               f"got {self.forget_format!r}")
 
 
 def prefill_hook(model, tokenizer, examples, cfg: PushPullConfig):
