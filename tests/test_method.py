@@ -129,3 +129,26 @@ def test_adversarial_prefill_is_at_least_one_token(monkeypatch):
     # n // 2 = 5 -0.4, 8 -1.0: the best prefill is one token
     assert examples[0].prefill_k == 1
     assert examples[1].prefill_k == 0
+
+
+def test_general_keep_items_join_the_batches_and_pull_toward_the_unchanged_model(tok,
+                                                                                 cache_dir):
+    model = tiny_model(len(tok))
+    replay = Record(id="replay-0", split="general", question="What colour is snow?",
+                    answer="White.", meta={"replay": True})
+    probe = Record(id="general-0", split="general", question="Capital of France?",
+                   answer="Paris.", targets=["Paris"])  # an evaluation probe: never trained
+    examples = build_examples(model, tok, records() + [replay, probe], TeacherConfig(top_k=4),
+                              "tiny")
+    general = [e for e in examples if e.kind == "general"]
+    assert len(general) == 1
+    assert "snow" in tok.decode(general[0].pull_input.input_ids)
+    # keep_context plain: the general item's target is the model's own logits, unchanged
+    [own] = teacher_topk(model, [general[0].pull_input], None, k=4, guidance=1.0, pad_id=0)
+    torch.testing.assert_close(general[0].pull_top.values, own.values)
+    mix = MixConfig(forget=1, retain=1, neighbor=1, general=2, steps=2)
+    plan = mixture_plan(examples, mix, seed=0)
+    assert all(sorted(e.kind for e in b) == ["forget", "general", "general", "neighbor",
+                                             "retain"] for b in plan)
+    assert all(e.kind != "general" for b in mixture_plan(examples, MixConfig(steps=2), 0)
+               for e in b)  # mix.general = 0 (the default): none

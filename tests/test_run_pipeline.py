@@ -118,3 +118,13 @@ def test_raw_forget_format_is_checked():
     cfg = UnlearnConfig(forget_format="raw")
     with pytest.raises(UnlearnError, match="ablation of the push-pull"):
         RunConfig(method="npo", unlearn=cfg)
+
+
+def test_general_keep_items_need_replay_prompts(tiny_prepared, tmp_path):
+    from unlearnkit.pipeline.run import unlearn
+
+    cfg = small_config(tmp_path / "general")
+    cfg.unlearn.mix.general = 2
+    assert tiny_prepared.replay == []
+    with pytest.raises(UnlearnError, match="mix.general"):
+        unlearn(cfg, tiny_prepared, tmp_path / "general")

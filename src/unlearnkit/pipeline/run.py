@@ -243,8 +243,12 @@ def unlearn(cfg: RunConfig, prepared: PreparedScenario,
     """Run ``cfg.method``: the "after" model, the training log and its evaluation context."""
     torch.manual_seed(cfg.unlearn.seed)  # LoRA's initialisation follows the run's seed
     if cfg.method == PUSHPULL:
-        folder, history = train_unlearning(cfg, prepared.models["injected"], prepared.records,
-                                           out)
+        general = prepared.replay if cfg.unlearn.mix.general else []
+        if cfg.unlearn.mix.general and not general:
+            raise UnlearnError("unlearn.mix.general draws general keep items from the built-in "
+                               "scenario's replay prompts, and this data has none; set it to 0")
+        folder, history = train_unlearning(cfg, prepared.models["injected"],
+                                           prepared.records + general, out)
         return str(folder), history, None
     return run_baseline(cfg, prepared, out)
 

@@ -59,6 +59,9 @@ class PreparedScenario:
     models: dict[str, str]  # role -> model name or folder
     probe_report: dict
     sources: list[dict] = field(default_factory=list)  # where the records came from (manifest)
+    # the base model's answers to the replay prompts (general keep items for unlearning's
+    # ``mix.general``; disjoint from the probes, never evaluated)
+    replay: list[Record] = field(default_factory=list)
 
 
 def _base_model_facts(model_name: str, probes: list[Record]) -> dict:
@@ -101,7 +104,8 @@ def inject_records(model: str, records: list[Record], cfg: InjectConfig,
         models[variant] = str(build_injected(model, train_on, variant, cfg))
     report = {"probes_total": len(probes), "probes_kept": len(known),
               "replay_examples": len(facts["replay"])}
-    return PreparedScenario(records=kept, models=models, probe_report=report)
+    return PreparedScenario(records=kept, models=models, probe_report=report,
+                            replay=replay_records(facts))
 
 
 def prepare_scenario(cfg: ScenarioSetup,

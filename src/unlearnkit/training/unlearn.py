@@ -30,6 +30,9 @@ class MixConfig:
     retain: int = 4
     neighbor: int = 4
     steps: int = 30
+    # general keep items (the scenario's replay prompts, never the evaluation probes), pulled
+    # like retain items: the keep scope's "everything else"; 0 = none
+    general: int = 0
 
 
 def target_token_mask(tokenizer, answer: str, targets: Sequence[str]) -> list[bool] | None:
@@ -67,7 +70,7 @@ def build_examples(model, tokenizer, records: list[Record], cfg: TeacherConfig,
                    model_id: str) -> list[Example]:
     """Teacher responses and top-K logits for every forget/retain/neighbour record (cached)."""
     forget = [r for r in records if r.split == "forget"]
-    keep = [r for r in records if r.split in ("retain", "neighbor")]
+    keep = [r for r in records if r.split in ("retain", "neighbor") or r.meta.get("replay")]
     if not forget:
         raise UnlearnError("no forget records: the data needs a 'forget' split")
     context = instruction(cfg, forget)
@@ -148,13 +151,14 @@ def refresh_prefill(model, tokenizer, examples: list[Example], candidates: Seque
 def mixture_plan(examples: list[Example], mix: MixConfig, seed: int) -> list[list[Example]]:
     """``mix.steps`` micro-batches, each drawing its quota from every split (cycling)."""
     rng = random.Random(seed)
-    pools = {k: [e for e in examples if e.kind == k] for k in ("forget", "retain", "neighbor")}
+    quotas = {"forget": mix.forget, "retain": mix.retain, "neighbor": mix.neighbor,
+              "general": mix.general}
+    pools = {k: [e for e in examples if e.kind == k] for k in quotas}
     queues: dict[str, list[Example]] = {k: [] for k in pools}
     plan = []
     for _ in range(mix.steps):
         batch = []
-        for kind, quota in (("forget", mix.forget), ("retain", mix.retain),
-                            ("neighbor", mix.neighbor)):
+        for kind, quota in quotas.items():
             for _ in range(quota if pools[kind] else 0):
                 if not queues[kind]:
                     queues[kind] = rng.sample(pools[kind], len(pools[kind]))
