@@ -61,3 +61,13 @@ def test_a_single_row_or_no_shared_prefix_takes_the_plain_forward(tok, rows, mon
     assert calls == []
     forward_responses(model, rows, tok.pad_token_id)
     assert calls == [1]
+
+
+def test_gradient_checkpointing_takes_the_plain_forward(tok, rows, monkeypatch):
+    calls = []
+    monkeypatch.setattr(engine, "_shared_prefix_logits", lambda *a: calls.append(1))
+    model = tiny_model(len(tok))
+    model.gradient_checkpointing_enable()
+    model.train()
+    win = forward_responses(model, rows, tok.pad_token_id)
+    assert calls == [] and win.logits.shape[0] == len(rows)

@@ -63,11 +63,14 @@ def shared_prefix_length(ids: torch.Tensor, mask: torch.Tensor, limit: int) -> i
 
 def _can_share(model) -> bool:
     """Cache sharing needs a plain forward per call: not under FSDP, whose sharded parameters
-    are gathered per call, and only for models that build a key/value cache."""
+    are gathered per call, nor with gradient checkpointing (which turns the cache off), and
+    only for models that build a key/value cache."""
     if "FullyShardedDataParallel" in type(model).__name__:
         return False
-    config = getattr(getattr(model, "module", model), "config", None)
-    return bool(getattr(config, "use_cache", False))
+    inner = getattr(model, "module", model)
+    if getattr(inner, "is_gradient_checkpointing", False):
+        return False
+    return bool(getattr(getattr(inner, "config", None), "use_cache", False))
 
 
 @functools.cache
