@@ -138,7 +138,7 @@ def test_general_keep_items_join_the_batches_and_pull_toward_the_unchanged_model
                     answer="White.", meta={"replay": True})
     probe = Record(id="general-0", split="general", question="Capital of France?",
                    answer="Paris.", targets=["Paris"])  # an evaluation probe: never trained
-    examples = build_examples(model, tok, records() + [replay, probe], TeacherConfig(top_k=4),
+    examples = build_examples(model, tok, [*records(), replay, probe], TeacherConfig(top_k=4),
                               "tiny")
     general = [e for e in examples if e.kind == "general"]
     assert len(general) == 1

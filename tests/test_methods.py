@@ -145,13 +145,18 @@ def test_seed_sets_lora_initialisation(tiny_scenario, tmp_path, monkeypatch):
 def test_demo_runs_inject_unlearn_evaluate_and_report(tiny_scenario, tmp_path, monkeypatch):
     from dataclasses import replace
 
+    from unlearnkit.data.records import Record
     from unlearnkit.pipeline.demo import DemoConfig, run_demo
 
+    replay = [Record(id="replay-0", split="general", question="What colour is snow?",
+                     answer="White.", meta={"replay": True})]
     prepared = replace(tiny_scenario, models={**tiny_scenario.models,
-                                              "base": tiny_scenario.models["oracle"]})
+                                              "base": tiny_scenario.models["oracle"]},
+                       replay=replay)
     monkeypatch.setattr(run_mod, "prepare_scenario", lambda setup: prepared)
     cfg = DemoConfig(output=str(tmp_path / "demo"), max_new_tokens=4, eval_batch_size=64)
-    cfg.unlearn.mix = MixConfig(forget=1, retain=1, neighbor=1, steps=2)
+    assert cfg.unlearn.mix.general == 4 and cfg.optim.lr == 4e-5  # the chosen demo setting
+    cfg.unlearn.mix = MixConfig(forget=1, retain=1, neighbor=1, general=1, steps=2)
     cfg.unlearn.teacher.top_k = cfg.unlearn.method.top_m = 4
     payload = run_demo(cfg)
     assert list(payload["results"]) == ["base", "before", "after", "oracle"]

@@ -37,3 +37,10 @@ def test_gpu_presets_train_in_bf16_from_a_dataset_folder(name):
     written = {load_config(DataConfig, CONFIGS / n).output for n in PRESETS
                if KINDS[n] is DataConfig}
     assert cfg.data.path in written, "its dataset folder comes from a shipped data config"
+
+
+def test_make_demo_runs_what_configs_demo_yaml_says():
+    """`unlearn demo` without a config (what `make demo` runs) equals configs/demo.yaml."""
+    from unlearnkit.config import to_dict
+
+    assert to_dict(DemoConfig()) == to_dict(load_config(DemoConfig, CONFIGS / "demo.yaml"))

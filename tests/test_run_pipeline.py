@@ -126,5 +126,5 @@ def test_general_keep_items_need_replay_prompts(tiny_prepared, tmp_path):
     cfg = small_config(tmp_path / "general")
     cfg.unlearn.mix.general = 2
     assert tiny_prepared.replay == []
-    with pytest.raises(UnlearnError, match="mix.general"):
+    with pytest.raises(UnlearnError, match=r"mix\.general"):
         unlearn(cfg, tiny_prepared, tmp_path / "general")
