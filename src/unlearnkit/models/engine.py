@@ -68,7 +68,10 @@ def _can_share(model) -> bool:
     if "FullyShardedDataParallel" in type(model).__name__:
         return False
     inner = getattr(model, "module", model)
-    if getattr(inner, "is_gradient_checkpointing", False):
+    # transformers 5.x calls it activation checkpointing (the old name warns)
+    flag = "is_activation_checkpointing" if hasattr(type(inner), "is_activation_checkpointing") \
+        else "is_gradient_checkpointing"
+    if getattr(inner, flag, False):
         return False
     return bool(getattr(getattr(inner, "config", None), "use_cache", False))
 
