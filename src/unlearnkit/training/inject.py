@@ -116,7 +116,6 @@ def build_injected(model_name: str, records: list[Record], variant: Variant,
     return save_model_folder(merged(model), tokenizer, target, info, info_name="inject.json")
 
 
-
 def replay_references(model, tokenizer, records: list[Record], cfg: InjectConfig
                       ) -> list[TopK | None] | None:
     """With ``replay_loss: kl``: the base model's top-K logits along each replay answer (None

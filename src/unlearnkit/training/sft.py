@@ -69,16 +69,24 @@ def sft_step(pad_id: int, kd_weight: float = 1.0):
         total = win.logits.new_zeros(())
         logs: dict[str, float] = {}
         if plain:
-            nll = nll_loss(win.logits[plain], win.labels[plain])
+            part = _rows(win, plain)
+            nll = nll_loss(part.logits, part.labels)
             total, logs["nll"] = total + nll, float(nll.detach())
         if kept:
-            sub = Window(win.logits[kept], win.labels[kept], win.offset)
-            kl = topk_kl(sub.logits, *place_topk([rendered[r] for r in kept],
-                                                 [items[r].top for r in kept], sub))
+            part = _rows(win, kept)
+            kl = topk_kl(part.logits, *place_topk([rendered[r] for r in kept],
+                                                  [items[r].top for r in kept], part))
             total, logs["kd"] = total + kd_weight * kl, float(kl.detach())
         return total, logs
 
     return step
+
+
+def _rows(win: Window, rows: list[int]) -> Window:
+    """``win`` restricted to ``rows``; the window itself (no copy of its logits) for all rows."""
+    if len(rows) == win.logits.shape[0]:
+        return win
+    return Window(win.logits[rows], win.labels[rows], win.offset)
 
 
 def finetune(model, tokenizer, records: Sequence[Record], cfg: OptimConfig, *, epochs: int,
