@@ -72,3 +72,78 @@ def test_gradient_checkpointing_takes_the_plain_forward(tok, rows, monkeypatch):
     model.train()
     win = forward_responses(model, rows, tok.pad_token_id)
     assert calls == [] and win.logits.shape[0] == len(rows)
+
+
+@pytest.fixture
+def prompts(tok):
+    # different lengths, all starting with the chat template's system turn
+    return [render(tok, f"Where does person {i} live{' now' * (3 * i % 5)}?") for i in range(6)]
+
+
+def _ids(prompts):
+    return [list(p.input_ids) for p in prompts]
+
+
+def _sharp(tok):
+    """A tiny model whose weights are scaled up: at init every row would repeat one token;
+    scaled, each row gets its own varied continuation (a misplaced position or a wrong cache
+    row would change it)."""
+    model = tiny_model(len(tok), layers=3).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.mul_(20)
+    return model
+
+
+def test_greedy_batch_matches_transformers_generate(tok, prompts):
+    """Shared prefix once, left padding after it, position ids over real tokens: the same
+    tokens as transformers' generate on the plainly left-padded batch."""
+    model = _sharp(tok)
+    rows = _ids(prompts)
+    assert engine._common_prefix(rows, 10**9) >= engine.MIN_SHARED_PREFIX
+    kw = {"eot_id": len(tok) + 5, "pad_id": tok.pad_token_id, "max_new_tokens": 7}
+    with torch.no_grad():
+        want = engine.hf_generate(model, rows, **kw)
+        got = engine.greedy_batch(model, rows, **kw)
+        single = [engine.greedy_batch(model, [r], **kw)[0] for r in rows]
+    assert all(len(w) == 7 for w in want)  # the cap holds (that eot id is out of the vocabulary)
+    assert len({tuple(w) for w in want}) == len(rows)  # rows differ: the check can fail
+    assert got == want and single == want
+
+
+def test_finished_rows_leave_the_batch_and_the_rest_are_unchanged(tok, prompts, monkeypatch):
+    """Make the third token of row 2 the end-of-turn token: row 2 stops there, the other
+    rows go on (dropped from the cache) and still equal transformers' generate."""
+    model = _sharp(tok)
+    rows = _ids(prompts)
+    with torch.no_grad():
+        free = engine.hf_generate(model, rows, eot_id=len(tok) + 5, pad_id=tok.pad_token_id,
+                                  max_new_tokens=6)
+        eot = free[2][2]
+        kw = {"eot_id": eot, "pad_id": tok.pad_token_id, "max_new_tokens": 6}
+        want = engine.hf_generate(model, rows, **kw)
+        widths = []
+        original = model.forward
+        monkeypatch.setattr(model, "forward",
+                            lambda *a, **k: widths.append(k["input_ids"].shape[0])
+                            or original(*a, **k))
+        got = engine.greedy_batch(model, rows, **kw)
+    assert got == want
+    assert eot not in free[2][:2]  # so row 2 stops after two tokens
+    assert want[2] == free[2][:2] and all(eot not in w for w in want)
+    assert max(len(w) for w in want) == 6
+    assert widths[0] == 1 and widths[1] == len(rows)  # the prefix once, then every row
+    assert min(widths[2:]) < len(rows)  # a finished row left the batch
+
+
+def test_generate_falls_back_to_transformers_when_it_cannot_drive_the_model(tok, prompts,
+                                                                           monkeypatch):
+    model = tiny_model(len(tok)).eval()
+    out = engine.generate(model, tok, prompts, max_new_tokens=4)
+    monkeypatch.setattr(engine, "_can_drive", lambda m: False)
+    called = []
+    original = engine.hf_generate
+    monkeypatch.setattr(engine, "hf_generate",
+                        lambda *a, **k: called.append(1) or original(*a, **k))
+    assert engine.generate(model, tok, prompts, max_new_tokens=4) == out and called

@@ -114,28 +114,119 @@ def generate(model, tokenizer, prompts: Sequence[Rendered], *, max_new_tokens: i
     """Greedy continuations of rendered prompts (answer=None), decoded without special tokens.
 
     Deterministic: greedy decoding, no sampling. Stops at the chat template's end-of-turn token.
+    Prompts are batched by length; :func:`greedy_batch` runs each batch (shared prefix once,
+    finished rows dropped), or transformers' ``generate`` for models it cannot drive.
     """
     eot_id = end_of_turn(tokenizer)[1]
     order = _length_order(prompts)
     out: list[str] = [""] * len(prompts)
     bar = tqdm(total=len(prompts), desc="generate", unit="q", disable=not progress)
-    device = next(model.parameters()).device
+    own_loop = _can_drive(model)
     for _, idx in _batches(order, batch_size):
-        batch = collate([prompts[i] for i in idx], tokenizer.pad_token_id, side="left")
-        ids = batch["input_ids"].to(device)
-        gen = model.generate(
-            input_ids=ids, attention_mask=batch["attention_mask"].to(device),
-            max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eot_id,
-            pad_token_id=tokenizer.pad_token_id, use_cache=True,
-        )
-        for row, i in enumerate(idx):
-            new = gen[row, ids.shape[1]:].tolist()
-            if eot_id in new:
-                new = new[:new.index(eot_id)]
+        rows = [list(prompts[i].input_ids) for i in idx]
+        if own_loop:
+            new_tokens = greedy_batch(model, rows, eot_id=eot_id, pad_id=tokenizer.pad_token_id,
+                                      max_new_tokens=max_new_tokens)
+        else:
+            new_tokens = hf_generate(model, rows, eot_id=eot_id, pad_id=tokenizer.pad_token_id,
+                                     max_new_tokens=max_new_tokens)
+        for i, new in zip(idx, new_tokens, strict=True):
             out[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
         bar.update(len(idx))
     bar.close()
     return out
+
+
+def _can_drive(model) -> bool:
+    """Our greedy loop needs a key/value cache that can be repeated and subset by row, and a
+    forward that takes position ids and ``logits_to_keep`` (every decoder-only model of
+    transformers that generates with a cache)."""
+    import inspect
+
+    if not _can_share(model):
+        return False
+    params = inspect.signature(type(model).forward).parameters
+    return "position_ids" in params and "logits_to_keep" in params
+
+
+def _until_eot(tokens: list[int], eot_id: int) -> list[int]:
+    return tokens[:tokens.index(eot_id)] if eot_id in tokens else tokens
+
+
+def hf_generate(model, rows: list[list[int]], *, eot_id: int, pad_id: int,
+                max_new_tokens: int) -> list[list[int]]:
+    """New tokens (end-of-turn excluded) from transformers' ``generate`` on left-padded rows."""
+    device = next(model.parameters()).device
+    batch = collate([Rendered(r, [IGNORE_INDEX] * len(r), len(r)) for r in rows], pad_id,
+                    side="left")
+    ids = batch["input_ids"].to(device)
+    gen = model.generate(input_ids=ids, attention_mask=batch["attention_mask"].to(device),
+                         max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eot_id,
+                         pad_token_id=pad_id, use_cache=True)
+    return [_until_eot(gen[row, ids.shape[1]:].tolist(), eot_id) for row in range(len(rows))]
+
+
+def greedy_batch(model, rows: list[list[int]], *, eot_id: int, pad_id: int,
+                 max_new_tokens: int) -> list[list[int]]:
+    """Greedy decoding of token rows with a key/value cache; new tokens without end-of-turn.
+
+    The rows' common prefix (the chat template's system turn) runs once and its cache is
+    repeated for every row; the rest is left-padded, with position ids counted over real tokens
+    only, so each row sees what it would see alone. A row that emits end-of-turn leaves the
+    batch (its cache rows are dropped), so later steps cost only the unfinished rows.
+    """
+    device = next(model.parameters()).device
+    n = len(rows)
+    prefix = _common_prefix(rows, limit=min(len(r) for r in rows) - 1)
+    if prefix < MIN_SHARED_PREFIX or n == 1:
+        prefix = 0
+    cache_kw: dict = {}
+    if prefix:
+        head = model(input_ids=torch.tensor([rows[0][:prefix]], device=device), use_cache=True,
+                     logits_to_keep=1)
+        cache = head.past_key_values
+        cache.batch_repeat_interleave(n)
+        cache_kw = {_cache_keyword(): cache}
+    width = max(len(r) for r in rows) - prefix
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    tail_mask = torch.zeros((n, width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) + prefix:] = torch.tensor(r[prefix:])
+        tail_mask[i, width - len(r) + prefix:] = 1
+    mask = torch.cat([torch.ones((n, prefix), dtype=torch.long), tail_mask], 1).to(device)
+    positions = (prefix + tail_mask.cumsum(1) - 1).masked_fill(tail_mask == 0, 1).to(device)
+    out = model(input_ids=ids.to(device), attention_mask=mask, position_ids=positions,
+                use_cache=True, logits_to_keep=1, **cache_kw)
+    active = torch.arange(n, device=device)
+    last = positions[:, -1]
+    new: list[list[int]] = [[] for _ in rows]
+    for step in range(max_new_tokens):
+        token = out.logits[:, -1].argmax(-1)
+        for row, tok in zip(active.tolist(), token.tolist(), strict=True):
+            if tok != eot_id:
+                new[row].append(tok)
+        going = token != eot_id
+        if step == max_new_tokens - 1 or not bool(going.any()):
+            break
+        cache = out.past_key_values
+        if not bool(going.all()):
+            keep = going.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            active, token, mask, last = active[keep], token[keep], mask[keep], last[keep]
+        mask = torch.cat([mask, mask.new_ones((len(active), 1))], 1)
+        last = last + 1
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=last[:, None],
+                    use_cache=True, **{_cache_keyword(): cache})
+    return new
+
+
+def _common_prefix(rows: list[list[int]], limit: int) -> int:
+    """Length of the leading tokens all ``rows`` share, at most ``limit``."""
+    first = rows[0]
+    length = 0
+    while length < limit and all(r[length] == first[length] for r in rows):
+        length += 1
+    return length
 
 
 @torch.no_grad()
