@@ -128,3 +128,42 @@ def test_general_keep_items_need_replay_prompts(tiny_prepared, tmp_path):
     assert tiny_prepared.replay == []
     with pytest.raises(UnlearnError, match=r"mix\.general"):
         unlearn(cfg, tiny_prepared, tmp_path / "general")
+
+
+def test_a_configured_refusal_judge_judges_every_evaluated_model(tok, tmp_path, cache_dir,
+                                                                 monkeypatch):
+    """`refusal.mode: judge` reaches the evaluation of every model (built once per run) and
+    keys the evaluation cache apart from the pattern detector's."""
+    import unlearnkit.pipeline.run as run_mod
+    from unlearnkit.evaluation.refusal_judge import RefusalConfig
+
+    built = []
+
+    class NothingRefused:
+        mode = "judge"
+
+        def judge(self, responses, prompts=None):
+            assert prompts is not None and len(prompts) == len(responses)
+            return [False] * len(responses)
+
+    monkeypatch.setattr(run_mod, "build_judge",
+                        lambda cfg, **kw: built.append(cfg) or NothingRefused())
+    inside = cache_dir / "inject" / "injected-0123"
+    tiny_model(len(tok)).save_pretrained(inside, safe_serialization=True)
+    tok.save_pretrained(inside)
+    outside = tmp_path / "after"
+    tiny_model(len(tok), seed=1).save_pretrained(outside, safe_serialization=True)
+    tok.save_pretrained(outside)
+    people = build_scenario(n_people=5, n_forget=1, neighbors_per_forget=1).records
+    records = [r for r in people if r.split in ("forget", "retain")][:4]
+    plain = run_mod.evaluate({"before": str(inside)}, records, RunConfig(max_new_tokens=3))
+    # the tiny model's empty answers count as refusals for the pattern detector
+    assert plain["before"]["summary"]["forget"]["refusal"] == 1.0
+    assert built == []
+    judge = RefusalConfig(mode="judge", judge_model="some-judge")
+    cfg = RunConfig(max_new_tokens=3, refusal=judge)
+    judged = run_mod.evaluate({"before": str(inside), "after": str(outside)}, records, cfg)
+    assert len(built) == 1 and built[0] == judge
+    for name in ("before", "after"):  # "before" was not taken from the patterns' cache entry
+        assert all(s["refusal"] == 0.0 for s in judged[name]["summary"].values())
+    assert len(list((cache_dir / "eval").glob("*.json"))) == 2

@@ -28,6 +28,7 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.accuracy import answer_records, split_summary
 from unlearnkit.evaluation.attacks import run_attacks
 from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, check_threshold
+from unlearnkit.evaluation.refusal_judge import RefusalConfig, RefusalJudge, build_judge
 from unlearnkit.models.loader import (
     cache_root,
     load_model,
@@ -80,7 +81,9 @@ class RunConfig:
     unmerged, recording its base model), ``model/`` (merged weights) or both (the default);
     evaluation reads ``model/`` when it is written, else the adapter on its base model.
     ``device``: where models load ("": this process's GPU when CUDA is available, else the
-    CPU).
+    CPU). ``refusal``: how answers are judged refusals (patterns, or a judge model or endpoint:
+    :class:`~unlearnkit.evaluation.refusal_judge.RefusalConfig`), for every evaluated model
+    and the teacher report.
     """
 
     method: str = PUSHPULL
@@ -102,6 +105,7 @@ class RunConfig:
     device: str = ""
     # correctness of a long answer without targets: ROUGE-L recall of the gold answer >= this
     correct_rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
+    refusal: RefusalConfig = field(default_factory=RefusalConfig)
 
     def __post_init__(self) -> None:
         check_method(self.method, self.baseline)
@@ -125,6 +129,15 @@ class RunConfig:
         return {"device": pick_device(self.device),
                 "trust_remote_code": self.data.trust_remote_code}
 
+    def refusal_judge(self) -> RefusalJudge | None:
+        """The configured judge (None: the pattern detector, answer_records' default); built
+        once per config, so a judge model loads once however many models are evaluated."""
+        if self.refusal.mode == "patterns":
+            return None
+        if getattr(self, "_judge", None) is None:
+            self._judge = build_judge(self.refusal, device=pick_device(self.device))
+        return self._judge
+
 
 SPLIT_ORDER = ("forget", "neighbor", "retain", "general")
 
@@ -145,7 +158,7 @@ def format_table(results: dict[str, dict]) -> str:
 
 
 def teacher_report(model, tokenizer, records, cfg: TeacherConfig, *, per_split: int = 32,
-                   max_new_tokens: int = 24) -> dict:
+                   max_new_tokens: int = 24, refusal_judge: RefusalJudge | None = None) -> dict:
     """How the instructed teacher itself behaves, before any training, on a sample per split.
 
     It should refuse forget questions and answer retain and neighbour ones; when it does not,
@@ -156,7 +169,7 @@ def teacher_report(model, tokenizer, records, cfg: TeacherConfig, *, per_split: 
     sample = [r for split in ("forget", "retain", "neighbor")
               for r in [x for x in records if x.split == split][:per_split]]
     rows = answer_records(model, tokenizer, sample, context=instruction(cfg, forget),
-                          max_new_tokens=max_new_tokens)
+                          max_new_tokens=max_new_tokens, refusal_judge=refusal_judge)
     summary = split_summary(rows)
     problems = []
     if summary["forget"]["refusal"] < 0.5:
@@ -174,7 +187,8 @@ def teacher_report(model, tokenizer, records, cfg: TeacherConfig, *, per_split: 
 def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tuple[Path, list]:
     model, tokenizer = load_model(start_model, **cfg.load_options())
     if cfg.teacher_report:
-        report = teacher_report(model, tokenizer, records, cfg.unlearn.teacher)
+        report = teacher_report(model, tokenizer, records, cfg.unlearn.teacher,
+                                refusal_judge=cfg.refusal_judge())
         atomic_write_text(out / "teacher_report.json", json.dumps(report, indent=1))
     examples = build_examples(model, tokenizer, records, cfg.unlearn.teacher,
                               model_identity(start_model))
@@ -216,17 +230,19 @@ def _evaluate_one(path: str, records, cfg: RunConfig, context: str | None) -> di
     their results kept under ``<cache>/eval``."""
     cached = None
     if Path(resolve_model_path(path)).resolve().is_relative_to(cache_root().resolve()):
-        key = hashlib.sha256(json.dumps(
-            [EVAL_CACHE_VERSION, model_identity(path), [r.to_dict() for r in records],
-             cfg.max_new_tokens, context, cfg.correct_rouge_threshold]).encode()
-        ).hexdigest()[:16]
+        parts = [EVAL_CACHE_VERSION, model_identity(path), [r.to_dict() for r in records],
+                 cfg.max_new_tokens, context, cfg.correct_rouge_threshold]
+        if cfg.refusal.mode != "patterns":  # (the pattern detector's keys stay as they were)
+            parts.append(asdict(cfg.refusal))
+        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
         cached = cache_root() / "eval" / f"{key}.json"
         if cached.is_file():
             return json.loads(cached.read_text())
     model, tokenizer = load_model(path, **cfg.load_options())
     rows = answer_records(model, tokenizer, records, max_new_tokens=cfg.max_new_tokens,
                           batch_size=cfg.eval_batch_size, progress=True, context=context,
-                          rouge_threshold=cfg.correct_rouge_threshold)
+                          rouge_threshold=cfg.correct_rouge_threshold,
+                          refusal_judge=cfg.refusal_judge())
     forget = [r for r in records if r.split == "forget"]
     attack = run_attacks(model, tokenizer, forget, names=["prefill"],
                          max_new_tokens=cfg.max_new_tokens, context=context,
