@@ -147,3 +147,20 @@ def test_generate_falls_back_to_transformers_when_it_cannot_drive_the_model(tok,
     monkeypatch.setattr(engine, "hf_generate",
                         lambda *a, **k: called.append(1) or original(*a, **k))
     assert engine.generate(model, tok, prompts, max_new_tokens=4) == out and called
+
+
+def test_token_logprobs_equal_each_item_scored_alone(tok, rows):
+    """Batched through the shared-prefix response window (right padding, several response
+    starts, one item with a prefill): the same log-probabilities as one plain forward per
+    item, at exactly the labelled positions."""
+    model = _sharp(tok)
+    items = [*rows, render(tok, "Where does person 9 live?", "In town 9 x x.", prefill=2)]
+    got = engine.token_logprobs(model, tok, items, batch_size=4)
+    for item, lp in zip(items, got, strict=True):
+        ids = torch.tensor([item.input_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+        labels = torch.tensor(item.labels[1:])
+        want = logp[labels != -100].gather(-1, labels[labels != -100, None]).squeeze(-1)
+        assert len(lp) == len(item.input_ids) - item.response_start > 0
+        torch.testing.assert_close(lp, want, atol=1e-4, rtol=1e-4)

@@ -232,16 +232,16 @@ def _common_prefix(rows: list[list[int]], limit: int) -> int:
 @torch.no_grad()
 def token_logprobs(model, tokenizer, items: Sequence[Rendered], *, batch_size: int = 16
                    ) -> list[torch.Tensor]:
-    """Per-token log-probabilities of the labelled (answer) tokens, teacher-forced, per item."""
+    """Per-token log-probabilities of the labelled (answer) tokens, teacher-forced, per item.
+
+    Through :func:`forward_responses`: the rows' shared prefix runs once and the vocabulary
+    projection covers only the response window."""
     order = _length_order(items)
     out: list[torch.Tensor] = [torch.empty(0)] * len(items)
-    device = next(model.parameters()).device
     for _, idx in _batches(order, batch_size):
-        batch = collate([items[i] for i in idx], tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"].to(device),
-                       attention_mask=batch["attention_mask"].to(device)).logits.float()
-        labels = batch["labels"][:, 1:].to(device)
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        win = forward_responses(model, [items[i] for i in idx], tokenizer.pad_token_id)
+        logp = torch.log_softmax(win.logits[:, :-1].float(), dim=-1)
+        labels = win.labels[:, 1:]
         picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         for row, i in enumerate(idx):
             out[i] = picked[row][labels[row] != IGNORE_INDEX].cpu()
