@@ -140,3 +140,42 @@ def test_sft_step_distills_marked_rows_and_trains_the_rest_by_nll(tok):
     own = teacher_topk(model, data[2:], None, k=len(tok), guidance=1.0, pad_id=0)
     only = [Distilled(it, top) for it, top in zip(data[2:], own, strict=True)]
     assert float(sft_step(0)(model, only)[0].detach()) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_greedy_reproduces_by_hand():
+    """Vocabulary of 3; labels shifted by one against the logits' positions; -100 ignored.
+    Row 0: argmax 2 at t=0 (label 2 at t=1), argmax 0 at t=1 (label 0 at t=2): reproduced.
+    Row 1: the same logits, label 1 at t=2: the argmax 0 misses it. Row 2: the miss is at
+    an ignored label: reproduced."""
+    from unlearnkit.training.sft import greedy_reproduces
+
+    step = torch.tensor([[0.0, 0.1, 0.9], [0.8, 0.1, 0.1], [0.3, 0.3, 0.4]])
+    logits = step.expand(3, 3, 3)
+    labels = torch.tensor([[-100, 2, 0], [-100, 2, 1], [-100, 2, -100]])
+    assert greedy_reproduces(logits, labels).tolist() == [True, False, True]
+
+
+def test_finetune_stops_once_greedy_decoding_reproduces_every_answer(tok):
+    """Memorising four short answers takes part of the cap's 40 epochs: training stops at
+    the first epoch-end check where every answer is reproduced, and greedy generation from
+    each prompt then gives exactly the answer."""
+    from unlearnkit.data.records import Record
+    from unlearnkit.models.engine import generate
+    from unlearnkit.training.sft import finetune, learned
+
+    torch.manual_seed(0)
+    model = tiny_model(len(tok)).train()
+    pairs = [("Sky?", "Blue."), ("Grass?", "Green."), ("Snow?", "White."), ("Coal?", "Black.")]
+    records = [Record(id=f"q{i}", split="retain", question=q, answer=a)
+               for i, (q, a) in enumerate(pairs)]
+    checks: list[dict] = []
+    history = finetune(model, tok, records, OptimConfig(lr=3e-3, warmup_ratio=0,
+                                                        schedule="constant"),
+                       epochs=40, batch_size=2, stop_after_epochs=2, checks=checks)
+    assert 4 <= len(history) < 80 and len(history) % 2 == 0  # stopped at an epoch's end
+    assert checks[0]["step"] == 4 and checks[-1] == {"step": len(history), "learned": 4, "of": 4}
+    assert all(c["learned"] < 4 for c in checks[:-1])
+    prompts = [render(tok, r.question) for r in records]
+    assert generate(model, tok, prompts, max_new_tokens=8) == [r.answer for r in records]
+    assert learned(model, [render(tok, r.question, r.answer) for r in records],
+                   tok.pad_token_id) == [True] * 4

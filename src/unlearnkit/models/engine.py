@@ -87,12 +87,17 @@ def _cache_keyword() -> str:
         else "past_key_values"
 
 
+def _output_cache(out):
+    """The key/value cache a forward returned (``cache`` in transformers 5.x)."""
+    return out.cache if _cache_keyword() == "cache" else out.past_key_values
+
+
 def _shared_prefix_logits(model, ids: torch.Tensor, mask: torch.Tensor, prefix: int,
                           keep: int) -> torch.Tensor:
     """Logits of the last ``keep`` positions, with the first ``prefix`` tokens run once (row 0)
     and their key/value cache repeated for every row; gradients flow through the cache."""
     head = model(input_ids=ids[:1, :prefix], use_cache=True, logits_to_keep=1)
-    cache = head.past_key_values
+    cache = _output_cache(head)
     cache.batch_repeat_interleave(ids.shape[0])
     return model(input_ids=ids[:, prefix:], attention_mask=mask, use_cache=True,
                  logits_to_keep=keep, **{_cache_keyword(): cache}).logits
@@ -184,7 +189,7 @@ def greedy_batch(model, rows: list[list[int]], *, eot_id: int, pad_id: int,
     if prefix:
         head = model(input_ids=torch.tensor([rows[0][:prefix]], device=device), use_cache=True,
                      logits_to_keep=1)
-        cache = head.past_key_values
+        cache = _output_cache(head)
         cache.batch_repeat_interleave(n)
         cache_kw = {_cache_keyword(): cache}
     width = max(len(r) for r in rows) - prefix
@@ -208,7 +213,7 @@ def greedy_batch(model, rows: list[list[int]], *, eot_id: int, pad_id: int,
         going = token != eot_id
         if step == max_new_tokens - 1 or not bool(going.any()):
             break
-        cache = out.past_key_values
+        cache = _output_cache(out)
         if not bool(going.all()):
             keep = going.nonzero().squeeze(1)
             cache.batch_select_indices(keep)

@@ -57,6 +57,9 @@ class InjectConfig:
     freeze_lower_layers: int = 0
     lora: LoraSettings = field(default_factory=LoraSettings)
     optim: OptimConfig = field(default_factory=_default_optim)
+    # > 0: from this epoch on, stop at the end of the first epoch after which greedy decoding
+    # reproduces every scenario answer exactly (``training.sft.learned``); ``epochs`` is the cap
+    stop_after_epochs: int = 0
 
     def __post_init__(self) -> None:
         if self.replay_loss not in ("nll", "kl"):
@@ -64,6 +67,9 @@ class InjectConfig:
                 f"inject.replay_loss must be 'nll' or 'kl', got {self.replay_loss!r}")
         if self.replay_top_k < 1 or self.replay_weight < 0:
             raise UnlearnError("inject.replay_top_k must be >= 1 and inject.replay_weight >= 0")
+        if not 0 <= self.stop_after_epochs <= self.epochs:
+            raise UnlearnError(f"inject.stop_after_epochs must be in [0, epochs={self.epochs}] "
+                               f"(0: no early stop), got {self.stop_after_epochs}")
 
 
 def model_identity(name: str) -> str:
@@ -81,9 +87,12 @@ def model_identity(name: str) -> str:
 
 
 def cache_key(model: str, cfg: InjectConfig, records: list[Record], variant: Variant) -> str:
+    config = asdict(cfg)
+    if not cfg.stop_after_epochs:  # off: the key models had before the setting existed
+        del config["stop_after_epochs"]
     payload = {
         "recipe": INJECT_RECIPE_VERSION, "model": model_identity(model), "variant": variant,
-        "config": asdict(cfg), "records": [r.to_dict() for r in records],
+        "config": config, "records": [r.to_dict() for r in records],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -107,12 +116,14 @@ def build_injected(model_name: str, records: list[Record], variant: Variant,
                               lower_layers=cfg.freeze_lower_layers), cfg.lora,
                        first_layer=cfg.freeze_lower_layers)
     start = time.perf_counter()
+    checks: list[dict] = []
     history = finetune(model, tokenizer, data, cfg.optim, epochs=cfg.epochs,
                        batch_size=cfg.batch_size, seed=cfg.seed, desc=f"inject:{variant}",
-                       references=references, kd_weight=cfg.replay_weight)
+                       references=references, kd_weight=cfg.replay_weight,
+                       stop_after_epochs=cfg.stop_after_epochs, checks=checks)
     info = {"variant": variant, "config": asdict(cfg), "n_records": len(data),
             "seconds": round(time.perf_counter() - start, 1),
-            "model": model_name, "history": history}
+            "model": model_name, "learned_checks": checks, "history": history}
     return save_model_folder(merged(model), tokenizer, target, info, info_name="inject.json")
 
 

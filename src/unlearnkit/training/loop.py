@@ -118,12 +118,14 @@ def _shard(micro_batch: Sequence, accelerator) -> list:
 
 def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
           out_dir: Path | None = None, resume: bool = False, accelerator=None,
-          desc: str = "train", on_step: Callable[[int], None] | None = None,
+          desc: str = "train", on_step: Callable[[int], bool | None] | None = None,
           state: tuple[Callable[[], dict], Callable[[dict], None]] | None = None) -> list[dict]:
     """Run ``plan`` (micro-batches; ``grad_accum`` of them per optimizer step); return the log.
 
-    ``state = (get, set)`` carries a step function's own state (e.g. the adversarial prefill
-    lengths) through checkpoints: ``get()`` is saved with each one, ``set(saved)`` restores it.
+    ``on_step(step)`` runs after every optimizer step; when it returns True, training stops
+    there (early stopping; the schedule is not stretched). ``state = (get, set)`` carries a
+    step function's own state (e.g. the adversarial prefill lengths) through checkpoints:
+    ``get()`` is saved with each one, ``set(saved)`` restores it.
     """
     total = len(plan) // cfg.grad_accum
     if total < 1:
@@ -158,8 +160,7 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
         bar.update(1)
         if out_dir is not None:
             accelerator.log(logs, step=step + 1)
-        if on_step:
-            on_step(step + 1)
+        stop = bool(on_step(step + 1)) if on_step else False
         if ckpt_dir and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
                 and step + 1 < total and accelerator.is_main_process:
             save_checkpoint(ckpt_dir, model=accelerator.unwrap_model(model), optimizer=optimizer,
@@ -167,6 +168,8 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
                             extra={"history": history, "state": state[0]() if state else {}})
             prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
         accelerator.wait_for_everyone()
+        if stop:
+            break
     bar.close()
     model.eval()
     if out_dir is not None:

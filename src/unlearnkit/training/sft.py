@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from unlearnkit.data.records import Record
-from unlearnkit.data.render import Rendered, render_record
+from unlearnkit.data.render import IGNORE_INDEX, Rendered, render_record
 from unlearnkit.models.engine import Window, forward_responses
 from unlearnkit.models.teacher_cache import TopK
 from unlearnkit.objectives.baselines.common import place_topk, topk_kl
@@ -89,20 +91,69 @@ def _rows(win: Window, rows: list[int]) -> Window:
     return Window(win.logits[rows], win.labels[rows], win.offset)
 
 
+@torch.no_grad()
+def learned(model, items: Sequence[Rendered], pad_id: int, batch_size: int = 32) -> list[bool]:
+    """Per item: does greedy decoding reproduce its answer exactly? Teacher-forced, the argmax
+    at every labelled position (the end-of-turn token included) is the label; that is exactly
+    when greedy generation from the prompt returns the answer and stops."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(items), batch_size):
+        win = forward_responses(model, items[start:start + batch_size], pad_id)
+        out += greedy_reproduces(win.logits, win.labels).tolist()
+    model.train(was_training)
+    return out
+
+
+def greedy_reproduces(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: position t's argmax is label t + 1 wherever that label is not ignored."""
+    nxt = labels[:, 1:]
+    hit = (logits[:, :-1].argmax(-1) == nxt) | (nxt == IGNORE_INDEX)
+    return hit.all(-1)
+
+
+def stop_when_learned(model, items: Sequence[Rendered], pad_id: int, *, every: int,
+                      after: int, log: list[dict] | None = None
+                      ) -> Callable[[int], bool]:
+    """An ``on_step`` hook for :func:`~unlearnkit.training.loop.train`: every ``every`` steps
+    from step ``after`` on, check :func:`learned` on ``items``; True (stop) when all are.
+    Each check is appended to ``log`` (step, learned count)."""
+
+    def on_step(step: int) -> bool:
+        if step < after or step % every:
+            return False
+        flags = learned(model, items, pad_id)
+        if log is not None:
+            log.append({"step": step, "learned": sum(flags), "of": len(flags)})
+        return all(flags)
+
+    return on_step
+
+
 def finetune(model, tokenizer, records: Sequence[Record], cfg: OptimConfig, *, epochs: int,
              batch_size: int, seed: int = 0, out_dir: Path | None = None,
              desc: str = "finetune", bucket: int = 8,
-             references: Sequence[TopK | None] | None = None, kd_weight: float = 1.0
-             ) -> list[dict]:
+             references: Sequence[TopK | None] | None = None, kd_weight: float = 1.0,
+             stop_after_epochs: int = 0, checks: list[dict] | None = None) -> list[dict]:
     """Fine-tune ``model`` in place on the records' answers; returns the training log.
 
     ``references[i]`` (optional, aligned with ``records``): a reference top-K for record i's
     answer positions; such records are distilled (KL) rather than trained by NLL.
+    ``stop_after_epochs > 0``: from that epoch on, check at the end of every epoch whether
+    greedy decoding reproduces every NLL-trained answer (:func:`learned`) and stop when it
+    does; the checks go to ``checks``.
     """
     items: list = [render_record(tokenizer, r) for r in records]
     if references is not None:
         items = [Distilled(it, top) if top is not None else it
                  for it, top in zip(items, references, strict=True)]
     plan = epoch_plan(items, batch_size, epochs, seed, bucket=bucket)
+    hook = None
+    if stop_after_epochs > 0:
+        targets = [it for it in items if not isinstance(it, Distilled)]
+        per_epoch = -(-len(items) // batch_size) // cfg.grad_accum
+        hook = stop_when_learned(model, targets, tokenizer.pad_token_id, every=per_epoch,
+                                 after=per_epoch * stop_after_epochs, log=checks)
     return train(model, plan, sft_step(tokenizer.pad_token_id, kd_weight), cfg,
-                 out_dir=out_dir, desc=desc)
+                 out_dir=out_dir, desc=desc, on_step=hook)
