@@ -13,7 +13,7 @@ from unlearnkit.models.lora import LoraSettings
 from unlearnkit.objectives.baselines import BASELINES, build_items
 from unlearnkit.pipeline.methods import baseline_options, method_names, split_plan
 from unlearnkit.pipeline.run import RunConfig, run
-from unlearnkit.training.unlearn import MixConfig, mixture_plan
+from unlearnkit.training.unlearn import MixConfig, boundary_ids, mixture_plan
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -84,15 +84,23 @@ def test_oracle_evaluates_the_oracle_model(tiny_scenario, tmp_path):
 
 
 def test_split_plan_draws_what_pushpull_draws(tok, tiny_prepared):
-    records = tiny_prepared.records
+    import dataclasses
+
+    records = list(tiny_prepared.records)
+    target = next(r for r in records if r.split == "forget").targets[0]
+    i = next(i for i, r in enumerate(records) if r.split == "retain")
+    records[i] = dataclasses.replace(records[i], answer=f"{records[i].answer} Also {target}.")
     items = build_items(tok, records)
-    mix = MixConfig(forget=1, retain=2, neighbor=1, steps=5)
+    boundary = boundary_ids(records)
+    assert boundary == {records[i].id}  # the retain record that now shares a forget value
+    mix = MixConfig(forget=1, retain=2, neighbor=1, steps=5, boundary=1)
     for seed in (0, 1):
         ours = [[it.record.id for it in batch] for batch in split_plan(items, mix, seed)]
-        proxies = [SimpleNamespace(kind=r.split, id=r.id) for r in records
-                   if r.split in ("forget", "retain", "neighbor")]
+        proxies = [SimpleNamespace(kind=r.split, id=r.id, boundary=r.id in boundary)
+                   for r in records if r.split in ("forget", "retain", "neighbor")]
         theirs = [[p.id for p in batch] for batch in mixture_plan(proxies, mix, seed)]
-        assert ours == theirs and all(len(batch) == 4 for batch in ours)
+        assert ours == theirs and all(len(batch) == 5 for batch in ours)
+        assert all(batch[-1] in boundary for batch in ours)
     assert split_plan(items, mix, 0) != split_plan(items, mix, 1)  # the seed changes the order
 
 

@@ -11,8 +11,10 @@ adapters disabled; with full fine-tuning a frozen copy. For every training item 
   push term and the adversarial-prefill term).
 
 Logits can be amplified as ``z_plain + w * (z_instr - z_plain)`` (``guidance`` = w; 1 means the
-instructed teacher alone). Everything is cached in safetensors keyed by a hash of model, data,
-template and K, and reused across epochs and runs.
+instructed teacher alone). ``demonstrations`` = n appends n worked examples of the desired
+behaviour to the instruction: n forget questions answered with the refusal template and n
+keep questions answered with their gold answers. Everything is cached in safetensors keyed
+by a hash of model, data, template and K, and reused across epochs and runs.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class TeacherConfig:
     refusal_template: str = REFUSAL_TEMPLATE
     template_boost: float = 2.0  # template tokens become top-1 by this margin (0 = off)
     max_new_tokens: int = 32
+    demonstrations: int = 0  # in-context examples of each behaviour in the instruction
 
     def __post_init__(self) -> None:
         text = self.template_text
@@ -72,6 +75,8 @@ class TeacherConfig:
             )
         if self.top_k < 1:
             raise UnlearnError(f"teacher.top_k must be >= 1, got {self.top_k}")
+        if self.demonstrations < 0:
+            raise UnlearnError(f"teacher.demonstrations must be >= 0, got {self.demonstrations}")
 
     @property
     def template_text(self) -> str:
@@ -89,10 +94,35 @@ def forget_scope(cfg: TeacherConfig, forget_records) -> str:
     return ", ".join(subjects)
 
 
-def instruction(cfg: TeacherConfig, forget_records) -> str:
-    """The instruction context placed in the teacher's system turn."""
-    return cfg.template_text.format(forget_scope=forget_scope(cfg, forget_records),
+def instruction(cfg: TeacherConfig, forget_records, keep_records=()) -> str:
+    """The instruction context placed in the teacher's system turn, with
+    ``cfg.demonstrations`` worked examples (:func:`demonstration_records`) appended."""
+    text = cfg.template_text.format(forget_scope=forget_scope(cfg, forget_records),
                                     keep_scope=cfg.keep_scope)
+    shown_forget, shown_keep = demonstration_records(cfg, forget_records, keep_records)
+    if not shown_forget and not shown_keep:
+        return text
+    lines = [f"User: {r.question}\nAssistant: {desired_response(cfg, r)}" for r in shown_forget]
+    lines += [f"User: {r.question}\nAssistant: {r.answer}" for r in shown_keep]
+    return text + "\n\nExamples:\n" + "\n".join(lines)
+
+
+def demonstration_records(cfg: TeacherConfig, forget_records, keep_records=()
+                          ) -> tuple[list, list]:
+    """The records shown as demonstrations: the first record of each of the first
+    ``cfg.demonstrations`` forget subjects, and as many keep records with an answer (retain
+    before neighbour, one per subject)."""
+    def first_per_subject(records):
+        seen, out = set(), []
+        for rec in records:
+            if rec.subject not in seen and rec.answer:
+                seen.add(rec.subject)
+                out.append(rec)
+        return out[:cfg.demonstrations]
+
+    keep = sorted((r for r in keep_records if r.split in ("retain", "neighbor")),
+                  key=lambda r: r.split != "retain")
+    return first_per_subject(forget_records), first_per_subject(keep)
 
 
 def desired_response(cfg: TeacherConfig, record) -> str:

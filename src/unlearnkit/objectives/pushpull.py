@@ -110,7 +110,8 @@ class Example:
     """One training item: the pull input (chat(x) + y_T) and, for forget items, the true answer.
 
     ``reveal`` marks the true-answer positions whose next token is knowledge-revealing (the
-    tokens of a target fact); ``None`` means every position.
+    tokens of a target fact); ``None`` means every position. ``boundary``: a keep item whose
+    answer contains a forget target (``training.unlearn.boundary_ids``).
     """
 
     kind: str
@@ -120,6 +121,7 @@ class Example:
     true_top: TopK | None = None
     reveal: list[bool] | None = None
     prefill_k: int = 0
+    boundary: bool = False
 
 
 def _window(model, items: list[Rendered], pad_id: int):

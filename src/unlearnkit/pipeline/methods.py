@@ -25,7 +25,7 @@ from unlearnkit.models.lora import apply_lora
 from unlearnkit.objectives.baselines import BASELINES, Item, build_items, get_baseline
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.loop import train
-from unlearnkit.training.unlearn import MixConfig, mixture_plan
+from unlearnkit.training.unlearn import MixConfig, boundary_ids, mixture_plan
 
 if TYPE_CHECKING:
     from unlearnkit.pipeline.run import RunConfig
@@ -66,13 +66,17 @@ def baseline_options(method: str, options: dict[str, Any], seed: int):
 class _Drawn:
     kind: str  # the record's split: what mixture_plan's quotas count
     item: Item
+    boundary: bool = False  # a keep record that contains a forget target
 
 
 def split_plan(items: Sequence[Item], mix: MixConfig, seed: int) -> list[list[Item]]:
     """Push-pull's mixture plan over baseline items: ``mix.forget`` forget, ``mix.retain``
     retain and ``mix.neighbor`` neighbour items per micro-batch (all neighbour and retain
-    items are of kind "retain" to the step), drawn in the order ``mixture_plan`` draws them."""
-    drawn = [_Drawn(it.record.split if it.record is not None else it.kind, it) for it in items]
+    items are of kind "retain" to the step), drawn in the order ``mixture_plan`` draws them;
+    ``mix.boundary`` draws from the same boundary records as push-pull's."""
+    boundary = boundary_ids([it.record for it in items if it.record is not None])
+    drawn = [_Drawn(it.record.split if it.record is not None else it.kind, it,
+                    it.record is not None and it.record.id in boundary) for it in items]
     return [[d.item for d in batch] for batch in mixture_plan(drawn, mix, seed)]
 
 

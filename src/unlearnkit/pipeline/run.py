@@ -168,7 +168,7 @@ def teacher_report(model, tokenizer, records, cfg: TeacherConfig, *, per_split: 
     forget = [r for r in records if r.split == "forget"]
     sample = [r for split in ("forget", "retain", "neighbor")
               for r in [x for x in records if x.split == split][:per_split]]
-    rows = answer_records(model, tokenizer, sample, context=instruction(cfg, forget),
+    rows = answer_records(model, tokenizer, sample, context=instruction(cfg, forget, records),
                           max_new_tokens=max_new_tokens, refusal_judge=refusal_judge)
     summary = split_summary(rows)
     problems = []
@@ -195,7 +195,7 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
     if cfg.unlearn.forget_format == "raw":
         forget = [r for r in records if r.split == "forget"]
         examples = with_raw_forget(model, tokenizer, examples, forget, biographies(cfg),
-                                   cfg.unlearn.teacher)
+                                   cfg.unlearn.teacher, keep=records)
     model = apply_lora(model, cfg.lora)
     method = cfg.unlearn.method
     if method.prefill:

@@ -8,6 +8,8 @@ plain-text prefix), push and prefill on the tokens of the passage's facts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import IGNORE_INDEX, Rendered
 from unlearnkit.errors import UnlearnError
@@ -33,17 +35,17 @@ def render_raw(tokenizer, text: str, prefix: str = "") -> Rendered:
 
 
 def raw_examples(model, tokenizer, forget: list[Record], passages: dict[str, str],
-                 cfg: TeacherConfig) -> dict[str, Example]:
+                 cfg: TeacherConfig, keep: Sequence[Record] = ()) -> dict[str, Example]:
     """Forget record id -> the method's example for its raw passage (one per passage): the
     instructed teacher's top-K along the passage, its records' targets marked as revealing.
 
     ``passages`` maps forget record ids to their source text; ``forget`` (all forget records)
-    names the forget scope in the instruction."""
+    names the forget scope in the instruction; ``keep`` supplies its keep demonstrations."""
     texts = list(dict.fromkeys(passages.values()))
     if not texts:
         raise UnlearnError("no forget record has a raw passage (a scenario person's biography "
                            "or meta.passage): use unlearn.forget_format: unified")
-    context = instruction(cfg, forget)
+    context = instruction(cfg, forget, keep)
     students = [render_raw(tokenizer, t) for t in texts]
     teachers = [render_raw(tokenizer, t, prefix=context + "\n\n") for t in texts]
     tops = teacher_topk(model, teachers, students, k=cfg.top_k, guidance=cfg.guidance,
@@ -59,7 +61,8 @@ def raw_examples(model, tokenizer, forget: list[Record], passages: dict[str, str
 
 
 def with_raw_forget(model, tokenizer, examples: list[Example], forget: list[Record],
-                    biographies: dict[str, str], cfg: TeacherConfig) -> list[Example]:
+                    biographies: dict[str, str], cfg: TeacherConfig,
+                    keep: Sequence[Record] = ()) -> list[Example]:
     """``examples`` with the unified forget items replaced by one raw example per passage."""
     passages = {r.id: p for r in forget if (p := passage_of(r, biographies))}
     for r in forget:
@@ -67,6 +70,6 @@ def with_raw_forget(model, tokenizer, examples: list[Example], forget: list[Reco
             raise UnlearnError(f"forget record {r.id!r}: its raw passage does not mention its "
                                f"answer {r.targets}; the passages come from another scenario "
                                "than the records (check setup.scenario)")
-    raw = raw_examples(model, tokenizer, forget, passages, cfg)
+    raw = raw_examples(model, tokenizer, forget, passages, cfg, keep)
     unique = list({id(e): e for e in raw.values()}.values())
     return unique + [e for e in examples if e.kind != "forget"]

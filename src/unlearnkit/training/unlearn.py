@@ -33,6 +33,18 @@ class MixConfig:
     # general keep items (the scenario's replay prompts, never the evaluation probes), pulled
     # like retain items: the keep scope's "everything else"; 0 = none
     general: int = 0
+    # boundary keep items: retain/neighbour records whose answer contains a forget target
+    # (a value the push pushes down, e.g. a shared employer), drawn on top of their split's
+    # quota (:func:`boundary_ids`); 0 = none
+    boundary: int = 0
+
+
+def boundary_ids(records: Sequence[Record]) -> set[str]:
+    """Ids of the retain and neighbour records whose answer contains a target of a forget
+    record: the keep facts the push endangers, since it lowers the target's tokens."""
+    targets = {t for r in records if r.split == "forget" for t in r.targets if t}
+    return {r.id for r in records if r.split in ("retain", "neighbor")
+            and any(t in (r.answer or "") for t in targets)}
 
 
 def target_token_mask(tokenizer, answer: str, targets: Sequence[str]) -> list[bool] | None:
@@ -73,7 +85,7 @@ def build_examples(model, tokenizer, records: list[Record], cfg: TeacherConfig,
     keep = [r for r in records if r.split in ("retain", "neighbor") or r.meta.get("replay")]
     if not forget:
         raise UnlearnError("no forget records: the data needs a 'forget' split")
-    context = instruction(cfg, forget)
+    context = instruction(cfg, forget, keep)
     key = cache_key({"model": model_id, "teacher": asdict(cfg), "context": context,
                      "records": [r.to_dict() for r in forget + keep]})
     path = cache_root() / "teacher" / key
@@ -118,9 +130,11 @@ def _teacher_context(cfg: TeacherConfig, rec: Record, context: str) -> str | Non
 
 def _examples(tokenizer, forget, keep, tops, responses, context) -> list[Example]:
     out = []
+    boundary = boundary_ids(forget + keep)
     for rec in forget + keep:
         student, _ = _pair(tokenizer, rec, responses[rec.id], context)
-        ex = Example(kind=rec.split, pull_input=student, pull_top=tops[f"pull-{rec.id}"])
+        ex = Example(kind=rec.split, pull_input=student, pull_top=tops[f"pull-{rec.id}"],
+                     boundary=rec.id in boundary)
         if rec.split == "forget":
             ex.true_input, _ = _pair(tokenizer, rec, rec.answer or "", context)
             ex.true_top = tops[f"true-{rec.id}"]
@@ -149,11 +163,13 @@ def refresh_prefill(model, tokenizer, examples: list[Example], candidates: Seque
 
 
 def mixture_plan(examples: list[Example], mix: MixConfig, seed: int) -> list[list[Example]]:
-    """``mix.steps`` micro-batches, each drawing its quota from every split (cycling)."""
+    """``mix.steps`` micro-batches, each drawing its quota from every split (cycling), and
+    ``mix.boundary`` items from the examples marked ``boundary`` (:func:`boundary_ids`)."""
     rng = random.Random(seed)
     quotas = {"forget": mix.forget, "retain": mix.retain, "neighbor": mix.neighbor,
-              "general": mix.general}
+              "general": mix.general, "boundary": mix.boundary}
     pools = {k: [e for e in examples if e.kind == k] for k in quotas}
+    pools["boundary"] = [e for e in examples if e.boundary]
     queues: dict[str, list[Example]] = {k: [] for k in pools}
     plan = []
     for _ in range(mix.steps):
