@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from unlearnkit.data.records import Record
@@ -152,3 +153,36 @@ def test_general_keep_items_join_the_batches_and_pull_toward_the_unchanged_model
                                              "retain"] for b in plan)
     assert all(e.kind != "general" for b in mixture_plan(examples, MixConfig(steps=2), 0)
                for e in b)  # mix.general = 0 (the default): none
+
+
+def test_one_forward_step_equals_pull_and_forget_terms_run_apart(tok, cache_dir):
+    """The step runs pull inputs and true answers as rows of one batch; the loss terms and
+    the gradients equal those of a separate forward for each."""
+    from unlearnkit.objectives import pushpull as pp
+
+    model = tiny_model(len(tok), layers=3)
+    examples = build_examples(model, tok, records(), TeacherConfig(top_k=4), "tiny")
+    refresh_prefill(model, tok, examples, [1, 2])
+    cfg = PushPullConfig(top_m=3)
+    params = list(model.parameters())
+    model.train()
+    loss, logs = pushpull_step(0, cfg)(model, examples)
+    grads = torch.autograd.grad(loss, params)
+
+    pulled = [e.pull_input for e in examples]
+    logits, _, off = _window(model, pulled, 0)
+    values, indices, mask, _ = _aligned(pulled, [e.pull_top for e in examples], off,
+                                        logits.shape[:2])
+    pull = pp.pull_loss(logits, values, indices, mask, delta=cfg.delta)
+    forget = [e for e in examples if e.true_input is not None]
+    f_logits, _, f_off = _window(model, [e.true_input for e in forget], 0)
+    apart_logs: dict = {}
+    want = pull + pp._forget_terms(f_logits, f_off, forget, cfg, apart_logs)
+    want_grads = torch.autograd.grad(want, params)
+    torch.testing.assert_close(loss, want, atol=1e-5, rtol=1e-5)
+    assert logs["pull"] == pytest.approx(float(pull), rel=1e-5)
+    for key in ("push", "adv"):
+        assert logs[key] == pytest.approx(apart_logs[key], rel=1e-4, abs=1e-6)
+    for got, ref in zip(grads, want_grads, strict=True):
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
+    assert logs["push"] > 0  # the forget terms are not trivially zero

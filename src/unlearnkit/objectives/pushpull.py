@@ -151,30 +151,39 @@ def _aligned(items: list[Rendered], tops: list[TopK], offset: int, shape: tuple[
 
 
 def pushpull_step(pad_id: int, cfg: PushPullConfig):
-    """Step function for :func:`unlearnkit.training.loop.train` over lists of :class:`Example`."""
+    """Step function for :func:`unlearnkit.training.loop.train` over lists of :class:`Example`.
+
+    One forward pass: the pull inputs and the forget items' true answers are rows of the same
+    batch (their shared prompt prefix runs once), and each term reads its rows of the logits.
+    """
 
     def step(model, examples: list[Example]):
         logs: dict[str, float] = {}
         total = torch.zeros((), device=next(model.parameters()).device)
-        if cfg.pull:
-            items = [e.pull_input for e in examples]
-            logits, _, off = _window(model, items, pad_id)
-            values, indices, mask, _ = _aligned(items, [e.pull_top for e in examples], off,
-                                                logits.shape[:2])
-            loss = pull_loss(logits, values.to(logits.device), indices.to(logits.device),
-                             mask.to(logits.device), delta=cfg.delta, first_only=cfg.first_only)
+        pulled = [e.pull_input for e in examples] if cfg.pull else []
+        forget = [e for e in examples if e.true_input is not None] \
+            if cfg.push or cfg.prefill else []
+        if not pulled and not forget:
+            return total, logs
+        logits, _, off = _window(model, pulled + [e.true_input for e in forget], pad_id)
+        if pulled:
+            part = logits[:len(pulled)]
+            values, indices, mask, _ = _aligned(pulled, [e.pull_top for e in examples], off,
+                                                part.shape[:2])
+            loss = pull_loss(part, values.to(part.device), indices.to(part.device),
+                             mask.to(part.device), delta=cfg.delta, first_only=cfg.first_only)
             total, logs["pull"] = total + loss, float(loss.detach())
-        forget = [e for e in examples if e.true_input is not None]
-        if forget and (cfg.push or cfg.prefill):
-            total = total + _forget_terms(model, forget, pad_id, cfg, logs)
+        if forget:
+            total = total + _forget_terms(logits[len(pulled):], off, forget, cfg, logs)
         return total, logs
 
     return step
 
 
-def _forget_terms(model, forget: list[Example], pad_id: int, cfg: PushPullConfig, logs: dict):
+def _forget_terms(logits: torch.Tensor, off: int, forget: list[Example], cfg: PushPullConfig,
+                  logs: dict):
+    """Push and adversarial-prefill terms on the forget rows' logits (true answers)."""
     items = [e.true_input for e in forget]
-    logits, _, off = _window(model, items, pad_id)
     dev = logits.device
     tops = [e.true_top for e in forget]
     values, indices, mask, nxt = (t.to(dev) for t in _aligned(items, tops, off, logits.shape[:2]))
