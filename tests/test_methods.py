@@ -173,3 +173,25 @@ def test_demo_runs_inject_unlearn_evaluate_and_report(tiny_scenario, tmp_path, m
     assert (out / "data" / "manifest.json").is_file()
     html = (out / "report.html").read_text()
     assert "after" in html and "oracle" in html
+
+
+def test_baselines_draw_the_general_keep_items_as_retain_items(tok, tiny_prepared):
+    """mix.general reaches the baselines as it reaches push-pull: replay records become
+    retain-kind items, drawn by the general quota into every micro-batch."""
+    import dataclasses
+
+    from unlearnkit.data.records import Record
+    from unlearnkit.pipeline.methods import general_keep
+
+    replay = [Record(id=f"replay-{i}", split="general", question=f"Name a colour {i}.",
+                     answer="Blue.", meta={"replay": True}) for i in range(2)]
+    prepared = dataclasses.replace(tiny_prepared, replay=replay)
+    mix = MixConfig(forget=1, retain=1, neighbor=1, general=1, steps=4)
+    records = prepared.records + general_keep(mix, prepared)
+    batches = split_plan(build_items(tok, records), mix, 0)
+    for batch in batches:
+        general = [it for it in batch if it.record.meta.get("replay")]
+        assert len(batch) == 4 and len(general) == 1 and general[0].kind == "retain"
+    assert general_keep(MixConfig(general=0), prepared) == []
+    with pytest.raises(UnlearnError, match="replay prompts"):
+        general_keep(mix, tiny_prepared)  # no replay records

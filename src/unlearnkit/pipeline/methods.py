@@ -100,12 +100,24 @@ def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tupl
     return folder, history
 
 
+def general_keep(mix: MixConfig, prepared: PreparedScenario) -> list:
+    """The general keep items a run draws (``mix.general``): the scenario's replay records,
+    for push-pull and the baselines alike."""
+    if not mix.general:
+        return []
+    if not prepared.replay:
+        raise UnlearnError("unlearn.mix.general draws general keep items from the built-in "
+                           "scenario's replay prompts, and this data has none; set it to 0")
+    return list(prepared.replay)
+
+
 def run_baseline(cfg: RunConfig, prepared: PreparedScenario,
                  out: Path) -> tuple[str, list, str | None]:
     """The model to evaluate as "after", the training log and the evaluation context."""
     base = get_baseline(cfg.method)
     if base.trainable:
-        folder, history = train_baseline(cfg, prepared.models["injected"], prepared.records, out)
+        records = prepared.records + general_keep(cfg.unlearn.mix, prepared)
+        folder, history = train_baseline(cfg, prepared.models["injected"], records, out)
         return str(folder), history, None
     options = baseline_options(cfg.method, cfg.baseline, cfg.unlearn.seed)
     if cfg.method == "prompt_only":

@@ -40,7 +40,7 @@ from unlearnkit.models.lora import LoraSettings, apply_lora
 from unlearnkit.models.teacher import TeacherConfig, instruction
 from unlearnkit.objectives.pushpull import pushpull_step
 from unlearnkit.pipeline.data_source import DataSource, prepare_data
-from unlearnkit.pipeline.methods import PUSHPULL, check_method, run_baseline
+from unlearnkit.pipeline.methods import PUSHPULL, check_method, general_keep, run_baseline
 from unlearnkit.pipeline.scenario_models import (
     PreparedScenario,
     ScenarioSetup,
@@ -259,12 +259,9 @@ def unlearn(cfg: RunConfig, prepared: PreparedScenario,
     """Run ``cfg.method``: the "after" model, the training log and its evaluation context."""
     torch.manual_seed(cfg.unlearn.seed)  # LoRA's initialisation follows the run's seed
     if cfg.method == PUSHPULL:
-        general = prepared.replay if cfg.unlearn.mix.general else []
-        if cfg.unlearn.mix.general and not general:
-            raise UnlearnError("unlearn.mix.general draws general keep items from the built-in "
-                               "scenario's replay prompts, and this data has none; set it to 0")
-        folder, history = train_unlearning(cfg, prepared.models["injected"],
-                                           prepared.records + general, out)
+        folder, history = train_unlearning(
+            cfg, prepared.models["injected"],
+            prepared.records + general_keep(cfg.unlearn.mix, prepared), out)
         return str(folder), history, None
     return run_baseline(cfg, prepared, out)
 

@@ -70,11 +70,12 @@ def need(item: Item, name: str, method: str) -> Any:
 
 
 def build_items(tokenizer, records: Sequence[Record], *, neighbors: bool = True) -> list[Item]:
-    """Forget records -> forget items; retain (and, with ``neighbors``, neighbour) -> retain."""
+    """Forget records -> forget items; retain (and, with ``neighbors``, neighbour) -> retain;
+    general keep items (replay records, ``meta.replay``) -> retain too."""
     keep = ("retain", "neighbor") if neighbors else ("retain",)
     items = []
     for rec in records:
-        if rec.split not in (FORGET, *keep):
+        if rec.split not in (FORGET, *keep) and not rec.meta.get("replay"):
             continue
         if not rec.answer:
             raise UnlearnError(f"record {rec.id!r} has no answer; baselines train on answers")
