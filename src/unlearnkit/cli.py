@@ -71,6 +71,13 @@ def cmd_bench(args: argparse.Namespace) -> None:
     run_bench(load_config(BenchConfig, args.config, args.set))
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    from unlearnkit.config import load_config
+    from unlearnkit.pipeline.tune import TuneConfig, run_tune
+
+    run_tune(load_config(TuneConfig, args.config, args.set))
+
+
 def cmd_diagnose(args: argparse.Namespace) -> None:
     from unlearnkit.config import load_config
     from unlearnkit.pipeline.diagnose import DiagnoseConfig, run_diagnose
@@ -204,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="continue a killed run from its last checkpoint")
     _add(sub, "bench", cmd_bench, "run methods x seeds on the built-in scenario (or run.data) "
          "and write a leaderboard with confidence intervals (resumable)", "required")
+    _add(sub, "tune", cmd_tune, "the same sweep for every method of a bench config on a "
+         "validation setup; writes the tuned bench config (resumable)", "required")
     _add(sub, "diagnose", cmd_diagnose,
          "measure gradient conflicts between the loss terms and distances between the sets' "
          "hidden states, with the forget set unified (chat QA) and raw")

@@ -46,6 +46,9 @@ class BenchMethod:
     label: str = ""  # the row's name and folder (default: ``name``)
     preset: str = ""  # a baseline preset YAML, e.g. configs/baselines/npo.yaml
     options: dict[str, Any] = field(default_factory=dict)
+    # this method's own `unlearn run` settings over the shared ``run`` (e.g. {optim: {lr:
+    # 4.0e-5}}, what `unlearn tune` chose for it)
+    run: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.label = self.label or self.name
@@ -96,7 +99,7 @@ def seeds_for(method: BenchMethod, seeds: list[int]) -> list[int]:
 
 def run_config(cfg: BenchConfig, method: BenchMethod, seed: int) -> RunConfig:
     """The `unlearn run` config of one method and seed (validated like a loaded one)."""
-    data = asdict(cfg.run)
+    data = deep_merge(asdict(cfg.run), method.run)
     data.update(method=method.name, baseline=method.resolved_options(), resume=True,
                 output=str(Path(cfg.output) / method.label / f"seed-{seed}"),
                 eval_references=False)

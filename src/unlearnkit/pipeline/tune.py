@@ -1,0 +1,173 @@
+"""`unlearn tune CONFIG`: the same sweep for every method on a validation setup.
+
+Every method of a bench config (``bench``: its path) gets the same grid of `unlearn run`
+settings (``grid``: dotted key -> values, e.g. ``optim.lr: [1.0e-5, 2.0e-5, 4.0e-5]``), run on
+a validation setup (``validation``: overrides of the bench's ``run``; by default the built-in
+scenario with another seed, i.e. other people, so nothing is tuned on the people the bench
+reports) with ``seeds``. The budget is equal by construction: the same grid, steps, quotas and
+seeds for every method. Methods that do not train (prompt_only, oracle) have nothing to tune.
+
+Per method the grid point with the highest selection score is kept: the mean of the
+leaderboard's four objectives (:func:`unlearnkit.report.leaderboard.objective_scores`:
+forget = 1 - forget accuracy, utility = mean of retain and general accuracy, boundary =
+neighbour accuracy, robustness = 1 - prefill attack success) over the seeds' mean metrics;
+a tie keeps the earlier point. Writes ``<output>/tune.json`` (every point's metrics, score and
+the choices), the sweep's own leaderboard, and ``<output>/tuned-bench.yaml``: the bench config
+with each method's chosen settings under its ``run`` key, ready for ``unlearn bench``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unlearnkit.config import deep_merge, from_dict, load_yaml
+from unlearnkit.errors import UnlearnError
+from unlearnkit.fsutil import atomic_write_text
+from unlearnkit.pipeline.bench import BenchConfig, BenchMethod, run_bench, seeds_for
+from unlearnkit.pipeline.run import RunConfig
+from unlearnkit.report.leaderboard import objective_scores
+
+
+def _default_validation() -> dict[str, Any]:
+    return {"setup": {"scenario": {"seed": 1}}}
+
+
+def _default_grid() -> dict[str, list[Any]]:
+    return {"optim.lr": [1.0e-5, 2.0e-5, 4.0e-5]}
+
+
+@dataclass
+class TuneConfig:
+    """``bench``: the bench config whose methods are tuned; ``validation``: overrides of its
+    ``run`` that make the validation setup; ``grid``: dotted `unlearn run` keys -> values."""
+
+    bench: str = "configs/bench-scenario.yaml"
+    validation: dict[str, Any] = field(default_factory=_default_validation)
+    grid: dict[str, list[Any]] = field(default_factory=_default_grid)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    output: str = "runs/tune"
+
+    def __post_init__(self) -> None:
+        if not self.validation:
+            raise UnlearnError("tune.validation is empty: tuning would run on the data the "
+                               "bench reports; set e.g. validation: {setup: {scenario: {seed: "
+                               "1}}}")
+        if not self.grid or any(not isinstance(v, list) or not v for v in self.grid.values()):
+            raise UnlearnError("tune.grid needs at least one key with a non-empty list of "
+                               "values, e.g. grid: {optim.lr: [1.0e-5, 2.0e-5]}")
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The cartesian product of ``grid`` as nested override mappings, in the grid's order."""
+    keys = list(grid)
+    points = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        point: dict[str, Any] = {}
+        for key, value in zip(keys, combo, strict=True):
+            *sections, last = key.split(".")
+            node = point
+            for part in sections:
+                node = node.setdefault(part, {})
+            node[last] = value
+        points.append(point)
+    return points
+
+
+def point_label(label: str, point: dict[str, Any]) -> str:
+    """A folder-safe row label: ``npo--lr-4e-05``."""
+    parts = [f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in _flatten(point)]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "--".join([label, *parts]))
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out += _flatten(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def selection_score(means: dict[str, float | None]) -> float | None:
+    """Mean of the four objectives; None when one is missing."""
+    scores = list(objective_scores(means).values())
+    return None if any(s is None for s in scores) else statistics.fmean(scores)
+
+
+def sweep_config(cfg: TuneConfig, bench: BenchConfig) -> tuple[BenchConfig, list[tuple]]:
+    """The sweep as a bench config on the validation setup, and (method, point, label) rows."""
+    run = from_dict(RunConfig, deep_merge(asdict(bench.run), cfg.validation), "validation")
+    if asdict(run.setup) == asdict(bench.run.setup) and asdict(run.data) == asdict(bench.run.data):
+        raise UnlearnError("tune.validation leaves the bench's setup and data unchanged: "
+                           "tuning would run on the data the bench reports")
+    rows, methods = [], []
+    for method in bench.methods:
+        if len(seeds_for(method, [0, 1])) == 1:  # does not train: nothing to tune
+            continue
+        for point in grid_points(cfg.grid):
+            label = point_label(method.label, point)
+            methods.append(BenchMethod(method.name, label=label, preset=method.preset,
+                                       options=method.options,
+                                       run=deep_merge(method.run, point)))
+            rows.append((method, point, label))
+    if not methods:
+        raise UnlearnError("the bench config has no method that trains: nothing to tune")
+    sweep = BenchConfig(methods=methods, seeds=list(cfg.seeds), run=run, output=cfg.output,
+                        confidence=bench.confidence, title=f"Tuning sweep: {bench.title}")
+    return sweep, rows
+
+
+def choose(rows: list[tuple], results: dict[str, dict]) -> dict[str, dict]:
+    """Per method label: its grid points' scores and the chosen point (first best)."""
+    out: dict[str, dict] = {}
+    for method, point, label in rows:
+        means = {k: v["mean"] for k, v in results[label]["metrics"].items()}
+        entry = out.setdefault(method.label, {"method": method.name, "points": []})
+        entry["points"].append({"point": point, "label": label, "means": means,
+                                "score": selection_score(means)})
+    for entry in out.values():
+        scored = [p for p in entry["points"] if p["score"] is not None]
+        best = max(scored, key=lambda p: p["score"]) if scored else None
+        entry["chosen"] = best["point"] if best else None
+    return out
+
+
+def tuned_bench_yaml(bench_path: str, choices: dict[str, dict]) -> str:
+    """The bench config file with each tuned method's chosen point under its ``run`` key."""
+    data = load_yaml(bench_path)
+    for entry in data.get("methods") or []:
+        label = entry.get("label") or entry.get("name")
+        chosen = choices.get(label, {}).get("chosen")
+        if chosen:
+            entry["run"] = deep_merge(entry.get("run") or {}, chosen)
+    head = (f"# {bench_path} with the settings `unlearn tune` chose per method on the "
+            "validation setup\n# (tune.json beside this file has every point's scores).\n")
+    return head + yaml.safe_dump(data, sort_keys=False)
+
+
+def run_tune(cfg: TuneConfig) -> dict[str, dict]:
+    bench = from_dict(BenchConfig, load_yaml(cfg.bench), "bench")
+    sweep, rows = sweep_config(cfg, bench)
+    board = run_bench(sweep)
+    results = {row["label"]: row for row in board}
+    choices = choose(rows, results)
+    out = Path(cfg.output)
+    atomic_write_text(out / "tune.json", json.dumps(
+        {"config": asdict(cfg), "choices": choices}, indent=1))
+    atomic_write_text(out / "tuned-bench.yaml", tuned_bench_yaml(cfg.bench, choices))
+    for label, entry in choices.items():
+        scores = ", ".join(f"{point_label('', p['point']).lstrip('-')}: "
+                           + ("-" if p["score"] is None else f"{p['score']:.3f}")
+                           for p in entry["points"])
+        print(f"{label}: chose {entry['chosen']} ({scores})")
+    print(f"wrote {out / 'tune.json'} and {out / 'tuned-bench.yaml'}")
+    return choices

@@ -1,0 +1,88 @@
+"""`unlearn tune`: the grid, the selection score and the tuned bench config (no training:
+`run_once` is replaced by metrics that depend on the settings)."""
+
+import json
+
+import pytest
+import yaml
+
+import unlearnkit.pipeline.bench as bench_mod
+from unlearnkit.errors import UnlearnError
+from unlearnkit.pipeline import tune
+from unlearnkit.pipeline.bench import BenchConfig, BenchMethod
+
+
+def test_grid_points_are_the_product_in_order():
+    points = tune.grid_points({"optim.lr": [1e-5, 2e-5], "unlearn.mix.steps": [3]})
+    assert points == [{"optim": {"lr": 1e-5}, "unlearn": {"mix": {"steps": 3}}},
+                      {"optim": {"lr": 2e-5}, "unlearn": {"mix": {"steps": 3}}}]
+    assert tune.point_label("npo", points[1]) == "npo--lr-2e-05--steps-3"
+
+
+def test_selection_score_by_hand():
+    """forget 1 - 0.2 = 0.8; utility (0.9 + 0.7) / 2 = 0.8; boundary 0.8; robustness 0.9."""
+    means = {"forget": 0.2, "retain": 0.9, "general": 0.7, "neighbor": 0.8, "prefill": 0.1,
+             "keep_refusal": 0.0}
+    assert tune.selection_score(means) == pytest.approx(0.825)
+    assert tune.selection_score({**means, "prefill": None}) is None
+
+
+def _bench_file(tmp_path):
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump({
+        "methods": [{"name": "pushpull"}, {"name": "npo", "options": {"beta": 0.5}},
+                    {"name": "prompt_only"}],
+        "seeds": [0, 1, 2], "output": str(tmp_path / "bench"),
+        "run": {"optim": {"lr": 2.0e-5}}}))
+    return path
+
+
+def test_validation_must_change_the_data_and_untrained_methods_are_skipped(tmp_path):
+    bench = BenchConfig(methods=[BenchMethod("pushpull"), BenchMethod("prompt_only")])
+    with pytest.raises(UnlearnError, match="unchanged"):
+        tune.sweep_config(tune.TuneConfig(validation={"optim": {"lr": 1e-5}}), bench)
+    with pytest.raises(UnlearnError, match="empty"):
+        tune.TuneConfig(validation={})
+    sweep, _ = tune.sweep_config(tune.TuneConfig(output=str(tmp_path)), bench)
+    assert [m.label for m in sweep.methods] == [
+        "pushpull--lr-1e-05", "pushpull--lr-2e-05", "pushpull--lr-4e-05"]
+    assert sweep.run.setup.scenario.seed == 1 and sweep.seeds == [0]
+    cfg = bench_mod.run_config(sweep, sweep.methods[2], 0)
+    assert cfg.optim.lr == 4e-5 and cfg.setup.scenario.seed == 1
+
+
+def test_tune_picks_each_methods_best_point_and_writes_the_tuned_bench(tmp_path, monkeypatch):
+    """Fake runs: push-pull scores best at lr 4e-5 (0.906 against 0.756 and 0.556); NPO at
+    2e-5, since at 4e-5 it wrecks retain and neighbours (score 0.6125 < 0.756).
+    Every point runs on the validation scenario with the method's own options."""
+    seen = []
+
+    def fake_run_once(cfg):
+        seen.append((cfg.method, cfg.optim.lr, cfg.setup.scenario.seed, cfg.baseline))
+        lr = cfg.optim.lr
+        forget = {1e-5: 0.8, 2e-5: 0.4, 4e-5: 0.1}[lr]
+        wrecked = cfg.method == "npo" and lr == 4e-5
+        summary = {s: {"accuracy": a, "refusal": 0.0, "n": 10} for s, a in
+                   (("forget", forget), ("retain", 0.1 if wrecked else 0.95),
+                    ("neighbor", 0.2 if wrecked else 0.9), ("general", 0.9))}
+        return {"results": {"after": {"summary": summary, "prefill_attack": forget}}}
+
+    monkeypatch.setattr(bench_mod, "run_once", fake_run_once)
+    cfg = tune.TuneConfig(bench=str(_bench_file(tmp_path)), output=str(tmp_path / "tune"))
+    choices = tune.run_tune(cfg)
+    assert choices["pushpull"]["chosen"] == {"optim": {"lr": 4e-5}}
+    assert choices["npo"]["chosen"] == {"optim": {"lr": 2e-5}}
+    assert "prompt_only" not in choices
+    assert len(seen) == 6 and {s[2] for s in seen} == {1}  # 2 methods x 3 points, seed-1 data
+    assert all(s[3] == {"beta": 0.5} for s in seen if s[0] == "npo")
+    tuned = yaml.safe_load((tmp_path / "tune" / "tuned-bench.yaml").read_text())
+    by_name = {m["name"]: m for m in tuned["methods"]}
+    assert by_name["pushpull"]["run"] == {"optim": {"lr": 4e-5}}
+    assert by_name["npo"]["run"] == {"optim": {"lr": 2e-5}}
+    assert "run" not in by_name["prompt_only"] and tuned["seeds"] == [0, 1, 2]
+    loaded = BenchConfig(**{k: v for k, v in tuned.items() if k not in ("methods", "run")},
+                         methods=[BenchMethod(**m) for m in tuned["methods"]])
+    assert bench_mod.run_config(loaded, loaded.methods[1], 0).optim.lr == 2e-5
+    saved = json.loads((tmp_path / "tune" / "tune.json").read_text())
+    assert len(saved["choices"]["npo"]["points"]) == 3
+    assert (tmp_path / "tune" / "leaderboard.md").is_file()
