@@ -18,6 +18,19 @@ def test_pull_hand_derived():
     assert pull_loss(student, val, idx, T([[1, 1]]), first_only=True).item() == 1.625
 
 
+def test_pull_per_group_by_hand():
+    """Per-position Huber (K = 1, delta 1): row 0 |2-0| -> 1.5, row 1 0.5 -> 0.125, row 2
+    |4-0| -> 3.5. Pooled: (1.5 + 0.125 + 3.5) / 3 = 1.708...; groups {0, 1} and {2}:
+    ((1.5 + 0.125) / 2 + 3.5) / 2 = 2.15625. A group with no masked position is left out."""
+    student = T([[[2.0]], [[0.5]], [[4.0]]])
+    idx = T([[[0]], [[0]], [[0]]])
+    val = T([[[0.0]], [[0.0]], [[0.0]]])
+    mask = T([[1], [1], [1]])
+    assert abs(pull_loss(student, val, idx, mask).item() - (1.5 + 0.125 + 3.5) / 3) < 1e-6
+    assert pull_loss(student, val, idx, mask, groups=T([0, 0, 1])).item() == 2.15625
+    assert pull_loss(student, val, idx, T([[1], [1], [0]]), groups=T([0, 0, 1])).item() == 0.8125
+
+
 def test_push_hand_derived():
     """z=[4,1,0,2], K_T={1}, tau=1, margin .5, M=2 -> H={0,3}: 3.5 + 1.5 = 5."""
     student = T([[[4.0, 1, 0, 2]]])

@@ -31,17 +31,23 @@ from unlearnkit.objectives.nll import masked_mean
 
 def pull_loss(student: torch.Tensor, teacher_values: torch.Tensor,
               teacher_indices: torch.Tensor, mask: torch.Tensor, *, delta: float = 1.0,
-              first_only: bool = False) -> torch.Tensor:
+              first_only: bool = False, groups: torch.Tensor | None = None) -> torch.Tensor:
     """Huber distance on the teacher's top-K logits.
 
     student: (B, T, V) raw logits; teacher_values, teacher_indices: (B, T, K); mask: (B, T).
-    ``first_only`` keeps only each row's first masked position (DUET's setting).
+    ``first_only`` keeps only each row's first masked position (DUET's setting). ``groups``
+    (B,) integers: the mean is taken per group of rows, then over the groups that have masked
+    positions, so each group weighs the same whatever its number of rows and positions.
     """
     if first_only:
         mask = first_position(mask)
     picked = student.float().gather(-1, teacher_indices)
     per_pos = F.huber_loss(picked, teacher_values.float(), delta=delta, reduction="none").sum(-1)
-    return masked_mean(per_pos, mask)
+    if groups is None:
+        return masked_mean(per_pos, mask)
+    means = [masked_mean(per_pos[groups == g], mask[groups == g]) for g in groups.unique()
+             if mask[groups == g].any()]
+    return torch.stack(means).mean() if means else masked_mean(per_pos, mask)
 
 
 def first_position(mask: torch.Tensor) -> torch.Tensor:
@@ -101,6 +107,9 @@ class PushPullConfig:
     first_only: bool = False
     push_true_in_topk: bool = True
     adv_pull: bool = False
+    # each kind of item (forget, retain, neighbour, general) weighs the same in the pull,
+    # whatever its quota: adding rows of one kind does not dilute another's pull
+    pull_per_kind: bool = False
     prefill_candidates: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     prefill_refresh: int = 5
 
@@ -170,8 +179,13 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
             part = logits[:len(pulled)]
             values, indices, mask, _ = _aligned(pulled, [e.pull_top for e in examples], off,
                                                 part.shape[:2])
+            groups = None
+            if cfg.pull_per_kind:
+                kinds = {k: i for i, k in enumerate(dict.fromkeys(e.kind for e in examples))}
+                groups = torch.tensor([kinds[e.kind] for e in examples], device=part.device)
             loss = pull_loss(part, values.to(part.device), indices.to(part.device),
-                             mask.to(part.device), delta=cfg.delta, first_only=cfg.first_only)
+                             mask.to(part.device), delta=cfg.delta, first_only=cfg.first_only,
+                             groups=groups)
             total, logs["pull"] = total + loss, float(loss.detach())
         if forget:
             total = total + _forget_terms(logits[len(pulled):], off, forget, cfg, logs)
