@@ -107,8 +107,9 @@ class PushPullConfig:
     first_only: bool = False
     push_true_in_topk: bool = True
     adv_pull: bool = False
-    # each kind of item (forget, retain, neighbour, general) weighs the same in the pull,
-    # whatever its quota: adding rows of one kind does not dilute another's pull
+    # each kind of item (forget, retain, neighbour, general, and boundary keep items as a kind
+    # of their own) weighs the same in the pull, whatever its quota: adding rows of one kind
+    # does not dilute another's pull
     pull_per_kind: bool = False
     prefill_candidates: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     prefill_refresh: int = 5
@@ -181,8 +182,9 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
                                                 part.shape[:2])
             groups = None
             if cfg.pull_per_kind:
-                kinds = {k: i for i, k in enumerate(dict.fromkeys(e.kind for e in examples))}
-                groups = torch.tensor([kinds[e.kind] for e in examples], device=part.device)
+                names = ["boundary" if e.boundary else e.kind for e in examples]
+                ids = {k: i for i, k in enumerate(dict.fromkeys(names))}
+                groups = torch.tensor([ids[k] for k in names], device=part.device)
             loss = pull_loss(part, values.to(part.device), indices.to(part.device),
                              mask.to(part.device), delta=cfg.delta, first_only=cfg.first_only,
                              groups=groups)
