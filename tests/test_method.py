@@ -186,3 +186,25 @@ def test_one_forward_step_equals_pull_and_forget_terms_run_apart(tok, cache_dir)
     for got, ref in zip(grads, want_grads, strict=True):
         torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
     assert logs["push"] > 0  # the forget terms are not trivially zero
+
+
+def test_pull_per_kind_averages_each_kind_and_the_boundary_items_apart(tok, cache_dir):
+    """With pull_per_kind the pull is the mean of per-kind pulls, boundary keep items being a
+    kind of their own; without it, one mean over every row's positions."""
+    from unlearnkit.objectives import pushpull as pp
+
+    model = tiny_model(len(tok), layers=3)
+    examples = build_examples(model, tok, records(), TeacherConfig(top_k=4), "tiny")
+    examples[1].boundary = True  # the retain item
+    cfg = PushPullConfig(top_m=3, push=False, prefill=False, pull_per_kind=True)
+    got, logs = pushpull_step(0, cfg)(model, examples)
+    per_row = []
+    for e in examples:
+        logits, _, off = _window(model, [e.pull_input], 0)
+        values, indices, mask, _ = _aligned([e.pull_input], [e.pull_top], off,
+                                            logits.shape[:2])
+        per_row.append(pp.pull_loss(logits, values, indices, mask))
+    torch.testing.assert_close(got, sum(per_row) / 3, atol=1e-5, rtol=1e-5)
+    pooled, _ = pushpull_step(0, PushPullConfig(top_m=3, push=False, prefill=False))(
+        model, examples)
+    assert abs(float(pooled) - float(got)) > 1e-4  # rows of different lengths: not the same
