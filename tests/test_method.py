@@ -197,7 +197,7 @@ def test_pull_per_kind_averages_each_kind_and_the_boundary_items_apart(tok, cach
     examples = build_examples(model, tok, records(), TeacherConfig(top_k=4), "tiny")
     examples[1].boundary = True  # the retain item
     cfg = PushPullConfig(top_m=3, push=False, prefill=False, pull_per_kind=True)
-    got, logs = pushpull_step(0, cfg)(model, examples)
+    got, _ = pushpull_step(0, cfg)(model, examples)
     per_row = []
     for e in examples:
         logits, _, off = _window(model, [e.pull_input], 0)

@@ -7,6 +7,7 @@ from unlearnkit.data.standardize import DataConfig
 from unlearnkit.pipeline.bench import BenchConfig
 from unlearnkit.pipeline.demo import DemoConfig
 from unlearnkit.pipeline.run import RunConfig
+from unlearnkit.pipeline.tune import TuneConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KINDS = {"demo.yaml": DemoConfig, "data-tofu.yaml": DataConfig, "run-scenario.yaml": RunConfig,
@@ -15,7 +16,8 @@ KINDS = {"demo.yaml": DemoConfig, "data-tofu.yaml": DataConfig, "run-scenario.ya
          "gpu/tofu-llama-3.2-1b.yaml": RunConfig, "gpu/muse-books-llama-3.2-3b.yaml": RunConfig,
          "gpu/wmdp-cyber-zephyr-7b.yaml": RunConfig, "gpu/data-muse-books.yaml": DataConfig,
          "gpu/data-muse-books-eval.yaml": DataConfig, "gpu/data-wmdp-cyber.yaml": DataConfig,
-         "gpu/data-wmdp-cyber-eval.yaml": DataConfig}
+         "gpu/data-wmdp-cyber-eval.yaml": DataConfig,
+         "tune-scenario.yaml": TuneConfig}
 PRESETS = sorted(str(p.relative_to(CONFIGS)) for pattern in ("*.yaml", "gpu/*.yaml")
                  for p in CONFIGS.glob(pattern))
 
@@ -44,3 +46,20 @@ def test_make_demo_runs_what_configs_demo_yaml_says():
     from unlearnkit.config import to_dict
 
     assert to_dict(DemoConfig()) == to_dict(load_config(DemoConfig, CONFIGS / "demo.yaml"))
+
+
+def test_the_tune_preset_sweeps_every_trained_method_of_its_bench_on_other_people(monkeypatch):
+    """configs/tune-scenario.yaml: every method of configs/bench-scenario.yaml that trains,
+    three learning rates each, on the scenario with seed 1 (the bench reports seed 0)."""
+    from unlearnkit.config import from_dict as build
+    from unlearnkit.config import load_yaml
+    from unlearnkit.pipeline.tune import sweep_config
+
+    monkeypatch.chdir(CONFIGS.parent)  # the bench path is relative to the project root
+    tune = load_config(TuneConfig, CONFIGS / "tune-scenario.yaml")
+    bench = build(BenchConfig, load_yaml(tune.bench))
+    sweep, rows = sweep_config(tune, bench)
+    trained = [m.label for m in bench.methods if m.name not in ("prompt_only", "oracle")]
+    assert len(sweep.methods) == 3 * len(trained) == 3 * 12
+    assert sweep.run.setup.scenario.seed == 1 and bench.run.setup.scenario.seed == 0
+    assert {m.label for m, _, _ in rows} == set(trained)

@@ -16,7 +16,7 @@ from unlearnkit.training.unlearn import MixConfig, UnlearnConfig
 
 
 def _demo_unlearn() -> UnlearnConfig:
-    return UnlearnConfig(mix=MixConfig(general=4))
+    return UnlearnConfig(mix=MixConfig(general=4, boundary=4))
 
 
 def _demo_optim() -> OptimConfig:
@@ -26,9 +26,10 @@ def _demo_optim() -> OptimConfig:
 @dataclass
 class DemoConfig(RunConfig):
     """`unlearn run`'s settings with the demo's output folder and the base model evaluated,
-    lr 4e-5 and 4 general keep items (the scenario's replay prompts) per micro-batch: the
-    setting chosen in docs/RESULTS.md ("Push strength and general keep items"); the same as
-    configs/demo.yaml."""
+    lr 4e-5, and per micro-batch 4 general keep items (the scenario's replay prompts) and 4
+    boundary keep items (records sharing a forget value): the settings chosen in
+    docs/RESULTS.md ("Push strength and general keep items", "Neighbours that share a forget
+    person's town or employer"); the same as configs/demo.yaml."""
 
     output: str = "runs/demo"
     eval_base: bool = True
