@@ -10,7 +10,8 @@ from unlearnkit.pipeline.run import RunConfig
 from unlearnkit.pipeline.tune import TuneConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-KINDS = {"demo.yaml": DemoConfig, "data-tofu.yaml": DataConfig, "run-scenario.yaml": RunConfig,
+KINDS = {"demo.yaml": DemoConfig, "data-tofu.yaml": DataConfig,
+         "data-tofu-eval.yaml": DataConfig, "run-scenario.yaml": RunConfig,
          "bench-scenario.yaml": BenchConfig,  # bench: preset paths relative to the project root
          "run-tofu.yaml": RunConfig, "bench-tofu.yaml": BenchConfig,
          "gpu/tofu-llama-3.2-1b.yaml": RunConfig, "gpu/muse-books-llama-3.2-3b.yaml": RunConfig,

@@ -241,6 +241,17 @@ def test_tofu_plan_limits_each_tofu_set(tmp_path):
     assert [s.key for s in steps] == ["tofu/forget", "tofu/retain", "tofu/ra", "tofu/wf",
                                       "tofu/summary"]
     assert steps[-1].derived and "oracle_results" in skipped["forget_quality"]
+    assert "model_utility" not in skipped  # every retain record has perturbed answers
+
+
+def test_tofu_plan_says_why_model_utility_needs_retain_perturbed(tmp_path):
+    import dataclasses
+
+    cfg = E.EvalConfig(data=str(tofu_dataset(tmp_path)), suite="tofu", limit=2)
+    splits, _ = E.load_splits(cfg)
+    splits["retain"] = [dataclasses.replace(r, perturbed_answers=[]) for r in splits["retain"]]
+    _, skipped = E.plan(E.SUITES["tofu"], splits, cfg)
+    assert "retain_perturbed.json" in skipped["model_utility"]
 
 
 def test_tofu_summary_is_derived_and_takes_a_later_oracle(tmp_path, tok, tiny):

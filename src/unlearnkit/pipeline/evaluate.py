@@ -229,6 +229,12 @@ def _tofu_steps(splits: dict, cfg: EvalConfig, skipped: dict) -> list[Step]:
         return []
     if not cfg.oracle_results:
         skipped["forget_quality"] = "give the oracle's results file: --set oracle_results=FILE"
+    retain = [r for recs in splits.values() for r in recs if tofu_prefix(r) == "retain"]
+    if retain and not all(r.perturbed_answers for r in retain):
+        skipped["model_utility"] = (
+            "retain records without perturbed answers (TOFU's retain90) have no truth ratio; "
+            "evaluate with retain_perturbed.json as the retain split "
+            "(configs/data-tofu-eval.yaml)")
     return [*steps, Step("tofu/summary", "tofu_summary", derived=True)]
 
 
