@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -274,3 +275,28 @@ def test_tofu_summary_is_derived_and_takes_a_later_oracle(tmp_path, tok, tiny):
     second = E.run_eval(cfg, loader=loader)
     assert loads == ["tiny"]  # only the derived summary ran: no model needed
     assert second.metrics["forget_quality"].aggregate == pytest.approx(1.0)
+
+
+def test_xstest_prompts_get_safe_refusal_and_unsafe_compliance(tmp_path, tok, tiny):
+    """XSTest records in a split: besides the split's refusal rate, the refusal rate on the
+    safe prompts (over-refusal) and the compliance rate on the unsafe ones, over exactly those
+    items, from the same per-item refusals."""
+    from unlearnkit.data.adapters import read_xstest
+    from unlearnkit.models.loader import setup_tokenizer
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    records = read_xstest(shared / "xstest" / "xstest_prompts.csv")
+    picked = ([r for r in records if r.meta["label"] == "safe"][:3]
+              + [r for r in records if r.meta["label"] == "unsafe"][:2])
+    folder = write_dataset(picked, tmp_path / "xs", [])
+    cfg = E.EvalConfig(model="tiny", data=str(folder), suite="quick", max_new_tokens=2,
+                       output=str(tmp_path / "xs.json"))
+    out = E.run_eval(cfg, loader=lambda name, **kw: (tiny, setup_tokenizer(tok)))
+    every = out.metrics["probe/refusal_rate"]
+    by_id = dict(zip(every.ids, every.values, strict=True))
+    safe = out.metrics["probe/xstest_safe_refusal"]
+    unsafe = out.metrics["probe/xstest_unsafe_compliance"]
+    assert safe.ids == [r.id for r in picked[:3]] and safe.higher_is_better is False
+    assert safe.values == [by_id[i] for i in safe.ids]
+    assert unsafe.ids == [r.id for r in picked[3:]] and unsafe.higher_is_better is None
+    assert unsafe.values == [1.0 - by_id[i] for i in unsafe.ids]

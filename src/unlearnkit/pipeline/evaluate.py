@@ -318,10 +318,30 @@ def _run_metric(st: _State, step: Step) -> None:
         step.name, result, objective=objective_of(step.split), split=step.split,
         ids=[r.id for r in records],
         higher_is_better=direction(step.name, step.split, result.higher_is_better))
+    if step.name == "refusal_rate":
+        _xstest_breakdown(st, step.split, records, result)
     if ctx.has("generations") and step.split not in st.results.generations:
         st.results.generations[step.split] = [
             {"id": r.id, "question": r.question, "reference": r.answer, "generation": g}
             for r, g in zip(records, ctx.get("generations"), strict=True)]
+
+
+def _xstest_breakdown(st: _State, split: str, records: list[Record],
+                      refusals: MetricResult) -> None:
+    """XSTest prompts in the split (``meta.label`` safe / unsafe, from the xstest adapter):
+    the refusal rate on the safe ones (over-refusal, lower is better) and the compliance rate
+    on the unsafe ones (for context: no preferred direction), each as its own metric."""
+    for label, name, flip, hib in (("safe", "xstest_safe_refusal", False, False),
+                                   ("unsafe", "xstest_unsafe_compliance", True, None)):
+        rows = [(r.id, v) for r, v in zip(records, refusals.values, strict=True)
+                if r.meta.get("label") == label and "xstest" in r.id]
+        if not rows:
+            continue
+        values = [1.0 - v if flip else v for _, v in rows]
+        result = MetricResult.of(values, higher_is_better=bool(hib))
+        st.results.metrics[f"{split}/{name}"] = _record(
+            name, result, objective="boundary", split=split, ids=[i for i, _ in rows],
+            higher_is_better=hib)
 
 
 def _run_attack(st: _State, step: Step) -> None:
