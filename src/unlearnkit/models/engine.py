@@ -158,6 +158,7 @@ def _until_eot(tokens: list[int], eot_id: int) -> list[int]:
     return tokens[:tokens.index(eot_id)] if eot_id in tokens else tokens
 
 
+@torch.no_grad()
 def hf_generate(model, rows: list[list[int]], *, eot_id: int, pad_id: int,
                 max_new_tokens: int) -> list[list[int]]:
     """New tokens (end-of-turn excluded) from transformers' ``generate`` on left-padded rows."""
@@ -171,6 +172,7 @@ def hf_generate(model, rows: list[list[int]], *, eot_id: int, pad_id: int,
     return [_until_eot(gen[row, ids.shape[1]:].tolist(), eot_id) for row in range(len(rows))]
 
 
+@torch.no_grad()
 def greedy_batch(model, rows: list[list[int]], *, eot_id: int, pad_id: int,
                  max_new_tokens: int) -> list[list[int]]:
     """Greedy decoding of token rows with a key/value cache; new tokens without end-of-turn.
