@@ -169,7 +169,8 @@ def mixture_plan(examples: list[Example], mix: MixConfig, seed: int) -> list[lis
     quotas = {"forget": mix.forget, "retain": mix.retain, "neighbor": mix.neighbor,
               "general": mix.general, "boundary": mix.boundary}
     pools = {k: [e for e in examples if e.kind == k] for k in quotas}
-    pools["boundary"] = [e for e in examples if e.boundary]
+    # items without the flag (any drawable with a ``kind``) are never boundary items
+    pools["boundary"] = [e for e in examples if getattr(e, "boundary", False)]
     queues: dict[str, list[Example]] = {k: [] for k in pools}
     plan = []
     for _ in range(mix.steps):
