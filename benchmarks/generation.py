@@ -22,7 +22,7 @@ from _machine import describe
 from unlearnkit.cli import _quiet_libraries
 from unlearnkit.data.render import render
 from unlearnkit.data.scenario import build_scenario
-from unlearnkit.models.engine import end_of_turn, generate, hf_generate
+from unlearnkit.models.engine import generate
 from unlearnkit.models.loader import load_model
 
 
@@ -36,25 +36,15 @@ def main() -> None:
     _quiet_libraries()
     model, tok = load_model()
     prompts = [render(tok, r.question) for r in build_scenario().records[: args.n]]
-    eot = end_of_turn(tok)[1]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].input_ids))
-    rows = [list(prompts[i].input_ids) for i in order]
 
-    def hf(size: int) -> list[str]:
-        out = []
-        for start in range(0, len(rows), size):
-            out += hf_generate(model, rows[start:start + size], eot_id=eot,
-                               pad_id=tok.pad_token_id, max_new_tokens=args.tokens)
-        texts = [""] * len(rows)
-        for i, new in zip(order, out, strict=True):
-            texts[i] = tok.decode(new, skip_special_tokens=True).strip()
-        return texts
+    def run(size: int, backend: str = "auto") -> list[str]:
+        return generate(model, tok, prompts, max_new_tokens=args.tokens, batch_size=size,
+                        backend=backend)
 
     modes = {
-        "batched": lambda: generate(model, tok, prompts, max_new_tokens=args.tokens,
-                                    batch_size=args.batch),
-        "hf_batched": lambda: hf(args.batch),
-        "one_at_a_time": lambda: hf(1),
+        "batched": lambda: run(args.batch),
+        "hf_batched": lambda: run(args.batch, "transformers"),
+        "one_at_a_time": lambda: run(1, "transformers"),
     }
     timings = {mode: [] for mode in modes}
     answers = {}

@@ -141,11 +141,14 @@ def test_generate_falls_back_to_transformers_when_it_cannot_drive_the_model(tok,
                                                                            monkeypatch):
     model = tiny_model(len(tok)).eval()
     out = engine.generate(model, tok, prompts, max_new_tokens=4)
-    monkeypatch.setattr(engine, "_can_drive", lambda m: False)
     called = []
     original = engine.hf_generate
     monkeypatch.setattr(engine, "hf_generate",
                         lambda *a, **k: called.append(1) or original(*a, **k))
+    assert engine.generate(model, tok, prompts, max_new_tokens=4,
+                           backend="transformers") == out and called  # asked for
+    called.clear()
+    monkeypatch.setattr(engine, "_can_drive", lambda m: False)
     assert engine.generate(model, tok, prompts, max_new_tokens=4) == out and called
 
 

@@ -148,19 +148,24 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def set_path(data: dict[str, Any], path: list[str], value: Any, what: str = "") -> None:
+    """Set ``data[path[0]]...[path[-1]] = value``, creating sections as needed."""
+    node = data
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UnlearnError(f"{what or '.'.join(path)}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Set ``a.b.c=value`` entries in a nested dict (creating sections as needed)."""
     for text in overrides:
         path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise UnlearnError(f"override {text!r}: {part!r} is not a section")
-            node = child
-        node[path[-1]] = value
+        set_path(data, path, value, f"override {text!r}")
     return data
 
 

@@ -115,18 +115,20 @@ def _length_order(prompts: Sequence[Rendered]) -> list[int]:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[Rendered], *, max_new_tokens: int = 32,
-             batch_size: int = 32, progress: bool = False) -> list[str]:
+             batch_size: int = 32, progress: bool = False,
+             backend: str = "auto") -> list[str]:
     """Greedy continuations of rendered prompts (answer=None), decoded without special tokens.
 
     Deterministic: greedy decoding, no sampling. Stops at the chat template's end-of-turn token.
     Prompts are batched by length; :func:`greedy_batch` runs each batch (shared prefix once,
-    finished rows dropped), or transformers' ``generate`` for models it cannot drive.
+    finished rows dropped), or transformers' ``generate`` for models it cannot drive or with
+    ``backend="transformers"`` (the reference ``benchmarks/generation.py`` compares with).
     """
     eot_id = end_of_turn(tokenizer)[1]
     order = _length_order(prompts)
     out: list[str] = [""] * len(prompts)
     bar = tqdm(total=len(prompts), desc="generate", unit="q", disable=not progress)
-    own_loop = _can_drive(model)
+    own_loop = backend != "transformers" and _can_drive(model)
     for _, idx in _batches(order, batch_size):
         rows = [list(prompts[i].input_ids) for i in idx]
         if own_loop:

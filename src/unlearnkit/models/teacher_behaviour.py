@@ -19,7 +19,7 @@ import torch
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render
 from unlearnkit.models.teacher import TeacherConfig, desired_response
-from unlearnkit.models.teacher_cache import response_length, response_logits
+from unlearnkit.models.teacher_cache import guided, response_length, response_logits
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ def preferences(model, tokenizer, records: Sequence[Record], context: str, cfg: 
         prefs = []
         for r in range(len(records)):
             (ans_item, _), (tpl_item, _) = items[2 * r], items[2 * r + 1]
-            ans_z = z_plain[2 * r] + w * (z_instr[2 * r] - z_plain[2 * r])
-            tpl_z = z_plain[2 * r + 1] + w * (z_instr[2 * r + 1] - z_plain[2 * r + 1])
+            ans_z = guided(z_instr[2 * r], z_plain[2 * r], w)
+            tpl_z = guided(z_instr[2 * r + 1], z_plain[2 * r + 1], w)
             ans_tokens = ans_item.input_ids[-response_length(ans_item):]
             tpl_tokens = tpl_item.input_ids[-response_length(tpl_item):]
             ans_lp, first = _scores(ans_z, ans_tokens)

@@ -53,6 +53,11 @@ def response_logits(model, items: Sequence[Rendered], pad_id: int) -> list[torch
     return out
 
 
+def guided(z_instr: torch.Tensor, z_plain: torch.Tensor, w: float) -> torch.Tensor:
+    """The instruction's effect amplified: ``z_plain + w (z_instr - z_plain)``."""
+    return z_plain + w * (z_instr - z_plain)
+
+
 def promote_response(z: torch.Tensor, tokens: Sequence[int], boost: float) -> torch.Tensor:
     """Make each response token the teacher's top-1, ``boost`` above the best other logit.
 
@@ -84,7 +89,7 @@ def teacher_topk(model, instructed: Sequence[Rendered], plain: Sequence[Rendered
         z_instr = response_logits(model, chunk, pad_id)
         if use_plain:
             z_plain = response_logits(model, plain[start:start + batch_size], pad_id)
-            z_instr = [zp + guidance * (zi - zp) for zi, zp in zip(z_instr, z_plain, strict=True)]
+            z_instr = [guided(zi, zp, guidance) for zi, zp in zip(z_instr, z_plain, strict=True)]
         for i, (item, z) in enumerate(zip(chunk, z_instr, strict=True)):
             if promote is not None and promote[start + i]:
                 z = promote_response(z, item.input_ids[item.response_start:], boost)

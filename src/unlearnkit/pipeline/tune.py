@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from unlearnkit.config import deep_merge, from_dict, load_yaml
+from unlearnkit.config import deep_merge, from_dict, load_yaml, set_path
 from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.pipeline.bench import BenchConfig, BenchMethod, run_bench, seeds_for
@@ -72,11 +72,7 @@ def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     for combo in itertools.product(*(grid[k] for k in keys)):
         point: dict[str, Any] = {}
         for key, value in zip(keys, combo, strict=True):
-            *sections, last = key.split(".")
-            node = point
-            for part in sections:
-                node = node.setdefault(part, {})
-            node[last] = value
+            set_path(point, key.split("."), value, f"tune.grid key {key!r}")
         points.append(point)
     return points
 
