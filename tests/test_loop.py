@@ -47,7 +47,7 @@ def test_killed_run_resumes_to_the_same_model(tok, tmp_path):
     full = tiny_model(len(tok))
     train(full, plan, sft_step(0), cfg, out_dir=tmp_path / "a")
 
-    def kill(step):
+    def kill(step, logs):
         if step == 5:
             raise KeyboardInterrupt
 

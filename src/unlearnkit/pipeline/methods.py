@@ -3,9 +3,9 @@
 A trainable baseline (:data:`~unlearnkit.objectives.baselines.BASELINES`) trains from the
 run's starting model (the scenario's injected model, or ``data.model``) with push-pull's
 optimiser settings (``optim``), LoRA settings (``lora``), number of steps and per-split quotas
-(``unlearn.mix``) and seed (``unlearn.seed``): :func:`split_plan` draws, for the same seed, the
-same records into every micro-batch as push-pull's
-:func:`~unlearnkit.training.unlearn.mixture_plan`. Its options come from
+(``unlearn.mix``), seed (``unlearn.seed``) and stopping rule (``unlearn.stop``):
+:func:`split_plan` draws, for the same seed, the same records into every micro-batch as
+push-pull's :func:`~unlearnkit.training.unlearn.mixture_plan`. Its options come from
 ``baseline`` (a mapping checked by the baseline's config dataclass). Two entries do not train:
 ``prompt_only`` evaluates the injected model with the instruction as its context, ``oracle``
 evaluates the scenario's oracle model.
@@ -23,6 +23,7 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.models.loader import load_model, save_trained
 from unlearnkit.models.lora import apply_lora
 from unlearnkit.objectives.baselines import BASELINES, Item, build_items, get_baseline
+from unlearnkit.pipeline.stopping import stop_hook
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.loop import train
 from unlearnkit.training.unlearn import MixConfig, boundary_ids, mixture_plan
@@ -95,7 +96,8 @@ def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tupl
                                model_id=model_identity(start_model))
     plan = split_plan(items, cfg.unlearn.mix, cfg.unlearn.seed)
     history = train(model, plan, base.make_step(options, tokenizer.pad_token_id), cfg.optim,
-                    out_dir=out, resume=cfg.resume, desc=cfg.method)
+                    out_dir=out, resume=cfg.resume, desc=cfg.method,
+                    on_step=stop_hook(cfg, model, tokenizer, records))
     folder = save_trained(model, tokenizer, out, base=start_model, lora_output=cfg.lora_output)
     return folder, history
 

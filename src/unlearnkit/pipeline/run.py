@@ -46,6 +46,7 @@ from unlearnkit.pipeline.scenario_models import (
     ScenarioSetup,
     prepare_scenario,
 )
+from unlearnkit.pipeline.stopping import chain, stop_hook
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.loop import OptimConfig, train
 from unlearnkit.training.raw import with_raw_forget
@@ -203,7 +204,8 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
     plan = mixture_plan(examples, cfg.unlearn.mix, cfg.unlearn.seed)
     history = train(model, plan, pushpull_step(tokenizer.pad_token_id, method), cfg.optim,
                     out_dir=out, resume=cfg.resume, desc="unlearn",
-                    on_step=prefill_hook(model, tokenizer, examples, method),
+                    on_step=chain(stop_hook(cfg, model, tokenizer, records),
+                                  prefill_hook(model, tokenizer, examples, method)),
                     state=prefill_state(examples))
     folder = save_trained(model, tokenizer, out, base=start_model, lora_output=cfg.lora_output)
     return folder, history

@@ -118,12 +118,13 @@ def _shard(micro_batch: Sequence, accelerator) -> list:
 
 def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
           out_dir: Path | None = None, resume: bool = False, accelerator=None,
-          desc: str = "train", on_step: Callable[[int], bool | None] | None = None,
+          desc: str = "train", on_step: Callable[[int, dict], bool | None] | None = None,
           state: tuple[Callable[[], dict], Callable[[dict], None]] | None = None) -> list[dict]:
     """Run ``plan`` (micro-batches; ``grad_accum`` of them per optimizer step); return the log.
 
-    ``on_step(step)`` runs after every optimizer step; when it returns True, training stops
-    there (early stopping; the schedule is not stretched). ``state = (get, set)`` carries a
+    ``on_step(step, logs)`` runs after every optimizer step with that step's log entry, which
+    it may extend (e.g. with a check's result); when it returns True, training stops there
+    (early stopping; the schedule is not stretched). ``state = (get, set)`` carries a
     step function's own state (e.g. the adversarial prefill lengths) through checkpoints:
     ``get()`` is saved with each one, ``set(saved)`` restores it.
     """
@@ -155,12 +156,12 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
         logs = _optimizer_step(model, plan, step, step_fn, cfg, accelerator, optimizer, params)
         scheduler.step()
         logs["lr"] = scheduler.get_last_lr()[0]
+        stop = bool(on_step(step + 1, logs)) if on_step else False
         history.append({"step": step + 1, **logs})
         bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
         bar.update(1)
         if out_dir is not None:
             accelerator.log(logs, step=step + 1)
-        stop = bool(on_step(step + 1)) if on_step else False
         if ckpt_dir and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
                 and step + 1 < total and accelerator.is_main_process:
             save_checkpoint(ckpt_dir, model=accelerator.unwrap_model(model), optimizer=optimizer,

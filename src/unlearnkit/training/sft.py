@@ -115,12 +115,12 @@ def greedy_reproduces(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 def stop_when_learned(model, items: Sequence[Rendered], pad_id: int, *, every: int,
                       after: int, log: list[dict] | None = None
-                      ) -> Callable[[int], bool]:
+                      ) -> Callable[[int, dict], bool]:
     """An ``on_step`` hook for :func:`~unlearnkit.training.loop.train`: every ``every`` steps
     from step ``after`` on, check :func:`learned` on ``items``; True (stop) when all are.
     Each check is appended to ``log`` (step, learned count)."""
 
-    def on_step(step: int) -> bool:
+    def on_step(step: int, logs: dict | None = None) -> bool:
         if step < after or step % every:
             return False
         flags = learned(model, items, pad_id)

@@ -188,6 +188,26 @@ FORGET_FORMATS = ("unified", "raw")
 
 
 @dataclass
+class StopConfig:
+    """Train until the forget questions are forgotten (push-pull and the trainable baselines
+    alike): every ``every`` steps (0 = off), greedy answers to the forget questions are judged
+    as the evaluation judges them, and training stops once at most ``forget_accuracy`` of
+    them are correct. ``mix.steps`` is then the most steps a run takes. The rule reads only
+    the forget set, which the owner of the unlearning request holds anyway; the prefill and
+    paraphrase attacks and every keep split stay independent checks."""
+
+    every: int = 0
+    forget_accuracy: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise UnlearnError(f"unlearn.stop.every must be >= 0 (0 = off), got {self.every}")
+        if not 0.0 <= self.forget_accuracy <= 1.0:
+            raise UnlearnError("unlearn.stop.forget_accuracy is a fraction in [0, 1], got "
+                               f"{self.forget_accuracy}")
+
+
+@dataclass
 class UnlearnConfig:
     """``forget_format``: the forget set as chat QA (``unified``, the method) or as its raw
     source passages (``raw``, the ablation; :mod:`unlearnkit.training.raw`)."""
@@ -195,6 +215,7 @@ class UnlearnConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     method: PushPullConfig = field(default_factory=PushPullConfig)
     mix: MixConfig = field(default_factory=MixConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
     seed: int = 0
     forget_format: str = "unified"
 
@@ -205,7 +226,7 @@ class UnlearnConfig:
 
 
 def prefill_hook(model, tokenizer, examples, cfg: PushPullConfig):
-    def on_step(step: int) -> None:
+    def on_step(step: int, logs: dict | None = None) -> None:
         if cfg.prefill and step % max(1, cfg.prefill_refresh) == 0:
             refresh_prefill(model, tokenizer, examples, cfg.prefill_candidates)
 
