@@ -269,7 +269,7 @@ def run_config(bench: Setup, method: str, dtype: str, rank: int, warmup: int, st
     rows, last = [], [time.perf_counter()]
     begun = last[0]
 
-    def on_step(_step: int) -> None:
+    def on_step(_step: int, _logs: dict) -> None:
         now = time.perf_counter()
         rows.append((now - last[0], *counter.take()))
         last[0] = now
