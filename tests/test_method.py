@@ -3,6 +3,7 @@ import torch
 
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render
+from unlearnkit.errors import UnlearnError
 from unlearnkit.models.teacher import TeacherConfig, instruction
 from unlearnkit.models.teacher_cache import response_logits, teacher_topk
 from unlearnkit.models.tiny import tiny_model
@@ -39,6 +40,9 @@ def test_teacher_positions_align_with_the_student_exactly(tok):
         expect = direct[teacher.response_start - 1 + j].topk(3)
         torch.testing.assert_close(top.values[j], expect.values)
         assert top.indices[j].tolist() == expect.indices.tolist()
+        # the log-normaliser of the whole distribution (the log-probability push's tau)
+        torch.testing.assert_close(top.lse[j], direct[teacher.response_start - 1 + j]
+                                   .logsumexp(-1))
     # placed into the student's logits window, they sit at the student's positions
     logits, _, off = _window(model, [student], 0)
     values, _, mask, nxt = _aligned([student], [top], off, logits.shape[:2])
@@ -207,4 +211,49 @@ def test_pull_per_kind_averages_each_kind_and_the_boundary_items_apart(tok, cach
     torch.testing.assert_close(got, sum(per_row) / 3, atol=1e-5, rtol=1e-5)
     pooled, _ = pushpull_step(0, PushPullConfig(top_m=3, push=False, prefill=False))(
         model, examples)
-    assert abs(float(pooled) - float(got)) > 1e-4  # rows of different lengths: not the same
+    assert abs(float(pooled.detach()) - float(got.detach())) > 1e-4  # rows of different lengths: not the same
+
+
+def test_topk_cache_round_trip_keeps_the_log_normalisers(tmp_path):
+    from unlearnkit.models.teacher_cache import TopK, load_topk, save_topk
+
+    with_lse = TopK(torch.randn(3, 2), torch.tensor([[0, 1], [2, 3], [4, 5]]), torch.randn(3))
+    without = TopK(torch.randn(1, 2), torch.tensor([[1, 0]]))
+    save_topk(tmp_path / "c", {"a": with_lse, "b": without}, {"k": 1})
+    entries, meta = load_topk(tmp_path / "c")
+    torch.testing.assert_close(entries["a"].lse, with_lse.lse)
+    assert entries["b"].lse is None and meta == {"k": 1}
+
+
+def test_log_prob_push_reads_the_teacher_k_th_log_probability(tok, cache_dir):
+    """The step's push on log-probabilities equals push_loss on the student's log-softmax with
+    tau = the teacher's K-th logit minus its log-normaliser, at the true answers' positions;
+    a summary without log-normalisers is refused with the fix."""
+    from unlearnkit.objectives import pushpull as pp
+
+    model = tiny_model(len(tok), layers=3)
+    examples = build_examples(model, tok, records(), TeacherConfig(top_k=4), "tiny")
+    forget = [e for e in examples if e.true_input is not None]
+    cfg = PushPullConfig(top_m=3, prefill=False, pull=False)
+    assert cfg.push_space == "logprobs"
+    _, logs = pushpull_step(0, cfg)(model, forget)
+    items = [e.true_input for e in forget]
+    logits, _, off = _window(model, items, 0)
+    values, indices, mask, nxt = _aligned(items, [e.true_top for e in forget], off,
+                                          logits.shape[:2])
+    lse = torch.zeros(mask.shape)
+    for r, e in enumerate(forget):
+        first = e.true_input.response_start - 1 - off
+        lse[r, first:first + len(e.true_top.lse)] = e.true_top.lse
+    reveal = pp._reveal_mask(forget, off, logits.shape[:2]) & mask
+    want = pp.push_loss(logits, indices, values[..., -1] - lse, nxt, reveal, top_m=3,
+                        push_true_in_topk=True, log_probs=True)
+    assert logs["push"] == pytest.approx(float(want), rel=1e-5)
+    raw, _ = pushpull_step(0, PushPullConfig(top_m=3, prefill=False, pull=False,
+                                             push_space="logits"))(model, forget)
+    assert abs(float(raw) - logs["push"]) > 1e-3  # a different hinge
+    forget[0].true_top = pp.TopK(forget[0].true_top.values, forget[0].true_top.indices)
+    with pytest.raises(UnlearnError, match="recompute the teacher cache"):
+        pushpull_step(0, cfg)(model, forget)
+    with pytest.raises(UnlearnError, match="push_space must be one of"):
+        PushPullConfig(push_space="probs")

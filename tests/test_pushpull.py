@@ -86,3 +86,32 @@ def test_empty_mask_gives_zero_with_a_graph():
     assert loss.item() == 0.0
     loss.backward()
     assert student.grad is not None
+
+
+def test_push_on_log_probs_hand_derived():
+    """z = [ln 3, 0]: p = [3/4, 1/4]. True token 0, teacher K-th log-prob ln 1/4, margin 0.5,
+    M = 0: relu(ln 3/4 - ln 1/4 + 0.5) = ln 3 + 0.5, whatever constant is added to z."""
+    import math
+
+    tau, mask, true = T([[math.log(0.25)]]), T([[1]]), T([[0]])
+    kw = {"top_m": 0, "margin": 0.5, "log_probs": True}
+    for shift in (0.0, -10.0, 7.0):
+        student = T([[[math.log(3.0) + shift, shift]]])
+        got = push_loss(student, T([[[1]]]), tau, true, mask, **kw).item()
+        assert abs(got - (math.log(3.0) + 0.5)) < 1e-5
+
+
+def test_raw_push_is_met_by_an_offset_and_the_log_prob_push_is_not():
+    """Lowering every logit at a position by 10 meets the raw hinge (tau 0, margin 1) with the
+    true token still the argmax; on log-probabilities the hinge is untouched by the offset."""
+    student = T([[[2.0, 0.0, 0.0]]])
+    idx, true, mask = T([[[1]]]), T([[0]]), T([[1]])
+    raw = {"top_m": 0, "margin": 1.0}
+    assert push_loss(student, idx, T([[0.0]]), true, mask, **raw).item() == 3.0
+    lowered = student - 10.0
+    assert push_loss(lowered, idx, T([[0.0]]), true, mask, **raw).item() == 0.0
+    assert lowered.argmax(-1).item() == 0  # still says the fact
+    tau_lp = torch.log_softmax(T([2.0, 0.0, 0.0]), -1)[1:2].view(1, 1)  # a teacher like it
+    before = push_loss(student, idx, tau_lp, true, mask, top_m=0, log_probs=True).item()
+    after = push_loss(lowered, idx, tau_lp, true, mask, top_m=0, log_probs=True).item()
+    assert before == after and abs(before - 3.0) < 1e-5  # log p0 - log p1 = 2, plus margin 1

@@ -25,10 +25,14 @@ from unlearnkit.fsutil import atomic_dir
 
 @dataclass
 class TopK:
-    """Teacher summary for one item: (L, K) values and indices; tau = values[:, -1]."""
+    """Teacher summary for one item: (L, K) values and indices; tau = values[:, -1]. ``lse``
+    (L,): the log-normaliser of the teacher's whole distribution at each position (logsumexp
+    of every logit), so that ``values - lse[:, None]`` are log-probabilities; None in
+    summaries made without it."""
 
     values: torch.Tensor
     indices: torch.Tensor
+    lse: torch.Tensor | None = None
 
     @property
     def tau(self) -> torch.Tensor:
@@ -94,7 +98,8 @@ def teacher_topk(model, instructed: Sequence[Rendered], plain: Sequence[Rendered
             if promote is not None and promote[start + i]:
                 z = promote_response(z, item.input_ids[item.response_start:], boost)
             values, indices = z.topk(min(k, z.shape[-1]), dim=-1)
-            out.append(TopK(values.contiguous(), indices.to(torch.int64).contiguous()))
+            out.append(TopK(values.contiguous(), indices.to(torch.int64).contiguous(),
+                            torch.logsumexp(z, dim=-1).contiguous()))
     return out
 
 
@@ -110,6 +115,8 @@ def save_topk(path: Path, entries: dict[str, TopK], meta: dict) -> None:
         for name, top in entries.items():
             tensors[f"{name}/values"] = top.values
             tensors[f"{name}/indices"] = top.indices.to(torch.int32)
+            if top.lse is not None:
+                tensors[f"{name}/lse"] = top.lse
         save_file(tensors, tmp / "topk.safetensors")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
 
@@ -120,6 +127,6 @@ def load_topk(path: Path) -> tuple[dict[str, TopK], dict] | None:
         return None
     tensors = load_file(path / "topk.safetensors")
     names = {key.rsplit("/", 1)[0] for key in tensors}
-    entries = {n: TopK(tensors[f"{n}/values"], tensors[f"{n}/indices"].to(torch.int64))
-               for n in names}
+    entries = {n: TopK(tensors[f"{n}/values"], tensors[f"{n}/indices"].to(torch.int64),
+                       tensors.get(f"{n}/lse")) for n in names}
     return entries, json.loads((path / "meta.json").read_text())

@@ -5,7 +5,9 @@ student's and the teacher's raw logits, ``K_T(t)`` the teacher's top-K vocabular
 ``tau_T(t)`` the teacher's K-th largest logit.
 
 * Pull:  L_pull = mean_t sum_{i in K_T(t)} Huber_delta(z_S^i(t) - z_T^i(t))
-* Push:  L_push = mean_t sum_{j in H(t)} relu(z_S^j(t) - tau_T(t) + margin),
+* Push:  L_push = mean_t sum_{j in H(t)} relu(z_S^j(t) - tau_T(t) + margin) on raw logits
+  (``push_space: logits``, METHOD.md's formula) or the same hinge on log-probabilities,
+  log p_S^j(t) - log p_T^{(K)}(t) (``push_space: logprobs``, the default: see push_loss),
   H(t) = {y(t+1)} ∪ (top-M of z_S(t) minus K_T(t)): the true next token of the forget answer
   and the student's own strongest tokens that the teacher does not rank in its top K.
   A true next token that the teacher itself ranks in its top K is not knowledge-revealing
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from unlearnkit.data.render import Rendered
+from unlearnkit.errors import UnlearnError
 from unlearnkit.models.engine import forward_responses
 from unlearnkit.models.teacher_cache import TopK
 from unlearnkit.objectives.nll import masked_mean
@@ -58,13 +61,19 @@ def first_position(mask: torch.Tensor) -> torch.Tensor:
 
 def push_loss(student: torch.Tensor, teacher_indices: torch.Tensor, tau: torch.Tensor,
               true_next: torch.Tensor, mask: torch.Tensor, *, top_m: int = 20,
-              margin: float = 1.0, push_true_in_topk: bool = False) -> torch.Tensor:
+              margin: float = 1.0, push_true_in_topk: bool = False,
+              log_probs: bool = False) -> torch.Tensor:
     """Hinge that pushes knowledge-revealing logits below the teacher's top-K boundary.
 
     student: (B, T, V); teacher_indices: (B, T, K); tau: (B, T) the teacher's K-th logit;
     true_next: (B, T) the forget answer's next token at each position; mask: (B, T).
+    ``log_probs``: compare log-probabilities instead of raw logits: the student's logits go
+    through log-softmax and ``tau`` must be the teacher's K-th log-probability. Raw logits
+    have a free offset per position (softmax ignores it), so a student can meet the raw hinge
+    by lowering every logit at a position while the true token stays its argmax;
+    log-probabilities cannot be met that way.
     """
-    z = student.float()
+    z = F.log_softmax(student.float(), dim=-1) if log_probs else student.float()
     vocab = z.shape[-1]
     in_topk = torch.zeros_like(z, dtype=torch.bool).scatter_(-1, teacher_indices, True)
     revealing = torch.zeros_like(in_topk)
@@ -92,6 +101,9 @@ def topk_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 
+PUSH_SPACES = ("logprobs", "logits")
+
+
 @dataclass
 class PushPullConfig:
     """Weights and switches of L = L_pull + beta L_push + gamma L_adv (each can be ablated)."""
@@ -113,6 +125,13 @@ class PushPullConfig:
     pull_per_kind: bool = False
     prefill_candidates: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     prefill_refresh: int = 5
+    # the push's hinge on raw logits (METHOD.md) or on log-probabilities (shift-invariant)
+    push_space: str = "logprobs"
+
+    def __post_init__(self) -> None:
+        if self.push_space not in PUSH_SPACES:
+            raise UnlearnError(f"unlearn.method.push_space must be one of {PUSH_SPACES}, "
+                             f"got {self.push_space!r}")
 
 
 @dataclass
@@ -205,7 +224,11 @@ def _forget_terms(logits: torch.Tensor, off: int, forget: list[Example], cfg: Pu
     values, indices, mask, nxt = (t.to(dev) for t in _aligned(items, tops, off, logits.shape[:2]))
     reveal = _reveal_mask(forget, off, logits.shape[:2]).to(dev) & mask
     tau = values[..., -1]
-    kw = {"top_m": cfg.top_m, "margin": cfg.margin, "push_true_in_topk": cfg.push_true_in_topk}
+    log_probs = cfg.push_space == "logprobs"
+    if log_probs:
+        tau = tau - _aligned_lse(forget, off, logits.shape[:2]).to(dev)
+    kw = {"top_m": cfg.top_m, "margin": cfg.margin, "push_true_in_topk": cfg.push_true_in_topk,
+          "log_probs": log_probs}
     total = torch.zeros((), device=dev)
     if cfg.push:
         loss = push_loss(logits, indices, tau, nxt, reveal, **kw)
@@ -219,6 +242,18 @@ def _forget_terms(logits: torch.Tensor, off: int, forget: list[Example], cfg: Pu
             loss = loss + pull_loss(logits, values, indices, after, delta=cfg.delta)
         total, logs["adv"] = total + cfg.gamma * loss, float(loss.detach())
     return total
+
+
+def _aligned_lse(forget: list[Example], offset: int, shape: tuple[int, int]) -> torch.Tensor:
+    """The teacher's log-normalisers at the true answers' positions (zeros elsewhere)."""
+    lse = torch.zeros(shape)
+    for r, e in enumerate(forget):
+        if e.true_top.lse is None:
+            raise UnlearnError("push_space 'logprobs' needs the teacher's log-normalisers, and "
+                             "this teacher summary has none: recompute the teacher cache")
+        first = e.true_input.response_start - 1 - offset
+        lse[r, first:first + len(e.true_top.lse)] = e.true_top.lse
+    return lse
 
 
 def _reveal_mask(forget: list[Example], offset: int, shape: tuple[int, int]) -> torch.Tensor:

@@ -86,7 +86,8 @@ def build_examples(model, tokenizer, records: list[Record], cfg: TeacherConfig,
     if not forget:
         raise UnlearnError("no forget records: the data needs a 'forget' split")
     context = instruction(cfg, forget, keep)
-    key = cache_key({"model": model_id, "teacher": asdict(cfg), "context": context,
+    # format 2: the summaries carry the teacher's log-normalisers (the log-probability push)
+    key = cache_key({"format": 2, "model": model_id, "teacher": asdict(cfg), "context": context,
                      "records": [r.to_dict() for r in forget + keep]})
     path = cache_root() / "teacher" / key
     cached = load_topk(path)
