@@ -211,7 +211,8 @@ def test_pull_per_kind_averages_each_kind_and_the_boundary_items_apart(tok, cach
     torch.testing.assert_close(got, sum(per_row) / 3, atol=1e-5, rtol=1e-5)
     pooled, _ = pushpull_step(0, PushPullConfig(top_m=3, push=False, prefill=False))(
         model, examples)
-    assert abs(float(pooled.detach()) - float(got.detach())) > 1e-4  # rows of different lengths: not the same
+    # rows of different lengths: not the same
+    assert abs(float(pooled.detach()) - float(got.detach())) > 1e-4
 
 
 def test_topk_cache_round_trip_keeps_the_log_normalisers(tmp_path):
@@ -225,17 +226,17 @@ def test_topk_cache_round_trip_keeps_the_log_normalisers(tmp_path):
     assert entries["b"].lse is None and meta == {"k": 1}
 
 
-def test_log_prob_push_reads_the_teacher_k_th_log_probability(tok, cache_dir):
-    """The step's push on log-probabilities equals push_loss on the student's log-softmax with
-    tau = the teacher's K-th logit minus its log-normaliser, at the true answers' positions;
-    a summary without log-normalisers is refused with the fix."""
+@pytest.mark.parametrize("space", ["logodds", "logprobs"])
+def test_the_step_push_reads_the_teacher_k_th_score(tok, cache_dir, space):
+    """The step's push in ``space`` equals push_loss on the student's scores with the
+    teacher's K-th logit and log-normaliser converted by teacher_threshold, at the true
+    answers' positions; a summary without log-normalisers is refused with the fix."""
     from unlearnkit.objectives import pushpull as pp
 
     model = tiny_model(len(tok), layers=3)
     examples = build_examples(model, tok, records(), TeacherConfig(top_k=4), "tiny")
     forget = [e for e in examples if e.true_input is not None]
-    cfg = PushPullConfig(top_m=3, prefill=False, pull=False)
-    assert cfg.push_space == "logprobs"
+    cfg = PushPullConfig(top_m=3, prefill=False, pull=False, push_space=space)
     _, logs = pushpull_step(0, cfg)(model, forget)
     items = [e.true_input for e in forget]
     logits, _, off = _window(model, items, 0)
@@ -246,14 +247,16 @@ def test_log_prob_push_reads_the_teacher_k_th_log_probability(tok, cache_dir):
         first = e.true_input.response_start - 1 - off
         lse[r, first:first + len(e.true_top.lse)] = e.true_top.lse
     reveal = pp._reveal_mask(forget, off, logits.shape[:2]) & mask
-    want = pp.push_loss(logits, indices, values[..., -1] - lse, nxt, reveal, top_m=3,
-                        push_true_in_topk=True, log_probs=True)
+    tau = pp.teacher_threshold(values[..., -1], lse, space)
+    want = pp.push_loss(logits, indices, tau, nxt, reveal, top_m=3, push_true_in_topk=True,
+                        space=space)
     assert logs["push"] == pytest.approx(float(want), rel=1e-5)
-    raw, _ = pushpull_step(0, PushPullConfig(top_m=3, prefill=False, pull=False,
-                                             push_space="logits"))(model, forget)
-    assert abs(float(raw) - logs["push"]) > 1e-3  # a different hinge
     forget[0].true_top = pp.TopK(forget[0].true_top.values, forget[0].true_top.indices)
     with pytest.raises(UnlearnError, match="recompute the teacher cache"):
         pushpull_step(0, cfg)(model, forget)
+
+
+def test_push_space_is_checked():
+    assert PushPullConfig().push_space == "logodds"
     with pytest.raises(UnlearnError, match="push_space must be one of"):
         PushPullConfig(push_space="probs")

@@ -2,7 +2,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from unlearnkit.objectives.pushpull import first_position, pull_loss, push_loss, topk_logits
+from unlearnkit.objectives.pushpull import (
+    first_position,
+    pull_loss,
+    push_loss,
+    teacher_threshold,
+    to_space,
+    topk_logits,
+)
 
 T = torch.tensor
 
@@ -94,7 +101,7 @@ def test_push_on_log_probs_hand_derived():
     import math
 
     tau, mask, true = T([[math.log(0.25)]]), T([[1]]), T([[0]])
-    kw = {"top_m": 0, "margin": 0.5, "log_probs": True}
+    kw = {"top_m": 0, "margin": 0.5, "space": "logprobs"}
     for shift in (0.0, -10.0, 7.0):
         student = T([[[math.log(3.0) + shift, shift]]])
         got = push_loss(student, T([[[1]]]), tau, true, mask, **kw).item()
@@ -112,6 +119,44 @@ def test_raw_push_is_met_by_an_offset_and_the_log_prob_push_is_not():
     assert push_loss(lowered, idx, T([[0.0]]), true, mask, **raw).item() == 0.0
     assert lowered.argmax(-1).item() == 0  # still says the fact
     tau_lp = torch.log_softmax(T([2.0, 0.0, 0.0]), -1)[1:2].view(1, 1)  # a teacher like it
-    before = push_loss(student, idx, tau_lp, true, mask, top_m=0, log_probs=True).item()
-    after = push_loss(lowered, idx, tau_lp, true, mask, top_m=0, log_probs=True).item()
+    before = push_loss(student, idx, tau_lp, true, mask, top_m=0, space="logprobs").item()
+    after = push_loss(lowered, idx, tau_lp, true, mask, top_m=0, space="logprobs").item()
     assert before == after and abs(before - 3.0) < 1e-5  # log p0 - log p1 = 2, plus margin 1
+
+
+def test_log_odds_hand_derived():
+    """z = [ln 3, 0, 0]: p = [3/5, 1/5, 1/5], log-odds ln(3/2), ln(1/4), ln(1/4). The
+    teacher's K-th logit 0 with log-normaliser ln 4 (p = 1/4): log-odds ln(1/3). True token 0,
+    M = 0, margin 0: relu(ln 3/2 - ln 1/3) = ln 4.5, whatever offset z carries."""
+    import math
+
+    z = T([[[math.log(3.0), 0.0, 0.0]]])
+    want = [math.log(1.5), math.log(0.25), math.log(0.25)]
+    assert torch.allclose(to_space(z, "logodds")[0, 0], T(want), atol=1e-6)
+    tau = teacher_threshold(T([[0.0]]), T([[math.log(4.0)]]), "logodds")
+    assert abs(tau.item() - math.log(1 / 3)) < 1e-6
+    for shift in (0.0, -10.0):
+        got = push_loss(z + shift, T([[[1]]]), tau, T([[0]]), T([[1]]), top_m=0, margin=0.0,
+                        space="logodds").item()
+        assert abs(got - math.log(4.5)) < 1e-5
+
+
+def test_log_odds_gradient_does_not_vanish_when_the_model_is_sure():
+    """p(true) ~ 1 - 2e-9: d log p / d z_true is ~0, d log-odds / d z_true is 1."""
+    z = T([[[20.0, 0.0, 0.0]]]).requires_grad_()
+    for space, expect in (("logprobs", 0.0), ("logodds", 1.0)):
+        loss = push_loss(z, T([[[1]]]), T([[-30.0]]), T([[0]]), T([[1]]), top_m=0,
+                         margin=0.0, space=space)
+        (grad,) = torch.autograd.grad(loss, z)
+        assert abs(grad[0, 0, 0].item() - expect) < 1e-6
+        assert torch.isfinite(grad).all()
+
+
+def test_teacher_threshold_per_space():
+    import math
+
+    tau, lse = T([[1.0]]), T([[3.0]])
+    assert teacher_threshold(tau, None, "logits").item() == 1.0
+    assert abs(teacher_threshold(tau, lse, "logprobs").item() + 2.0) < 1e-6
+    p = math.exp(-2.0)
+    assert abs(teacher_threshold(tau, lse, "logodds").item() - math.log(p / (1 - p))) < 1e-6

@@ -5,9 +5,10 @@ student's and the teacher's raw logits, ``K_T(t)`` the teacher's top-K vocabular
 ``tau_T(t)`` the teacher's K-th largest logit.
 
 * Pull:  L_pull = mean_t sum_{i in K_T(t)} Huber_delta(z_S^i(t) - z_T^i(t))
-* Push:  L_push = mean_t sum_{j in H(t)} relu(z_S^j(t) - tau_T(t) + margin) on raw logits
-  (``push_space: logits``, METHOD.md's formula) or the same hinge on log-probabilities,
-  log p_S^j(t) - log p_T^{(K)}(t) (``push_space: logprobs``, the default: see push_loss),
+* Push:  L_push = mean_t sum_{j in H(t)} relu(s_S^j(t) - s_T^{(K)}(t) + margin), where s is
+  the raw logit (``push_space: logits``, METHOD.md's formula), the log-probability
+  (``logprobs``) or the log-odds (``logodds``, the default), and s_T^{(K)} the teacher's K-th
+  token's score: see push_loss for why,
   H(t) = {y(t+1)} ∪ (top-M of z_S(t) minus K_T(t)): the true next token of the forget answer
   and the student's own strongest tokens that the teacher does not rank in its top K.
   A true next token that the teacher itself ranks in its top K is not knowledge-revealing
@@ -20,6 +21,7 @@ a batch without such positions gives a zero loss that still carries a graph.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -62,18 +64,23 @@ def first_position(mask: torch.Tensor) -> torch.Tensor:
 def push_loss(student: torch.Tensor, teacher_indices: torch.Tensor, tau: torch.Tensor,
               true_next: torch.Tensor, mask: torch.Tensor, *, top_m: int = 20,
               margin: float = 1.0, push_true_in_topk: bool = False,
-              log_probs: bool = False) -> torch.Tensor:
+              space: str = "logits") -> torch.Tensor:
     """Hinge that pushes knowledge-revealing logits below the teacher's top-K boundary.
 
     student: (B, T, V); teacher_indices: (B, T, K); tau: (B, T) the teacher's K-th logit;
     true_next: (B, T) the forget answer's next token at each position; mask: (B, T).
-    ``log_probs``: compare log-probabilities instead of raw logits: the student's logits go
-    through log-softmax and ``tau`` must be the teacher's K-th log-probability. Raw logits
-    have a free offset per position (softmax ignores it), so a student can meet the raw hinge
-    by lowering every logit at a position while the true token stays its argmax;
-    log-probabilities cannot be met that way.
+    ``space`` is what the hinge compares, for the student's scores and ``tau`` alike (the
+    caller converts ``tau``: :func:`teacher_threshold`):
+
+    * ``logits``: raw logits (METHOD.md's formula). A raw logit has a free offset per position
+      (softmax ignores a constant added to all of them), so a student can meet this hinge by
+      lowering every logit of a position while the fact stays its argmax;
+    * ``logprobs``: log-probabilities, which no offset changes; but the gradient of
+      log p_j vanishes as p_j -> 1, so facts the model is sure of move slowly;
+    * ``logodds``: log-odds, log p_j - log(1 - p_j) = z_j - logsumexp_{i != j} z_i: no
+      offset either, and a gradient of 1 on z_j however sure the model is.
     """
-    z = F.log_softmax(student.float(), dim=-1) if log_probs else student.float()
+    z = to_space(student.float(), space)
     vocab = z.shape[-1]
     in_topk = torch.zeros_like(z, dtype=torch.bool).scatter_(-1, teacher_indices, True)
     revealing = torch.zeros_like(in_topk)
@@ -89,6 +96,35 @@ def push_loss(student: torch.Tensor, teacher_indices: torch.Tensor, tau: torch.T
     return masked_mean(hinge.sum(-1), mask)
 
 
+def to_space(z: torch.Tensor, space: str) -> torch.Tensor:
+    """Raw logits (..., V) -> the push's scores in ``space`` (see :func:`push_loss`).
+
+    Log-odds without cancellation: for each position's top-1 token, z_j minus the
+    logsumexp of the other logits (its probability may round to 1, where log(1 - p) would
+    be -inf); for every other token p <= 1/2, and log p - log1p(-p) is exact."""
+    if space == "logits":
+        return z
+    logp = F.log_softmax(z, dim=-1)
+    if space == "logprobs":
+        return logp
+    top = z.argmax(-1, keepdim=True)
+    others = torch.logsumexp(z.scatter(-1, top, float("-inf")), dim=-1, keepdim=True)
+    rest = logp.clamp(max=-math.log(2.0))  # the top-1 entries are replaced below
+    odds = logp - torch.log1p(-rest.exp())
+    return odds.scatter(-1, top, z.gather(-1, top) - others)
+
+
+def teacher_threshold(tau: torch.Tensor, lse: torch.Tensor | None, space: str) -> torch.Tensor:
+    """The teacher's K-th logit ``tau`` in ``space``, given its log-normaliser ``lse``."""
+    if space == "logits":
+        return tau
+    logp = tau - lse
+    if space == "logprobs":
+        return logp
+    tiny = torch.finfo(logp.dtype).tiny  # a K-th token (K >= 2) has p <= 1/2; K = 1 may not
+    return logp - torch.log(-torch.expm1(logp.clamp(max=-tiny)))
+
+
 def topk_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Teacher summary at each position: top-K values, indices, and the K-th value (tau)."""
     values, indices = logits.float().topk(k, dim=-1)
@@ -101,7 +137,7 @@ def topk_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 
-PUSH_SPACES = ("logprobs", "logits")
+PUSH_SPACES = ("logodds", "logprobs", "logits")
 
 
 @dataclass
@@ -125,8 +161,9 @@ class PushPullConfig:
     pull_per_kind: bool = False
     prefill_candidates: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     prefill_refresh: int = 5
-    # the push's hinge on raw logits (METHOD.md) or on log-probabilities (shift-invariant)
-    push_space: str = "logprobs"
+    # what the push's hinge compares: log-odds (the default), log-probabilities or raw logits
+    # (METHOD.md's formula); see push_loss
+    push_space: str = "logodds"
 
     def __post_init__(self) -> None:
         if self.push_space not in PUSH_SPACES:
@@ -223,12 +260,11 @@ def _forget_terms(logits: torch.Tensor, off: int, forget: list[Example], cfg: Pu
     tops = [e.true_top for e in forget]
     values, indices, mask, nxt = (t.to(dev) for t in _aligned(items, tops, off, logits.shape[:2]))
     reveal = _reveal_mask(forget, off, logits.shape[:2]).to(dev) & mask
-    tau = values[..., -1]
-    log_probs = cfg.push_space == "logprobs"
-    if log_probs:
-        tau = tau - _aligned_lse(forget, off, logits.shape[:2]).to(dev)
+    lse = None if cfg.push_space == "logits" else \
+        _aligned_lse(forget, off, logits.shape[:2], cfg.push_space).to(dev)
+    tau = teacher_threshold(values[..., -1], lse, cfg.push_space)
     kw = {"top_m": cfg.top_m, "margin": cfg.margin, "push_true_in_topk": cfg.push_true_in_topk,
-          "log_probs": log_probs}
+          "space": cfg.push_space}
     total = torch.zeros((), device=dev)
     if cfg.push:
         loss = push_loss(logits, indices, tau, nxt, reveal, **kw)
@@ -244,13 +280,14 @@ def _forget_terms(logits: torch.Tensor, off: int, forget: list[Example], cfg: Pu
     return total
 
 
-def _aligned_lse(forget: list[Example], offset: int, shape: tuple[int, int]) -> torch.Tensor:
+def _aligned_lse(forget: list[Example], offset: int, shape: tuple[int, int],
+                 space: str) -> torch.Tensor:
     """The teacher's log-normalisers at the true answers' positions (zeros elsewhere)."""
     lse = torch.zeros(shape)
     for r, e in enumerate(forget):
         if e.true_top.lse is None:
-            raise UnlearnError("push_space 'logprobs' needs the teacher's log-normalisers, and "
-                             "this teacher summary has none: recompute the teacher cache")
+            raise UnlearnError(f"push_space {space!r} needs the teacher's log-normalisers, and "
+                               "this teacher summary has none: recompute the teacher cache")
         first = e.true_input.response_start - 1 - offset
         lse[r, first:first + len(e.true_top.lse)] = e.true_top.lse
     return lse
