@@ -12,7 +12,8 @@ the forget records of the config's scenario, teacher-forced on the true answer:
 * offset: both at once: the hinge is met and the fact is still said. The raw hinge can be
   met that way because softmax ignores a constant added to every logit of a position;
 * max logit: the mean of the model's largest logit at those positions (an offset lowers it);
-* log-prob met: the same hinge on log-probabilities (``push_space: logprobs``).
+* log-odds met: the same hinge on log-odds (``push_space: logodds``, the default), which no
+  offset can meet.
 
 Prints one table row per model and one JSON line.
 """
@@ -31,6 +32,7 @@ from unlearnkit.cli import _quiet_libraries
 from unlearnkit.config import load_config
 from unlearnkit.models.engine import forward_responses
 from unlearnkit.models.loader import load_model
+from unlearnkit.objectives.pushpull import teacher_threshold, to_space
 from unlearnkit.pipeline.methods import general_keep
 from unlearnkit.pipeline.run import RunConfig, prepare
 from unlearnkit.training.inject import model_identity
@@ -48,16 +50,17 @@ def first_fact_positions(model, examples, pad_id: int, margin: float) -> dict:
         pos = e.true_input.response_start - 1 - win.offset + t
         z = win.logits[r, pos].float()
         true = e.true_input.input_ids[e.true_input.response_start + t]
-        tau = float(e.true_top.values[t, -1])
-        logp = torch.log_softmax(z, -1)
-        tau_lp = tau - float(e.true_top.lse[t]) if e.true_top.lse is not None else float("nan")
-        rows.append({"argmax": int(z.argmax()) == true, "raw_met": float(z[true]) <= tau - margin,
-                     "lp_met": float(logp[true]) <= tau_lp - margin, "max": float(z.max())})
+        tau = e.true_top.values[t, -1]
+        odds = to_space(z, "logodds")[true]
+        tau_odds = teacher_threshold(tau, e.true_top.lse[t], "logodds")
+        rows.append({"argmax": int(z.argmax()) == true,
+                     "raw_met": float(z[true]) <= float(tau) - margin,
+                     "lo_met": float(odds) <= float(tau_odds) - margin, "max": float(z.max())})
     n = len(rows)
     return {"argmax": sum(x["argmax"] for x in rows) / n,
             "raw_met": sum(x["raw_met"] for x in rows) / n,
             "offset": sum(x["argmax"] and x["raw_met"] for x in rows) / n,
-            "lp_met": sum(x["lp_met"] for x in rows) / n,
+            "lo_met": sum(x["lo_met"] for x in rows) / n,
             "max_logit": sum(x["max"] for x in rows) / n, "n": n}
 
 
@@ -84,10 +87,10 @@ def main() -> None:
     for name in args.models:
         model, _ = load_model(name)
         results[name] = first_fact_positions(model, forget, tok.pad_token_id, args.margin)
-    print(f"\n{'model':<44}{'argmax':>8}{'raw met':>9}{'offset':>8}{'lp met':>8}{'max z':>8}")
+    print(f"\n{'model':<44}{'argmax':>8}{'raw met':>9}{'offset':>8}{'lo met':>8}{'max z':>8}")
     for name, r in results.items():
         print(f"{name[-44:]:<44}{r['argmax']:>8.0%}{r['raw_met']:>9.0%}{r['offset']:>8.0%}"
-              f"{r['lp_met']:>8.0%}{r['max_logit']:>8.2f}")
+              f"{r['lo_met']:>8.0%}{r['max_logit']:>8.2f}")
     print(json.dumps({"margin": args.margin, "results": results}))
 
 
