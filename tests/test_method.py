@@ -257,6 +257,6 @@ def test_the_step_push_reads_the_teacher_k_th_score(tok, cache_dir, space):
 
 
 def test_push_space_is_checked():
-    assert PushPullConfig().push_space == "logodds"
+    assert PushPullConfig().push_space == "logits"
     with pytest.raises(UnlearnError, match="push_space must be one of"):
         PushPullConfig(push_space="probs")

@@ -6,9 +6,9 @@ student's and the teacher's raw logits, ``K_T(t)`` the teacher's top-K vocabular
 
 * Pull:  L_pull = mean_t sum_{i in K_T(t)} Huber_delta(z_S^i(t) - z_T^i(t))
 * Push:  L_push = mean_t sum_{j in H(t)} relu(s_S^j(t) - s_T^{(K)}(t) + margin), where s is
-  the raw logit (``push_space: logits``, METHOD.md's formula), the log-probability
-  (``logprobs``) or the log-odds (``logodds``, the default), and s_T^{(K)} the teacher's K-th
-  token's score: see push_loss for why,
+  the raw logit (``push_space: logits``, METHOD.md's formula and the default), the
+  log-probability (``logprobs``) or the log-odds (``logodds``), and s_T^{(K)} the teacher's
+  K-th token's score: see push_loss for what each does,
   H(t) = {y(t+1)} ∪ (top-M of z_S(t) minus K_T(t)): the true next token of the forget answer
   and the student's own strongest tokens that the teacher does not rank in its top K.
   A true next token that the teacher itself ranks in its top K is not knowledge-revealing
@@ -137,7 +137,7 @@ def topk_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 
-PUSH_SPACES = ("logodds", "logprobs", "logits")
+PUSH_SPACES = ("logits", "logodds", "logprobs")
 
 
 @dataclass
@@ -161,9 +161,9 @@ class PushPullConfig:
     pull_per_kind: bool = False
     prefill_candidates: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     prefill_refresh: int = 5
-    # what the push's hinge compares: log-odds (the default), log-probabilities or raw logits
-    # (METHOD.md's formula); see push_loss
-    push_space: str = "logodds"
+    # what the push's hinge compares: raw logits (METHOD.md's formula, the default),
+    # log-probabilities or log-odds; see push_loss and docs/DESIGN.md
+    push_space: str = "logits"
 
     def __post_init__(self) -> None:
         if self.push_space not in PUSH_SPACES:
