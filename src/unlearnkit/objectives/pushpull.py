@@ -168,7 +168,7 @@ class PushPullConfig:
     def __post_init__(self) -> None:
         if self.push_space not in PUSH_SPACES:
             raise UnlearnError(f"unlearn.method.push_space must be one of {PUSH_SPACES}, "
-                             f"got {self.push_space!r}")
+                               f"got {self.push_space!r}")
 
 
 @dataclass
