@@ -12,8 +12,8 @@ the forget records of the config's scenario, teacher-forced on the true answer:
 * offset: both at once: the hinge is met and the fact is still said. The raw hinge can be
   met that way because softmax ignores a constant added to every logit of a position;
 * max logit: the mean of the model's largest logit at those positions (an offset lowers it);
-* log-odds met: the same hinge on log-odds (``push_space: logodds``, the default), which no
-  offset can meet.
+* log-odds met: the same hinge on log-odds (``push_space: logodds``), which no offset can
+  meet.
 
 Prints one table row per model and one JSON line.
 """
@@ -74,7 +74,6 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=1.0)
     args = parser.parse_args()
     _quiet_libraries()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     print(f"machine: {describe()}")
     cfg = load_config(RunConfig, args.config, [])
     prepared = prepare(cfg)

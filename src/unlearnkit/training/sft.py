@@ -120,7 +120,7 @@ def stop_when_learned(model, items: Sequence[Rendered], pad_id: int, *, every: i
     from step ``after`` on, check :func:`learned` on ``items``; True (stop) when all are.
     Each check is appended to ``log`` (step, learned count)."""
 
-    def on_step(step: int, logs: dict | None = None) -> bool:
+    def on_step(step: int, logs: dict) -> bool:
         if step < after or step % every:
             return False
         flags = learned(model, items, pad_id)

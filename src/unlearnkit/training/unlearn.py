@@ -86,7 +86,7 @@ def build_examples(model, tokenizer, records: list[Record], cfg: TeacherConfig,
     if not forget:
         raise UnlearnError("no forget records: the data needs a 'forget' split")
     context = instruction(cfg, forget, keep)
-    # format 2: the summaries carry the teacher's log-normalisers (the log-probability push)
+    # format 2: the summaries carry the teacher's log-normalisers (push_space logprobs/logodds)
     key = cache_key({"format": 2, "model": model_id, "teacher": asdict(cfg), "context": context,
                      "records": [r.to_dict() for r in forget + keep]})
     path = cache_root() / "teacher" / key
@@ -227,7 +227,7 @@ class UnlearnConfig:
 
 
 def prefill_hook(model, tokenizer, examples, cfg: PushPullConfig):
-    def on_step(step: int, logs: dict | None = None) -> None:
+    def on_step(step: int, logs: dict) -> None:
         if cfg.prefill and step % max(1, cfg.prefill_refresh) == 0:
             refresh_prefill(model, tokenizer, examples, cfg.prefill_candidates)
 
