@@ -260,3 +260,31 @@ def test_push_space_is_checked():
     assert PushPullConfig().push_space == "logits"
     with pytest.raises(UnlearnError, match="push_space must be one of"):
         PushPullConfig(push_space="probs")
+    assert PushPullConfig().push_below == "teacher"
+    with pytest.raises(UnlearnError, match="push_below must be one of"):
+        PushPullConfig(push_below="student")
+
+
+def test_the_step_push_below_the_alternative(tok, cache_dir):
+    """With ``push_below: alternative`` the step's push and adversarial terms equal push_loss
+    against the student's best non-revealing token, and the teacher's log-normalisers are not
+    needed (a summary without them is accepted)."""
+    from unlearnkit.objectives import pushpull as pp
+
+    model = tiny_model(len(tok), layers=3)
+    examples = build_examples(model, tok, records(), TeacherConfig(top_k=4), "tiny")
+    forget = [e for e in examples if e.true_input is not None]
+    for e in forget:
+        e.true_top = pp.TopK(e.true_top.values, e.true_top.indices)
+    cfg = PushPullConfig(top_m=3, prefill=False, pull=False, push_below="alternative",
+                         push_space="logodds")
+    _, logs = pushpull_step(0, cfg)(model, forget)
+    items = [e.true_input for e in forget]
+    logits, _, off = _window(model, items, 0)
+    _, indices, mask, nxt = _aligned(items, [e.true_top for e in forget], off,
+                                     logits.shape[:2])
+    reveal = pp._reveal_mask(forget, off, logits.shape[:2]) & mask
+    want = pp.push_loss(logits, indices, None, nxt, reveal, top_m=3, push_true_in_topk=True,
+                        space="logodds", below="alternative")
+    assert want.item() > 0
+    assert logs["push"] == pytest.approx(want.item(), rel=1e-5)

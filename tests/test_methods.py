@@ -126,6 +126,7 @@ def test_bad_method_and_options_are_config_errors():
     (["method=npo", "baseline.beta=-1"], "beta"),
     (["unlearn.stop.every=-1"], "unlearn.stop.every must be >= 0"),
     (["unlearn.method.push_space=probs"], "push_space must be one of"),
+    (["unlearn.method.push_below=student"], "push_below must be one of"),
 ])
 def test_cli_rejects_a_bad_method_or_option_in_one_line(sets, message, capsys):
     code = main(["run", *[arg for s in sets for arg in ("--set", s)]])

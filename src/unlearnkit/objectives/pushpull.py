@@ -14,6 +14,9 @@ student's and the teacher's raw logits, ``K_T(t)`` the teacher's top-K vocabular
   A true next token that the teacher itself ranks in its top K is not knowledge-revealing
   (e.g. the copied name in "Ada was born in ...") and is left out of H (``push_true_in_topk``
   switches this off for ablations).
+  ``push_below: alternative`` replaces the teacher's K-th score by the student's own best
+  token outside H(t): relu(z_S^j(t) - max_{i not in H(t)} z_S^i(t) + margin), a difference of
+  the student's logits that no offset meets and that asks only for the fact to lose its rank.
 
 All terms are computed in fp32 and averaged over the positions where ``mask`` is true only;
 a batch without such positions gives a zero loss that still carries a graph.
@@ -64,7 +67,7 @@ def first_position(mask: torch.Tensor) -> torch.Tensor:
 def push_loss(student: torch.Tensor, teacher_indices: torch.Tensor, tau: torch.Tensor,
               true_next: torch.Tensor, mask: torch.Tensor, *, top_m: int = 20,
               margin: float = 1.0, push_true_in_topk: bool = False,
-              space: str = "logits") -> torch.Tensor:
+              space: str = "logits", below: str = "teacher") -> torch.Tensor:
     """Hinge that pushes knowledge-revealing logits below the teacher's top-K boundary.
 
     student: (B, T, V); teacher_indices: (B, T, K); tau: (B, T) the teacher's K-th logit;
@@ -79,6 +82,12 @@ def push_loss(student: torch.Tensor, teacher_indices: torch.Tensor, tau: torch.T
       log p_j vanishes as p_j -> 1, so facts the model is sure of move slowly;
     * ``logodds``: log-odds, log p_j - log(1 - p_j) = z_j - logsumexp_{i != j} z_i: no
       offset either, and a gradient of 1 on z_j however sure the model is.
+
+    ``below`` is what the revealing scores must fall under (by ``margin``): ``teacher``,
+    ``tau`` (METHOD.md); ``alternative``, the student's own best score outside H(t) at the
+    same position (``tau`` is ignored; may be None). The hinge is then a difference of two
+    student scores: its gradient lowers the revealing token and raises that alternative by
+    as much, and for ``logits`` and ``logprobs`` alike it is the same logit difference.
     """
     z = to_space(student.float(), space)
     vocab = z.shape[-1]
@@ -92,7 +101,13 @@ def push_loss(student: torch.Tensor, teacher_indices: torch.Tensor, tau: torch.T
     if not push_true_in_topk:
         true_hot &= ~in_topk
     revealing |= true_hot
-    hinge = F.relu(z - tau.float().unsqueeze(-1) + margin) * revealing
+    if below == "alternative":
+        threshold = z.masked_fill(revealing, float("-inf")).max(-1).values
+        # a position where every token reveals has no alternative: nothing to push below
+        threshold = threshold.masked_fill(threshold.isneginf(), float("inf"))
+    else:
+        threshold = tau.float()
+    hinge = F.relu(z - threshold.unsqueeze(-1) + margin) * revealing
     return masked_mean(hinge.sum(-1), mask)
 
 
@@ -138,6 +153,7 @@ def topk_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
 
 
 PUSH_SPACES = ("logits", "logodds", "logprobs")
+PUSH_BELOW = ("teacher", "alternative")
 
 
 @dataclass
@@ -164,11 +180,17 @@ class PushPullConfig:
     # what the push's hinge compares: raw logits (METHOD.md's formula, the default),
     # log-probabilities or log-odds; see push_loss and docs/DESIGN.md
     push_space: str = "logits"
+    # what the revealing scores must fall below: the teacher's K-th score (METHOD.md, the
+    # default) or the student's best token outside H ("alternative"; see push_loss)
+    push_below: str = "teacher"
 
     def __post_init__(self) -> None:
         if self.push_space not in PUSH_SPACES:
             raise UnlearnError(f"unlearn.method.push_space must be one of {PUSH_SPACES}, "
                                f"got {self.push_space!r}")
+        if self.push_below not in PUSH_BELOW:
+            raise UnlearnError(f"unlearn.method.push_below must be one of {PUSH_BELOW}, "
+                               f"got {self.push_below!r}")
 
 
 @dataclass
@@ -260,11 +282,12 @@ def _forget_terms(logits: torch.Tensor, off: int, forget: list[Example], cfg: Pu
     tops = [e.true_top for e in forget]
     values, indices, mask, nxt = (t.to(dev) for t in _aligned(items, tops, off, logits.shape[:2]))
     reveal = _reveal_mask(forget, off, logits.shape[:2]).to(dev) & mask
-    lse = None if cfg.push_space == "logits" else \
+    lse = None if cfg.push_space == "logits" or cfg.push_below == "alternative" else \
         _aligned_lse(forget, off, logits.shape[:2], cfg.push_space).to(dev)
-    tau = teacher_threshold(values[..., -1], lse, cfg.push_space)
+    tau = None if cfg.push_below == "alternative" else \
+        teacher_threshold(values[..., -1], lse, cfg.push_space)
     kw = {"top_m": cfg.top_m, "margin": cfg.margin, "push_true_in_topk": cfg.push_true_in_topk,
-          "space": cfg.push_space}
+          "space": cfg.push_space, "below": cfg.push_below}
     total = torch.zeros((), device=dev)
     if cfg.push:
         loss = push_loss(logits, indices, tau, nxt, reveal, **kw)
