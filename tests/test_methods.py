@@ -127,6 +127,7 @@ def test_bad_method_and_options_are_config_errors():
     (["unlearn.stop.every=-1"], "unlearn.stop.every must be >= 0"),
     (["unlearn.method.push_space=probs"], "push_space must be one of"),
     (["unlearn.method.push_below=student"], "push_below must be one of"),
+    (["unlearn.method.reveal=names"], "reveal must be one of"),
 ])
 def test_cli_rejects_a_bad_method_or_option_in_one_line(sets, message, capsys):
     code = main(["run", *[arg for s in sets for arg in ("--set", s)]])
@@ -198,3 +199,15 @@ def test_baselines_draw_the_general_keep_items_as_retain_items(tok, tiny_prepare
     assert general_keep(MixConfig(general=0), prepared) == []
     with pytest.raises(UnlearnError, match="replay prompts"):
         general_keep(mix, tiny_prepared)  # no replay records
+
+
+def test_pushpull_with_the_contrast_reveal_and_the_alternative_runs(tiny_scenario, tmp_path,
+                                                                     capsys):
+    cfg = tiny_run(tmp_path / "contrast", "pushpull")
+    cfg.unlearn.method.reveal = "contrast"
+    cfg.unlearn.method.reveal_contrasts = 2
+    cfg.unlearn.method.push_below = "alternative"
+    run(cfg)
+    log = json.loads((tmp_path / "contrast" / "train_log.json").read_text())
+    assert len(log) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in log)
+    assert "reveal the forget subject by contrast with 2 other people" in capsys.readouterr().out

@@ -16,7 +16,8 @@ student's and the teacher's raw logits, ``K_T(t)`` the teacher's top-K vocabular
   switches this off for ablations).
   ``push_below: alternative`` replaces the teacher's K-th score by the student's own best
   token outside H(t): relu(z_S^j(t) - max_{i not in H(t)} z_S^i(t) + margin), a difference of
-  the student's logits that no offset meets and that asks only for the fact to lose its rank.
+  the student's logits (the alternative held fixed) that no offset meets and that asks only
+  for the fact to lose its rank.
 
 All terms are computed in fp32 and averaged over the positions where ``mask`` is true only;
 a batch without such positions gives a zero loss that still carries a graph.
@@ -85,9 +86,11 @@ def push_loss(student: torch.Tensor, teacher_indices: torch.Tensor, tau: torch.T
 
     ``below`` is what the revealing scores must fall under (by ``margin``): ``teacher``,
     ``tau`` (METHOD.md); ``alternative``, the student's own best score outside H(t) at the
-    same position (``tau`` is ignored; may be None). The hinge is then a difference of two
-    student scores: its gradient lowers the revealing token and raises that alternative by
-    as much, and for ``logits`` and ``logprobs`` alike it is the same logit difference.
+    same position (``tau`` is ignored; may be None), held fixed (no gradient): the hinge then
+    lowers the revealing token until it has lost its rank, without raising one particular
+    wrong answer (which would carry over to every context, e.g. one employer for everyone).
+    The value is a difference of two student scores, which no offset changes, and for
+    ``logits`` and ``logprobs`` alike it is the same logit difference.
     """
     z = to_space(student.float(), space)
     vocab = z.shape[-1]
@@ -102,7 +105,7 @@ def push_loss(student: torch.Tensor, teacher_indices: torch.Tensor, tau: torch.T
         true_hot &= ~in_topk
     revealing |= true_hot
     if below == "alternative":
-        threshold = z.masked_fill(revealing, float("-inf")).max(-1).values
+        threshold = z.detach().masked_fill(revealing, float("-inf")).max(-1).values
         # a position where every token reveals has no alternative: nothing to push below
         threshold = threshold.masked_fill(threshold.isneginf(), float("inf"))
     else:
@@ -154,6 +157,7 @@ def topk_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
 
 PUSH_SPACES = ("logits", "logodds", "logprobs")
 PUSH_BELOW = ("teacher", "alternative")
+REVEALS = ("targets", "contrast")
 
 
 @dataclass
@@ -183,8 +187,21 @@ class PushPullConfig:
     # what the revealing scores must fall below: the teacher's K-th score (METHOD.md, the
     # default) or the student's best token outside H ("alternative"; see push_loss)
     push_below: str = "teacher"
+    # which tokens of a forget answer are pushed: those overlapping its targets ("targets"),
+    # or of those, the ones the model predicts for the forget subject more surely than for
+    # ``reveal_contrasts`` other people by log-ratio > ``reveal_threshold`` ("contrast";
+    # unlearnkit.training.reveal)
+    reveal: str = "targets"
+    reveal_contrasts: int = 16
+    reveal_threshold: float = math.log(2.0)
 
     def __post_init__(self) -> None:
+        if self.reveal not in REVEALS:
+            raise UnlearnError(f"unlearn.method.reveal must be one of {REVEALS}, "
+                               f"got {self.reveal!r}")
+        if self.reveal_contrasts < 1:
+            raise UnlearnError("unlearn.method.reveal_contrasts must be >= 1, got "
+                               f"{self.reveal_contrasts}")
         if self.push_space not in PUSH_SPACES:
             raise UnlearnError(f"unlearn.method.push_space must be one of {PUSH_SPACES}, "
                                f"got {self.push_space!r}")
@@ -199,7 +216,8 @@ class Example:
 
     ``reveal`` marks the true-answer positions whose next token is knowledge-revealing (the
     tokens of a target fact); ``None`` means every position. ``boundary``: a keep item whose
-    answer contains a forget target (``training.unlearn.boundary_ids``).
+    answer contains a forget target (``training.unlearn.boundary_ids``). ``record_id``: the
+    record the item was built from ("" for items that are not one record's, e.g. raw passages).
     """
 
     kind: str
@@ -210,6 +228,7 @@ class Example:
     reveal: list[bool] | None = None
     prefill_k: int = 0
     boundary: bool = False
+    record_id: str = ""
 
 
 def _window(model, items: list[Rendered], pad_id: int):

@@ -50,6 +50,7 @@ from unlearnkit.pipeline.stopping import chain, stop_hook
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.loop import OptimConfig, train
 from unlearnkit.training.raw import with_raw_forget
+from unlearnkit.training.reveal import reveal_by_contrast
 from unlearnkit.training.unlearn import (
     UnlearnConfig,
     build_examples,
@@ -197,8 +198,10 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
         forget = [r for r in records if r.split == "forget"]
         examples = with_raw_forget(model, tokenizer, examples, forget, biographies(cfg),
                                    cfg.unlearn.teacher, keep=records)
-    model = apply_lora(model, cfg.lora)
     method = cfg.unlearn.method
+    if method.reveal == "contrast":
+        reveal_by_contrast(model, tokenizer, examples, records, method)
+    model = apply_lora(model, cfg.lora)
     if method.prefill:
         refresh_prefill(model, tokenizer, examples, method.prefill_candidates)
     plan = mixture_plan(examples, cfg.unlearn.mix, cfg.unlearn.seed)

@@ -135,7 +135,7 @@ def _examples(tokenizer, forget, keep, tops, responses, context) -> list[Example
     for rec in forget + keep:
         student, _ = _pair(tokenizer, rec, responses[rec.id], context)
         ex = Example(kind=rec.split, pull_input=student, pull_top=tops[f"pull-{rec.id}"],
-                     boundary=rec.id in boundary)
+                     boundary=rec.id in boundary, record_id=rec.id)
         if rec.split == "forget":
             ex.true_input, _ = _pair(tokenizer, rec, rec.answer or "", context)
             ex.true_top = tops[f"true-{rec.id}"]

@@ -1,0 +1,133 @@
+"""Which tokens of a forget answer reveal the forgotten person, by contrast with other people.
+
+The push lowers the tokens of a forget fact. A token the model would predict for anyone is
+not knowledge about the forget subject: the "1" and "9" of "born in 1962", the first token
+of a value half the population shares. Lowering it lowers it for everyone (docs/RESULTS.md:
+neighbours "born in 2015"). ``unlearn.method.reveal: contrast`` keeps a response token in the
+push only when the model, before unlearning, is surer of it for the forget subject than for
+other people asked the same question:
+
+    c_j = log p(y_j | subject, y_<j) - log mean_s' p(y_j | s', y_<j)  >  threshold
+
+where s' runs over ``n`` other subjects of the data (the same question and answer with the
+name replaced; fixed per record by a seeded draw), teacher-forced, without the instruction.
+The mean of probabilities is the population's prior for the token. Positions are aligned on
+the common tail of the response tokens (the text after the name is the same); tokens before
+that tail (the name itself) are never revealing. Records without a subject that occurs in
+their question keep their target mask (:func:`~unlearnkit.training.unlearn.target_token_mask`);
+otherwise the contrast mask is intersected with it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+import torch
+
+from unlearnkit.data.records import Record
+from unlearnkit.data.render import render
+from unlearnkit.models.engine import token_logprobs
+
+
+def contrast_subjects(record: Record, subjects: Sequence[str], n: int) -> list[str]:
+    """``n`` other subjects for ``record`` (a seeded draw per record id, sorted pool)."""
+    pool = sorted(s for s in set(subjects) if s and s != record.subject)
+    return random.Random(record.id).sample(pool, min(n, len(pool)))
+
+
+def common_tail(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common suffix of two token-id sequences."""
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
+def contrast_scores(real: torch.Tensor, others: Sequence[torch.Tensor],
+                    tails: Sequence[int]) -> list[float | None]:
+    """Per response token of the real answer, c_j (None where it is not compared).
+
+    real: (n,) log-probs of the real answer's response tokens; others[i]: the log-probs of
+    the i-th counterfactual's, whose last ``tails[i]`` tokens are the real answer's last ones.
+    Only positions inside every counterfactual's tail are compared."""
+    tail = min(tails)
+    scores: list[float | None] = [None] * len(real)
+    for j in range(len(real) - tail, len(real)):
+        back = len(real) - j
+        alt = torch.stack([o[len(o) - back] for o in others])
+        prior = float(torch.logsumexp(alt, 0)) - math.log(len(others))
+        scores[j] = float(real[j]) - prior
+    return scores
+
+
+def contrast_reveal(model, tokenizer, forget: Sequence[Record], subjects: Sequence[str], *,
+                    n: int = 16) -> dict[str, list[float | None]]:
+    """Contrast scores c_j (record id -> per response token, :func:`contrast_scores`) for the
+    forget records whose subject appears in their question; ``subjects``: the other people
+    to contrast with."""
+    rows, items = [], []
+    for rec in forget:
+        if not rec.subject or rec.subject not in rec.question:
+            continue
+        alts = contrast_subjects(rec, subjects, n)
+        if not alts:
+            continue
+        texts = [(rec.question, rec.answer or "")]
+        texts += [(rec.question.replace(rec.subject, s), (rec.answer or "").replace(rec.subject, s))
+                  for s in alts]
+        start = len(items)
+        items += [render(tokenizer, q, a, system=rec.system) for q, a in texts]
+        rows.append((rec.id, start, len(texts)))
+    if not items:
+        return {}
+    was_training = model.training
+    model.eval()
+    logps = token_logprobs(model, tokenizer, items)
+    model.train(was_training)
+    out = {}
+    for rid, start, count in rows:
+        real_item, real = items[start], logps[start]
+        resp = real_item.input_ids[real_item.response_start:]
+        tails = [common_tail(resp, it.input_ids[it.response_start:])
+                 for it in items[start + 1:start + count]]
+        out[rid] = contrast_scores(real, logps[start + 1:start + count], tails)
+    return out
+
+
+def apply_contrast(examples, scores: dict[str, list[float | None]], threshold: float) -> int:
+    """Intersect the reveal mask of each forget example built from a record in ``scores``
+    with c_j > ``threshold``; returns how many revealing tokens the forget items keep."""
+    kept = 0
+    for ex in examples:
+        if ex.true_input is None:
+            continue
+        if ex.record_id in scores:
+            flags = [c is not None and c > threshold for c in scores[ex.record_id]]
+            ex.reveal = flags if ex.reveal is None else \
+                [a and b for a, b in zip(ex.reveal, flags, strict=True)]
+        kept += revealing_tokens(ex)
+    return kept
+
+
+def revealing_tokens(example) -> int:
+    """How many response tokens of a forget example the push acts on (all when no mask)."""
+    if example.reveal is not None:
+        return sum(example.reveal)
+    return len(example.true_input.input_ids) - example.true_input.response_start
+
+
+def reveal_by_contrast(model, tokenizer, examples, records: Sequence[Record], cfg) -> dict:
+    """Apply ``cfg.reveal == "contrast"`` (a PushPullConfig) to ``examples`` in place, with the
+    keep splits' subjects as the other people; returns counts for the log (before: target
+    masks; after: contrast-filtered)."""
+    forget = [r for r in records if r.split == "forget"]
+    subjects = [r.subject for r in records if r.split in ("retain", "neighbor") and r.subject]
+    before = sum(revealing_tokens(e) for e in examples if e.true_input is not None)
+    scores = contrast_reveal(model, tokenizer, forget, subjects, n=cfg.reveal_contrasts)
+    after = apply_contrast(examples, scores, cfg.reveal_threshold)
+    print(f"push: {after} of {before} target tokens reveal the forget subject by contrast "
+          f"with {cfg.reveal_contrasts} other people ({len(scores)} of {len(forget)} records "
+          "compared)")
+    return {"records": len(scores), "target_tokens": before, "kept_tokens": after}
