@@ -211,6 +211,18 @@ def test_diagnose_end_to_end_on_a_tiny_model(tiny_folder, tmp_path, cache_dir, c
     assert "&lt;b&gt;tiny&lt;/b&gt;" in html and "<b>tiny" not in html
 
 
+def test_diagnose_applies_the_contrast_reveal(tiny_folder, tmp_path, cache_dir, capsys):
+    """With ``unlearn.method.reveal: contrast`` the push's gradient is measured on the tokens
+    the training would push (the contrast runs on the measured model, as in `unlearn run`)."""
+    out = tmp_path / "contrast"
+    args = [*tiny_args(tiny_folder, out), "--set", "unlearn.method.reveal=contrast",
+            "--set", "unlearn.method.reveal_contrasts=2"]
+    assert main(["diagnose", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "reveal the forget subject by contrast with 2 other people" in printed
+    assert (out / "diagnose.json").is_file()
+
+
 def test_diagnose_user_errors_exit_2(capsys):
     assert main(["diagnose", "--set", "nope=1"]) == 2
     err = capsys.readouterr().err
