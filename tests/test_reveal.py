@@ -101,6 +101,10 @@ def test_apply_contrast_intersects_the_target_mask(tok, cache_dir):
     ex.reveal = None
     apply_contrast(examples, scores, threshold=1.0)
     assert ex.reveal == [3 <= j < n - 1 for j in range(n)]
+    # scores of another length than the target mask: the mask is left as it is
+    ex.reveal = list(targets)
+    apply_contrast(examples, {"r0": [5.0] * (n + 1)}, threshold=1.0)
+    assert ex.reveal == targets
     # no scores for the record: left alone
     ex.reveal = None
     assert apply_contrast(examples, {}, 1.0) == len(ex.true_input.input_ids) - \

@@ -98,15 +98,18 @@ def contrast_reveal(model, tokenizer, forget: Sequence[Record], subjects: Sequen
 
 def apply_contrast(examples, scores: dict[str, list[float | None]], threshold: float) -> int:
     """Intersect the reveal mask of each forget example built from a record in ``scores``
-    with c_j > ``threshold``; returns how many revealing tokens the forget items keep."""
+    with c_j > ``threshold``; returns how many revealing tokens the forget items keep. A
+    target mask whose length differs from the scores' (a tokenizer that splits the answer
+    alone otherwise than inside the chat template) is left as it is."""
     kept = 0
     for ex in examples:
         if ex.true_input is None:
             continue
-        if ex.record_id in scores:
-            flags = [c is not None and c > threshold for c in scores[ex.record_id]]
-            ex.reveal = flags if ex.reveal is None else \
-                [a and b for a, b in zip(ex.reveal, flags, strict=True)]
+        flags = [c is not None and c > threshold for c in scores.get(ex.record_id, [])]
+        if ex.reveal is None and flags:
+            ex.reveal = flags
+        elif flags and len(flags) == len(ex.reveal):  # else: tokenised apart, left alone
+            ex.reveal = [a and b for a, b in zip(ex.reveal, flags, strict=True)]
         kept += revealing_tokens(ex)
     return kept
 
