@@ -250,7 +250,7 @@ def test_the_step_push_reads_the_teacher_k_th_score(tok, cache_dir, space):
     tau = pp.teacher_threshold(values[..., -1], lse, space)
     want = pp.push_loss(logits, indices, tau, nxt, reveal, top_m=3, push_true_in_topk=True,
                         space=space)
-    assert logs["push"] == pytest.approx(float(want), rel=1e-5)
+    assert logs["push"] == pytest.approx(want.item(), rel=1e-5)
     forget[0].true_top = pp.TopK(forget[0].true_top.values, forget[0].true_top.indices)
     with pytest.raises(UnlearnError, match="recompute the teacher cache"):
         pushpull_step(0, cfg)(model, forget)
