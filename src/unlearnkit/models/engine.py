@@ -6,6 +6,7 @@ ones the model was trained on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,6 +112,17 @@ def _batches(items: Sequence, size: int):
 def _length_order(prompts: Sequence[Rendered]) -> list[int]:
     """Indices sorted by length: batches of similar length waste less compute on padding."""
     return sorted(range(len(prompts)), key=lambda i: len(prompts[i].input_ids))
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """Run a block with ``model`` in eval mode (no dropout), restoring its mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from unlearnkit.data.records import Record
 from unlearnkit.evaluation.accuracy import answer_records
+from unlearnkit.models.engine import eval_mode
 from unlearnkit.training.unlearn import StopConfig
 
 if TYPE_CHECKING:
@@ -34,11 +35,9 @@ def forget_check(model, tokenizer, forget: Sequence[Record], cfg: StopConfig, *,
     def on_step(step: int, logs: dict) -> bool:
         if step % cfg.every:
             return False
-        was_training = model.training
-        model.eval()
-        rows = answer_records(model, tokenizer, forget, max_new_tokens=max_new_tokens,
-                              rouge_threshold=rouge_threshold)
-        model.train(was_training)
+        with eval_mode(model):
+            rows = answer_records(model, tokenizer, forget, max_new_tokens=max_new_tokens,
+                                  rouge_threshold=rouge_threshold)
         accuracy = sum(r["correct"] for r in rows) / len(rows)
         logs["forget_check"] = accuracy
         done = accuracy <= cfg.forget_accuracy

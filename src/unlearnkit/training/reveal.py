@@ -28,7 +28,7 @@ import torch
 
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render
-from unlearnkit.models.engine import token_logprobs
+from unlearnkit.models.engine import eval_mode, token_logprobs
 
 
 def contrast_subjects(record: Record, subjects: Sequence[str], n: int) -> list[str]:
@@ -82,10 +82,8 @@ def contrast_reveal(model, tokenizer, forget: Sequence[Record], subjects: Sequen
         rows.append((rec.id, start, len(texts)))
     if not items:
         return {}
-    was_training = model.training
-    model.eval()
-    logps = token_logprobs(model, tokenizer, items)
-    model.train(was_training)
+    with eval_mode(model):
+        logps = token_logprobs(model, tokenizer, items)
     out = {}
     for rid, start, count in rows:
         real_item, real = items[start], logps[start]

@@ -11,7 +11,7 @@ import torch
 
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import IGNORE_INDEX, Rendered, render_record
-from unlearnkit.models.engine import Window, forward_responses
+from unlearnkit.models.engine import Window, eval_mode, forward_responses
 from unlearnkit.models.teacher_cache import TopK
 from unlearnkit.objectives.baselines.common import place_topk, topk_kl
 from unlearnkit.objectives.nll import nll_loss
@@ -96,13 +96,11 @@ def learned(model, items: Sequence[Rendered], pad_id: int, batch_size: int = 32)
     """Per item: does greedy decoding reproduce its answer exactly? Teacher-forced, the argmax
     at every labelled position (the end-of-turn token included) is the label; that is exactly
     when greedy generation from the prompt returns the answer and stops."""
-    was_training = model.training
-    model.eval()
     out = []
-    for start in range(0, len(items), batch_size):
-        win = forward_responses(model, items[start:start + batch_size], pad_id)
-        out += greedy_reproduces(win.logits, win.labels).tolist()
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(items), batch_size):
+            win = forward_responses(model, items[start:start + batch_size], pad_id)
+            out += greedy_reproduces(win.logits, win.labels).tolist()
     return out
 
 

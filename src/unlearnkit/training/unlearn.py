@@ -15,7 +15,7 @@ import torch
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import Rendered, render
 from unlearnkit.errors import UnlearnError
-from unlearnkit.models.engine import generate, token_logprobs
+from unlearnkit.models.engine import eval_mode, generate, token_logprobs
 from unlearnkit.models.loader import cache_root
 from unlearnkit.models.teacher import TeacherConfig, desired_response, instruction
 from unlearnkit.models.teacher_cache import cache_key, load_topk, save_topk, teacher_topk
@@ -153,14 +153,12 @@ def refresh_prefill(model, tokenizer, examples: list[Example], candidates: Seque
     after a prefill of true tokens is teacher-forced on the same sequence, so it equals push on
     the positions >= k (docs/RESULTS.md)."""
     forget = [e for e in examples if e.true_input is not None]
-    was_training = model.training
-    model.eval()
-    logps = token_logprobs(model, tokenizer, [e.true_input for e in forget])
+    with eval_mode(model):
+        logps = token_logprobs(model, tokenizer, [e.true_input for e in forget])
     for ex, lp in zip(forget, logps, strict=True):
         n = len(lp)
         options = sorted({k for k in [*candidates, n // 2] if 0 < k < n - 1}) or [0]
         ex.prefill_k = max(options, key=lambda k: float(lp[k:].mean()))
-    model.train(was_training)
 
 
 def mixture_plan(examples: list[Example], mix: MixConfig, seed: int) -> list[list[Example]]:

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from unlearnkit.data.render import Rendered
 from unlearnkit.fsutil import atomic_dir
+from unlearnkit.models.engine import eval_mode
 from unlearnkit.models.loader import cache_root
 from unlearnkit.models.teacher_cache import TopK, cache_key, teacher_topk
 from unlearnkit.objectives.baselines.common import (
@@ -55,14 +56,10 @@ def _cached(kind: str, model_id: str | None, settings: dict, items: Sequence[Ren
 @torch.no_grad()
 def _each_chunk(model, items: Sequence[Rendered], batch_size: int,
                 fn: Callable[[list[Rendered]], Tensors]) -> Tensors:
-    was_training = model.training
-    model.eval()
     out: Tensors = {}
-    try:
+    with eval_mode(model):
         for start in range(0, len(items), batch_size):
             out.update(fn(list(items[start:start + batch_size])))
-    finally:
-        model.train(was_training)
     return out
 
 
@@ -91,12 +88,8 @@ def response_topk(model, items: Sequence[Rendered], pad_id: int, *, k: int,
             out[f"{item_key(it)}/values"], out[f"{item_key(it)}/indices"] = top.values, top.indices
         return out
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         flat = _cached("topk", model_id, {"k": k}, items, compute)
-    finally:
-        model.train(was_training)
     keys = {name.rsplit("/", 1)[0] for name in flat}
     return {key: TopK(flat[f"{key}/values"], flat[f"{key}/indices"].long()) for key in keys}
 
