@@ -61,6 +61,11 @@ def test_the_tune_preset_sweeps_every_trained_method_of_its_bench_on_other_peopl
     bench = build(BenchConfig, load_yaml(tune.bench))
     sweep, rows = sweep_config(tune, bench)
     trained = [m.label for m in bench.methods if m.name not in ("prompt_only", "oracle")]
-    assert len(sweep.methods) == 3 * len(trained) == 3 * 12
+    assert len(sweep.methods) == 3 * len(trained) == 3 * 13  # push-pull twice: margins
     assert sweep.run.setup.scenario.seed == 1 and bench.run.setup.scenario.seed == 0
     assert {m.label for m, _, _ in rows} == set(trained)
+    m1 = next(m for m in sweep.methods if m.label.startswith("pushpull-m1"))
+    assert m1.run["unlearn"]["method"]["margin"] == 1.0
+    assert [Path(p).name for p in tune.apply_to] == ["bench-tofu.yaml"]
+    tofu = build(BenchConfig, load_yaml(tune.apply_to[0]))
+    assert {m.label for m in tofu.methods} == {m.label for m in bench.methods}

@@ -86,3 +86,41 @@ def test_tune_picks_each_methods_best_point_and_writes_the_tuned_bench(tmp_path,
     saved = json.loads((tmp_path / "tune" / "tune.json").read_text())
     assert len(saved["choices"]["npo"]["points"]) == 3
     assert (tmp_path / "tune" / "leaderboard.md").is_file()
+
+
+def test_apply_to_carries_the_choices_to_other_bench_configs(tmp_path, monkeypatch):
+    """The choices made on the validation scenario, written into a second bench config by
+    label; a method that config lacks is ignored, one the tune did not choose is left as is."""
+    def fake_run_once(cfg):
+        forget = {1e-5: 0.8, 2e-5: 0.4, 4e-5: 0.1}[cfg.optim.lr]
+        summary = {s: {"accuracy": a, "refusal": 0.0, "n": 10} for s, a in
+                   (("forget", forget), ("retain", 0.95), ("neighbor", 0.9), ("general", 0.9))}
+        return {"results": {"after": {"summary": summary, "prefill_attack": forget}}}
+
+    monkeypatch.setattr(bench_mod, "run_once", fake_run_once)
+    other = tmp_path / "bench-tofu.yaml"
+    other.write_text(yaml.safe_dump({
+        "methods": [{"name": "pushpull", "run": {"optim": {"weight_decay": 0.1}}},
+                    {"name": "grad_ascent"}],
+        "seeds": [0, 1, 2], "output": str(tmp_path / "tofu")}))
+    cfg = tune.TuneConfig(bench=str(_bench_file(tmp_path)), output=str(tmp_path / "tune"),
+                          apply_to=[str(other)])
+    tune.run_tune(cfg)
+    tuned = yaml.safe_load((tmp_path / "tune" / "tuned-bench-tofu.yaml").read_text())
+    by_name = {m["name"]: m for m in tuned["methods"]}
+    assert by_name["pushpull"]["run"] == {"optim": {"weight_decay": 0.1, "lr": 4e-5}}
+    assert "run" not in by_name["grad_ascent"]
+    assert tuned["output"] == str(tmp_path / "tofu")
+
+
+def test_apply_to_is_checked_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_mod, "run_once", lambda cfg: pytest.fail("trained"))
+    bad = tmp_path / "other.yaml"
+    bad.write_text(yaml.safe_dump({"methods": [{"name": "pushpull"}], "sedes": [0]}))
+    cfg = tune.TuneConfig(bench=str(_bench_file(tmp_path)), apply_to=[str(bad)])
+    with pytest.raises(UnlearnError, match="sedes"):
+        tune.run_tune(cfg)
+    with pytest.raises(UnlearnError, match=r"repeat or are bench\.yaml"):
+        tune.TuneConfig(apply_to=["a/bench.yaml"])
+    with pytest.raises(UnlearnError, match="repeat"):
+        tune.TuneConfig(apply_to=["a/x.yaml", "b/x.yaml"])

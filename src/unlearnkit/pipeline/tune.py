@@ -14,6 +14,9 @@ neighbour accuracy, robustness = 1 - prefill attack success) over the seeds' mea
 a tie keeps the earlier point. Writes ``<output>/tune.json`` (every point's metrics, score and
 the choices), the sweep's own leaderboard, and ``<output>/tuned-bench.yaml``: the bench config
 with each method's chosen settings under its ``run`` key, ready for ``unlearn bench``.
+``apply_to`` names further bench configs (e.g. TOFU's) that get the same choices, method by
+method label, as ``<output>/tuned-<file name>``: the settings are tuned once, on the built-in
+scenario's validation people, and carried to the other setups unchanged.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class TuneConfig:
     grid: dict[str, list[Any]] = field(default_factory=_default_grid)
     seeds: list[int] = field(default_factory=lambda: [0])
     output: str = "runs/tune"
+    apply_to: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.validation:
@@ -63,6 +67,11 @@ class TuneConfig:
         if not self.grid or any(not isinstance(v, list) or not v for v in self.grid.values()):
             raise UnlearnError("tune.grid needs at least one key with a non-empty list of "
                                "values, e.g. grid: {optim.lr: [1.0e-5, 2.0e-5]}")
+        names = ["bench.yaml", *(Path(p).name for p in self.apply_to)]  # tuned-bench.yaml
+        if len(set(names)) != len(names):
+            raise UnlearnError(f"tune.apply_to: file names {names[1:]} repeat or are "
+                               "bench.yaml; each is written as tuned-<file name> beside "
+                               "tuned-bench.yaml, so give them distinct names")
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -152,6 +161,8 @@ def tuned_bench_yaml(bench_path: str, choices: dict[str, dict]) -> str:
 
 def run_tune(cfg: TuneConfig) -> dict[str, dict]:
     bench = from_dict(BenchConfig, load_yaml(cfg.bench), "bench")
+    for path in cfg.apply_to:  # fail before hours of training, not after
+        from_dict(BenchConfig, load_yaml(path), f"tune.apply_to {path}")
     sweep, rows = sweep_config(cfg, bench)
     board = run_bench(sweep)
     results = {row["label"]: row for row in board}
@@ -160,10 +171,14 @@ def run_tune(cfg: TuneConfig) -> dict[str, dict]:
     atomic_write_text(out / "tune.json", json.dumps(
         {"config": asdict(cfg), "choices": choices}, indent=1))
     atomic_write_text(out / "tuned-bench.yaml", tuned_bench_yaml(cfg.bench, choices))
+    written = [out / "tuned-bench.yaml"]
+    for path in cfg.apply_to:
+        written.append(out / f"tuned-{Path(path).name}")
+        atomic_write_text(written[-1], tuned_bench_yaml(path, choices))
     for label, entry in choices.items():
         scores = ", ".join(f"{point_label('', p['point']).lstrip('-')}: "
                            + ("-" if p["score"] is None else f"{p['score']:.3f}")
                            for p in entry["points"])
         print(f"{label}: chose {entry['chosen']} ({scores})")
-    print(f"wrote {out / 'tune.json'} and {out / 'tuned-bench.yaml'}")
+    print(f"wrote {out / 'tune.json'}, " + ", ".join(str(p) for p in written))
     return choices
