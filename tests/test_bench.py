@@ -186,3 +186,21 @@ def test_the_shipped_bench_config_loads():
         mp.chdir(root)  # its preset paths are relative to the project root
         cfg = load_config(BenchConfig, root / "configs" / "bench-scenario.yaml")
     assert len(cfg.seeds) >= 3 and {m.name for m in cfg.methods} >= {"pushpull", "oracle"}
+
+
+def test_progress_counts_runs_and_estimates_from_trained_ones_only(tmp_path):
+    """3 runs, the first finished: it costs no time; the ETA after one trained run of 120 s
+    is 1 run x 2 min."""
+    from unlearnkit.pipeline.bench import Progress
+    from unlearnkit.pipeline.run import RunConfig
+
+    configs = [RunConfig(output=str(tmp_path / f"r{k}")) for k in range(3)]
+    (tmp_path / "r0").mkdir()
+    (tmp_path / "r0" / "results.json").write_text("{}")
+    now = [1000.0]
+    progress = Progress(configs, clock=lambda: now[0])
+    assert progress.line(configs[0]).endswith("r0): finished")
+    assert progress.line(configs[1]).endswith("2 to train")
+    now[0] += 120.0
+    assert progress.line(configs[2]).endswith(
+        "1 to train, about 2 min left at 2.0 min per run")

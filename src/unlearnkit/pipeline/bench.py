@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,25 +108,55 @@ def run_config(cfg: BenchConfig, method: BenchMethod, seed: int) -> RunConfig:
     return from_dict(RunConfig, data)
 
 
+def is_finished(cfg: RunConfig) -> bool:
+    return (Path(cfg.output) / "results.json").is_file()
+
+
 def run_once(cfg: RunConfig) -> dict:
     """``run(cfg)``, or the results of a finished run made with the same config."""
     folder = Path(cfg.output)
-    if not (folder / "results.json").is_file():
+    if not is_finished(cfg):
         return run(cfg)
     saved = json.loads((folder / "config.json").read_text())
     if saved != json.loads(json.dumps(asdict(cfg))):
         raise UnlearnError(f"{folder} holds a finished run made with another config; delete it "
                            "to rerun, or set another output folder")
-    print(f"skipping {folder}: finished")
     return json.loads((folder / "results.json").read_text())
+
+
+class Progress:
+    """One line per run of a bench: which of how many, and the time left, estimated from the
+    runs this process trained (finished runs that are skipped take no time)."""
+
+    def __init__(self, configs: list[RunConfig], clock=time.monotonic) -> None:
+        self.todo = sum(not is_finished(c) for c in configs)
+        self.total, self.done, self.trained, self.clock = len(configs), 0, 0, clock
+        self.start = clock()
+
+    def line(self, cfg: RunConfig) -> str:
+        self.done += 1
+        if is_finished(cfg):
+            return f"bench: run {self.done} of {self.total} ({cfg.output}): finished"
+        left = self.todo - self.trained
+        eta = ""
+        if self.trained:
+            per_run = (self.clock() - self.start) / self.trained
+            eta = f", about {per_run * left / 60:.0f} min left at {per_run / 60:.1f} min per run"
+        self.trained += 1
+        return f"bench: run {self.done} of {self.total} ({cfg.output}), {left} to train{eta}"
 
 
 def run_bench(cfg: BenchConfig) -> list[dict]:
     """Run what is not finished, write the three leaderboard files; returns the rows."""
+    plan = [(method, seeds_for(method, cfg.seeds)) for method in cfg.methods]
+    configs = {(m.label, seed): run_config(cfg, m, seed) for m, seeds in plan for seed in seeds}
+    progress = Progress(list(configs.values()))
     entries = []
-    for method in cfg.methods:
-        seeds = seeds_for(method, cfg.seeds)
-        payloads = [run_once(run_config(cfg, method, seed)) for seed in seeds]
+    for method, seeds in plan:
+        payloads = []
+        for seed in seeds:
+            print(progress.line(configs[method.label, seed]), flush=True)
+            payloads.append(run_once(configs[method.label, seed]))
         entries.append({"label": method.label, "method": method.name, "seeds": seeds,
                         "reference": method.name in REFERENCES,
                         "runs": [run_metrics(p["results"]["after"]) for p in payloads]})
