@@ -11,6 +11,7 @@ killed one resumes from its last checkpoint. ``<output>`` then gets ``leaderboar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -118,6 +119,10 @@ def run_once(cfg: RunConfig) -> dict:
     if not is_finished(cfg):
         return run(cfg)
     saved = json.loads((folder / "config.json").read_text())
+    # through the dataclass, so that options added since then read as their defaults (an
+    # option removed since fails to load: compared as written, it differs)
+    with contextlib.suppress(UnlearnError):
+        saved = json.loads(json.dumps(asdict(from_dict(RunConfig, saved, "saved config"))))
     if saved != json.loads(json.dumps(asdict(cfg))):
         raise UnlearnError(f"{folder} holds a finished run made with another config; delete it "
                            "to rerun, or set another output folder")
