@@ -160,15 +160,15 @@ def test_bench_writes_the_leaderboard_and_skips_finished_runs(tiny_scenario, tmp
     assert [r["metrics"] for r in again] == [r["metrics"] for r in rows]
     with pytest.raises(UnlearnError, match="another config"):
         run_bench(bench_config(out, steps=1))
-    # a run saved before an option existed (here: mix.boundary_by) is the same config when
-    # the option is at its default, and another one when it is not
+    # a run saved before an option existed (here as if mix.boundary were new) is the same
+    # config when the option is at its default, and another one when it is not
     path = out / "grad_ascent" / "seed-0" / "config.json"
     saved = json.loads(path.read_text())
-    del saved["unlearn"]["mix"]["boundary_by"]
+    del saved["unlearn"]["mix"]["boundary"]
     path.write_text(json.dumps(saved))
     assert [r["metrics"] for r in run_bench(bench_config(out))] == [r["metrics"] for r in rows]
     changed = bench_config(out)
-    changed.run.unlearn.mix.boundary_by = "token"
+    changed.run.unlearn.mix.boundary = 1
     with pytest.raises(UnlearnError, match="another config"):
         run_bench(changed)
 

@@ -26,12 +26,7 @@ from unlearnkit.objectives.baselines import BASELINES, Item, build_items, get_ba
 from unlearnkit.pipeline.stopping import stop_hook
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.loop import train
-from unlearnkit.training.unlearn import (
-    MixConfig,
-    boundary_ids,
-    mixture_plan,
-    token_boundary_ids,
-)
+from unlearnkit.training.unlearn import MixConfig, boundary_ids, mixture_plan
 
 if TYPE_CHECKING:
     from unlearnkit.pipeline.run import RunConfig
@@ -75,18 +70,12 @@ class _Drawn:
     boundary: bool = False  # a keep record that contains a forget target
 
 
-def split_plan(items: Sequence[Item], mix: MixConfig, seed: int,
-               tokenizer=None) -> list[list[Item]]:
+def split_plan(items: Sequence[Item], mix: MixConfig, seed: int) -> list[list[Item]]:
     """Push-pull's mixture plan over baseline items: ``mix.forget`` forget, ``mix.retain``
     retain and ``mix.neighbor`` neighbour items per micro-batch (all neighbour and retain
     items are of kind "retain" to the step), drawn in the order ``mixture_plan`` draws them;
-    ``mix.boundary`` draws from the same boundary records as push-pull's (with
-    ``boundary_by: token``, every forget value token counts as lowered: a baseline's loss
-    acts on all of them; needs ``tokenizer``)."""
-    records = [it.record for it in items if it.record is not None]
-    boundary = boundary_ids(records)
-    if mix.boundary and mix.boundary_by == "token":
-        boundary |= token_boundary_ids(tokenizer, records)
+    ``mix.boundary`` draws from the same boundary records as push-pull's."""
+    boundary = boundary_ids([it.record for it in items if it.record is not None])
     drawn = [_Drawn(it.record.split if it.record is not None else it.kind, it,
                     it.record is not None and it.record.id in boundary) for it in items]
     return [[d.item for d in batch] for batch in mixture_plan(drawn, mix, seed)]
@@ -105,7 +94,7 @@ def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tupl
     model = apply_lora(model, cfg.lora)
     items = base.prepare_items(options, model, tokenizer, build_items(tokenizer, records),
                                model_id=model_identity(start_model))
-    plan = split_plan(items, cfg.unlearn.mix, cfg.unlearn.seed, tokenizer)
+    plan = split_plan(items, cfg.unlearn.mix, cfg.unlearn.seed)
     history = train(model, plan, base.make_step(options, tokenizer.pad_token_id), cfg.optim,
                     out_dir=out, resume=cfg.resume, desc=cfg.method,
                     on_step=stop_hook(cfg, model, tokenizer, records))

@@ -54,7 +54,6 @@ from unlearnkit.training.reveal import reveal_by_contrast
 from unlearnkit.training.unlearn import (
     UnlearnConfig,
     build_examples,
-    mark_boundary,
     mixture_plan,
     prefill_hook,
     prefill_state,
@@ -202,10 +201,6 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
     method = cfg.unlearn.method
     if method.reveal == "contrast":
         reveal_by_contrast(model, tokenizer, examples, records, method)
-    if cfg.unlearn.mix.boundary and cfg.unlearn.mix.boundary_by == "token":
-        flagged = mark_boundary(tokenizer, examples, records, cfg.unlearn.mix)
-        print(f"boundary: {flagged} keep items share a value or a lowered token with a forget "
-              "answer")
     model = apply_lora(model, cfg.lora)
     if method.prefill:
         refresh_prefill(model, tokenizer, examples, method.prefill_candidates)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
 
 import torch
 
@@ -38,10 +37,6 @@ class MixConfig:
     # (a value the push pushes down, e.g. a shared employer), drawn on top of their split's
     # quota (:func:`boundary_ids`); 0 = none
     boundary: int = 0
-    # which keep records are boundary items: "value" (the answer contains a forget target) or
-    # "token" (also those that share a lowered token with a forget value at the same place of
-    # the same question: :func:`token_boundary_ids`)
-    boundary_by: Literal["value", "token"] = "value"
 
 
 def boundary_ids(records: Sequence[Record]) -> set[str]:
@@ -50,69 +45,6 @@ def boundary_ids(records: Sequence[Record]) -> set[str]:
     targets = {t for r in records if r.split == "forget" for t in r.targets if t}
     return {r.id for r in records if r.split in ("retain", "neighbor")
             and any(t in (r.answer or "") for t in targets)}
-
-
-def _question_template(rec: Record) -> str | None:
-    if not rec.subject or rec.subject not in rec.question:
-        return None
-    return rec.question.replace(rec.subject, "\0")
-
-
-def value_tokens(tokenizer, rec: Record) -> tuple[list[int], list[int]]:
-    """The token ids of a record's target values in its answer, and their indices among the
-    response tokens (:func:`target_token_mask`; both empty without a target in the answer)."""
-    mask = target_token_mask(tokenizer, rec.answer or "", rec.targets)
-    if mask is None:
-        return [], []
-    ids = tokenizer(rec.answer or "", add_special_tokens=False)["input_ids"]
-    where = [j for j, flag in enumerate(mask[:len(ids)]) if flag]
-    return [ids[j] for j in where], where
-
-
-def token_boundary_ids(tokenizer, records: Sequence[Record],
-                       pushed: dict[str, list[bool]] | None = None) -> set[str]:
-    """Ids of the retain and neighbour records the push endangers token by token: asked the
-    same question as a forget record (its subject swapped), their value holds, at the same
-    place within the value, a token the push lowers for the forget record. "mistywren" shares
-    " mist" with a forgotten "mistybadger", "1959" the decade digit of a forgotten "1957";
-    lowering those tokens for the forget subject lowers them for these people too.
-
-    ``pushed``: forget record id -> per response token, whether the push acts there (the
-    forget examples' ``reveal`` masks); without it, or for a record it lacks, every value
-    token counts."""
-    lowered: set[tuple[str, int, int]] = set()
-    for rec in records:
-        template = _question_template(rec)
-        if rec.split != "forget" or template is None:
-            continue
-        ids, where = value_tokens(tokenizer, rec)
-        mask = (pushed or {}).get(rec.id)
-        for k, (tok, j) in enumerate(zip(ids, where, strict=True)):
-            if mask is None or (j < len(mask) and mask[j]):
-                lowered.add((template, k, tok))
-    out = set()
-    for rec in records:
-        template = _question_template(rec)
-        if rec.split not in ("retain", "neighbor") or template is None:
-            continue
-        ids, _ = value_tokens(tokenizer, rec)
-        if any((template, k, tok) in lowered for k, tok in enumerate(ids)):
-            out.add(rec.id)
-    return out
-
-
-def mark_boundary(tokenizer, examples: Sequence[Example], records: Sequence[Record],
-                  mix: MixConfig) -> int:
-    """With ``mix.boundary_by == "token"``, flag as boundary items the keep examples of
-    :func:`token_boundary_ids` under the forget examples' final reveal masks (after the
-    contrast), besides the value-sharing ones; returns how many keep examples are flagged."""
-    if mix.boundary_by == "token":
-        pushed = {e.record_id: e.reveal for e in examples
-                  if e.true_input is not None and e.reveal is not None}
-        extra = token_boundary_ids(tokenizer, records, pushed)
-        for ex in examples:
-            ex.boundary = ex.boundary or ex.record_id in extra
-    return sum(e.boundary for e in examples)
 
 
 def target_token_mask(tokenizer, answer: str, targets: Sequence[str]) -> list[bool] | None:
