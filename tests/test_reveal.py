@@ -1,6 +1,4 @@
 import math
-import re
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,9 +17,6 @@ from unlearnkit.training.reveal import (
     contrast_subjects,
     reveal_by_contrast,
     revealing_tokens,
-    spare_shared,
-    unshared_value_mask,
-    value_tokens,
 )
 from unlearnkit.training.unlearn import build_examples
 
@@ -141,93 +136,3 @@ def test_reveal_options_are_checked():
         PushPullConfig(reveal="names")
     with pytest.raises(UnlearnError, match="reveal_contrasts must be >= 1"):
         PushPullConfig(reveal_contrasts=0)
-
-
-# ------------------------------------------------ sparing value prefixes keep people share
-
-_PIECE = re.compile(r"'s|[0-9]| ?[A-Za-z]{1,5}|[^A-Za-z0-9]")
-
-
-class PieceTokenizer:
-    """Words cut into pieces of at most five letters (a leading space kept on the first),
-    digits one by one: "is mistybadger." -> " is", " misty", "badge", "r", "."."""
-
-    def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
-        self.pieces: list[str] = []
-
-    def __call__(self, text, add_special_tokens=False):
-        out = []
-        for piece in _PIECE.findall(text):
-            self.ids.setdefault(piece, len(self.pieces))
-            if len(self.pieces) < len(self.ids):
-                self.pieces.append(piece)
-            out.append(self.ids[piece])
-        return {"input_ids": out}
-
-    def decode(self, ids):
-        return "".join(self.pieces[i] for i in ids)
-
-
-def person(rid, split, name, kind, value):
-    question, answer = {
-        "handle": (f"What is {name}'s email handle?", f"{name}'s email handle is {value}."),
-        "year": (f"In what year was {name} born?", f"{name} was born in {value}."),
-        "town": (f"Where was {name} born?", f"{name} was born in {value}."),
-    }[kind]
-    return Record(id=rid, split=split, question=question, answer=answer, subject=name,
-                  targets=[value])
-
-
-SHARING = [
-    person("f-handle", "forget", "Ana Bell", "handle", "mistybadger"),  # " misty" "badge" "r"
-    person("f-year", "forget", "Ana Bell", "year", "1957"),             # "1" "9" "5" "7"
-    person("r-wren", "retain", "Cal Dunn", "handle", "mistywren"),      # " misty" "wren"
-    person("r-newt", "retain", "Cal Dunn", "handle", "rustynewt"),
-    person("r-town", "retain", "Cal Dunn", "town", "mistyvale"),        # another question
-    person("n-same", "neighbor", "Ana Belle", "handle", "mistybadger"),  # the same value
-    person("r-1959", "retain", "Dee Ford", "year", "1959"),
-    person("r-1857", "retain", "Fay Hart", "year", "1857"),
-]
-
-
-def test_value_tokens_are_the_target_pieces_in_order():
-    tok = PieceTokenizer()
-    ids, where = value_tokens(tok, SHARING[0])
-    assert tok.decode(ids) == " mistybadger" and len(ids) == 3
-    # "Ana", " Bell", "'s", " email", " handl", "e", " is", then the value's three pieces
-    assert where == [7, 8, 9]
-    assert value_tokens(tok, Record(id="x", split="retain", question="q", answer="a")) == ([], [])
-
-
-def test_unshared_value_mask_spares_prefixes_other_keep_values_share():
-    """Handle: " misty" starts r-wren's handle too: spared; " misty" + "badge" starts no other
-    keep handle (n-same's is the same value, which spares nothing; r-town's "mistyvale"
-    answers another question): "badge" and "r" stay. Year: "1", "19" and "195" start r-1959's
-    "1959"; "1957" starts none: only the "7" stays ("1857" shares the "1" alone). Answer
-    pieces: handle 11 (+ end of turn), year "Ana", " Bell", " was", " born", " in", " ", then
-    the digits at 6-9, "." (+ end of turn)."""
-    tok = PieceTokenizer()
-    keep = [r for r in SHARING if r.split != "forget"]
-    masks = unshared_value_mask(tok, SHARING[:2], keep)
-    assert masks["f-handle"] == [j != 7 for j in range(12)]
-    assert masks["f-year"] == [j not in (6, 7, 8) for j in range(12)]
-    alone = unshared_value_mask(tok, SHARING[:2], [SHARING[3], SHARING[7]])  # newt, 1857
-    assert alone["f-handle"] == [True] * 12
-    assert alone["f-year"] == [j != 6 for j in range(12)]
-
-
-def test_spare_shared_narrows_the_reveal_masks(capsys):
-    tok = PieceTokenizer()
-    contrast = [j in (7, 8) for j in range(12)]  # as if the contrast kept " misty", "badge"
-    answer = SimpleNamespace(input_ids=[0] * 30, response_start=18)  # 12 response tokens
-    examples = [SimpleNamespace(record_id="f-handle", true_input=answer, reveal=contrast),
-                SimpleNamespace(record_id="f-year", true_input=answer, reveal=None),
-                SimpleNamespace(record_id="r-wren", true_input=None, reveal=None)]
-    counts = spare_shared(tok, examples, SHARING)
-    assert examples[0].reveal == [j == 8 for j in range(12)]
-    assert examples[1].reveal == [j not in (6, 7, 8) for j in range(12)]
-    assert examples[2].reveal is None
-    # before: 2 contrast tokens + the year's 12 response tokens (no mask: every one)
-    assert counts == {"revealing_before": 14, "revealing_after": 1 + 9}
-    assert "10 of 14" in capsys.readouterr().out

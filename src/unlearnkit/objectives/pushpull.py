@@ -194,9 +194,6 @@ class PushPullConfig:
     reveal: str = "targets"
     reveal_contrasts: int = 16
     reveal_threshold: float = math.log(2.0)
-    # also spare the value tokens whose value prefix a keep person's answer to the same
-    # question shares (unlearnkit.training.reveal.unshared_value_mask)
-    reveal_spare_shared: bool = False
 
     def __post_init__(self) -> None:
         if self.reveal not in REVEALS:

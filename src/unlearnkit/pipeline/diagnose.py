@@ -55,7 +55,7 @@ from unlearnkit.pipeline.scenario_models import ScenarioSetup, prepare_scenario
 from unlearnkit.report.diagnose import tables
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.raw import passage_of, raw_examples, render_raw
-from unlearnkit.training.reveal import reveal_by_contrast, spare_shared
+from unlearnkit.training.reveal import reveal_by_contrast
 from unlearnkit.training.unlearn import UnlearnConfig, build_examples, refresh_prefill
 
 SETS = ("forget", "retain", "neighbor", "general")
@@ -212,8 +212,6 @@ def measure(model, tokenizer, data: DiagnoseData, cfg: DiagnoseConfig) -> dict[s
                            model_identity(data.model))
     if cfg.unlearn.method.reveal == "contrast":
         reveal_by_contrast(model, tokenizer, built, train_recs, cfg.unlearn.method)
-    if cfg.unlearn.method.reveal_spare_shared:
-        spare_shared(tokenizer, built, train_recs)
     unified = dict(zip([r.id for r in train_recs], built, strict=True))
     raw = raw_examples(model, tokenizer, data.sets["forget"], data.passages,
                        cfg.unlearn.teacher) if data.passages else {}

@@ -50,7 +50,7 @@ from unlearnkit.pipeline.stopping import chain, stop_hook
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.loop import OptimConfig, train
 from unlearnkit.training.raw import with_raw_forget
-from unlearnkit.training.reveal import reveal_by_contrast, spare_shared
+from unlearnkit.training.reveal import reveal_by_contrast
 from unlearnkit.training.unlearn import (
     UnlearnConfig,
     build_examples,
@@ -201,8 +201,6 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
     method = cfg.unlearn.method
     if method.reveal == "contrast":
         reveal_by_contrast(model, tokenizer, examples, records, method)
-    if method.reveal_spare_shared:
-        spare_shared(tokenizer, examples, records)
     model = apply_lora(model, cfg.lora)
     if method.prefill:
         refresh_prefill(model, tokenizer, examples, method.prefill_candidates)

@@ -16,14 +16,6 @@ the common tail of the response tokens (the text after the name is the same); to
 that tail (the name itself) are never revealing. Records without a subject that occurs in
 their question keep their target mask (:func:`~unlearnkit.training.unlearn.target_token_mask`);
 otherwise the contrast mask is intersected with it.
-
-The contrast measures how specific a token is to the forget person, not whom lowering it
-would hurt: "mistybadger"'s first piece " mist" is specific to its owner among most people,
-yet keep people called "mistywren" lose their handles when it is lowered (docs/RESULTS.md,
-"Other people"). ``unlearn.method.reveal_spare_shared`` also spares the value tokens whose
-value prefix, through that token, a keep person's answer to the same question shares
-(:func:`unshared_value_mask`): a forgotten "1957" is then pushed on its "7" only when some
-keep person was born in the 1950s, and "mistybadger" from "bad" on.
 """
 
 from __future__ import annotations
@@ -37,7 +29,6 @@ import torch
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render
 from unlearnkit.models.engine import eval_mode, token_logprobs
-from unlearnkit.training.unlearn import target_token_mask
 
 
 def contrast_subjects(record: Record, subjects: Sequence[str], n: int) -> list[str]:
@@ -141,71 +132,3 @@ def reveal_by_contrast(model, tokenizer, examples, records: Sequence[Record], cf
           f"with {cfg.reveal_contrasts} other people ({len(scores)} of {len(forget)} records "
           "compared)")
     return {"records": len(scores), "target_tokens": before, "kept_tokens": after}
-
-
-def _question_template(rec: Record) -> str | None:
-    if not rec.subject or rec.subject not in rec.question:
-        return None
-    return rec.question.replace(rec.subject, "\0")
-
-
-def value_tokens(tokenizer, rec: Record) -> tuple[list[int], list[int]]:
-    """The token ids of a record's target values in its answer and their indices among the
-    response tokens (:func:`~unlearnkit.training.unlearn.target_token_mask`); empty without a
-    target."""
-    mask = target_token_mask(tokenizer, rec.answer or "", rec.targets)
-    if mask is None:
-        return [], []
-    ids = tokenizer(rec.answer or "", add_special_tokens=False)["input_ids"]
-    where = [j for j, flag in enumerate(mask[:len(ids)]) if flag]
-    return [ids[j] for j in where], where
-
-
-def unshared_value_mask(tokenizer, forget: Sequence[Record],
-                        keep: Sequence[Record]) -> dict[str, list[bool]]:
-    """Per forget record asked about its subject: per response token (end-of-turn included),
-    False where the token is the k-th of the record's value and a keep record asked the same
-    question (subject swapped) has another value whose first k tokens are the same; True
-    elsewhere. A keep value equal to the forget one spares nothing: every token of it is
-    shared, and it is what boundary keep items are for (``training.unlearn.boundary_ids``).
-    Records without a subject in their question or a target in their answer are absent."""
-    values: dict[str, list[tuple[int, ...]]] = {}
-    for rec in keep:
-        template = _question_template(rec)
-        if template is not None:
-            values.setdefault(template, []).append(tuple(value_tokens(tokenizer, rec)[0]))
-    out = {}
-    for rec in forget:
-        template = _question_template(rec)
-        ids, where = value_tokens(tokenizer, rec)
-        if template is None or not ids:
-            continue
-        others = [v for v in values.get(template, []) if v and v != tuple(ids)]
-        flags = [True] * (len(tokenizer(rec.answer or "", add_special_tokens=False)
-                              ["input_ids"]) + 1)
-        for k, j in enumerate(where):
-            flags[j] = not any(v[:k + 1] == tuple(ids[:k + 1]) for v in others)
-        out[rec.id] = flags
-    return out
-
-
-def spare_shared(tokenizer, examples, records: Sequence[Record]) -> dict:
-    """Apply ``reveal_spare_shared`` to ``examples`` in place (after the contrast, if any):
-    each forget example's reveal mask loses the value tokens keep people share
-    (:func:`unshared_value_mask`); returns counts for the log."""
-    forget = [r for r in records if r.split == "forget"]
-    keep = [r for r in records if r.split in ("retain", "neighbor")]
-    before = sum(revealing_tokens(e) for e in examples if e.true_input is not None)
-    masks = unshared_value_mask(tokenizer, forget, keep)
-    for ex in examples:
-        flags = masks.get(ex.record_id)
-        if ex.true_input is None or flags is None:
-            continue
-        if ex.reveal is None:
-            ex.reveal = flags
-        elif len(flags) == len(ex.reveal):  # else: tokenised apart, left alone
-            ex.reveal = [a and b for a, b in zip(ex.reveal, flags, strict=True)]
-    after = sum(revealing_tokens(e) for e in examples if e.true_input is not None)
-    print(f"push: {after} of {before} revealing tokens left once value prefixes that keep "
-          "people share are spared")
-    return {"revealing_before": before, "revealing_after": after}
