@@ -113,6 +113,11 @@ def is_finished(cfg: RunConfig) -> bool:
     return (Path(cfg.output) / "results.json").is_file()
 
 
+def _as_json(cfg: RunConfig) -> Any:
+    """The config as its config.json reads back (tuples as lists)."""
+    return json.loads(json.dumps(asdict(cfg)))
+
+
 def run_once(cfg: RunConfig) -> dict:
     """``run(cfg)``, or the results of a finished run made with the same config."""
     folder = Path(cfg.output)
@@ -122,8 +127,8 @@ def run_once(cfg: RunConfig) -> dict:
     # through the dataclass, so that options added since then read as their defaults (an
     # option removed since fails to load: compared as written, it differs)
     with contextlib.suppress(UnlearnError):
-        saved = json.loads(json.dumps(asdict(from_dict(RunConfig, saved, "saved config"))))
-    if saved != json.loads(json.dumps(asdict(cfg))):
+        saved = _as_json(from_dict(RunConfig, saved, "saved config"))
+    if saved != _as_json(cfg):
         raise UnlearnError(f"{folder} holds a finished run made with another config; delete it "
                            "to rerun, or set another output folder")
     return json.loads((folder / "results.json").read_text())
