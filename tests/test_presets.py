@@ -4,7 +4,7 @@ import pytest
 
 from unlearnkit.config import load_config
 from unlearnkit.data.standardize import DataConfig
-from unlearnkit.pipeline.bench import BenchConfig
+from unlearnkit.pipeline.bench import BenchConfig, run_config
 from unlearnkit.pipeline.demo import DemoConfig
 from unlearnkit.pipeline.run import RunConfig
 from unlearnkit.pipeline.tune import TuneConfig
@@ -61,11 +61,13 @@ def test_the_tune_preset_sweeps_every_trained_method_of_its_bench_on_other_peopl
     bench = build(BenchConfig, load_yaml(tune.bench))
     sweep, rows = sweep_config(tune, bench)
     trained = [m.label for m in bench.methods if m.name not in ("prompt_only", "oracle")]
-    assert len(sweep.methods) == 3 * len(trained) == 3 * 13  # push-pull twice: margins
+    assert len(sweep.methods) == 3 * len(trained) == 3 * 13  # push-pull twice: push sets
     assert sweep.run.setup.scenario.seed == 1 and bench.run.setup.scenario.seed == 0
     assert {m.label for m, _, _ in rows} == set(trained)
-    m1 = next(m for m in sweep.methods if m.label.startswith("pushpull-m1"))
-    assert m1.run["unlearn"]["method"]["margin"] == 1.0
+    runs = {m.label: run_config(sweep, m, 0) for m in sweep.methods}
+    assert runs["pushpull--lr-4e-05"].unlearn.method.top_m == 0  # the true token alone
+    assert runs["pushpull-m20--lr-4e-05"].unlearn.method.top_m == 20  # METHOD.md's
+    assert runs["pushpull-m20--lr-4e-05"].optim.lr == 4e-5
     assert [Path(p).name for p in tune.apply_to] == ["bench-tofu.yaml"]
     tofu = build(BenchConfig, load_yaml(tune.apply_to[0]))
     assert {m.label for m in tofu.methods} == {m.label for m in bench.methods}
