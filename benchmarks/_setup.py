@@ -84,3 +84,34 @@ def make_setup(tiny: bool) -> Setup:
 
     return Setup(False, load_tokenizer(DEFAULT_MODEL), build_scenario().records,
                  model_identity(DEFAULT_MODEL))
+
+
+@dataclass
+class InjectedRun:
+    """A run config's injected model (the unlearning's starting point) and its forget items,
+    with the teacher summaries from the run's cache."""
+
+    model: Any
+    tokenizer: Any
+    prepared: Any  # unlearnkit.pipeline.run.prepare's result
+    records: list  # the records the teacher cache is keyed by (with general keep items)
+    forget: list  # the forget items (unlearnkit.objectives.pushpull.Example)
+
+
+def injected_run(cfg) -> InjectedRun:
+    """Prepare a RunConfig as `unlearn run` does and build its forget items on the injected
+    model (the teacher cache's key needs the general keep items, so they are built too)."""
+    from unlearnkit.models.loader import load_model
+    from unlearnkit.pipeline.methods import general_keep
+    from unlearnkit.pipeline.run import prepare
+    from unlearnkit.training.inject import model_identity
+    from unlearnkit.training.unlearn import build_examples
+
+    prepared = prepare(cfg)
+    start = prepared.models["injected"]
+    model, tokenizer = load_model(start)
+    records = prepared.records + general_keep(cfg.unlearn.mix, prepared)
+    examples = build_examples(model, tokenizer, records, cfg.unlearn.teacher,
+                              model_identity(start))
+    forget = [e for e in examples if e.true_input is not None]
+    return InjectedRun(model, tokenizer, prepared, records, forget)

@@ -27,16 +27,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import describe
+from _setup import injected_run
 
 from unlearnkit.cli import _quiet_libraries
 from unlearnkit.config import load_config
 from unlearnkit.models.engine import forward_responses
 from unlearnkit.models.loader import load_model
 from unlearnkit.objectives.pushpull import teacher_threshold, to_space
-from unlearnkit.pipeline.methods import general_keep
-from unlearnkit.pipeline.run import RunConfig, prepare
-from unlearnkit.training.inject import model_identity
-from unlearnkit.training.unlearn import build_examples
+from unlearnkit.pipeline.run import RunConfig
 
 
 @torch.no_grad()
@@ -75,13 +73,8 @@ def main() -> None:
     args = parser.parse_args()
     _quiet_libraries()
     print(f"machine: {describe()}")
-    cfg = load_config(RunConfig, args.config, [])
-    prepared = prepare(cfg)
-    records = prepared.records + general_keep(cfg.unlearn.mix, prepared)
-    start = prepared.models["injected"]
-    teacher, tok = load_model(start)
-    examples = build_examples(teacher, tok, records, cfg.unlearn.teacher, model_identity(start))
-    forget = [e for e in examples if e.true_input is not None]
+    run = injected_run(load_config(RunConfig, args.config, []))
+    teacher, tok, forget = run.model, run.tokenizer, run.forget
     results = {"injected": first_fact_positions(teacher, forget, tok.pad_token_id, args.margin)}
     for name in args.models:
         model, _ = load_model(name)

@@ -30,16 +30,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import describe
+from _setup import injected_run
 
 from unlearnkit.cli import _quiet_libraries
 from unlearnkit.config import load_config
 from unlearnkit.models.engine import forward_responses
 from unlearnkit.models.loader import load_model
-from unlearnkit.pipeline.methods import general_keep
-from unlearnkit.pipeline.run import RunConfig, prepare
-from unlearnkit.training.inject import model_identity
+from unlearnkit.pipeline.run import RunConfig
 from unlearnkit.training.reveal import reveal_by_contrast
-from unlearnkit.training.unlearn import build_examples
 
 
 def attribute(record_id: str) -> str:
@@ -117,15 +115,11 @@ def main() -> None:
     _quiet_libraries()
     print(f"machine: {describe()}")
     cfg = load_config(RunConfig, args.config, args.set)
-    prepared = prepare(cfg)
-    start = prepared.models["injected"]
-    teacher, tok = load_model(start)
-    records = prepared.records + general_keep(cfg.unlearn.mix, prepared)  # the cache's key
-    examples = build_examples(teacher, tok, records, cfg.unlearn.teacher, model_identity(start))
-    forget = [e for e in examples if e.true_input is not None]
+    run = injected_run(cfg)
+    teacher, tok, forget, records = run.model, run.tokenizer, run.forget, run.records
     if cfg.unlearn.method.reveal == "contrast":  # the positions the run pushes
-        reveal_by_contrast(teacher, tok, forget, prepared.records, cfg.unlearn.method)
-    table = value_tokens(tok, prepared.records)
+        reveal_by_contrast(teacher, tok, forget, run.prepared.records, cfg.unlearn.method)
+    table = value_tokens(tok, run.prepared.records)
     results = {"injected": pushed_sets(teacher, tok, forget, records, args.top_m, table)}
     for name in args.models:
         model, _ = load_model(name)
