@@ -215,3 +215,63 @@ def test_progress_counts_runs_and_estimates_from_trained_ones_only(tmp_path):
     now[0] += 120.0
     assert progress.line(configs[2]).endswith(
         "1 to train, about 2 min left at 2.0 min per run")
+
+
+# ------------------------------------------------------------ several processes on one bench
+
+
+def test_a_claim_is_held_until_released_or_its_process_dies(tmp_path):
+    """One holder at a time; a killed holder leaves nothing stale."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from unlearnkit.pipeline.claims import claimed, holder
+
+    run = tmp_path / "npo" / "seed-0"
+    with claimed(run) as first:
+        assert first and f"process {os.getpid()}" in holder(run)
+        with claimed(run) as second:  # another open file of this process counts as another
+            assert not second
+    with claimed(run) as again:
+        assert again
+    code = ("import sys, time\nfrom unlearnkit.pipeline.claims import claimed\n"
+            "with claimed(sys.argv[1]) as mine:\n    print(mine, flush=True)\n    time.sleep(120)")
+    child = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline().strip() == "True"
+        with claimed(run) as mine:
+            assert not mine and holder(run).endswith(f"process {child.pid}")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    with claimed(run) as mine:  # the operating system dropped the dead process's lock
+        assert mine
+
+
+def test_bench_leaves_runs_held_by_another_process_and_writes_no_leaderboard(
+        tiny_scenario, tmp_path, capsys):
+    from unlearnkit.pipeline.claims import claimed
+
+    out = tmp_path / "bench"
+    cfg_path = tmp_path / "bench.yaml"
+    cfg_path.write_text(json.dumps({
+        "methods": [{"name": "grad_ascent"}], "seeds": [0, 1], "output": str(out),
+        "run": {"unlearn": {"mix": {"forget": 1, "retain": 1, "neighbor": 1, "steps": 1}},
+                "max_new_tokens": 4, "eval_batch_size": 64, "teacher_report": False}}))
+    with claimed(out / "grad_ascent" / "seed-1") as mine:
+        assert mine
+        assert main(["bench", str(cfg_path)]) == 3
+    printed = capsys.readouterr().out
+    assert "seed-1): being trained by host" in printed
+    assert "1 run(s) still being trained by other processes" in printed
+    assert (out / "grad_ascent" / "seed-0" / "results.json").is_file()
+    assert not (out / "grad_ascent" / "seed-1" / "results.json").exists()
+    assert not (out / "leaderboard.json").exists()
+    # the lock released (its holder finished or died): the next call trains the run and
+    # writes the leaderboard from both seeds
+    assert main(["bench", str(cfg_path)]) == 0
+    saved = json.loads((out / "leaderboard.json").read_text())
+    assert saved["methods"][0]["metrics"]["forget"]["n"] == 2

@@ -88,6 +88,31 @@ def test_tune_picks_each_methods_best_point_and_writes_the_tuned_bench(tmp_path,
     assert (tmp_path / "tune" / "leaderboard.md").is_file()
 
 
+def test_tune_chooses_nothing_while_another_process_trains_a_point(tmp_path, monkeypatch):
+    """A sweep run held by another process: the other points run, nothing is chosen or
+    written; once it is released the tune finishes."""
+    from unlearnkit.pipeline.claims import claimed
+
+    trained = []
+
+    def fake_run_once(cfg):
+        trained.append(cfg.output)
+        summary = {s: {"accuracy": 0.5, "refusal": 0.0, "n": 10}
+                   for s in ("forget", "retain", "neighbor", "general")}
+        return {"results": {"after": {"summary": summary, "prefill_attack": 0.5}}}
+
+    monkeypatch.setattr(bench_mod, "run_once", fake_run_once)
+    cfg = tune.TuneConfig(bench=str(_bench_file(tmp_path)), output=str(tmp_path / "tune"))
+    held = tmp_path / "tune" / "npo--lr-2e-05" / "seed-0"
+    with claimed(held) as mine:
+        assert mine and tune.run_tune(cfg) is None
+    assert len(trained) == 5 and str(held) not in trained
+    assert not (tmp_path / "tune" / "tune.json").exists()
+    assert not (tmp_path / "tune" / "tuned-bench.yaml").exists()
+    assert tune.run_tune(cfg) is not None  # the fake runs leave no results: all 6 again
+    assert (tmp_path / "tune" / "tuned-bench.yaml").is_file()
+
+
 def test_apply_to_carries_the_choices_to_other_bench_configs(tmp_path, monkeypatch):
     """The choices made on the validation scenario, written into a second bench config by
     label; a method that config lacks is ignored, one the tune did not choose is left as is."""

@@ -1,6 +1,8 @@
 """The ``unlearn`` command: a thin shell over the Python API.
 
 User errors (:class:`~unlearnkit.errors.UnlearnError`) print one line and exit with code 2.
+`bench` and `tune` exit with code 3 when they end with runs that other processes still train
+(:mod:`unlearnkit.pipeline.claims`): nothing was wrong, but the leaderboard is not written yet.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable
 from unlearnkit.errors import UnlearnError
 
 Handler = Callable[[argparse.Namespace], int | None]
+EXIT_UNFINISHED = 3  # bench / tune: other processes still train some runs
 
 
 def _quiet_libraries() -> None:
@@ -64,18 +67,20 @@ def cmd_run(args: argparse.Namespace) -> None:
     run(cfg)
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
+def cmd_bench(args: argparse.Namespace) -> int | None:
     from unlearnkit.config import load_config
     from unlearnkit.pipeline.bench import BenchConfig, run_bench
 
-    run_bench(load_config(BenchConfig, args.config, args.set))
+    if run_bench(load_config(BenchConfig, args.config, args.set)) is None:
+        return EXIT_UNFINISHED
 
 
-def cmd_tune(args: argparse.Namespace) -> None:
+def cmd_tune(args: argparse.Namespace) -> int | None:
     from unlearnkit.config import load_config
     from unlearnkit.pipeline.tune import TuneConfig, run_tune
 
-    run_tune(load_config(TuneConfig, args.config, args.set))
+    if run_tune(load_config(TuneConfig, args.config, args.set)) is None:
+        return EXIT_UNFINISHED
 
 
 def cmd_diagnose(args: argparse.Namespace) -> None:
@@ -210,9 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--resume", action="store_true",
                             help="continue a killed run from its last checkpoint")
     _add(sub, "bench", cmd_bench, "run methods x seeds on the built-in scenario (or run.data) "
-         "and write a leaderboard with confidence intervals (resumable)", "required")
+         "and write a leaderboard with confidence intervals (resumable; several processes may "
+         "share one bench, exit code 3 while others still train)", "required")
     _add(sub, "tune", cmd_tune, "the same sweep for every method of a bench config on a "
-         "validation setup; writes the tuned bench config (resumable)", "required")
+         "validation setup; writes the tuned bench config (resumable and shareable as bench)",
+         "required")
     _add(sub, "diagnose", cmd_diagnose,
          "measure gradient conflicts between the loss terms and distances between the sets' "
          "hidden states, with the forget set unified (chat QA) and raw")

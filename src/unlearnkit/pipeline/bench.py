@@ -7,6 +7,11 @@ that do not train (prompt_only, oracle) are deterministic and run once. Run fold
 ``<output>/<label>/seed-<seed>``; one with a ``results.json`` is finished and skipped, and a
 killed one resumes from its last checkpoint. ``<output>`` then gets ``leaderboard.json``,
 ``leaderboard.md`` and ``leaderboard.html`` (:mod:`unlearnkit.report.leaderboard`).
+
+Several processes may work through one bench at once (one per GPU or per core): each skips
+the runs another live process holds (:mod:`unlearnkit.pipeline.claims`). A process that ends
+with runs still held elsewhere writes no leaderboard and returns None; the last one to finish
+writes it (or run the command again once they have finished).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from unlearnkit.config import deep_merge, from_dict, load_yaml
 from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.objectives.baselines import BASELINES
+from unlearnkit.pipeline.claims import claimed, holder
 from unlearnkit.pipeline.methods import method_names
 from unlearnkit.pipeline.run import RunConfig, run
 from unlearnkit.report.leaderboard import (
@@ -155,21 +161,43 @@ class Progress:
         self.trained += 1
         return f"bench: run {self.done} of {self.total} ({cfg.output}), {left} to train{eta}"
 
+    def held(self, cfg: RunConfig) -> str:
+        """A run another process trains: it leaves this process's count of runs to train."""
+        self.done += 1
+        self.todo -= 1
+        return (f"bench: run {self.done} of {self.total} ({cfg.output}): being trained by "
+                f"{holder(cfg.output)}")
 
-def run_bench(cfg: BenchConfig) -> list[dict]:
-    """Run what is not finished, write the three leaderboard files; returns the rows."""
+
+def run_bench(cfg: BenchConfig) -> list[dict] | None:
+    """Run what is not finished, write the three leaderboard files; returns the rows, or None
+    when other processes still hold some runs (then nothing is written)."""
     plan = [(method, seeds_for(method, cfg.seeds)) for method in cfg.methods]
     configs = {(m.label, seed): run_config(cfg, m, seed) for m, seeds in plan for seed in seeds}
     progress = Progress(list(configs.values()))
-    entries = []
-    for method, seeds in plan:
-        payloads = []
-        for seed in seeds:
-            print(progress.line(configs[method.label, seed]), flush=True)
-            payloads.append(run_once(configs[method.label, seed]))
-        entries.append({"label": method.label, "method": method.name, "seeds": seeds,
-                        "reference": method.name in REFERENCES,
-                        "runs": [run_metrics(p["results"]["after"]) for p in payloads]})
+    payloads = {}
+    for key, run_cfg in configs.items():
+        if is_finished(run_cfg):
+            print(progress.line(run_cfg), flush=True)
+            payloads[key] = run_once(run_cfg)
+            continue
+        with claimed(run_cfg.output) as mine:
+            print(progress.line(run_cfg) if mine else progress.held(run_cfg), flush=True)
+            if mine:
+                payloads[key] = run_once(run_cfg)
+    for key in configs.keys() - payloads.keys():  # held elsewhere; finished since?
+        if is_finished(configs[key]):
+            payloads[key] = run_once(configs[key])
+    if held := [configs[k].output for k in configs if k not in payloads]:
+        print(f"bench: {len(held)} run(s) still being trained by other processes "
+              f"({', '.join(held)}); the last process to finish writes the leaderboard, or run "
+              "this command again once they have finished", flush=True)
+        return None
+    entries = [{"label": method.label, "method": method.name, "seeds": seeds,
+                "reference": method.name in REFERENCES,
+                "runs": [run_metrics(payloads[method.label, s]["results"]["after"])
+                         for s in seeds]}
+               for method, seeds in plan]
     rows = leaderboard(entries, cfg.confidence)
     write_leaderboard(Path(cfg.output), rows, cfg)
     return rows

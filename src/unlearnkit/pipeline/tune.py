@@ -159,12 +159,16 @@ def tuned_bench_yaml(bench_path: str, choices: dict[str, dict]) -> str:
     return head + yaml.safe_dump(data, sort_keys=False)
 
 
-def run_tune(cfg: TuneConfig) -> dict[str, dict]:
+def run_tune(cfg: TuneConfig) -> dict[str, dict] | None:
+    """The sweep, the choices and the tuned bench configs; None (nothing chosen or written)
+    while other processes still train some of the sweep's runs."""
     bench = from_dict(BenchConfig, load_yaml(cfg.bench), "bench")
     for path in cfg.apply_to:  # fail before hours of training, not after
         from_dict(BenchConfig, load_yaml(path), f"tune.apply_to {path}")
     sweep, rows = sweep_config(cfg, bench)
     board = run_bench(sweep)
+    if board is None:
+        return None
     results = {row["label"]: row for row in board}
     choices = choose(rows, results)
     out = Path(cfg.output)
