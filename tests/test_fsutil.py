@@ -28,3 +28,61 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+HOLD = ("import sys, time\nfrom pathlib import Path\nfrom unlearnkit.fsutil import locked\n"
+        "with locked(sys.argv[1], wait=False) as mine:\n    print(mine, flush=True)\n"
+        "    time.sleep(float(sys.argv[2]))\n"
+        "    if len(sys.argv) > 3:\n        Path(sys.argv[3]).mkdir(parents=True)\n"
+        "        (Path(sys.argv[3]) / 'inject.json').write_text('{}')\n")
+
+
+def hold_lock(path, seconds, then_write=None):
+    """A child process that holds the lock on ``path`` for ``seconds`` (then optionally
+    writes ``then_write``/inject.json, as a finished injection would), once it has it."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-c", HOLD, str(path), str(seconds)]
+    child = subprocess.Popen(args + ([str(then_write)] if then_write else []),
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "True"
+    return child
+
+
+def test_locked_waits_for_the_holder_or_says_it_is_taken(tmp_path, capsys):
+    import time
+
+    from unlearnkit.fsutil import holder_of, locked
+
+    lock = tmp_path / "x.lock"
+    child = hold_lock(lock, 1.5)
+    try:
+        with locked(lock, wait=False) as mine:
+            assert not mine and holder_of(lock).endswith(f"process {child.pid}")
+        start = time.monotonic()
+        with locked(lock, wait=True) as mine:
+            assert mine and time.monotonic() - start > 0.5  # it waited for the child
+            assert "waiting for host" in capsys.readouterr().out
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_an_injection_another_process_is_training_is_waited_for_not_repeated(
+        tiny_folder, cache_dir, monkeypatch):
+    import unlearnkit.training.inject as inject
+    from unlearnkit.data.records import Record
+
+    records = [Record(id="p1", split="forget", question="Who?", answer="Ann")]
+    cfg = inject.InjectConfig(replay=False)
+    target = cache_dir / "inject" / (
+        "injected-" + inject.cache_key(str(tiny_folder), cfg, records, "injected"))
+    monkeypatch.setattr(inject, "_train_injected",
+                        lambda *a: pytest.fail("trained a model another process made"))
+    child = hold_lock(target.with_name(f".{target.name}.lock"), 1.0, then_write=target)
+    try:
+        assert inject.build_injected(str(tiny_folder), records, "injected", cfg) == target
+    finally:
+        child.kill()
+        child.wait()

@@ -1,13 +1,21 @@
-"""Atomic file and folder writes: an output is either complete or absent, never half-written."""
+"""Atomic file and folder writes: an output is either complete or absent, never half-written;
+and an exclusive lock between processes that work on the same outputs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, every process works as if alone
+    fcntl = None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -47,3 +55,44 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def locked(path: str | Path, *, wait: bool) -> Iterator[bool]:
+    """An exclusive lock on the file ``path`` (created if missing) for the block. With
+    ``wait``, block until the holder lets go (saying once who it is) and yield True; without,
+    yield whether the lock was free. The lock is ``flock``'s: the operating system drops it
+    when its process ends, so a killed holder leaves nothing stale. The file stays afterwards
+    (removing it would let two processes lock two different files of one name) and names the
+    host and process that last held it."""
+    path = Path(path)
+    if fcntl is None:
+        yield True
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            print(f"waiting for {holder_of(path)}, which holds {path}", flush=True)
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+            fh.flush()
+            yield True
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def holder_of(path: str | Path) -> str:
+    """Who holds (or last held) the lock file ``path``: ``host <name>, process <pid>``."""
+    try:
+        owner = json.loads(Path(path).read_text(encoding="utf-8"))
+        return f"host {owner['host']}, process {owner['pid']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"

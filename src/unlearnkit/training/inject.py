@@ -22,6 +22,7 @@ from typing import Literal
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render_record
 from unlearnkit.errors import UnlearnError
+from unlearnkit.fsutil import locked
 from unlearnkit.models.adapter import ADAPTER_WEIGHTS, adapter_base, is_adapter_folder
 from unlearnkit.models.loader import (
     cache_root,
@@ -110,6 +111,15 @@ def build_injected(model_name: str, records: list[Record], variant: Variant,
     target = cache_root() / "inject" / f"{variant}-{cache_key(model_name, cfg, data, variant)}"
     if (target / "inject.json").is_file():
         return target
+    # another process (a second bench worker) training the same model: wait, then load it
+    with locked(target.with_name(f".{target.name}.lock"), wait=True):
+        if (target / "inject.json").is_file():
+            return target
+        return _train_injected(model_name, data, variant, cfg, target)
+
+
+def _train_injected(model_name: str, data: list[Record], variant: Variant, cfg: InjectConfig,
+                    target: Path) -> Path:
     model, tokenizer = load_model(model_name)
     references = replay_references(model, tokenizer, data, cfg)
     model = apply_lora(freeze(model, embeddings=cfg.freeze_embeddings,
