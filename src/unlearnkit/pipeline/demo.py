@@ -17,7 +17,7 @@ from unlearnkit.training.unlearn import MixConfig, UnlearnConfig
 
 
 def _demo_unlearn() -> UnlearnConfig:
-    method = PushPullConfig(margin=0.5, push_below="alternative", reveal="contrast")
+    method = PushPullConfig(margin=0.5, top_m=0, push_below="alternative", reveal="contrast")
     return UnlearnConfig(mix=MixConfig(general=4, boundary=4), method=method)
 
 
@@ -29,11 +29,12 @@ def _demo_optim() -> OptimConfig:
 class DemoConfig(RunConfig):
     """`unlearn run`'s settings with the demo's output folder and the base model evaluated,
     lr 4e-5, per micro-batch 4 general keep items (the scenario's replay prompts) and 4
-    boundary keep items (records sharing a forget value), and the push below the student's
-    alternative on the tokens that reveal the person, margin 0.5: the settings chosen in
-    docs/RESULTS.md ("Push strength and general keep items", "Neighbours that share a forget
-    person's town or employer", "Push below the alternative, tokens by contrast"); the same
-    as configs/demo.yaml."""
+    boundary keep items (records sharing a forget value), and the push of the true token alone
+    (top_m 0) below the student's alternative on the tokens that reveal the person, margin
+    0.5: the settings chosen in docs/RESULTS.md ("Push strength and general keep items",
+    "Neighbours that share a forget person's town or employer", "Push below the alternative,
+    tokens by contrast", "Which tokens to push"; push set and lr chosen by `unlearn tune` on
+    the validation people); the same as configs/demo.yaml."""
 
     output: str = "runs/demo"
     eval_base: bool = True
