@@ -236,6 +236,10 @@ def test_a_claim_is_held_until_released_or_its_process_dies(tmp_path):
             assert not second
     with claimed(run) as again:
         assert again
+    with pytest.MonkeyPatch.context() as mp:  # the ranks of one accelerate launch share runs
+        mp.setenv("WORLD_SIZE", "2")
+        with claimed(run) as first, claimed(run) as second:
+            assert first and second
     code = ("import sys, time\nfrom unlearnkit.pipeline.claims import claimed\n"
             "with claimed(sys.argv[1]) as mine:\n    print(mine, flush=True)\n    time.sleep(120)")
     child = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE,
