@@ -117,3 +117,35 @@ def chat_server(monkeypatch):
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
+
+
+_HOLD = ("import sys, time\nfrom pathlib import Path\nfrom unlearnkit.fsutil import locked\n"
+         "with locked(sys.argv[1], wait=False) as mine:\n    print(mine, flush=True)\n"
+         "    time.sleep(float(sys.argv[2]))\n"
+         "    if len(sys.argv) > 3:\n        Path(sys.argv[3]).mkdir(parents=True)\n"
+         "        (Path(sys.argv[3]) / 'inject.json').write_text('{}')\n")
+
+
+@pytest.fixture
+def lock_holder():
+    """``hold(path, seconds, then_write=None)``: a child process that holds the lock on
+    ``path`` (:func:`unlearnkit.fsutil.locked`) for ``seconds`` (then optionally writes
+    ``then_write``/inject.json, as a finished injection would); returned once it holds it.
+    Children still alive at the end are killed."""
+    import subprocess
+    import sys
+
+    children = []
+
+    def hold(path, seconds, then_write=None):
+        args = [sys.executable, "-c", _HOLD, str(path), str(seconds)]
+        child = subprocess.Popen(args + ([str(then_write)] if then_write else []),
+                                 stdout=subprocess.PIPE, text=True)
+        children.append(child)
+        assert child.stdout.readline().strip() == "True"
+        return child
+
+    yield hold
+    for child in children:
+        child.kill()
+        child.wait()

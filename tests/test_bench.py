@@ -220,14 +220,11 @@ def test_progress_counts_runs_and_estimates_from_trained_ones_only(tmp_path):
 # ------------------------------------------------------------ several processes on one bench
 
 
-def test_a_claim_is_held_until_released_or_its_process_dies(tmp_path):
+def test_a_claim_is_held_until_released_or_its_process_dies(tmp_path, lock_holder):
     """One holder at a time; a killed holder leaves nothing stale."""
     import os
-    import signal
-    import subprocess
-    import sys
 
-    from unlearnkit.pipeline.claims import claimed, holder
+    from unlearnkit.pipeline.claims import CLAIM, claimed, holder
 
     run = tmp_path / "npo" / "seed-0"
     with claimed(run) as first:
@@ -240,17 +237,11 @@ def test_a_claim_is_held_until_released_or_its_process_dies(tmp_path):
         mp.setenv("WORLD_SIZE", "2")
         with claimed(run) as first, claimed(run) as second:
             assert first and second
-    code = ("import sys, time\nfrom unlearnkit.pipeline.claims import claimed\n"
-            "with claimed(sys.argv[1]) as mine:\n    print(mine, flush=True)\n    time.sleep(120)")
-    child = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE,
-                             text=True)
-    try:
-        assert child.stdout.readline().strip() == "True"
-        with claimed(run) as mine:
-            assert not mine and holder(run).endswith(f"process {child.pid}")
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    child = lock_holder(run / CLAIM, 120)
+    with claimed(run) as mine:
+        assert not mine and holder(run).endswith(f"process {child.pid}")
+    child.kill()
+    child.wait()
     with claimed(run) as mine:  # the operating system dropped the dead process's lock
         assert mine
 

@@ -30,47 +30,23 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
-HOLD = ("import sys, time\nfrom pathlib import Path\nfrom unlearnkit.fsutil import locked\n"
-        "with locked(sys.argv[1], wait=False) as mine:\n    print(mine, flush=True)\n"
-        "    time.sleep(float(sys.argv[2]))\n"
-        "    if len(sys.argv) > 3:\n        Path(sys.argv[3]).mkdir(parents=True)\n"
-        "        (Path(sys.argv[3]) / 'inject.json').write_text('{}')\n")
-
-
-def hold_lock(path, seconds, then_write=None):
-    """A child process that holds the lock on ``path`` for ``seconds`` (then optionally
-    writes ``then_write``/inject.json, as a finished injection would), once it has it."""
-    import subprocess
-    import sys
-
-    args = [sys.executable, "-c", HOLD, str(path), str(seconds)]
-    child = subprocess.Popen(args + ([str(then_write)] if then_write else []),
-                             stdout=subprocess.PIPE, text=True)
-    assert child.stdout.readline().strip() == "True"
-    return child
-
-
-def test_locked_waits_for_the_holder_or_says_it_is_taken(tmp_path, capsys):
+def test_locked_waits_for_the_holder_or_says_it_is_taken(tmp_path, capsys, lock_holder):
     import time
 
     from unlearnkit.fsutil import holder_of, locked
 
     lock = tmp_path / "x.lock"
-    child = hold_lock(lock, 1.5)
-    try:
-        with locked(lock, wait=False) as mine:
-            assert not mine and holder_of(lock).endswith(f"process {child.pid}")
-        start = time.monotonic()
-        with locked(lock, wait=True) as mine:
-            assert mine and time.monotonic() - start > 0.5  # it waited for the child
-            assert "waiting for host" in capsys.readouterr().out
-    finally:
-        child.kill()
-        child.wait()
+    child = lock_holder(lock, 1.5)
+    with locked(lock, wait=False) as mine:
+        assert not mine and holder_of(lock).endswith(f"process {child.pid}")
+    start = time.monotonic()
+    with locked(lock, wait=True) as mine:
+        assert mine and time.monotonic() - start > 0.5  # it waited for the child
+        assert "waiting for host" in capsys.readouterr().out
 
 
 def test_an_injection_another_process_is_training_is_waited_for_not_repeated(
-        tiny_folder, cache_dir, monkeypatch):
+        tiny_folder, cache_dir, monkeypatch, lock_holder):
     import unlearnkit.training.inject as inject
     from unlearnkit.data.records import Record
 
@@ -80,9 +56,5 @@ def test_an_injection_another_process_is_training_is_waited_for_not_repeated(
         "injected-" + inject.cache_key(str(tiny_folder), cfg, records, "injected"))
     monkeypatch.setattr(inject, "_train_injected",
                         lambda *a: pytest.fail("trained a model another process made"))
-    child = hold_lock(target.with_name(f".{target.name}.lock"), 1.0, then_write=target)
-    try:
-        assert inject.build_injected(str(tiny_folder), records, "injected", cfg) == target
-    finally:
-        child.kill()
-        child.wait()
+    lock_holder(target.with_name(f".{target.name}.lock"), 1.0, then_write=target)
+    assert inject.build_injected(str(tiny_folder), records, "injected", cfg) == target
