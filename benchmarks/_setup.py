@@ -9,6 +9,7 @@ runs end to end in seconds; its figures mean nothing.
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import os
 import shutil
@@ -115,3 +116,14 @@ def injected_run(cfg) -> InjectedRun:
                               model_identity(start))
     forget = [e for e in examples if e.true_input is not None]
     return InjectedRun(model, tokenizer, prepared, records, forget)
+
+
+def models_parser(doc: str, models_nargs: str, config_help: str) -> argparse.ArgumentParser:
+    """The command line of a script that reads trained model folders next to a run config's
+    injected model: ``MODEL...`` (``models_nargs``) and ``--config``."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs=models_nargs, help="trained model folders (a run's "
+                        "model/)")
+    parser.add_argument("--config", default="configs/demo.yaml", help=config_help)
+    return parser

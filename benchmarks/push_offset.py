@@ -18,7 +18,6 @@ the forget records of the config's scenario, teacher-forced on the true answer:
 Prints one table row per model and one JSON line.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import describe
-from _setup import injected_run
+from _setup import injected_run, models_parser
 
 from unlearnkit.cli import _quiet_libraries
 from unlearnkit.config import load_config
@@ -63,12 +62,8 @@ def first_fact_positions(model, examples, pad_id: int, margin: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", help="trained model folders (a run's model/)")
-    parser.add_argument("--config", default="configs/demo.yaml",
-                        help="the run config the models were trained with (its scenario and "
-                             "teacher settings find the teacher cache)")
+    parser = models_parser(__doc__, "+", "the run config the models were trained with (its "
+                           "scenario and teacher settings find the teacher cache)")
     parser.add_argument("--margin", type=float, default=1.0)
     args = parser.parse_args()
     _quiet_libraries()

@@ -20,7 +20,6 @@ the forget records of the config's scenario, this counts:
 Prints one table row per model and one JSON line.
 """
 
-import argparse
 import json
 import sys
 from collections import defaultdict
@@ -30,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import describe
-from _setup import injected_run
+from _setup import injected_run, models_parser
 
 from unlearnkit.cli import _quiet_libraries
 from unlearnkit.config import load_config
@@ -102,12 +101,8 @@ def pushed_sets(model, tokenizer, examples, records, top_m: int, table) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="*", help="trained model folders (a run's model/)")
-    parser.add_argument("--config", default="configs/demo.yaml",
-                        help="the run config (its scenario and teacher settings find the "
-                             "injected model and the teacher cache)")
+    parser = models_parser(__doc__, "*", "the run config (its scenario and teacher settings "
+                           "find the injected model and the teacher cache)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, as `unlearn run --set`")
     parser.add_argument("--top-m", type=int, default=20)
