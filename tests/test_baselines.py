@@ -36,7 +36,7 @@ from unlearnkit.objectives.baselines.ngdiff import make_step as ngdiff_step
 from unlearnkit.objectives.baselines.npo import NPOConfig, npo_loss
 from unlearnkit.objectives.baselines.reference import response_hidden, sequence_logprobs
 from unlearnkit.objectives.baselines.registry import get_baseline, register_baseline
-from unlearnkit.objectives.baselines.rmu import control_vector, rmu_loss
+from unlearnkit.objectives.baselines.rmu import adaptive_control, control_vector, rmu_loss
 from unlearnkit.objectives.baselines.simnpo import simnpo_loss
 from unlearnkit.objectives.baselines.undial import undial_loss
 from unlearnkit.objectives.nll import nll_loss
@@ -169,6 +169,35 @@ def test_rmu_hand_value_and_masking():
     u = control_vector(8, seed=3)
     assert_close(u.norm(), t(1.0))
     assert bool((u >= 0).all()) and torch.equal(u, control_vector(8, seed=3))
+
+
+def test_adaptive_rmu_target_scales_with_each_positions_norm():
+    # beta 0.5, u = [0.6, 0.8]: norms 2 and 3 -> targets [0.6, 0.8] and [0.9, 1.2]
+    target = adaptive_control(t([[2.0, 3.0]]), t([0.6, 0.8]), 0.5)
+    assert_close(target, t([[[0.6, 0.8], [0.9, 1.2]]]))
+    # a per-position target: forget h = [0.6, 1.8] at position 0 -> (0 + 1) / 2 = 0.5
+    forget_h, mask = t([[[0.6, 1.8], [5.0, 5.0]]]), torch.tensor([[True, False]])
+    retain_h = t([[[0.0, 0.0]]])
+    assert_close(rmu_loss(forget_h, mask, retain_h, retain_h, torch.tensor([[True]]), target,
+                          alpha=1.0), t(0.5))
+
+
+def test_adaptive_rmu_steers_each_position_to_beta_times_its_starting_norm(tok, tiny, cache_dir):
+    # before any update, forget_mse = mean over answer positions of
+    # mean_H (h0 - beta ||h0|| u)^2, with h0 the starting model's block output there
+    items = build_items(tok, records())
+    base = BASELINES["rmu"]
+    cfg = base.make_config({"layer": 1, "adaptive_beta": 3.0})
+    prepared = base.prepare_items(cfg, tiny, tok, items, model_id="tiny")
+    _, logs = base.make_step(cfg, tok.pad_token_id)(tiny, prepared)
+    forget = [it.rendered for it in items if it.kind == FORGET]
+    u = control_vector(64, cfg.seed)
+    rows = [((h - 3.0 * h.norm(dim=-1, keepdim=True) * u) ** 2).mean(-1)
+            for h in response_hidden(tiny, forget, tok.pad_token_id, layer=1).values()]
+    assert logs["forget_mse"] == pytest.approx(float(torch.cat(rows).mean()), rel=1e-5)
+    assert logs["retain_mse"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(UnlearnError, match="adaptive_beta"):
+        base.make_config({"adaptive_beta": -1.0})
 
 
 def test_duet_uses_only_the_first_response_position():

@@ -51,6 +51,25 @@ def test_validation_must_change_the_data_and_untrained_methods_are_skipped(tmp_p
     assert cfg.optim.lr == 4e-5 and cfg.setup.scenario.seed == 1
 
 
+def test_a_method_can_have_its_own_grid_of_as_many_points(tmp_path):
+    bench = BenchConfig(methods=[BenchMethod("pushpull"), BenchMethod("rmu"),
+                                 BenchMethod("prompt_only")])
+    own = {"rmu": {"optim.lr": [2.5e-4, 5e-4, 1e-3]}}
+    sweep, rows = tune.sweep_config(tune.TuneConfig(output=str(tmp_path), grids=own), bench)
+    assert [m.label for m in sweep.methods] == [
+        "pushpull--lr-1e-05", "pushpull--lr-2e-05", "pushpull--lr-4e-05",
+        "rmu--lr-0.00025", "rmu--lr-0.0005", "rmu--lr-0.001"]
+    assert bench_mod.run_config(sweep, sweep.methods[5], 0).optim.lr == 1e-3
+    assert [point for _, point, _ in rows][3] == {"optim": {"lr": 2.5e-4}}
+    with pytest.raises(UnlearnError, match="same number of points"):
+        tune.TuneConfig(grids={"rmu": {"optim.lr": [1e-3, 2e-3]}})
+    with pytest.raises(UnlearnError, match="non-empty"):
+        tune.TuneConfig(grids={"rmu": {"optim.lr": []}})
+    for label in ("npo", "prompt_only"):  # not in the bench; does not train
+        with pytest.raises(UnlearnError, match=f"names \\['{label}'\\]"):
+            tune.sweep_config(tune.TuneConfig(grids={label: {"optim.lr": [1, 2, 3]}}), bench)
+
+
 def test_tune_picks_each_methods_best_point_and_writes_the_tuned_bench(tmp_path, monkeypatch):
     """Fake runs: push-pull scores best at lr 4e-5 (0.906 against 0.756 and 0.556); NPO at
     2e-5, since at 4e-5 it wrecks retain and neighbours (score 0.6125 < 0.756).

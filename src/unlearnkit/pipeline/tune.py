@@ -14,6 +14,9 @@ neighbour accuracy, robustness = 1 - prefill attack success) over the seeds' mea
 a tie keeps the earlier point. Writes ``<output>/tune.json`` (every point's metrics, score and
 the choices), the sweep's own leaderboard, and ``<output>/tuned-bench.yaml``: the bench config
 with each method's chosen settings under its ``run`` key, ready for ``unlearn bench``.
+``grids`` gives a method (by its bench label) its own grid in place of ``grid``, with as many
+points (an equal budget): for a method whose working range lies elsewhere, e.g. RMU, which
+trains three MLPs towards activation targets and needs learning rates 10-100x the others'.
 ``apply_to`` names further bench configs (e.g. TOFU's) that get the same choices, method by
 method label, as ``<output>/tuned-<file name>``: the settings are tuned once, on the built-in
 scenario's validation people, and carried to the other setups unchanged.
@@ -55,6 +58,7 @@ class TuneConfig:
     bench: str = "configs/bench-scenario.yaml"
     validation: dict[str, Any] = field(default_factory=_default_validation)
     grid: dict[str, list[Any]] = field(default_factory=_default_grid)
+    grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # label -> own grid
     seeds: list[int] = field(default_factory=lambda: [0])
     output: str = "runs/tune"
     apply_to: list[str] = field(default_factory=list)
@@ -67,6 +71,16 @@ class TuneConfig:
         if not self.grid or any(not isinstance(v, list) or not v for v in self.grid.values()):
             raise UnlearnError("tune.grid needs at least one key with a non-empty list of "
                                "values, e.g. grid: {optim.lr: [1.0e-5, 2.0e-5]}")
+        for label, grid in self.grids.items():
+            if not isinstance(grid, dict) or not grid or any(
+                    not isinstance(v, list) or not v for v in grid.values()):
+                raise UnlearnError(f"tune.grids.{label} needs at least one key with a non-empty "
+                                   "list of values, e.g. {optim.lr: [2.5e-4, 5.0e-4, 1.0e-3]}")
+            if len(grid_points(grid)) != len(grid_points(self.grid)):
+                raise UnlearnError(
+                    f"tune.grids.{label} has {len(grid_points(grid))} points and tune.grid "
+                    f"{len(grid_points(self.grid))}: give every method the same number of "
+                    "points (an equal tuning budget)")
         names = ["bench.yaml", *(Path(p).name for p in self.apply_to)]  # tuned-bench.yaml
         if len(set(names)) != len(names):
             raise UnlearnError(f"tune.apply_to: file names {names[1:]} repeat or are "
@@ -114,11 +128,14 @@ def sweep_config(cfg: TuneConfig, bench: BenchConfig) -> tuple[BenchConfig, list
     if asdict(run.setup) == asdict(bench.run.setup) and asdict(run.data) == asdict(bench.run.data):
         raise UnlearnError("tune.validation leaves the bench's setup and data unchanged: "
                            "tuning would run on the data the bench reports")
+    trained = [m for m in bench.methods if len(seeds_for(m, [0, 1])) > 1]  # others: no tuning
+    if unknown := sorted(set(cfg.grids) - {m.label for m in trained}):
+        raise UnlearnError(f"tune.grids names {unknown}, which are not labels of methods that "
+                           f"train in {cfg.bench}: use one of "
+                           f"{sorted(m.label for m in trained)}")
     rows, methods = [], []
-    for method in bench.methods:
-        if len(seeds_for(method, [0, 1])) == 1:  # does not train: nothing to tune
-            continue
-        for point in grid_points(cfg.grid):
+    for method in trained:
+        for point in grid_points(cfg.grids.get(method.label, cfg.grid)):
             label = point_label(method.label, point)
             methods.append(BenchMethod(method.name, label=label, preset=method.preset,
                                        options=method.options,
