@@ -11,7 +11,7 @@ the frozen starting model:
 u is a fixed random unit vector (entries uniform in [0, 1), then normalised; drawn from
 ``seed``), c the steering coefficient. A fixed c means different things on different models: the
 residual stream's norm varies by model and layer (after block 7 of SmolLM2-135M it is about
-150, so the WMDP paper's c = 6.5 asks for activations 20x smaller, and the forget answers
+130, so the WMDP paper's c = 6.5 asks for activations 20x smaller, and the forget answers
 survive; docs/RESULTS.md). ``adaptive_beta`` > 0 selects Adaptive RMU (Dang et al. 2024, "On
 Effects of Steering Latent Representation for LLM Unlearning", arXiv 2408.06223), whose
 coefficient follows the starting model's activation norm at each forget position t:
