@@ -51,6 +51,13 @@ def test_validation_must_change_the_data_and_untrained_methods_are_skipped(tmp_p
     assert cfg.optim.lr == 4e-5 and cfg.setup.scenario.seed == 1
 
 
+def test_edge_keys_are_the_numeric_keys_chosen_at_their_smallest_or_largest_value():
+    grid = {"optim.lr": [1e-5, 2e-5, 4e-5], "unlearn.mix.steps": [30], "x.mode": ["a", "b"]}
+    assert tune.edge_keys({"optim": {"lr": 1e-5}, "x": {"mode": "b"}}, grid) == ["optim.lr"]
+    assert tune.edge_keys({"optim": {"lr": 2e-5}, "unlearn": {"mix": {"steps": 30}}}, grid) == []
+    assert tune.edge_keys(None, grid) == []  # nothing chosen
+
+
 def test_a_method_can_have_its_own_grid_of_as_many_points(tmp_path):
     bench = BenchConfig(methods=[BenchMethod("pushpull"), BenchMethod("rmu"),
                                  BenchMethod("prompt_only")])
@@ -70,7 +77,8 @@ def test_a_method_can_have_its_own_grid_of_as_many_points(tmp_path):
             tune.sweep_config(tune.TuneConfig(grids={label: {"optim.lr": [1, 2, 3]}}), bench)
 
 
-def test_tune_picks_each_methods_best_point_and_writes_the_tuned_bench(tmp_path, monkeypatch):
+def test_tune_picks_each_methods_best_point_and_writes_the_tuned_bench(tmp_path, monkeypatch,
+                                                                       capsys):
     """Fake runs: push-pull scores best at lr 4e-5 (0.906 against 0.756 and 0.556); NPO at
     2e-5, since at 4e-5 it wrecks retain and neighbours (score 0.6125 < 0.756).
     Every point runs on the validation scenario with the method's own options."""
@@ -91,6 +99,11 @@ def test_tune_picks_each_methods_best_point_and_writes_the_tuned_bench(tmp_path,
     choices = tune.run_tune(cfg)
     assert choices["pushpull"]["chosen"] == {"optim": {"lr": 4e-5}}
     assert choices["npo"]["chosen"] == {"optim": {"lr": 2e-5}}
+    # 4e-5 is the largest of the grid's rates: the best may lie beyond; 2e-5 is inside
+    assert choices["pushpull"]["at_edge"] == ["optim.lr"] and choices["npo"]["at_edge"] == []
+    lines = {ln.split(":")[0]: ln for ln in capsys.readouterr().out.splitlines()}
+    assert "at the grid's edge in optim.lr" in lines["pushpull"]
+    assert "edge" not in lines["npo"]
     assert "prompt_only" not in choices
     assert len(seen) == 6 and {s[2] for s in seen} == {1}  # 2 methods x 3 points, seed-1 data
     assert all(s[3] == {"beta": 0.5} for s in seen if s[0] == "npo")

@@ -163,6 +163,19 @@ def choose(rows: list[tuple], results: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
+def edge_keys(point: dict[str, Any] | None, grid: dict[str, list[Any]]) -> list[str]:
+    """The numeric grid keys whose chosen value is the smallest or largest of the grid's: the
+    best may lie beyond, and the grid wants extending there."""
+    chosen = dict(_flatten(point or {}))
+    out = []
+    for key, values in grid.items():
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        if key in chosen and numeric and len(set(values)) > 1 and (
+                chosen[key] in (min(values), max(values))):
+            out.append(key)
+    return out
+
+
 def tuned_bench_yaml(bench_path: str, choices: dict[str, dict]) -> str:
     """The bench config file with each tuned method's chosen point under its ``run`` key."""
     data = load_yaml(bench_path)
@@ -188,6 +201,8 @@ def run_tune(cfg: TuneConfig) -> dict[str, dict] | None:
         return None
     results = {row["label"]: row for row in board}
     choices = choose(rows, results)
+    for label, entry in choices.items():
+        entry["at_edge"] = edge_keys(entry["chosen"], cfg.grids.get(label, cfg.grid))
     out = Path(cfg.output)
     atomic_write_text(out / "tune.json", json.dumps(
         {"config": asdict(cfg), "choices": choices}, indent=1))
@@ -200,6 +215,8 @@ def run_tune(cfg: TuneConfig) -> dict[str, dict] | None:
         scores = ", ".join(f"{point_label('', p['point']).lstrip('-')}: "
                            + ("-" if p["score"] is None else f"{p['score']:.3f}")
                            for p in entry["points"])
-        print(f"{label}: chose {entry['chosen']} ({scores})")
+        edge = (f"; at the grid's edge in {', '.join(entry['at_edge'])}: the best may lie "
+                "beyond, extend the grid" if entry["at_edge"] else "")
+        print(f"{label}: chose {entry['chosen']} ({scores}){edge}")
     print(f"wrote {out / 'tune.json'}, " + ", ".join(str(p) for p in written))
     return choices
