@@ -61,7 +61,7 @@ def test_make_demo_runs_what_configs_demo_yaml_says():
 
 def test_the_tune_preset_sweeps_every_trained_method_of_its_bench_on_other_people(monkeypatch):
     """configs/tune-scenario.yaml: every method of configs/bench-scenario.yaml that trains,
-    four learning rates each (RMU its own four), on the scenario with seed 1 (the bench reports
+    five learning rates each (RMU its own five), on the scenario with seed 1 (the bench reports
     seed 0)."""
     from unlearnkit.config import from_dict as build
     from unlearnkit.config import load_yaml
@@ -72,7 +72,7 @@ def test_the_tune_preset_sweeps_every_trained_method_of_its_bench_on_other_peopl
     bench = build(BenchConfig, load_yaml(tune.bench))
     sweep, rows = sweep_config(tune, bench)
     trained = [m.label for m in bench.methods if m.name not in ("prompt_only", "oracle")]
-    assert len(sweep.methods) == 4 * len(trained) == 4 * 13  # push-pull twice: push sets
+    assert len(sweep.methods) == 5 * len(trained) == 5 * 13  # push-pull twice: push sets
     assert sweep.run.setup.scenario.seed == 1 and bench.run.setup.scenario.seed == 0
     assert {m.label for m, _, _ in rows} == set(trained)
     runs = {m.label: run_config(sweep, m, 0) for m in sweep.methods}
