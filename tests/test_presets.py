@@ -2,9 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from unlearnkit.config import load_config, load_yaml
+from unlearnkit.config import load_config
 from unlearnkit.data.standardize import DataConfig
-from unlearnkit.objectives.baselines import BASELINES
 from unlearnkit.pipeline.bench import BenchConfig, run_config
 from unlearnkit.pipeline.demo import DemoConfig
 from unlearnkit.pipeline.run import RunConfig
@@ -30,15 +29,6 @@ def test_every_preset_validates(name, monkeypatch):
     assert name in KINDS, f"add {name} to KINDS so it is validated"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     load_config(KINDS[name], CONFIGS / name)
-
-
-@pytest.mark.parametrize("path", sorted((CONFIGS / "baselines").glob("*.yaml")),
-                         ids=lambda p: p.name)
-def test_every_baseline_preset_validates_as_its_methods_options(path):
-    """configs/baselines/NAME.yaml or NAME-VARIANT.yaml: the options of baseline NAME."""
-    name = path.stem.split("-")[0]
-    assert name in BASELINES, f"{path.name} names no baseline"
-    BASELINES[name].make_config(load_yaml(path))
 
 
 @pytest.mark.parametrize("name", [n for n in PRESETS if n.startswith("gpu/") and
