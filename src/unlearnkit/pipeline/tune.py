@@ -16,7 +16,7 @@ the choices), the sweep's own leaderboard, and ``<output>/tuned-bench.yaml``: th
 with each method's chosen settings under its ``run`` key, ready for ``unlearn bench``.
 ``grids`` gives a method (by its bench label) its own grid in place of ``grid``, with as many
 points (an equal budget): for a method whose working range lies elsewhere, e.g. RMU, which
-trains three MLPs towards activation targets and needs learning rates 10-100x the others'.
+trains three MLPs towards activation targets and needs learning rates far above the others'.
 ``apply_to`` names further bench configs (e.g. TOFU's) that get the same choices, method by
 method label, as ``<output>/tuned-<file name>``: the settings are tuned once, on the built-in
 scenario's validation people, and carried to the other setups unchanged.
