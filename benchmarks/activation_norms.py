@@ -15,8 +15,6 @@ read from the cache (trained first if missing).
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 from _setup import make_setup
@@ -31,14 +29,12 @@ def main() -> None:
     args = parser.parse_args()
     make_setup(tiny=False)  # quiet libraries and bars
 
-    from unlearnkit.config import from_dict, load_yaml
+    from unlearnkit.config import load_config
     from unlearnkit.models.loader import load_model
     from unlearnkit.objectives.baselines.common import build_items, layer_output, response_slice
     from unlearnkit.pipeline.run import RunConfig, prepare
 
-    path = Path(args.config)
-    data = json.loads(path.read_text()) if path.suffix == ".json" else load_yaml(path)
-    prepared = prepare(from_dict(RunConfig, data, str(path)))
+    prepared = prepare(load_config(RunConfig, args.config))  # a config.json reads as YAML
     model, tokenizer = load_model(prepared.models["injected"])
     forget = [it.rendered for it in build_items(tokenizer, prepared.records)
               if it.kind == "forget"][:args.items]

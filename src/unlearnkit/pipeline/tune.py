@@ -50,6 +50,13 @@ def _default_grid() -> dict[str, list[Any]]:
     return {"optim.lr": [1.0e-5, 2.0e-5, 4.0e-5]}
 
 
+def _check_grid(name: str, grid: Any) -> None:
+    if not isinstance(grid, dict) or not grid or any(
+            not isinstance(v, list) or not v for v in grid.values()):
+        raise UnlearnError(f"{name} needs at least one key with a non-empty list of values, "
+                           "e.g. {optim.lr: [1.0e-5, 2.0e-5]}")
+
+
 @dataclass
 class TuneConfig:
     """``bench``: the bench config whose methods are tuned; ``validation``: overrides of its
@@ -63,19 +70,18 @@ class TuneConfig:
     output: str = "runs/tune"
     apply_to: list[str] = field(default_factory=list)
 
+    def grid_for(self, label: str) -> dict[str, list[Any]]:
+        """The grid of the method with bench label ``label``: its own, or the shared one."""
+        return self.grids.get(label, self.grid)
+
     def __post_init__(self) -> None:
         if not self.validation:
             raise UnlearnError("tune.validation is empty: tuning would run on the data the "
                                "bench reports; set e.g. validation: {setup: {scenario: {seed: "
                                "1}}}")
-        if not self.grid or any(not isinstance(v, list) or not v for v in self.grid.values()):
-            raise UnlearnError("tune.grid needs at least one key with a non-empty list of "
-                               "values, e.g. grid: {optim.lr: [1.0e-5, 2.0e-5]}")
+        _check_grid("tune.grid", self.grid)
         for label, grid in self.grids.items():
-            if not isinstance(grid, dict) or not grid or any(
-                    not isinstance(v, list) or not v for v in grid.values()):
-                raise UnlearnError(f"tune.grids.{label} needs at least one key with a non-empty "
-                                   "list of values, e.g. {optim.lr: [2.5e-4, 5.0e-4, 1.0e-3]}")
+            _check_grid(f"tune.grids.{label}", grid)
             if len(grid_points(grid)) != len(grid_points(self.grid)):
                 raise UnlearnError(
                     f"tune.grids.{label} has {len(grid_points(grid))} points and tune.grid "
@@ -135,7 +141,7 @@ def sweep_config(cfg: TuneConfig, bench: BenchConfig) -> tuple[BenchConfig, list
                            f"{sorted(m.label for m in trained)}")
     rows, methods = [], []
     for method in trained:
-        for point in grid_points(cfg.grids.get(method.label, cfg.grid)):
+        for point in grid_points(cfg.grid_for(method.label)):
             label = point_label(method.label, point)
             methods.append(BenchMethod(method.name, label=label, preset=method.preset,
                                        options=method.options,
@@ -202,7 +208,7 @@ def run_tune(cfg: TuneConfig) -> dict[str, dict] | None:
     results = {row["label"]: row for row in board}
     choices = choose(rows, results)
     for label, entry in choices.items():
-        entry["at_edge"] = edge_keys(entry["chosen"], cfg.grids.get(label, cfg.grid))
+        entry["at_edge"] = edge_keys(entry["chosen"], cfg.grid_for(label))
     out = Path(cfg.output)
     atomic_write_text(out / "tune.json", json.dumps(
         {"config": asdict(cfg), "choices": choices}, indent=1))
