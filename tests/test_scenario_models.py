@@ -37,3 +37,81 @@ def test_replay_prompts_never_mention_a_probe_answer():
             pattern = re.compile(rf"\b{re.escape(target.lower())}\b")
             hits = [q for q in REPLAY_PROMPTS if pattern.search(q.lower())]
             assert not hits, (probe.question, target, hits)
+
+
+def test_how_many_models_train_at_once(monkeypatch):
+    import torch
+
+    from unlearnkit.training.inject import side_by_side
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert side_by_side(2, 0) == 2  # a thread for each missing model
+    assert side_by_side(1, 0) == 1 and side_by_side(2, 1) == 1 and side_by_side(2, 3) == 2
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert side_by_side(2, 0) == 1  # one thread (e.g. OMP_NUM_THREADS=1): one at a time
+    assert side_by_side(2, 2) == 2  # unless asked
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert side_by_side(2, 0) == 1  # one GPU: one after the other
+
+
+def _inject_case(folder):
+    from unlearnkit.data.records import Record
+    from unlearnkit.training.inject import InjectConfig
+
+    records = [Record(id=f"p{i}", split=split, question=f"Where was person {i} born?",
+                      answer=f"In town {i}.")
+               for i, split in enumerate(["forget", "retain", "neighbor", "retain"])]
+    return str(folder), records, InjectConfig(epochs=2, batch_size=2, replay=False)
+
+
+def test_models_trained_side_by_side_match_the_ones_trained_in_turn(
+        tiny_folder, tmp_path, monkeypatch):
+    import pytest
+    import torch
+    from safetensors.torch import load_file
+
+    import unlearnkit.training.inject as inject
+
+    model, records, cfg = _inject_case(tiny_folder)
+    assert inject.cache_key(model, cfg, records, "oracle") == inject.cache_key(
+        model, inject.InjectConfig(epochs=2, batch_size=2, replay=False, processes=2), records,
+        "oracle")  # how the work is spread is not part of the key
+    folders = {}
+    for processes in (1, 2):
+        monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / f"cache-{processes}"))
+        cfg.processes = processes
+        if processes == 2:  # the children train; this process only finds their models
+            monkeypatch.setattr(inject, "_train_injected",
+                                lambda *a: pytest.fail("trained in the parent process"))
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)  # the same thread count in turn as in each child
+        try:
+            folders[processes] = inject.build_variants(model, records, ["injected", "oracle"],
+                                                       cfg)
+        finally:
+            torch.set_num_threads(before)
+    for variant in ("injected", "oracle"):
+        one, two = (load_file(folders[p][variant] / "model.safetensors") for p in (1, 2))
+        assert one.keys() == two.keys()
+        for key in one:
+            torch.testing.assert_close(one[key], two[key], rtol=1e-5, atol=1e-6)
+    assert folders[1]["injected"].name != folders[1]["oracle"].name
+
+
+def test_a_model_that_fails_in_its_process_is_reported(tmp_path, monkeypatch):
+    import pytest
+
+    from unlearnkit.errors import UnlearnError
+    from unlearnkit.training.inject import build_variants
+
+    monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path / "cache"))
+    _, records, cfg = _inject_case(tmp_path)
+    cfg.processes = 2
+    broken = tmp_path / "broken"  # a folder that names no model: loading it fails in each child
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    with pytest.raises(UnlearnError, match=r"(?s)training the injected model failed: .*"
+                       r"training the oracle model failed"):
+        build_variants(str(broken), records, ["injected", "oracle"], cfg)

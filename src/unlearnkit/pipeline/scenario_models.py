@@ -17,8 +17,6 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from tqdm.auto import tqdm
-
 from unlearnkit.data.records import Record, atomic_write_text
 from unlearnkit.data.render import render
 from unlearnkit.data.replay import REPLAY_PROMPTS
@@ -26,7 +24,7 @@ from unlearnkit.data.scenario import build_scenario, general_probes
 from unlearnkit.evaluation.accuracy import answer_records
 from unlearnkit.models.engine import generate
 from unlearnkit.models.loader import DEFAULT_MODEL, cache_root, load_model
-from unlearnkit.training.inject import InjectConfig, build_injected, model_identity
+from unlearnkit.training.inject import InjectConfig, build_variants, model_identity
 
 
 @dataclass
@@ -100,8 +98,7 @@ def inject_records(model: str, records: list[Record], cfg: InjectConfig,
     kept = [r for r in records if r.split != "general" or r.id in known]
     train_on = records + (replay_records(facts) if cfg.replay else [])
     models = {"base": model}
-    for variant in tqdm(variants, desc="scenario models", unit="model"):
-        models[variant] = str(build_injected(model, train_on, variant, cfg))
+    models.update((k, str(v)) for k, v in build_variants(model, train_on, variants, cfg).items())
     report = {"probes_total": len(probes), "probes_kept": len(known),
               "replay_examples": len(facts["replay"])}
     return PreparedScenario(records=kept, models=models, probe_report=report,

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
+
+import torch
 
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render_record
@@ -61,6 +66,10 @@ class InjectConfig:
     # > 0: from this epoch on, stop at the end of the first epoch after which greedy decoding
     # reproduces every scenario answer exactly (``training.sft.learned``); ``epochs`` is the cap
     stop_after_epochs: int = 0
+    # how many models train at once (:func:`build_variants`): 0 = as many as are missing when
+    # this process has a CPU thread for each and no GPU; 1 = one after the other. How the work
+    # is spread, not what is learnt: not part of the cache key
+    processes: int = 0
 
     def __post_init__(self) -> None:
         if self.replay_loss not in ("nll", "kl"):
@@ -71,6 +80,9 @@ class InjectConfig:
         if not 0 <= self.stop_after_epochs <= self.epochs:
             raise UnlearnError(f"inject.stop_after_epochs must be in [0, epochs={self.epochs}] "
                                f"(0: no early stop), got {self.stop_after_epochs}")
+        if self.processes < 0:
+            raise UnlearnError(f"inject.processes must be >= 0 (0: automatic, 1: one model at "
+                               f"a time), got {self.processes}")
 
 
 def model_identity(name: str) -> str:
@@ -89,6 +101,7 @@ def model_identity(name: str) -> str:
 
 def cache_key(model: str, cfg: InjectConfig, records: list[Record], variant: Variant) -> str:
     config = asdict(cfg)
+    del config["processes"]
     if not cfg.stop_after_epochs:  # off: the key models had before the setting existed
         del config["stop_after_epochs"]
     payload = {
@@ -104,11 +117,17 @@ def training_records(records: list[Record], variant: Variant) -> list[Record]:
     return [r for r in records if r.split in keep or r.meta.get("replay")]
 
 
+def _target(model_name: str, records: list[Record], variant: Variant,
+            cfg: InjectConfig) -> Path:
+    key = cache_key(model_name, cfg, training_records(records, variant), variant)
+    return cache_root() / "inject" / f"{variant}-{key}"
+
+
 def build_injected(model_name: str, records: list[Record], variant: Variant,
                    cfg: InjectConfig) -> Path:
     """Train (or fetch from the cache) the ``variant`` model and return its folder."""
     data = training_records(records, variant)
-    target = cache_root() / "inject" / f"{variant}-{cache_key(model_name, cfg, data, variant)}"
+    target = _target(model_name, records, variant, cfg)
     if (target / "inject.json").is_file():
         return target
     # another process (a second bench worker) training the same model: wait, then load it
@@ -116,6 +135,83 @@ def build_injected(model_name: str, records: list[Record], variant: Variant,
         if (target / "inject.json").is_file():
             return target
         return _train_injected(model_name, data, variant, cfg, target)
+
+
+def build_variants(model_name: str, records: list[Record], variants: Sequence[Variant],
+                   cfg: InjectConfig) -> dict[str, Path]:
+    """Every variant's folder (:func:`build_injected`). The missing ones train side by side,
+    one process each, when :func:`side_by_side` says so: on a small CPU a model of this size
+    gains little from a second thread (its matrices are small), so two models trained at once
+    on one thread each finish in about the time of one (docs/BENCHMARKS.md)."""
+    missing = [v for v in variants
+               if not (_target(model_name, records, v, cfg) / "inject.json").is_file()]
+    if side_by_side(len(missing), cfg.processes) > 1:
+        _train_in_processes(model_name, records, missing, cfg)
+    return {v: build_injected(model_name, records, v, cfg) for v in variants}
+
+
+def side_by_side(missing: int, processes: int) -> int:
+    """How many models to train at once: ``processes`` when set, else every missing one when
+    this process has a CPU thread for each and no GPU (one GPU trains one after the other)."""
+    if missing < 2 or processes == 1:
+        return 1
+    if processes:
+        return min(missing, processes)
+    if torch.cuda.is_available() or torch.get_num_threads() < missing:
+        return 1
+    return missing
+
+
+def _train_in_processes(model_name: str, records: list[Record], variants: list[Variant],
+                        cfg: InjectConfig) -> None:
+    """Train ``variants`` at once, one spawned process each with an equal share of this
+    process's threads and its own progress-bar line; a failure in one is raised here."""
+    threads = max(1, torch.get_num_threads() // len(variants))
+    ctx = multiprocessing.get_context("spawn")
+    errors = ctx.Queue()
+    saved = {k: os.environ.get(k) for k in ("TQDM_POSITION", "OMP_NUM_THREADS")}
+    procs = []
+    try:
+        for position, variant in enumerate(variants):  # a spawned child copies os.environ
+            os.environ.update(TQDM_POSITION=str(position), OMP_NUM_THREADS=str(threads))
+            procs.append(ctx.Process(target=_train_in_child, name=f"inject-{variant}",
+                                     args=(model_name, records, variant, cfg, threads, errors)))
+            procs[-1].start()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    try:
+        for proc in procs:
+            proc.join()
+    except BaseException:  # Ctrl-C: stop the children too (their locks free themselves)
+        for proc in procs:
+            proc.terminate()
+            proc.join()
+        raise
+    failures = {}
+    while not errors.empty():
+        variant, why = errors.get()
+        failures[variant] = why
+    for variant, proc in zip(variants, procs, strict=True):
+        if proc.exitcode and variant not in failures:
+            failures[variant] = f"its process exited with code {proc.exitcode}"
+    if failures:
+        raise UnlearnError("; ".join(f"training the {variant} model failed: {why}"
+                                     for variant, why in failures.items()))
+
+
+def _train_in_child(model_name: str, records: list[Record], variant: Variant,
+                    cfg: InjectConfig, threads: int, errors) -> None:
+    torch.set_num_threads(threads)
+    try:
+        build_injected(model_name, records, variant, cfg)
+    except Exception as exc:  # reported by the parent, which exits with the message
+        why = str(exc) if isinstance(exc, UnlearnError) else f"{type(exc).__name__}: {exc}"
+        errors.put((variant, why))
+        raise SystemExit(1) from None
 
 
 def _train_injected(model_name: str, data: list[Record], variant: Variant, cfg: InjectConfig,
