@@ -66,7 +66,7 @@ def tiny_scenario(tiny_prepared, monkeypatch, cache_dir):
     """`unlearn run` on :func:`tiny_prepared` instead of the built-in scenario."""
     import unlearnkit.pipeline.run as run_mod
 
-    monkeypatch.setattr(run_mod, "prepare_scenario", lambda setup: tiny_prepared)
+    monkeypatch.setattr(run_mod, "prepare_scenario", lambda setup, variants: tiny_prepared)
     return tiny_prepared
 
 

@@ -165,7 +165,7 @@ def test_demo_runs_inject_unlearn_evaluate_and_report(tiny_scenario, tmp_path, m
     prepared = replace(tiny_scenario, models={**tiny_scenario.models,
                                               "base": tiny_scenario.models["oracle"]},
                        replay=replay)
-    monkeypatch.setattr(run_mod, "prepare_scenario", lambda setup: prepared)
+    monkeypatch.setattr(run_mod, "prepare_scenario", lambda setup, variants: prepared)
     cfg = DemoConfig(output=str(tmp_path / "demo"), max_new_tokens=4, eval_batch_size=64)
     assert cfg.unlearn.mix.general == 4 and cfg.optim.lr == 4e-5  # the chosen demo setting
     cfg.unlearn.mix = MixConfig(forget=1, retain=1, neighbor=1, general=1, steps=2)

@@ -167,3 +167,14 @@ def test_a_configured_refusal_judge_judges_every_evaluated_model(tok, tmp_path, 
     for name in ("before", "after"):  # "before" was not taken from the patterns' cache entry
         assert all(s["refusal"] == 0.0 for s in judged[name]["summary"].values())
     assert len(list((cache_dir / "eval").glob("*.json"))) == 2
+
+
+def test_the_oracle_is_trained_only_for_a_run_that_uses_it(monkeypatch):
+    import unlearnkit.pipeline.run as run_mod
+
+    asked = []
+    monkeypatch.setattr(run_mod, "prepare_scenario",
+                        lambda setup, variants: asked.append(variants))
+    for method, references in (("pushpull", True), ("npo", False), ("oracle", False)):
+        run_mod.prepare(RunConfig(method=method, eval_references=references))
+    assert asked == [("injected", "oracle"), ("injected",), ("injected", "oracle")]

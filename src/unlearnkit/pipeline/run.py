@@ -273,10 +273,14 @@ def unlearn(cfg: RunConfig, prepared: PreparedScenario,
 
 def prepare(cfg: RunConfig) -> PreparedScenario:
     """The run's records and models: the built-in scenario (``cfg.setup``, through this
-    module's ``prepare_scenario``) or ``cfg.data``."""
+    module's ``prepare_scenario``) or ``cfg.data``. The oracle is trained only when the run
+    uses it: as its method or as a reference in the evaluation (a bench run evaluates neither,
+    so a tuning sweep never waits for an oracle)."""
+    variants = ("injected", "oracle") if cfg.eval_references or cfg.method == "oracle" else (
+        "injected",)
     if cfg.data.kind == "scenario":
-        return prepare_scenario(cfg.setup)
-    return prepare_data(cfg.data)
+        return prepare_scenario(cfg.setup, variants)
+    return prepare_data(cfg.data, variants=variants)
 
 
 def reference_models(prepared: PreparedScenario, after: str) -> dict[str, str]:
