@@ -99,9 +99,13 @@ def test_leaderboard_rows_intervals_and_front():
     assert by["oracle"]["metrics"]["forget"]["ci"] is None
     assert {k: r["pareto"] for k, r in by.items()} == {
         "a": True, "b": False, "c": False, "d": True, "oracle": None, "x": None}
+    # c forgets less than a and b and equals them elsewhere; d trades utility for forgetting
+    assert {k: r["dominated_by"] for k, r in by.items()} == {
+        "a": [], "b": ["a"], "c": ["a", "b"], "d": [], "oracle": [], "x": []}
     text = to_markdown(rows)
     assert text.count("\n| ") == len(rows) + 1 and "0.200 ± 0.248" in text
     assert "| oracle | 1 | 0.000 |" in text and "reference" in text
+    assert "| no (dominated by a, b) |" in text
 
 
 def test_html_escapes_everything():

@@ -19,7 +19,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from unlearnkit.report.plots import Point, colors_for, pareto_chart
-from unlearnkit.report.stats import mean_ci, pareto_indices
+from unlearnkit.report.stats import dominates, mean_ci, pareto_indices
 
 # key, column title, higher is better
 METRICS = (
@@ -68,7 +68,8 @@ def summarize(values: Sequence[float | None], confidence: float) -> dict[str, An
 
 def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95) -> list[dict]:
     """One row per entry (``label``, ``method``, ``seeds``, ``runs``: per-seed metrics, and
-    ``reference``): metric summaries, objectives and ``pareto`` (None: reference or missing)."""
+    ``reference``): metric summaries, objectives, ``pareto`` (None: reference or missing) and
+    ``dominated_by`` (the labels of the candidates that dominate the row, on means)."""
     rows = []
     for entry in entries:
         metrics = {key: summarize([r[key] for r in entry["runs"]], confidence)
@@ -76,12 +77,16 @@ def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95) -> 
         scores = objective_scores({k: v["mean"] for k, v in metrics.items()})
         rows.append({"label": entry["label"], "method": entry["method"],
                      "seeds": list(entry["seeds"]), "reference": bool(entry.get("reference")),
-                     "metrics": metrics, "objectives": scores, "pareto": None})
+                     "metrics": metrics, "objectives": scores, "pareto": None,
+                     "dominated_by": []})
     candidates = [i for i, row in enumerate(rows) if not row["reference"]
                   and all(v is not None for v in row["objectives"].values())]
-    front = pareto_indices([[rows[i]["objectives"][k] for k in OBJECTIVES] for i in candidates])
+    points = [[rows[i]["objectives"][k] for k in OBJECTIVES] for i in candidates]
+    front = pareto_indices(points)
     for j, i in enumerate(candidates):
         rows[i]["pareto"] = j in front
+        rows[i]["dominated_by"] = [rows[candidates[k]]["label"] for k, other in enumerate(points)
+                                   if dominates(other, points[j])]
     return rows
 
 
@@ -95,7 +100,9 @@ def cell(summary: dict[str, Any]) -> str:
 def pareto_text(row: dict[str, Any]) -> str:
     if row["reference"]:
         return "reference"
-    return {True: "yes", False: "no", None: "n/a"}[row["pareto"]]
+    if row["pareto"] is False:
+        return f"no (dominated by {', '.join(row['dominated_by'])})"
+    return {True: "yes", None: "n/a"}[row["pareto"]]
 
 
 def to_markdown(rows: Sequence[dict[str, Any]], confidence: float = 0.95) -> str:
