@@ -177,6 +177,19 @@ def test_bench_writes_the_leaderboard_and_skips_finished_runs(tiny_scenario, tmp
         run_bench(changed)
 
 
+def test_a_bench_that_keeps_no_models_deletes_their_weights_after_each_run(
+        tiny_scenario, tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    cfg = bench_config(out, methods=[{"name": "grad_ascent"}])
+    cfg.seeds, cfg.keep_models = [0], False
+    rows = run_bench(cfg)
+    run_dir = out / "grad_ascent" / "seed-0"
+    assert not (run_dir / "model").exists() and (run_dir / "results.json").is_file()
+    assert (run_dir / "data").is_dir()  # only the weights go
+    monkeypatch.setattr(bench_mod, "run", lambda c: pytest.fail("a finished run retrained"))
+    assert [r["metrics"] for r in run_bench(cfg)] == [r["metrics"] for r in rows]
+
+
 def test_bench_cli_rejects_bad_methods_in_one_line(tmp_path, capsys):
     for body, message in [("methods: [{name: nope}]", "unknown method 'nope'"),
                           ("methods: [{name: npo, options: {bogus: 1}}]", "npo.bogus"),

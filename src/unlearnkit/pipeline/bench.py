@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -84,6 +85,10 @@ class BenchConfig:
     output: str = "runs/bench"
     confidence: float = 0.95
     title: str = "Unlearning leaderboard"
+    # False: delete a run's trained weights (model/, adapter/) once its results are written,
+    # keeping its generations, metrics and config (a bench of a 7B model otherwise keeps
+    # ~14 GB per run)
+    keep_models: bool = True
 
     def __post_init__(self) -> None:
         if not self.methods or not self.seeds:
@@ -140,6 +145,15 @@ def run_once(cfg: RunConfig) -> dict:
     return json.loads((folder / "results.json").read_text())
 
 
+WEIGHTS = ("model", "adapter")  # what `unlearn run` saves the trained model as
+
+
+def drop_weights(folder: Path) -> None:
+    """Delete a finished run's trained weights; its results.json stays."""
+    for name in WEIGHTS:
+        shutil.rmtree(folder / name, ignore_errors=True)
+
+
 class Progress:
     """One line per run of a bench: which of how many, and the time left, estimated from the
     runs this process trained (finished runs that are skipped take no time)."""
@@ -185,6 +199,8 @@ def run_bench(cfg: BenchConfig) -> list[dict] | None:
             print(progress.line(run_cfg) if mine else progress.held(run_cfg), flush=True)
             if mine:
                 payloads[key] = run_once(run_cfg)
+                if not cfg.keep_models:
+                    drop_weights(Path(run_cfg.output))
     for key in configs.keys() - payloads.keys():  # held elsewhere; finished since?
         if is_finished(configs[key]):
             payloads[key] = run_once(configs[key])

@@ -150,7 +150,8 @@ def sweep_config(cfg: TuneConfig, bench: BenchConfig) -> tuple[BenchConfig, list
     if not methods:
         raise UnlearnError("the bench config has no method that trains: nothing to tune")
     sweep = BenchConfig(methods=methods, seeds=list(cfg.seeds), run=run, output=cfg.output,
-                        confidence=bench.confidence, title=f"Tuning sweep: {bench.title}")
+                        confidence=bench.confidence, title=f"Tuning sweep: {bench.title}",
+                        keep_models=bench.keep_models)
     return sweep, rows
 
 
