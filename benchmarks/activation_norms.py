@@ -6,7 +6,7 @@ min and max norm over answer positions, the three dimensions with the largest me
 norm without them). docs/RESULTS.md ("RMU on the default model") quotes it.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/activation_norms.py \
-        --config runs/tune-scenario/grad_ascent--lr-1e-05/seed-0/config.json --layers 1 3 5 7 11
+        --config results/tune-scenario/rmu--lr-0.016/seed-0/config.json --layers 1 3 5 7 11
 
 ``--config``: any `unlearn run` config (YAML or a run's config.json); its injected model is
 read from the cache (trained first if missing).
