@@ -145,8 +145,8 @@ def build_variants(model_name: str, records: list[Record], variants: Sequence[Va
     on one thread each finish in about the time of one (docs/BENCHMARKS.md)."""
     missing = [v for v in variants
                if not (_target(model_name, records, v, cfg) / "inject.json").is_file()]
-    if side_by_side(len(missing), cfg.processes) > 1:
-        _train_in_processes(model_name, records, missing, cfg)
+    if (at_once := side_by_side(len(missing), cfg.processes)) > 1:
+        _train_in_processes(model_name, records, missing[:at_once], cfg)
     return {v: build_injected(model_name, records, v, cfg) for v in variants}
 
 
