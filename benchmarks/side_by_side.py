@@ -14,6 +14,7 @@ Run it on an otherwise idle machine.
 """
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -53,17 +54,21 @@ def main() -> None:
     print(f"machine: {describe()}")
     print(f"SFT step of {args.batch} scenario rows, median of the last {args.repeats - 1} of "
           f"{args.repeats} steps per process")
-    ratios = []
+    ratios, rounds = [], []
     for round_ in range(1, args.rounds + 1):
         alone = _median(_start(cores, args.repeats, args.batch))
         pair = [_start(1, args.repeats, args.batch) for _ in range(2)]
         first, second = (_median(p) for p in pair)
         ratio = (1 / first + 1 / second) / (1 / alone)
         ratios.append(ratio)
+        rounds.append({"alone_s_per_step": alone, "pair_s_per_step": [first, second],
+                       "throughput_ratio": round(ratio, 3)})
         print(f"round {round_}: one process, {cores} threads {alone:.2f} s/step; two processes, "
               f"1 thread each {first:.2f} and {second:.2f} s/step; throughput x{ratio:.2f}")
     print(f"median throughput of two side-by-side trainings over one: x"
           f"{statistics.median(ratios):.2f} ({args.rounds} rounds)")
+    print(json.dumps({"machine": describe(), "batch": args.batch, "threads_alone": cores,
+                      "rounds": rounds, "median_ratio": round(statistics.median(ratios), 3)}))
 
 
 if __name__ == "__main__":
