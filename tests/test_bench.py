@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -188,6 +189,29 @@ def test_a_bench_that_keeps_no_models_deletes_their_weights_after_each_run(
     assert (run_dir / "data").is_dir()  # only the weights go
     monkeypatch.setattr(bench_mod, "run", lambda c: pytest.fail("a finished run retrained"))
     assert [r["metrics"] for r in run_bench(cfg)] == [r["metrics"] for r in rows]
+
+
+def test_a_partial_leaderboard_shows_the_finished_runs_and_lists_the_rest(
+        tiny_scenario, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "bench"
+    cfg = bench_config(out, methods=[{"name": "grad_ascent"}, {"name": "npo"}])
+    cfg.seeds = [0]
+    path = tmp_path / "bench.yaml"
+    path.write_text(json.dumps(json.loads(json.dumps(asdict(cfg)))))  # JSON is YAML
+    assert main(["bench", "--partial", str(path)]) == 2
+    assert "no run of this bench has finished" in capsys.readouterr().err
+    run_bench(cfg)  # seed 0 of both
+    monkeypatch.setattr(bench_mod, "run", lambda c: pytest.fail("--partial trained a run"))
+    cfg.seeds = [0, 1]
+    rows = bench_mod.partial_bench(cfg)
+    assert [(r["label"], r["seeds"]) for r in rows] == [("grad_ascent", [0]), ("npo", [0])]
+    saved = json.loads((out / "leaderboard-partial.json").read_text())
+    assert saved["missing"] == ["grad_ascent/seed-1", "npo/seed-1"]
+    assert "(partial: 2 of 4 runs)" in saved["title"]
+    md = (out / "leaderboard-partial.md").read_text()
+    assert "Not finished yet (2 runs): grad_ascent/seed-1, npo/seed-1." in md
+    assert (out / "leaderboard.md").is_file()  # the full one, from the first run_bench
+    assert json.loads((out / "leaderboard.json").read_text())["title"] == cfg.title
 
 
 def test_bench_cli_rejects_bad_methods_in_one_line(tmp_path, capsys):

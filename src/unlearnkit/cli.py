@@ -69,9 +69,13 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int | None:
     from unlearnkit.config import load_config
-    from unlearnkit.pipeline.bench import BenchConfig, run_bench
+    from unlearnkit.pipeline.bench import BenchConfig, partial_bench, run_bench
 
-    if run_bench(load_config(BenchConfig, args.config, args.set)) is None:
+    cfg = load_config(BenchConfig, args.config, args.set)
+    if args.partial:
+        partial_bench(cfg)
+        return None
+    if run_bench(cfg) is None:
         return EXIT_UNFINISHED
 
 
@@ -214,9 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
                       "baseline: --set method=NAME), evaluation")
     run_parser.add_argument("--resume", action="store_true",
                             help="continue a killed run from its last checkpoint")
-    _add(sub, "bench", cmd_bench, "run methods x seeds on the built-in scenario (or run.data) "
-         "and write a leaderboard with confidence intervals (resumable; several processes may "
-         "share one bench, exit code 3 while others still train)", "required")
+    bench = _add(sub, "bench", cmd_bench, "run methods x seeds on the built-in scenario (or "
+                 "run.data) and write a leaderboard with confidence intervals (resumable; "
+                 "several processes may share one bench, exit code 3 while others still train)",
+                 "required")
+    bench.add_argument("--partial", action="store_true",
+                       help="train nothing: write leaderboard-partial.{md,json,html} from the "
+                            "runs finished so far, listing the missing ones")
     _add(sub, "tune", cmd_tune, "the same sweep for every method of a bench config on a "
          "validation setup; writes the tuned bench config (resumable and shareable as bench)",
          "required")

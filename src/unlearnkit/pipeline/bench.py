@@ -21,7 +21,7 @@ import json
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -209,24 +209,52 @@ def run_bench(cfg: BenchConfig) -> list[dict] | None:
               f"({', '.join(held)}); the last process to finish writes the leaderboard, or run "
               "this command again once they have finished", flush=True)
         return None
-    entries = [{"label": method.label, "method": method.name, "seeds": seeds,
-                "reference": method.name in REFERENCES,
-                "runs": [run_metrics(payloads[method.label, s]["results"]["after"])
-                         for s in seeds]}
-               for method, seeds in plan]
-    rows = leaderboard(entries, cfg.confidence)
+    rows = leaderboard(_entries(plan, payloads), cfg.confidence)
     write_leaderboard(Path(cfg.output), rows, cfg)
     return rows
 
 
-def write_leaderboard(out: Path, rows: list[dict], cfg: BenchConfig) -> None:
+def _entries(plan: list[tuple[BenchMethod, list[int]]], payloads: dict) -> list[dict]:
+    """Leaderboard entries of the methods with at least one run in ``payloads``."""
+    out = []
+    for method, seeds in plan:
+        done = [s for s in seeds if (method.label, s) in payloads]
+        if done:
+            out.append({"label": method.label, "method": method.name, "seeds": done,
+                        "reference": method.name in REFERENCES,
+                        "runs": [run_metrics(payloads[method.label, s]["results"]["after"])
+                                 for s in done]})
+    return out
+
+
+def partial_bench(cfg: BenchConfig) -> list[dict]:
+    """The leaderboard of the runs finished so far, trains nothing: ``leaderboard-partial.*``
+    in the output folder, titled with how many runs it holds and listing the missing ones."""
+    plan = [(method, seeds_for(method, cfg.seeds)) for method in cfg.methods]
+    configs = {(m.label, seed): run_config(cfg, m, seed) for m, seeds in plan for seed in seeds}
+    payloads = {key: run_once(c) for key, c in configs.items() if is_finished(c)}
+    if not payloads:
+        raise UnlearnError(f"no run of this bench has finished yet under {cfg.output}")
+    missing = [f"{label}/seed-{seed}" for label, seed in configs if (label, seed) not in payloads]
+    rows = leaderboard(_entries(plan, payloads), cfg.confidence)
+    title = f"{cfg.title} (partial: {len(payloads)} of {len(configs)} runs)"
+    write_leaderboard(Path(cfg.output), rows, replace(cfg, title=title), name="leaderboard-partial",
+                      missing=missing)
+    return rows
+
+
+def write_leaderboard(out: Path, rows: list[dict], cfg: BenchConfig, *,
+                      name: str = "leaderboard", missing: list[str] | None = None) -> None:
     table = to_markdown(rows, cfg.confidence)
+    if missing:
+        table += f"\nNot finished yet ({len(missing)} runs): {', '.join(missing)}.\n"
     payload = {"title": cfg.title, "confidence": cfg.confidence,
                "metrics": [{"key": k, "title": t, "higher_is_better": hib}
                            for k, t, hib in METRICS],
-               "objectives": list(OBJECTIVES), "methods": rows, "config": asdict(cfg)}
-    atomic_write_text(out / "leaderboard.json", json.dumps(payload, indent=1))
-    atomic_write_text(out / "leaderboard.md", f"# {cfg.title}\n\n{table}")
-    atomic_write_text(out / "leaderboard.html",
+               "objectives": list(OBJECTIVES), "methods": rows, "config": asdict(cfg),
+               **({"missing": missing} if missing is not None else {})}
+    atomic_write_text(out / f"{name}.json", json.dumps(payload, indent=1))
+    atomic_write_text(out / f"{name}.md", f"# {cfg.title}\n\n{table}")
+    atomic_write_text(out / f"{name}.html",
                       render_html(rows, title=cfg.title, confidence=cfg.confidence))
-    print("\n" + table + f"\nwrote {out / 'leaderboard.md'}, .json and .html")
+    print("\n" + table + f"\nwrote {out / name}.md, .json and .html")
