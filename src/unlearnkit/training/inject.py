@@ -199,9 +199,9 @@ def _train_in_processes(model_name: str, records: list[Record], variants: list[V
     for variant, proc in zip(variants, procs, strict=True):
         if proc.exitcode and variant not in failures:
             failures[variant] = f"its process exited with code {proc.exitcode}"
-    if failures:
-        raise UnlearnError("; ".join(f"training the {variant} model failed: {why}"
-                                     for variant, why in failures.items()))
+    if failures:  # in the order asked, whichever child failed first
+        raise UnlearnError("; ".join(f"training the {v} model failed: {failures[v]}"
+                                     for v in variants if v in failures))
 
 
 def _train_in_child(model_name: str, records: list[Record], variant: Variant,
