@@ -98,6 +98,8 @@ def test_models_trained_side_by_side_match_the_ones_trained_in_turn(
         for key in one:
             torch.testing.assert_close(one[key], two[key], rtol=1e-5, atol=1e-6)
     assert folders[1]["injected"].name != folders[1]["oracle"].name
+    start = load_file(tiny_folder / "model.safetensors")  # and both did train
+    assert any(not torch.equal(start[k], two[k]) for k in start if k in two)
 
 
 def test_a_model_that_fails_in_its_process_is_reported(tmp_path, monkeypatch):
