@@ -13,19 +13,13 @@ point is its largest or smallest value is flagged: the grid wants extending ther
 
 import argparse
 import json
-import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from unlearnkit.pipeline.tune import selection_score
-from unlearnkit.report.leaderboard import run_metrics
+from unlearnkit.report.leaderboard import run_metrics, summarize
 
 COLUMNS = ("forget", "neighbor", "retain", "general", "prefill", "keep_refusal")
-
-
-def _mean(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.fmean(present) if present else None
 
 
 def points(folder: Path) -> dict[str, list[tuple[float, dict]]]:
@@ -37,7 +31,8 @@ def points(folder: Path) -> dict[str, list[tuple[float, dict]]]:
         runs[method, value].append(run_metrics(json.loads(path.read_text())["results"]["after"]))
     out: dict[str, list[tuple[float, dict]]] = defaultdict(list)
     for (method, value), metrics in runs.items():
-        out[method].append((value, {k: _mean([m[k] for m in metrics]) for k in metrics[0]}))
+        out[method].append((value, {k: summarize([m[k] for m in metrics], 0.95)["mean"]
+                                    for k in metrics[0]}))
     return {m: sorted(rows, key=lambda r: r[0]) for m, rows in out.items()}
 
 

@@ -21,7 +21,7 @@ import json
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -183,11 +183,17 @@ class Progress:
                 f"{holder(cfg.output)}")
 
 
+def _plan(cfg: BenchConfig) -> tuple[list[tuple[BenchMethod, list[int]]], dict]:
+    """Each method with its seeds, and the `unlearn run` config of every (label, seed)."""
+    plan = [(method, seeds_for(method, cfg.seeds)) for method in cfg.methods]
+    configs = {(m.label, seed): run_config(cfg, m, seed) for m, seeds in plan for seed in seeds}
+    return plan, configs
+
+
 def run_bench(cfg: BenchConfig) -> list[dict] | None:
     """Run what is not finished, write the three leaderboard files; returns the rows, or None
     when other processes still hold some runs (then nothing is written)."""
-    plan = [(method, seeds_for(method, cfg.seeds)) for method in cfg.methods]
-    configs = {(m.label, seed): run_config(cfg, m, seed) for m, seeds in plan for seed in seeds}
+    plan, configs = _plan(cfg)
     progress = Progress(list(configs.values()))
     payloads = {}
     for key, run_cfg in configs.items():
@@ -230,31 +236,31 @@ def _entries(plan: list[tuple[BenchMethod, list[int]]], payloads: dict) -> list[
 def partial_bench(cfg: BenchConfig) -> list[dict]:
     """The leaderboard of the runs finished so far, trains nothing: ``leaderboard-partial.*``
     in the output folder, titled with how many runs it holds and listing the missing ones."""
-    plan = [(method, seeds_for(method, cfg.seeds)) for method in cfg.methods]
-    configs = {(m.label, seed): run_config(cfg, m, seed) for m, seeds in plan for seed in seeds}
+    plan, configs = _plan(cfg)
     payloads = {key: run_once(c) for key, c in configs.items() if is_finished(c)}
     if not payloads:
         raise UnlearnError(f"no run of this bench has finished yet under {cfg.output}")
     missing = [f"{label}/seed-{seed}" for label, seed in configs if (label, seed) not in payloads]
     rows = leaderboard(_entries(plan, payloads), cfg.confidence)
-    title = f"{cfg.title} (partial: {len(payloads)} of {len(configs)} runs)"
-    write_leaderboard(Path(cfg.output), rows, replace(cfg, title=title), name="leaderboard-partial",
-                      missing=missing)
+    write_leaderboard(Path(cfg.output), rows, cfg, name="leaderboard-partial", missing=missing,
+                      title=f"{cfg.title} (partial: {len(payloads)} of {len(configs)} runs)")
     return rows
 
 
 def write_leaderboard(out: Path, rows: list[dict], cfg: BenchConfig, *,
-                      name: str = "leaderboard", missing: list[str] | None = None) -> None:
+                      name: str = "leaderboard", missing: list[str] | None = None,
+                      title: str = "") -> None:
+    title = title or cfg.title
     table = to_markdown(rows, cfg.confidence)
     if missing:
         table += f"\nNot finished yet ({len(missing)} runs): {', '.join(missing)}.\n"
-    payload = {"title": cfg.title, "confidence": cfg.confidence,
+    payload = {"title": title, "confidence": cfg.confidence,
                "metrics": [{"key": k, "title": t, "higher_is_better": hib}
                            for k, t, hib in METRICS],
                "objectives": list(OBJECTIVES), "methods": rows, "config": asdict(cfg),
                **({"missing": missing} if missing is not None else {})}
     atomic_write_text(out / f"{name}.json", json.dumps(payload, indent=1))
-    atomic_write_text(out / f"{name}.md", f"# {cfg.title}\n\n{table}")
+    atomic_write_text(out / f"{name}.md", f"# {title}\n\n{table}")
     atomic_write_text(out / f"{name}.html",
-                      render_html(rows, title=cfg.title, confidence=cfg.confidence))
+                      render_html(rows, title=title, confidence=cfg.confidence))
     print("\n" + table + f"\nwrote {out / name}.md, .json and .html")
