@@ -14,6 +14,7 @@ from unlearnkit.config import from_dict
 from unlearnkit.errors import UnlearnError
 from unlearnkit.pipeline.bench import BenchConfig, merge_options, run_bench, seeds_for
 from unlearnkit.report.leaderboard import (
+    front_objectives,
     leaderboard,
     objective_scores,
     render_html,
@@ -107,6 +108,27 @@ def test_leaderboard_rows_intervals_and_front():
     assert text.count("\n| ") == len(rows) + 1 and "0.200 ± 0.248" in text
     assert "| oracle | 1 | 0.000 |" in text and "reference" in text
     assert "| no (dominated by a, b) |" in text
+
+
+def test_a_setup_without_neighbours_judges_the_front_on_the_other_three_objectives():
+    # TOFU has no neighbour split: every run's neighbour accuracy is None
+    rows = leaderboard([
+        entry("a", [metrics(0.2, neighbor=None)] * 2),
+        entry("b", [metrics(0.1, retain=0.5, neighbor=None)] * 2),  # forgets more, keeps less
+        entry("c", [metrics(0.2, retain=0.9, neighbor=None)] * 2),  # a keeps more: dominated
+        entry("x", [metrics(0.0, neighbor=None, prefill=None)] * 2),  # no robustness
+        entry("oracle", [metrics(0.0, neighbor=None)], reference=True),
+    ])
+    by = {r["label"]: r for r in rows}
+    assert front_objectives(rows) == ["forget", "utility", "robustness"]
+    assert {k: r["pareto"] for k, r in by.items()} == {
+        "a": True, "b": True, "c": False, "x": None, "oracle": None}
+    assert by["c"]["dominated_by"] == ["a"]
+    text = to_markdown(rows)
+    assert "not dominated on (1 - forget, mean(retain, general), 1 - prefill)." in text
+    assert "1 - forget, mean(retain, general), 1 - prefill" in render_html(rows)
+    # with neighbours (the scenario) all four count
+    assert "neighbour, 1 - prefill)." in to_markdown(leaderboard([entry("a", [metrics(0.1)])]))
 
 
 def test_html_escapes_everything():

@@ -35,6 +35,7 @@ from unlearnkit.pipeline.run import RunConfig, run
 from unlearnkit.report.leaderboard import (
     METRICS,
     OBJECTIVES,
+    front_objectives,
     leaderboard,
     render_html,
     run_metrics,
@@ -257,7 +258,8 @@ def write_leaderboard(out: Path, rows: list[dict], cfg: BenchConfig, *,
     payload = {"title": title, "confidence": cfg.confidence,
                "metrics": [{"key": k, "title": t, "higher_is_better": hib}
                            for k, t, hib in METRICS],
-               "objectives": list(OBJECTIVES), "methods": rows, "config": asdict(cfg),
+               "objectives": list(OBJECTIVES), "front_objectives": front_objectives(rows),
+               "methods": rows, "config": asdict(cfg),
                **({"missing": missing} if missing is not None else {})}
     atomic_write_text(out / f"{name}.json", json.dumps(payload, indent=1))
     atomic_write_text(out / f"{name}.md", f"# {title}\n\n{table}")

@@ -7,6 +7,8 @@ and Student-t interval over seeds (:mod:`.stats`), and whether the method is on 
 of four objectives computed from the means, all higher-is-better: forget = 1 - forget accuracy,
 utility = mean(retain, general accuracy), boundary = neighbour accuracy, robustness = 1 -
 prefill success. Reference rows (the oracle) are shown but are not candidates for the front.
+An objective no method measures (a setup without neighbours, such as TOFU) is left out of the
+front; a method missing one that others measure is not a candidate.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ METRICS = (
     ("prefill", "prefill attack success", False),
 )
 OBJECTIVES = ("forget", "utility", "boundary", "robustness")
+OBJECTIVE_TEXT = {"forget": "1 - forget", "utility": "mean(retain, general)",
+                  "boundary": "neighbour", "robustness": "1 - prefill"}
 
 
 def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
@@ -59,6 +63,17 @@ def objective_scores(means: dict[str, float | None]) -> dict[str, float | None]:
     }
 
 
+def front_objectives(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The objectives the Pareto front is judged on: those some non-reference row measures."""
+    return [k for k in OBJECTIVES
+            if any(r["objectives"][k] is not None for r in rows if not r["reference"])]
+
+
+def front_note(rows: Sequence[dict[str, Any]]) -> str:
+    """``1 - forget, mean(retain, general), ...``: the front's objectives in words."""
+    return ", ".join(OBJECTIVE_TEXT[k] for k in front_objectives(rows)) or "no objective measured"
+
+
 def summarize(values: Sequence[float | None], confidence: float) -> dict[str, Any]:
     """Mean and CI half-width of the values that exist (both None when none does)."""
     present = [v for v in values if v is not None]
@@ -79,9 +94,10 @@ def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95) -> 
                      "seeds": list(entry["seeds"]), "reference": bool(entry.get("reference")),
                      "metrics": metrics, "objectives": scores, "pareto": None,
                      "dominated_by": []})
-    candidates = [i for i, row in enumerate(rows) if not row["reference"]
-                  and all(v is not None for v in row["objectives"].values())]
-    points = [[rows[i]["objectives"][k] for k in OBJECTIVES] for i in candidates]
+    keys = front_objectives(rows)
+    candidates = [i for i, row in enumerate(rows) if not row["reference"] and keys
+                  and all(row["objectives"][k] is not None for k in keys)]
+    points = [[rows[i]["objectives"][k] for k in keys] for i in candidates]
     front = pareto_indices(points)
     for j, i in enumerate(candidates):
         rows[i]["pareto"] = j in front
@@ -115,7 +131,7 @@ def to_markdown(rows: Sequence[dict[str, Any]], confidence: float = 0.95) -> str
                  *[cell(row["metrics"][k]) for k, _, _ in METRICS], pareto_text(row)]
         lines.append("| " + " | ".join(cells) + " |")
     note = (f"\nMean ± half-width of the {confidence:.0%} Student-t interval over seeds. Pareto: "
-            "not dominated on (1 - forget, mean(retain, general), neighbour, 1 - prefill).\n")
+            f"not dominated on ({front_note(rows)}).\n")
     return "\n".join(lines) + "\n" + note
 
 
@@ -144,4 +160,4 @@ def render_html(rows: Sequence[dict[str, Any]], *, title: str = "Unlearning lead
     return env.get_template("leaderboard.html.j2").render(
         title=title, generated=now, confidence=f"{confidence:.0%}",
         columns=[(t, "↑" if hib else "↓") for _, t, hib in METRICS], rows=table,
-        chart=tradeoff_chart(rows))
+        objectives=front_note(rows), chart=tradeoff_chart(rows))
