@@ -131,6 +131,33 @@ def test_a_setup_without_neighbours_judges_the_front_on_the_other_three_objectiv
     assert "neighbour, 1 - prefill)." in to_markdown(leaderboard([entry("a", [metrics(0.1)])]))
 
 
+def test_a_method_that_does_not_forget_is_no_candidate_for_the_front():
+    entries = [
+        entry("a", [metrics(0.1, retain=0.8)] * 2),
+        entry("keeps-all", [metrics(0.9)] * 2),  # forgets nothing, keeps everything
+        entry("edge", [metrics(0.15, retain=0.7)] * 2),  # exactly at the limit 0.1 + 0.05
+        entry("oracle", [metrics(0.1)], reference=True),
+    ]
+    plain = {r["label"]: r for r in leaderboard(entries)}  # no margin: the plain front
+    assert plain["keeps-all"]["pareto"] is True and plain["a"]["pareto"] is True
+    assert plain["keeps-all"]["forgets"] is None and plain["a"]["forget_limit"] is None
+    rows = leaderboard(entries, forget_margin=0.05)
+    by = {r["label"]: r for r in rows}
+    assert by["a"]["forget_limit"] == pytest.approx(0.15)
+    assert {k: r["forgets"] for k, r in by.items()} == {
+        "a": True, "keeps-all": False, "edge": True, "oracle": None}
+    # edge forgets less than a and keeps less: dominated; keeps-all is out of the race
+    assert {k: r["pareto"] for k, r in by.items()} == {
+        "a": True, "keeps-all": None, "edge": False, "oracle": None}
+    text = to_markdown(rows)
+    assert "| no (does not forget: 0.900 > 0.150) |" in text
+    assert "among the methods that forget (mean forget accuracy <= 0.150" in text
+    assert "does not forget: 0.900 &gt; 0.150" in render_html(rows)
+    # without an oracle row nothing is judged
+    alone = leaderboard(entries[:2], forget_margin=0.05)
+    assert [r["forgets"] for r in alone] == [None, None] and "among" not in to_markdown(alone)
+
+
 def test_html_escapes_everything():
     rows = leaderboard([entry("<script>x</script>", [metrics(0.1), metrics(0.3)], method="a&b")])
     page = render_html(rows, title="<b>bench</b>")

@@ -90,6 +90,10 @@ class BenchConfig:
     # keeping its generations, metrics and config (a bench of a 7B model otherwise keeps
     # ~14 GB per run)
     keep_models: bool = True
+    # a method forgets when its mean forget accuracy is at most the oracle's plus this; only
+    # those are candidates for the Pareto front (None: every method is). Needs the oracle
+    # among the methods
+    forget_margin: float | None = 0.05
 
     def __post_init__(self) -> None:
         if not self.methods or not self.seeds:
@@ -101,6 +105,9 @@ class BenchConfig:
             raise UnlearnError(f"bench method labels {labels} repeat; give each a unique label")
         if not 0 < self.confidence < 1:
             raise UnlearnError(f"confidence must lie in (0, 1), got {self.confidence}")
+        if self.forget_margin is not None and not 0 <= self.forget_margin <= 1:
+            raise UnlearnError(f"forget_margin must lie in [0, 1] (or be null: no forgetting "
+                               f"check), got {self.forget_margin}")
         for method in self.methods:  # each run's config, checked as `unlearn run` checks it
             run_config(self, method, self.seeds[0])
 
@@ -216,7 +223,7 @@ def run_bench(cfg: BenchConfig) -> list[dict] | None:
               f"({', '.join(held)}); the last process to finish writes the leaderboard, or run "
               "this command again once they have finished", flush=True)
         return None
-    rows = leaderboard(_entries(plan, payloads), cfg.confidence)
+    rows = leaderboard(_entries(plan, payloads), cfg.confidence, cfg.forget_margin)
     write_leaderboard(Path(cfg.output), rows, cfg)
     return rows
 
@@ -242,7 +249,7 @@ def partial_bench(cfg: BenchConfig) -> list[dict]:
     if not payloads:
         raise UnlearnError(f"no run of this bench has finished yet under {cfg.output}")
     missing = [f"{label}/seed-{seed}" for label, seed in configs if (label, seed) not in payloads]
-    rows = leaderboard(_entries(plan, payloads), cfg.confidence)
+    rows = leaderboard(_entries(plan, payloads), cfg.confidence, cfg.forget_margin)
     write_leaderboard(Path(cfg.output), rows, cfg, name="leaderboard-partial", missing=missing,
                       title=f"{cfg.title} (partial: {len(payloads)} of {len(configs)} runs)")
     return rows

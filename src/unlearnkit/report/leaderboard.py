@@ -8,7 +8,11 @@ of four objectives computed from the means, all higher-is-better: forget = 1 - f
 utility = mean(retain, general accuracy), boundary = neighbour accuracy, robustness = 1 -
 prefill success. Reference rows (the oracle) are shown but are not candidates for the front.
 An objective no method measures (a setup without neighbours, such as TOFU) is left out of the
-front; a method missing one that others measure is not a candidate.
+front; a method missing one that others measure is not a candidate. With a ``forget_margin``
+and an oracle row, a method whose mean forget accuracy exceeds the oracle's by more than the
+margin has not unlearned and is not a candidate either: otherwise the model that was never
+touched (or a method that does nothing at its rate) would sit on the front by keeping
+everything.
 """
 
 from __future__ import annotations
@@ -81,10 +85,21 @@ def summarize(values: Sequence[float | None], confidence: float) -> dict[str, An
     return {"mean": mean, "ci": ci, "n": len(present), "values": list(values)}
 
 
-def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95) -> list[dict]:
+def forget_limit(rows: Sequence[dict[str, Any]], margin: float | None) -> float | None:
+    """The highest mean forget accuracy that counts as forgetting: the oracle's + ``margin``
+    (None without a margin or an oracle row with a forget accuracy)."""
+    oracle = [r["metrics"]["forget"]["mean"] for r in rows
+              if r["reference"] and r["metrics"]["forget"]["mean"] is not None]
+    return None if margin is None or not oracle else min(oracle) + margin
+
+
+def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95,
+                forget_margin: float | None = None) -> list[dict]:
     """One row per entry (``label``, ``method``, ``seeds``, ``runs``: per-seed metrics, and
-    ``reference``): metric summaries, objectives, ``pareto`` (None: reference or missing) and
-    ``dominated_by`` (the labels of the candidates that dominate the row, on means)."""
+    ``reference``): metric summaries, objectives, ``forgets`` (mean forget accuracy within
+    ``forget_margin`` of the oracle's; None when not judged), ``forget_limit``, ``pareto``
+    (None: reference or missing) and ``dominated_by`` (the labels of the candidates that
+    dominate the row, on means)."""
     rows = []
     for entry in entries:
         metrics = {key: summarize([r[key] for r in entry["runs"]], confidence)
@@ -94,8 +109,15 @@ def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95) -> 
                      "seeds": list(entry["seeds"]), "reference": bool(entry.get("reference")),
                      "metrics": metrics, "objectives": scores, "pareto": None,
                      "dominated_by": []})
+    limit = forget_limit(rows, forget_margin)
+    for row in rows:
+        forget = row["metrics"]["forget"]["mean"]
+        row["forget_limit"] = limit
+        row["forgets"] = (None if limit is None or row["reference"] or forget is None
+                          else forget <= limit + 1e-9)
     keys = front_objectives(rows)
     candidates = [i for i, row in enumerate(rows) if not row["reference"] and keys
+                  and row["forgets"] is not False
                   and all(row["objectives"][k] is not None for k in keys)]
     points = [[rows[i]["objectives"][k] for k in keys] for i in candidates]
     front = pareto_indices(points)
@@ -104,6 +126,14 @@ def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95) -> 
         rows[i]["dominated_by"] = [rows[candidates[k]]["label"] for k, other in enumerate(points)
                                    if dominates(other, points[j])]
     return rows
+
+
+def limit_note(rows: Sequence[dict[str, Any]]) -> str:
+    """How a method qualifies for the front, when forgetting is judged against the oracle."""
+    limit = next((r["forget_limit"] for r in rows if r.get("forget_limit") is not None), None)
+    return ("" if limit is None else
+            f", among the methods that forget (mean forget accuracy <= {limit:.3f}, the "
+            "oracle's plus the bench's forget_margin)")
 
 
 def cell(summary: dict[str, Any]) -> str:
@@ -116,6 +146,9 @@ def cell(summary: dict[str, Any]) -> str:
 def pareto_text(row: dict[str, Any]) -> str:
     if row["reference"]:
         return "reference"
+    if row.get("forgets") is False:
+        return (f"no (does not forget: {row['metrics']['forget']['mean']:.3f} > "
+                f"{row['forget_limit']:.3f})")
     if row["pareto"] is False:
         return f"no (dominated by {', '.join(row['dominated_by'])})"
     return {True: "yes", None: "n/a"}[row["pareto"]]
@@ -131,7 +164,7 @@ def to_markdown(rows: Sequence[dict[str, Any]], confidence: float = 0.95) -> str
                  *[cell(row["metrics"][k]) for k, _, _ in METRICS], pareto_text(row)]
         lines.append("| " + " | ".join(cells) + " |")
     note = (f"\nMean ± half-width of the {confidence:.0%} Student-t interval over seeds. Pareto: "
-            f"not dominated on ({front_note(rows)}).\n")
+            f"not dominated on ({front_note(rows)}){limit_note(rows)}.\n")
     return "\n".join(lines) + "\n" + note
 
 
@@ -160,4 +193,4 @@ def render_html(rows: Sequence[dict[str, Any]], *, title: str = "Unlearning lead
     return env.get_template("leaderboard.html.j2").render(
         title=title, generated=now, confidence=f"{confidence:.0%}",
         columns=[(t, "↑" if hib else "↓") for _, t, hib in METRICS], rows=table,
-        objectives=front_note(rows), chart=tradeoff_chart(rows))
+        objectives=front_note(rows) + limit_note(rows), chart=tradeoff_chart(rows))
