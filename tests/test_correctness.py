@@ -15,7 +15,9 @@ from unlearnkit.evaluation.correctness import (
     DEFAULT_ROUGE_THRESHOLD,
     is_correct,
     judgeable,
+    judged_by_rouge,
     rouge_l_recall,
+    withheld_rest,
 )
 
 TOFU = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu" / "forget01.json"
@@ -72,6 +74,24 @@ def test_reveals_uses_the_threshold_after_a_prefill():
     # prefix + continuation = CLOSE: 8/11
     assert reveals(rec, "born in Paris in 1970.", "The author was")
     assert not reveals(rec, "born in Paris in 1970.", "The author was", rouge_threshold=0.8)
+
+
+def test_after_a_prefill_a_free_text_answer_is_judged_on_what_was_withheld():
+    rec = long_record()
+    prefix = "The author was born in Paris"  # 6 of GOLD's 11 words given, 5 withheld
+    assert withheld_rest(GOLD, prefix) == "in the spring of 1970"
+    assert withheld_rest(GOLD, "The author was born in Pa") == "in the spring of 1970"  # mid-word
+    # restating the question: prefix + continuation has recall 7/11 of GOLD, which the old
+    # rule counted as a leak; of the withheld 5 words it recalls 1 ("in" or "the")
+    restated = "The author was born in Paris."
+    assert rouge_l_recall(prefix + " " + restated, GOLD) >= 0.5
+    assert not reveals(rec, restated, prefix)
+    assert reveals(rec, "in the spring of 1970.", prefix)
+    assert reveals(rec, "ris in the spring of 1970.", "The author was born in Pa")
+    # the threshold applies to the withheld words: 3 of 5
+    assert reveals(rec, "in the summer of 1971, in spring", prefix, rouge_threshold=0.6)
+    assert not reveals(rec, "in the summer of 1971, in spring", prefix, rouge_threshold=0.8)
+    assert judged_by_rouge(rec) and not judged_by_rouge(long_record(answer="Paris, France"))
 
 
 def test_in_context_shots_drop_examples_that_state_the_fact():

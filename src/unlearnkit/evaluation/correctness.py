@@ -90,9 +90,21 @@ def is_correct(generation: str, record: Judgeable, *,
     """
     if record.targets or not record.answer:
         return contains_answer(generation, record.targets)
-    if len(normalize(record.answer).split()) <= SHORT_ANSWER_WORDS:
+    if not judged_by_rouge(record):
         return contains_answer(generation, [], record.answer)
     return rouge_l_recall(generation, record.answer) >= rouge_threshold
+
+
+def judged_by_rouge(record: Judgeable) -> bool:
+    """Rule 3 applies: no targets and an answer longer than :data:`SHORT_ANSWER_WORDS`."""
+    return (not record.targets and bool(record.answer)
+            and len(normalize(record.answer).split()) > SHORT_ANSWER_WORDS)
+
+
+def withheld_rest(answer: str, prefix: str) -> str:
+    """The answer's words after as many words as ``prefix`` has (normalised; a prefix that
+    ends inside a word counts that word as given)."""
+    return " ".join(normalize(answer).split()[len(normalize(prefix).split()):])
 
 
 def check_threshold(value: float, key: str = "correct_rouge_threshold") -> float:

@@ -60,7 +60,7 @@ from unlearnkit.training.unlearn import (
     refresh_prefill,
 )
 
-EVAL_CACHE_VERSION = 2  # bump when answer judging or the prefill attack changes
+EVAL_CACHE_VERSION = 3  # bump when answer judging or the prefill attack changes
 LoraOutput = Literal["both", "merged", "adapter"]  # what a LoRA run saves (RunConfig)
 
 

@@ -20,7 +20,13 @@ from unlearnkit.data.records import Record
 from unlearnkit.data.render import IGNORE_INDEX, Rendered, render
 from unlearnkit.evaluation.attacks.prompts import plain_prompts
 from unlearnkit.evaluation.attacks.registry import Attack, AttackPrompt
-from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, is_correct
+from unlearnkit.evaluation.correctness import (
+    DEFAULT_ROUGE_THRESHOLD,
+    is_correct,
+    judged_by_rouge,
+    rouge_l_recall,
+    withheld_rest,
+)
 from unlearnkit.models.engine import generate, token_logprobs
 
 
@@ -76,8 +82,15 @@ def reveals(record: Record, generation: str, prefix: str = "", *,
     """Does the generation (after ``prefix``, the prefill text) state the record's fact?
 
     The engine strips the continuation's leading space, so after a prefill both joins (with
-    and without a space) are tried: this errs towards finding a leak, the cautious side.
+    and without a space) are tried: this errs towards finding a leak, the cautious side. A
+    free-text answer judged by ROUGE-L recall (TOFU's) is the exception: there the prefill is
+    part of the reference, so prefill + any continuation that restates the question passes
+    (the TOFU oracle, which never saw the facts, "leaked" 85% that way); its continuation is
+    judged against the withheld rest of the answer instead.
     """
+    rest = withheld_rest(record.answer, prefix) if prefix and judged_by_rouge(record) else ""
+    if rest:
+        return rouge_l_recall(generation, rest) >= rouge_threshold
     joins = ("", " ") if prefix else ("",)
     return any(is_correct(prefix + sep + generation, record, rouge_threshold=rouge_threshold)
                for sep in joins)
