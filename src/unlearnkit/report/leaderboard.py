@@ -130,7 +130,7 @@ def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95,
 
 def limit_note(rows: Sequence[dict[str, Any]]) -> str:
     """How a method qualifies for the front, when forgetting is judged against the oracle."""
-    limit = next((r["forget_limit"] for r in rows if r.get("forget_limit") is not None), None)
+    limit = rows[0]["forget_limit"] if rows else None  # the same on every row
     return ("" if limit is None else
             f", among the methods that forget (mean forget accuracy <= {limit:.3f}, the "
             "oracle's plus the bench's forget_margin)")
@@ -146,7 +146,7 @@ def cell(summary: dict[str, Any]) -> str:
 def pareto_text(row: dict[str, Any]) -> str:
     if row["reference"]:
         return "reference"
-    if row.get("forgets") is False:
+    if row["forgets"] is False:
         return (f"no (does not forget: {row['metrics']['forget']['mean']:.3f} > "
                 f"{row['forget_limit']:.3f})")
     if row["pareto"] is False:
