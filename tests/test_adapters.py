@@ -288,3 +288,36 @@ def test_non_utf8_bytes_name_the_file_and_the_fix(tmp_path, fmt, name):
 def test_utf8_byte_order_mark_is_accepted(tmp_path):
     path = write(tmp_path, "bom.csv", "\ufeffquestion,answer\nQ?,A\n".encode())
     assert load_source("qa", path, split="forget")[0].question == "Q?"
+
+
+def test_source_rows_split_one_file_into_disjoint_parts():
+    """TOFU retain90 is 20 QA per author in author order: rows 0:40 are its first two authors
+    (the TOFU validation forget set), 40: the other 3,560."""
+    from unlearnkit.data.standardize import DataConfig, SourceSpec, gather
+
+    path = str(DATA / "tofu" / "retain90.json")
+    records, entries = gather(DataConfig(sources=[
+        SourceSpec(format="tofu", path=path, split="forget", rows="0:40"),
+        SourceSpec(format="tofu", path=path, split="retain", rows="40:")]))
+    forget = [r for r in records if r.split == "forget"]
+    retain = [r for r in records if r.split == "retain"]
+    assert len(forget) == 40 and len(retain) == 3560
+    assert forget[0].id == "tofu-retain90-0" and retain[0].id == "tofu-retain90-40"
+    assert "Jaime Vasquez" in forget[0].answer and "Chukwu Akabueze" in forget[20].answer
+    assert [e["n"] for e in entries] == [40, 3560] and entries[0]["rows"] == "0:40"
+
+
+@pytest.mark.parametrize("rows", ["40", "a:b", "5:5", "-1:", "1:2:3"])
+def test_source_rows_rejects_what_is_not_a_slice(rows):
+    from unlearnkit.data.standardize import SourceSpec
+
+    with pytest.raises(UnlearnError, match="rows"):
+        SourceSpec(format="tofu", path="x.json", rows=rows)
+
+
+def test_source_rows_that_select_nothing_are_an_error():
+    from unlearnkit.data.standardize import DataConfig, SourceSpec, gather
+
+    with pytest.raises(UnlearnError, match="selects no record"):
+        gather(DataConfig(sources=[SourceSpec(format="tofu", split="forget", rows="40:50",
+                                              path=str(DATA / "tofu" / "forget01.json"))]))

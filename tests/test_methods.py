@@ -211,3 +211,19 @@ def test_pushpull_with_the_contrast_reveal_and_the_alternative_runs(tiny_scenari
     log = json.loads((tmp_path / "contrast" / "train_log.json").read_text())
     assert len(log) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in log)
     assert "reveal the forget subject by contrast with 2 other people" in capsys.readouterr().out
+
+
+def test_an_instructed_baselines_scope_follows_the_runs_teacher_unless_given():
+    from unlearnkit.models.teacher import TeacherConfig
+
+    run = TeacherConfig(forget_scope="the authors A and B", keep_scope="other authors")
+    duet = baseline_options("duet", {"teacher": {"top_k": 5}}, 0, run).teacher
+    assert (duet.forget_scope, duet.keep_scope, duet.top_k) == ("the authors A and B",
+                                                                "other authors", 5)
+    own = baseline_options("ensemble", {"teacher": {"forget_scope": "C"}}, 0, run).teacher
+    assert (own.forget_scope, own.keep_scope) == ("C", "other authors")
+    prompt = baseline_options("prompt_only", {"forget_scope": "", "keep_scope": "people"}, 0,
+                              run)
+    assert (prompt.forget_scope, prompt.keep_scope) == ("the authors A and B", "people")
+    assert baseline_options("duet", {}, 0).teacher.forget_scope == ""  # no run teacher: as given
+    assert baseline_options("npo", {}, 0, run).beta == baseline_options("npo", {}, 0).beta

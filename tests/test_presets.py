@@ -18,7 +18,8 @@ KINDS = {"demo.yaml": DemoConfig, "data-tofu.yaml": DataConfig,
          "gpu/wmdp-cyber-zephyr-7b.yaml": RunConfig, "gpu/data-muse-books.yaml": DataConfig,
          "gpu/data-muse-books-eval.yaml": DataConfig, "gpu/data-wmdp-cyber.yaml": DataConfig,
          "gpu/data-wmdp-cyber-eval.yaml": DataConfig,
-         "tune-scenario.yaml": TuneConfig}
+         "tune-scenario.yaml": TuneConfig, "data-tofu-val.yaml": DataConfig,
+         "tune-tofu.yaml": TuneConfig}
 PRESETS = sorted(str(p.relative_to(CONFIGS)) for pattern in ("*.yaml", "gpu/*.yaml")
                  for p in CONFIGS.glob(pattern))
 

@@ -35,6 +35,30 @@ class SourceSpec:
     path: str = ""
     split: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # "START:STOP": only the file's records at these positions (0-based, STOP excluded, either
+    # may be left out), e.g. TOFU's first two authors "0:40" and the rest "40:"
+    rows: str = ""
+
+    def __post_init__(self) -> None:
+        if self.rows:
+            row_slice(self.rows)
+
+
+def row_slice(text: str) -> slice:
+    """``"START:STOP"`` (either part may be empty) as a slice; a clear error otherwise."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start, stop = (int(p) if p.strip() else None for p in parts)
+    except ValueError:
+        raise UnlearnError(f"source rows {text!r} is not START:STOP (e.g. '0:40' or '40:'); "
+                           "give the 0-based positions of the first and after the last "
+                           "record to keep") from None
+    if any(v is not None and v < 0 for v in (start, stop)) or (
+            start is not None and stop is not None and stop <= start):
+        raise UnlearnError(f"source rows {text!r} must be 0 <= START < STOP")
+    return slice(start, stop)
 
 
 @dataclass
@@ -66,8 +90,15 @@ def load_spec(spec: SourceSpec, base: Path) -> tuple[list[Record], dict]:
         raise UnlearnError(f"source of format {spec.format!r} needs a 'path'")
     path = Path(spec.path) if Path(spec.path).is_absolute() else base / spec.path
     records = load_source(spec.format, path, split=spec.split, **spec.options)
+    if spec.rows:
+        records = records[row_slice(spec.rows)]
+        if not records:
+            raise UnlearnError(f"{spec.path}: rows {spec.rows!r} selects no record (the file "
+                               "has fewer); check the positions")
     entry = {"format": spec.format, "path": spec.path, "split": spec.split,
              "options": spec.options, "sha256": _sha256(path), "n": len(records)}
+    if spec.rows:
+        entry["rows"] = spec.rows
     return records, entry
 
 

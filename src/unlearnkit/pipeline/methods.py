@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from unlearnkit.errors import UnlearnError
 from unlearnkit.models.loader import load_model, save_trained
 from unlearnkit.models.lora import apply_lora
+from unlearnkit.models.teacher import TeacherConfig
 from unlearnkit.objectives.baselines import BASELINES, Item, build_items, get_baseline
 from unlearnkit.pipeline.stopping import stop_hook
 from unlearnkit.training.inject import model_identity
@@ -53,13 +54,27 @@ def check_method(method: str, options: dict[str, Any]) -> None:
     get_baseline(method).make_config(options)
 
 
-def baseline_options(method: str, options: dict[str, Any], seed: int):
+SCOPES = ("forget_scope", "keep_scope")
+
+
+def baseline_options(method: str, options: dict[str, Any], seed: int,
+                     teacher: TeacherConfig | None = None):
     """The baseline's config from ``options``; a ``seed`` field not given follows ``seed``
-    (RMU's random direction), so one seed drives all of a run's randomness."""
+    (RMU's random direction), so one seed drives all of a run's randomness. Likewise an
+    instructed baseline's ``forget_scope`` and ``keep_scope`` not given or empty (under its
+    ``teacher``, or at the top for prompt-only) follow the run's ``unlearn.teacher``: one
+    scope per run, for push-pull and the baselines alike."""
     base = get_baseline(method)
     fields = {f.name for f in dataclasses.fields(base.config)}
     if "seed" in fields and "seed" not in options:
         options = {**options, "seed": seed}
+    if teacher is not None:
+        def scoped(own: dict[str, Any]) -> dict[str, Any]:
+            return own | {k: getattr(teacher, k) for k in SCOPES if not own.get(k)}
+        if "teacher" in fields:
+            options = {**options, "teacher": scoped(options.get("teacher") or {})}
+        elif set(SCOPES) <= fields:
+            options = scoped(options)
     return base.make_config(options)
 
 
@@ -89,7 +104,7 @@ def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tupl
     reference quantities are the starting model's), so that RMU can select adapter weights.
     """
     base = get_baseline(cfg.method)
-    options = baseline_options(cfg.method, cfg.baseline, cfg.unlearn.seed)
+    options = baseline_options(cfg.method, cfg.baseline, cfg.unlearn.seed, cfg.unlearn.teacher)
     model, tokenizer = load_model(start_model, **cfg.load_options())
     model = apply_lora(model, cfg.lora)
     items = base.prepare_items(options, model, tokenizer, build_items(tokenizer, records),
@@ -121,7 +136,7 @@ def run_baseline(cfg: RunConfig, prepared: PreparedScenario,
         records = prepared.records + general_keep(cfg.unlearn.mix, prepared)
         folder, history = train_baseline(cfg, prepared.models["injected"], records, out)
         return str(folder), history, None
-    options = baseline_options(cfg.method, cfg.baseline, cfg.unlearn.seed)
+    options = baseline_options(cfg.method, cfg.baseline, cfg.unlearn.seed, cfg.unlearn.teacher)
     if cfg.method == "prompt_only":
         forget = [r for r in prepared.records if r.split == "forget"]
         return prepared.models["injected"], [], base.fn(options, forget)

@@ -10,7 +10,8 @@ seeds for every method. Methods that do not train (prompt_only, oracle) have not
 Per method the grid point with the highest selection score is kept: the mean of the
 leaderboard's four objectives (:func:`unlearnkit.report.leaderboard.objective_scores`:
 forget = 1 - forget accuracy, utility = mean of retain and general accuracy, boundary =
-neighbour accuracy, robustness = 1 - prefill attack success) over the seeds' mean metrics;
+neighbour accuracy, robustness = 1 - prefill attack success) over the seeds' mean metrics,
+of those the sweep measures (TOFU has no neighbours: its points are scored on three);
 a tie keeps the earlier point. Writes ``<output>/tune.json`` (every point's metrics, score and
 the choices), the sweep's own leaderboard, and ``<output>/tuned-bench.yaml``: the bench config
 with each method's chosen settings under its ``run`` key, ready for ``unlearn bench``.
@@ -28,6 +29,7 @@ import itertools
 import json
 import re
 import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.pipeline.bench import BenchConfig, BenchMethod, run_bench, seeds_for
 from unlearnkit.pipeline.run import RunConfig
-from unlearnkit.report.leaderboard import objective_scores
+from unlearnkit.report.leaderboard import OBJECTIVES, objective_scores
 
 
 def _default_validation() -> dict[str, Any]:
@@ -122,10 +124,18 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def selection_score(means: dict[str, float | None]) -> float | None:
-    """Mean of the four objectives; None when one is missing."""
-    scores = list(objective_scores(means).values())
-    return None if any(s is None for s in scores) else statistics.fmean(scores)
+def selection_score(means: dict[str, float | None],
+                    objectives: Sequence[str] = OBJECTIVES) -> float | None:
+    """Mean of ``objectives`` (default: all four); None when one of them is missing."""
+    scores = objective_scores(means)
+    picked = [scores[k] for k in objectives]
+    return None if not picked or any(s is None for s in picked) else statistics.fmean(picked)
+
+
+def measured_objectives(means: Sequence[dict[str, float | None]]) -> list[str]:
+    """The objectives some grid point measures: a setup without neighbours (TOFU) is scored on
+    the other three, as its leaderboard's Pareto front is."""
+    return [k for k in OBJECTIVES if any(objective_scores(m)[k] is not None for m in means)]
 
 
 def sweep_config(cfg: TuneConfig, bench: BenchConfig) -> tuple[BenchConfig, list[tuple]]:
@@ -158,11 +168,13 @@ def sweep_config(cfg: TuneConfig, bench: BenchConfig) -> tuple[BenchConfig, list
 def choose(rows: list[tuple], results: dict[str, dict]) -> dict[str, dict]:
     """Per method label: its grid points' scores and the chosen point (first best)."""
     out: dict[str, dict] = {}
+    means = {label: {k: v["mean"] for k, v in results[label]["metrics"].items()}
+             for _, _, label in rows}
+    objectives = measured_objectives(list(means.values()))
     for method, point, label in rows:
-        means = {k: v["mean"] for k, v in results[label]["metrics"].items()}
         entry = out.setdefault(method.label, {"method": method.name, "points": []})
-        entry["points"].append({"point": point, "label": label, "means": means,
-                                "score": selection_score(means)})
+        entry["points"].append({"point": point, "label": label, "means": means[label],
+                                "score": selection_score(means[label], objectives)})
     for entry in out.values():
         scored = [p for p in entry["points"] if p["score"] is not None]
         best = max(scored, key=lambda p: p["score"]) if scored else None
