@@ -27,16 +27,18 @@ def test_selection_score_by_hand():
     assert tune.selection_score({**means, "prefill": None}) is None
 
 
-def test_a_sweep_without_neighbours_is_scored_on_the_other_three_objectives():
-    """TOFU has no neighbour split: (0.8 + 0.8 + 0.9) / 3 = 0.8333; a point that misses an
-    objective the others measure still scores None."""
+def test_a_sweep_without_neighbours_weighs_forgetting_and_keeping_half_each():
+    """TOFU has no neighbour split: forgetting (0.8 + 0.9) / 2 = 0.85, keeping = utility
+    0.8, score (0.85 + 0.8) / 2 = 0.825 (the plain mean of three would be 0.8333 and count
+    forgetting twice); a point that misses an objective the others measure scores None."""
     tofu = {"forget": 0.2, "retain": 0.9, "general": 0.7, "neighbor": None, "prefill": 0.1}
     assert tune.measured_objectives([tofu, {**tofu, "prefill": None}]) == [
         "forget", "utility", "robustness"]
     objectives = tune.measured_objectives([tofu])
-    assert tune.selection_score(tofu, objectives) == pytest.approx(2.5 / 3)
+    assert tune.selection_score(tofu, objectives) == pytest.approx(0.825)
     assert tune.selection_score({**tofu, "prefill": None}, objectives) is None
     assert tune.selection_score(tofu) is None  # all four asked for
+    assert tune.selection_score(tofu, ["forget", "robustness"]) is None  # no keeping half
 
 
 def _bench_file(tmp_path):
@@ -196,8 +198,8 @@ def test_apply_to_is_checked_before_training(tmp_path, monkeypatch):
 
 
 def test_choose_picks_by_the_objectives_a_setup_without_neighbours_measures():
-    """Two TOFU points: lr 1 keeps more (utility 0.9) but forgets less (0.5); lr 2:
-    (0.9 + 0.7 + 0.9) / 3 = 0.8333 beats (0.5 + 0.9 + 0.6) / 3 = 0.6667."""
+    """Two TOFU points. lr 1: forgetting (0.5 + 0.6) / 2 = 0.55, keeping 0.9, score 0.725;
+    lr 2: forgetting (0.9 + 0.9) / 2 = 0.9, keeping 0.7, score 0.8."""
     from unlearnkit.pipeline.bench import BenchMethod
 
     def metrics(**means):
@@ -210,5 +212,5 @@ def test_choose_picks_by_the_objectives_a_setup_without_neighbours_measures():
         "npo--lr-1": metrics(forget=0.5, retain=0.9, general=0.9, neighbor=None, prefill=0.4),
         "npo--lr-2": metrics(forget=0.1, retain=0.7, general=0.7, neighbor=None, prefill=0.1)}
     entry = tune.choose(rows, results)["npo"]
-    assert [p["score"] for p in entry["points"]] == pytest.approx([2 / 3, 2.5 / 3])
+    assert [p["score"] for p in entry["points"]] == pytest.approx([0.725, 0.8])
     assert entry["chosen"] == {"optim": {"lr": 2}}

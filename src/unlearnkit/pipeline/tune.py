@@ -10,9 +10,11 @@ seeds for every method. Methods that do not train (prompt_only, oracle) have not
 Per method the grid point with the highest selection score is kept: the mean of the
 leaderboard's four objectives (:func:`unlearnkit.report.leaderboard.objective_scores`:
 forget = 1 - forget accuracy, utility = mean of retain and general accuracy, boundary =
-neighbour accuracy, robustness = 1 - prefill attack success) over the seeds' mean metrics,
-of those the sweep measures (TOFU has no neighbours: its points are scored on three);
-a tie keeps the earlier point. Writes ``<output>/tune.json`` (every point's metrics, score and
+neighbour accuracy, robustness = 1 - prefill attack success) over the seeds' mean metrics.
+Where the sweep measures only some (TOFU has no neighbours) forgetting (forget, robustness)
+and keeping (utility, boundary) still weigh half each: the score is the mean of the two
+halves' means, which is the four objectives' mean when all are measured. A tie keeps the
+earlier point. Writes ``<output>/tune.json`` (every point's metrics, score and
 the choices), the sweep's own leaderboard, and ``<output>/tuned-bench.yaml``: the bench config
 with each method's chosen settings under its ``run`` key, ready for ``unlearn bench``.
 ``grids`` gives a method (by its bench label) its own grid in place of ``grid``, with as many
@@ -124,12 +126,22 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+# the score weighs forgetting and keeping equally, whichever of their objectives are measured
+SIDES = (("forget", "robustness"), ("utility", "boundary"))
+
+
 def selection_score(means: dict[str, float | None],
                     objectives: Sequence[str] = OBJECTIVES) -> float | None:
-    """Mean of ``objectives`` (default: all four); None when one of them is missing."""
+    """The mean of two halves, forgetting (1 - forget, robustness) and keeping (utility,
+    boundary), each the mean of its ``objectives`` (default: all four, when the score is the
+    four objectives' mean); None when one of ``objectives`` is missing or a half has none."""
     scores = objective_scores(means)
-    picked = [scores[k] for k in objectives]
-    return None if not picked or any(s is None for s in picked) else statistics.fmean(picked)
+    if any(scores[k] is None for k in objectives):
+        return None
+    halves = [[scores[k] for k in side if k in objectives] for side in SIDES]
+    if not all(halves):
+        return None
+    return statistics.fmean(statistics.fmean(h) for h in halves)
 
 
 def measured_objectives(means: Sequence[dict[str, float | None]]) -> list[str]:
