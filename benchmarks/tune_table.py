@@ -1,12 +1,12 @@
 """The table of a tuning sweep from its recorded runs, with each method's best point.
 
-Usage: python benchmarks/tune_table.py [results/tune-scenario]
+Usage: python benchmarks/tune_table.py [results/tune-scenario | results/tune-tofu]
 
 Reads every ``<folder>/<method>--<key>-<value>/seed-*/results.json`` (the folders `unlearn
 tune` writes; results/README.md), whichever invocations of the tune made them, and prints one
 Markdown row per method and point: forget, neighbour, retain and general accuracy, prefill
-attack success, refusal on keep items, and the tune's selection score (mean of the four
-objectives, :func:`unlearnkit.pipeline.tune.selection_score`) over the point's seeds. The best
+attack success, refusal on keep items, and the tune's selection score (forgetting and keeping
+half each, :func:`unlearnkit.pipeline.tune.selection_score`) over the point's seeds. The best
 point per method is in bold (the first, in grid order, on a tie), and a method whose best
 point is its largest or smallest value is flagged: the grid wants extending there.
 """
@@ -16,7 +16,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from unlearnkit.pipeline.tune import selection_score
+from unlearnkit.pipeline.tune import measured_objectives, selection_score
 from unlearnkit.report.leaderboard import run_metrics, summarize
 
 COLUMNS = ("forget", "neighbor", "retain", "general", "prefill", "keep_refusal")
@@ -47,8 +47,9 @@ def main() -> None:
           "keep refusal | score |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     edges = []
+    objectives = measured_objectives([m for rows in table.values() for _, m in rows])
     for method, rows in table.items():
-        scores = [selection_score(m) for _, m in rows]
+        scores = [selection_score(m, objectives) for _, m in rows]
         best = max(range(len(rows)), key=lambda i: (scores[i] is not None, scores[i] or 0, -i))
         if len(rows) > 1 and best in (0, len(rows) - 1):
             edges.append(method)
