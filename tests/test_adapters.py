@@ -318,6 +318,9 @@ def test_source_rows_rejects_what_is_not_a_slice(rows):
 def test_source_rows_that_select_nothing_are_an_error():
     from unlearnkit.data.standardize import DataConfig, SourceSpec, gather
 
+    with pytest.raises(UnlearnError, match="not to format: scenario"):
+        gather(DataConfig(sources=[SourceSpec(format="scenario", rows="0:4")]))
+
     with pytest.raises(UnlearnError, match="selects no record"):
         gather(DataConfig(sources=[SourceSpec(format="tofu", split="forget", rows="40:50",
                                               path=str(DATA / "tofu" / "forget01.json"))]))

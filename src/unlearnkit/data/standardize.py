@@ -78,6 +78,9 @@ def _sha256(path: Path) -> str:
 def load_spec(spec: SourceSpec, base: Path) -> tuple[list[Record], dict]:
     """Records of one source, and its manifest entry."""
     if spec.format == "scenario":
+        if spec.rows:
+            raise UnlearnError("source rows applies to a file's records, not to format: "
+                               "scenario; choose the scenario's people with its options")
         options = dict(spec.options)
         with_probes = options.pop("general_probes", True)
         try:
