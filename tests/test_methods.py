@@ -46,6 +46,39 @@ def test_every_trainable_baseline_runs_end_to_end(name, tiny_scenario, tmp_path)
     assert payload["models"]["after"] == str(tmp_path / name / "model")
 
 
+def test_a_run_killed_while_evaluating_does_not_train_again(tiny_scenario, tmp_path,
+                                                           monkeypatch):
+    out = tmp_path / "run"
+    cfg = tiny_run(out, "grad_ascent", resume=True)
+    real_evaluate = run_mod.evaluate
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod, "evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg)
+    saved = json.loads((out / run_mod.TRAINED).read_text())
+    assert saved["after"] == str(out / "model") and len(saved["history"]) == 2
+    weights = (out / "model" / "model.safetensors").read_bytes()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(run_mod, "evaluate", real_evaluate)
+    monkeypatch.setattr(run_mod, "run_baseline", no_training)
+    payload = run(cfg)
+    assert payload["models"]["after"] == str(out / "model")
+    assert len(json.loads((out / "train_log.json").read_text())) == 2
+    assert (out / "model" / "model.safetensors").read_bytes() == weights
+    # other settings (or no --resume) train again, and drop the stale record first
+    other = tiny_run(out, "grad_ascent", resume=True)
+    other.optim.lr *= 2
+    with pytest.raises(AssertionError, match="trained again"):
+        run(other)
+    assert not (out / run_mod.TRAINED).exists()
+
+
 @pytest.mark.parametrize(("lora_output", "after"), [("both", "model"), ("adapter", "adapter")])
 def test_lora_run_saves_the_adapter_and_evaluates_what_it_wrote(tiny_scenario, tmp_path,
                                                                 lora_output, after):

@@ -259,16 +259,41 @@ def _evaluate_one(path: str, records, cfg: RunConfig, context: str | None) -> di
     return result
 
 
+TRAINED = "trained.json"
+
+
+def _training_settings(cfg: RunConfig) -> dict:
+    """The run's settings as its JSON file holds them, bar ``resume``."""
+    return json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k != "resume"}))
+
+
 def unlearn(cfg: RunConfig, prepared: PreparedScenario,
             out: Path) -> tuple[str, list, str | None]:
-    """Run ``cfg.method``: the "after" model, the training log and its evaluation context."""
+    """Run ``cfg.method``: the "after" model, the training log and its evaluation context.
+
+    A finished training leaves ``out/trained.json``; a resumed run with the same settings
+    (killed while it evaluated) takes the saved model from there instead of training again.
+    """
+    marker = out / TRAINED
+    if cfg.resume and marker.is_file():
+        saved = json.loads(marker.read_text())
+        if saved["settings"] == _training_settings(cfg) and Path(saved["after"]).exists():
+            print(f"{out}: trained already ({TRAINED}); evaluating the saved model")
+            return saved["after"], saved["history"], saved["context"]
+    marker.unlink(missing_ok=True)
     torch.manual_seed(cfg.unlearn.seed)  # LoRA's initialisation follows the run's seed
     if cfg.method == PUSHPULL:
         folder, history = train_unlearning(
             cfg, prepared.models["injected"],
             prepared.records + general_keep(cfg.unlearn.mix, prepared), out)
-        return str(folder), history, None
-    return run_baseline(cfg, prepared, out)
+        after, context = str(folder), None
+    else:
+        after, history, context = run_baseline(cfg, prepared, out)
+    if PartialState().is_main_process:
+        atomic_write_text(marker, json.dumps({"after": after, "history": history,
+                                              "context": context,
+                                              "settings": _training_settings(cfg)}))
+    return after, history, context
 
 
 def prepare(cfg: RunConfig) -> PreparedScenario:
