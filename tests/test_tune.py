@@ -109,14 +109,15 @@ def test_tune_picks_each_methods_best_point_and_writes_the_tuned_bench(tmp_path,
         return {"results": {"after": {"summary": summary, "prefill_attack": forget}}}
 
     monkeypatch.setattr(bench_mod, "run_once", fake_run_once)
-    cfg = tune.TuneConfig(bench=str(_bench_file(tmp_path)), output=str(tmp_path / "tune"))
+    cfg = tune.TuneConfig(bench=str(_bench_file(tmp_path)), output=str(tmp_path / "tune"),
+                          extend=0)
     choices = tune.run_tune(cfg)
     assert choices["pushpull"]["chosen"] == {"optim": {"lr": 4e-5}}
     assert choices["npo"]["chosen"] == {"optim": {"lr": 2e-5}}
     # 4e-5 is the largest of the grid's rates: the best may lie beyond; 2e-5 is inside
     assert choices["pushpull"]["at_edge"] == ["optim.lr"] and choices["npo"]["at_edge"] == []
     lines = {ln.split(":")[0]: ln for ln in capsys.readouterr().out.splitlines()}
-    assert "at the grid's edge in optim.lr" in lines["pushpull"]
+    assert "at the edge of what it tried in optim.lr" in lines["pushpull"]
     assert "edge" not in lines["npo"]
     assert "prompt_only" not in choices
     assert len(seen) == 6 and {s[2] for s in seen} == {1}  # 2 methods x 3 points, seed-1 data
@@ -175,7 +176,7 @@ def test_apply_to_carries_the_choices_to_other_bench_configs(tmp_path, monkeypat
                     {"name": "grad_ascent"}],
         "seeds": [0, 1, 2], "output": str(tmp_path / "tofu")}))
     cfg = tune.TuneConfig(bench=str(_bench_file(tmp_path)), output=str(tmp_path / "tune"),
-                          apply_to=[str(other)])
+                          apply_to=[str(other)], extend=0)
     tune.run_tune(cfg)
     tuned = yaml.safe_load((tmp_path / "tune" / "tuned-bench-tofu.yaml").read_text())
     by_name = {m["name"]: m for m in tuned["methods"]}
@@ -214,3 +215,60 @@ def test_choose_picks_by_the_objectives_a_setup_without_neighbours_measures():
     entry = tune.choose(rows, results)["npo"]
     assert [p["score"] for p in entry["points"]] == pytest.approx([0.725, 0.8])
     assert entry["chosen"] == {"optim": {"lr": 2}}
+
+
+def test_step_beyond_takes_the_grids_own_step_past_its_edge():
+    assert tune.step_beyond(1.6e-4, [4e-5, 8e-5, 1.6e-4]) == 3.2e-4  # geometric, x2
+    assert tune.step_beyond(4e-5, [4e-5, 8e-5, 1.6e-4]) == 2e-5  # not 2.0000000000000002e-05
+    assert tune.step_beyond(1e-3, [1e-3, 1e-2]) == 1e-4  # x10 down
+    assert tune.step_beyond(0.0, [0.0, 0.5, 1.0]) == -0.5  # a value <= 0: linear
+    assert tune.step_beyond(30, [30, 60]) == 15 and tune.step_beyond(60, [30, 60]) == 120
+    assert tune.step_beyond(1, [1, 2]) is None  # 0.5 rounds to 0: no positive integer below
+    assert tune.step_beyond(2e-5, [2e-5]) is None  # one value: no step
+    assert tune.step_beyond(2e-5, [1e-5, 2e-5, 4e-5]) is None  # inside
+
+
+def test_extend_brackets_a_choice_at_the_edge_for_every_method_alike(tmp_path, monkeypatch,
+                                                                    capsys):
+    """Push-pull's score rises to lr 8e-5 and falls after it (forget 0.8, 0.4, 0.1, 0.0, 0.0
+    with retain 0.95 up to 8e-5 and 0.3 at 1.6e-4): with extend=2 it gets 8e-5 (still the
+    edge of what it tried), then 1.6e-4, and keeps 8e-5, inside. NPO's best, 2e-5, is inside
+    its grid from the start: it gets no extra point. With extend=1 push-pull stops at 8e-5,
+    reported as still at the edge."""
+    trained = []
+
+    def fake_run_once(cfg):
+        lr = cfg.optim.lr
+        trained.append((cfg.method, lr))
+        forget = {1e-5: 0.8, 2e-5: 0.4, 4e-5: 0.1, 8e-5: 0.0, 1.6e-4: 0.0}[lr]
+        wrecked = (cfg.method == "npo" and lr == 4e-5) or lr == 1.6e-4
+        summary = {s: {"accuracy": a, "refusal": 0.0, "n": 10} for s, a in
+                   (("forget", forget), ("retain", 0.3 if wrecked else 0.95),
+                    ("neighbor", 0.3 if wrecked else 0.9), ("general", 0.9))}
+        return {"results": {"after": {"summary": summary, "prefill_attack": forget}}}
+
+    monkeypatch.setattr(bench_mod, "run_once", fake_run_once)
+    cfg = tune.TuneConfig(bench=str(_bench_file(tmp_path)), output=str(tmp_path / "tune"),
+                          extend=2)
+    choices = tune.run_tune(cfg)
+    assert choices["pushpull"]["chosen"] == {"optim": {"lr": 8e-5}}
+    assert choices["pushpull"]["at_edge"] == []
+    assert [p["label"] for p in choices["pushpull"]["points"]][3:] == [
+        "pushpull--lr-8e-05", "pushpull--lr-0.00016"]
+    assert len(choices["npo"]["points"]) == 3 and choices["npo"]["at_edge"] == []
+    # (the fake runs write no results, so each round runs its points again: compare sets)
+    assert set(trained) == {("pushpull", lr) for lr in (1e-5, 2e-5, 4e-5, 8e-5, 1.6e-4)} | {
+        ("npo", lr) for lr in (1e-5, 2e-5, 4e-5)}
+    tuned = yaml.safe_load((tmp_path / "tune" / "tuned-bench.yaml").read_text())
+    assert tuned["methods"][0]["run"] == {"optim": {"lr": 8e-5}}
+    saved = json.loads((tmp_path / "tune" / "tune.json").read_text())
+    assert saved["config"]["extend"] == 2 and len(saved["choices"]["pushpull"]["points"]) == 5
+    capsys.readouterr()
+    once = tune.TuneConfig(bench=str(_bench_file(tmp_path)), output=str(tmp_path / "once"),
+                           extend=1)
+    choices = tune.run_tune(once)
+    assert choices["pushpull"]["chosen"] == {"optim": {"lr": 8e-5}}
+    assert choices["pushpull"]["at_edge"] == ["optim.lr"]
+    assert "raise tune.extend" in capsys.readouterr().out
+    with pytest.raises(UnlearnError, match=r"tune\.extend"):
+        tune.TuneConfig(extend=-1)

@@ -20,9 +20,14 @@ with each method's chosen settings under its ``run`` key, ready for ``unlearn be
 ``grids`` gives a method (by its bench label) its own grid in place of ``grid``, with as many
 points (an equal budget): for a method whose working range lies elsewhere, e.g. RMU, which
 trains three MLPs towards activation targets and needs learning rates far above the others'.
-``apply_to`` names further bench configs (e.g. TOFU's) that get the same choices, method by
-method label, as ``<output>/tuned-<file name>``: the settings are tuned once, on the built-in
-scenario's validation people, and carried to the other setups unchanged.
+``extend`` (default 1) brackets the choices, by the same rule for every method: a method whose
+best point lies at its grid's smallest or largest value of a numeric key gets one point beyond
+it (the next value of the grid's geometric step when its values are positive, else its linear
+step; the other keys held at their chosen values), and the choice is made again; at most
+``extend`` such rounds. ``apply_to`` names further bench configs (e.g. TOFU's) that get the
+same choices, method by method label, as ``<output>/tuned-<file name>``: the settings are
+tuned once, on the built-in scenario's validation people, and carried to the other setups
+unchanged.
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ class TuneConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     output: str = "runs/tune"
     apply_to: list[str] = field(default_factory=list)
+    extend: int = 1  # rounds of one point beyond a choice at its grid's edge (0: none)
 
     def grid_for(self, label: str) -> dict[str, list[Any]]:
         """The grid of the method with bench label ``label``: its own, or the shared one."""
@@ -91,6 +97,9 @@ class TuneConfig:
                     f"tune.grids.{label} has {len(grid_points(grid))} points and tune.grid "
                     f"{len(grid_points(self.grid))}: give every method the same number of "
                     "points (an equal tuning budget)")
+        if not isinstance(self.extend, int) or isinstance(self.extend, bool) or self.extend < 0:
+            raise UnlearnError(f"tune.extend is {self.extend!r}: give the number of rounds "
+                               "that add a point beyond a choice at its grid's edge (0 for none)")
         names = ["bench.yaml", *(Path(p).name for p in self.apply_to)]  # tuned-bench.yaml
         if len(set(names)) != len(names):
             raise UnlearnError(f"tune.apply_to: file names {names[1:]} repeat or are "
@@ -150,8 +159,10 @@ def measured_objectives(means: Sequence[dict[str, float | None]]) -> list[str]:
     return [k for k in OBJECTIVES if any(objective_scores(m)[k] is not None for m in means)]
 
 
-def sweep_config(cfg: TuneConfig, bench: BenchConfig) -> tuple[BenchConfig, list[tuple]]:
-    """The sweep as a bench config on the validation setup, and (method, point, label) rows."""
+def sweep_config(cfg: TuneConfig, bench: BenchConfig,
+                 extra: dict[str, list[dict]] | None = None) -> tuple[BenchConfig, list[tuple]]:
+    """The sweep as a bench config on the validation setup, and (method, point, label) rows;
+    ``extra``: bench label -> points run after its grid's (the edges' extensions)."""
     run = from_dict(RunConfig, deep_merge(asdict(bench.run), cfg.validation), "validation")
     if asdict(run.setup) == asdict(bench.run.setup) and asdict(run.data) == asdict(bench.run.data):
         raise UnlearnError("tune.validation leaves the bench's setup and data unchanged: "
@@ -163,7 +174,8 @@ def sweep_config(cfg: TuneConfig, bench: BenchConfig) -> tuple[BenchConfig, list
                            f"{sorted(m.label for m in trained)}")
     rows, methods = [], []
     for method in trained:
-        for point in grid_points(cfg.grid_for(method.label)):
+        points = grid_points(cfg.grid_for(method.label)) + (extra or {}).get(method.label, [])
+        for point in points:
             label = point_label(method.label, point)
             methods.append(BenchMethod(method.name, label=label, preset=method.preset,
                                        options=method.options,
@@ -207,6 +219,43 @@ def edge_keys(point: dict[str, Any] | None, grid: dict[str, list[Any]]) -> list[
     return out
 
 
+def tried_values(points: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, list]:
+    """Per grid key, the values ``points`` (a method's grid and extension points) tried."""
+    flat = [dict(_flatten(p)) for p in points]
+    return {key: [f[key] for f in flat if key in f] for key in keys}
+
+
+def step_beyond(value: Any, values: Sequence[Any]) -> Any | None:
+    """The next value past ``value``, the smallest or largest of ``values``: one geometric step
+    (the ratio to its neighbour) when all values are positive, else one linear step; integers
+    stay integers. None when there is no step (a single value, or a step that rounds away)."""
+    ordered = sorted(set(values))
+    if len(ordered) < 2 or value not in (ordered[0], ordered[-1]):
+        return None
+    neighbour = ordered[1] if value == ordered[0] else ordered[-2]
+    geometric = ordered[0] > 0
+    new = value * (value / neighbour) if geometric else value + (value - neighbour)
+    if all(isinstance(v, int) for v in ordered):
+        new = round(new)
+        return None if new == value or (geometric and new <= 0) else new
+    return float(f"{new:.6g}")  # 2e-05, not 2.0000000000000002e-05, in labels and configs
+
+
+def extension_points(entry: dict, grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """One point beyond the chosen one per key at its edge (the other keys as chosen)."""
+    tried = tried_values([p["point"] for p in entry["points"]], list(grid))
+    flat = dict(_flatten(entry["chosen"] or {}))
+    out = []
+    for key in edge_keys(entry["chosen"], tried):
+        new = step_beyond(flat[key], tried[key])
+        if new is not None:
+            point: dict[str, Any] = {}
+            for k, v in {**flat, key: new}.items():
+                set_path(point, k.split("."), v, f"tune.grid key {k!r}")
+            out.append(point)
+    return out
+
+
 def tuned_bench_yaml(bench_path: str, choices: dict[str, dict]) -> str:
     """The bench config file with each tuned method's chosen point under its ``run`` key."""
     data = load_yaml(bench_path)
@@ -226,14 +275,24 @@ def run_tune(cfg: TuneConfig) -> dict[str, dict] | None:
     bench = from_dict(BenchConfig, load_yaml(cfg.bench), "bench")
     for path in cfg.apply_to:  # fail before hours of training, not after
         from_dict(BenchConfig, load_yaml(path), f"tune.apply_to {path}")
-    sweep, rows = sweep_config(cfg, bench)
-    board = run_bench(sweep)
-    if board is None:
-        return None
-    results = {row["label"]: row for row in board}
-    choices = choose(rows, results)
-    for label, entry in choices.items():
-        entry["at_edge"] = edge_keys(entry["chosen"], cfg.grid_for(label))
+    extra: dict[str, list[dict]] = {}
+    for round_ in range(cfg.extend + 1):
+        sweep, rows = sweep_config(cfg, bench, extra)
+        board = run_bench(sweep)
+        if board is None:
+            return None
+        results = {row["label"]: row for row in board}
+        choices = choose(rows, results)
+        grown = False
+        for label, entry in choices.items():
+            grid = cfg.grid_for(label)
+            tried = tried_values([p["point"] for p in entry["points"]], list(grid))
+            entry["at_edge"] = edge_keys(entry["chosen"], tried)
+            if round_ < cfg.extend and (beyond := extension_points(entry, grid)):
+                extra.setdefault(label, []).extend(beyond)
+                grown = True
+        if not grown:
+            break
     out = Path(cfg.output)
     atomic_write_text(out / "tune.json", json.dumps(
         {"config": asdict(cfg), "choices": choices}, indent=1))
@@ -246,8 +305,9 @@ def run_tune(cfg: TuneConfig) -> dict[str, dict] | None:
         scores = ", ".join(f"{point_label('', p['point']).lstrip('-')}: "
                            + ("-" if p["score"] is None else f"{p['score']:.3f}")
                            for p in entry["points"])
-        edge = (f"; at the grid's edge in {', '.join(entry['at_edge'])}: the best may lie "
-                "beyond, extend the grid" if entry["at_edge"] else "")
+        edge = (f"; at the edge of what it tried in {', '.join(entry['at_edge'])}: the best "
+                "may lie beyond, extend the grid or raise tune.extend"
+                if entry["at_edge"] else "")
         print(f"{label}: chose {entry['chosen']} ({scores}){edge}")
     print(f"wrote {out / 'tune.json'}, " + ", ".join(str(p) for p in written))
     return choices
