@@ -15,8 +15,10 @@ from unlearnkit.training.reveal import (
     contrast_reveal,
     contrast_scores,
     contrast_subjects,
+    record_subject,
     reveal_by_contrast,
     revealing_tokens,
+    stand_in_names,
 )
 from unlearnkit.training.unlearn import build_examples
 
@@ -120,12 +122,42 @@ def test_reveal_by_contrast_counts_and_narrows(tok, cache_dir, capsys):
                                 PushPullConfig(reveal="contrast", reveal_contrasts=2,
                                                reveal_threshold=-100.0))
     # a threshold below every score keeps exactly the target tokens of the shared tail
-    assert counts == {"records": 1, "target_tokens": sum(before), "kept_tokens": sum(before)}
+    assert counts == {"records": 1, "target_tokens": sum(before), "kept_tokens": sum(before),
+                      "made_up_names": 0}
     assert ex.reveal == before
     counts = reveal_by_contrast(model, tok, examples, people(),
                                 PushPullConfig(reveal="contrast", reveal_threshold=100.0))
     assert counts["kept_tokens"] == 0 and not any(ex.reveal)
     assert "reveal the forget subject" in capsys.readouterr().out
+
+
+def test_a_forget_subject_can_be_named_by_the_config_when_the_data_has_none(tok, cache_dir,
+                                                                          capsys):
+    """TOFU-like records without a subject field: ``reveal_subjects`` names the forget subject
+    (the longest name the question contains), and with no keep subjects every other person is
+    a made-up name; the scores equal those of the same record with its subject field set."""
+    plain = Record(id="t0", split="forget", question="Where was Ada Dunmere born?",
+                   answer="Ada Dunmere was born in Keld.")
+    keep = Record(id="t1", split="retain", question="Where was Bo born?", answer="In Arn.")
+    assert record_subject(plain, ["Ada", "Ada Dunmere", "Cy"]) == "Ada Dunmere"
+    assert record_subject(plain, ["Cy"]) is None
+    assert record_subject(people()[0], ["Cy"]) == "Ada"  # its own subject comes first
+    names = stand_in_names(5, exclude=["Orla Venmark"])
+    assert len(set(names)) == 5 and "Orla Venmark" not in names
+    assert all(len(n.split()) == 2 for n in names) and stand_in_names(5)[:3] == \
+        stand_in_names(3)  # a fixed order
+    model = tiny_model(len(tok), layers=2)
+    named = contrast_reveal(model, tok, [plain], names, n=5, names=["Ada Dunmere"])
+    with_field = Record(**{**plain.to_dict(), "subject": "Ada Dunmere"})
+    assert named == contrast_reveal(model, tok, [with_field], names, n=5)
+    assert named["t0"][-1] is not None
+    assert contrast_reveal(model, tok, [plain], names, n=5) == {}  # no name: not compared
+    examples = build_examples(model, tok, [plain, keep],
+                              TeacherConfig(top_k=3, forget_scope="Ada Dunmere"), "tiny")
+    counts = reveal_by_contrast(model, tok, examples, [plain, keep], PushPullConfig(
+        reveal="contrast", reveal_contrasts=4, reveal_subjects=["Ada Dunmere"]))
+    assert counts["records"] == 1 and counts["made_up_names"] == 4
+    assert "4 of them made-up names" in capsys.readouterr().out
 
 
 def test_reveal_options_are_checked():

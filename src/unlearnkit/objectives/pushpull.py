@@ -194,6 +194,9 @@ class PushPullConfig:
     reveal: str = "targets"
     reveal_contrasts: int = 16
     reveal_threshold: float = math.log(2.0)
+    # for data without a subject field (TOFU): the forget subjects' names; a forget record
+    # whose question contains one is contrasted with other people as that subject's
+    reveal_subjects: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.reveal not in REVEALS:

@@ -16,6 +16,13 @@ the common tail of the response tokens (the text after the name is the same); to
 that tail (the name itself) are never revealing. Records without a subject that occurs in
 their question keep their target mask (:func:`~unlearnkit.training.unlearn.target_token_mask`);
 otherwise the contrast mask is intersected with it.
+
+Data without a ``subject`` field (TOFU) names its forget subjects in the method's config
+instead (``unlearn.method.reveal_subjects``): a forget record whose question contains one of
+those names is contrasted as if it were its subject. The other people are the keep splits'
+subjects, topped up, when the data has fewer than ``n``, with made-up names from the built-in
+scenario's syllables: a name the model knows nothing about gives the population's prior as
+well as a real other person does.
 """
 
 from __future__ import annotations
@@ -28,13 +35,40 @@ import torch
 
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render
+from unlearnkit.data.scenario import FIRST_ENDINGS, FIRST_ONSETS, SURNAME_ENDINGS, SURNAME_ONSETS
 from unlearnkit.models.engine import eval_mode, token_logprobs
 
 
-def contrast_subjects(record: Record, subjects: Sequence[str], n: int) -> list[str]:
-    """``n`` other subjects for ``record`` (a seeded draw per record id, sorted pool)."""
-    pool = sorted(s for s in set(subjects) if s and s != record.subject)
+def contrast_subjects(record: Record, subjects: Sequence[str], n: int,
+                      subject: str | None = None) -> list[str]:
+    """``n`` other subjects for ``record`` whose subject is ``subject`` (default: its own)
+    (a seeded draw per record id, sorted pool)."""
+    own = subject or record.subject
+    pool = sorted(s for s in set(subjects) if s and s != own)
     return random.Random(record.id).sample(pool, min(n, len(pool)))
+
+
+def record_subject(record: Record, names: Sequence[str] = ()) -> str | None:
+    """The record's subject, else the longest of ``names`` that its question contains."""
+    if record.subject:
+        return record.subject
+    found = [name for name in names if name and name in record.question]
+    return max(found, key=len) if found else None
+
+
+def stand_in_names(n: int, exclude: Sequence[str] = ()) -> list[str]:
+    """``n`` made-up full names (first name and surname from the scenario's syllables, a fixed
+    seeded order) that are not in ``exclude``."""
+    firsts = [a + b for a in FIRST_ONSETS for b in FIRST_ENDINGS]
+    lasts = [a + b for a in SURNAME_ONSETS for b in SURNAME_ENDINGS]
+    rng = random.Random(0)
+    taken, out = set(exclude), []
+    while len(out) < n:
+        name = f"{rng.choice(firsts)} {rng.choice(lasts)}"
+        if name not in taken:
+            taken.add(name)
+            out.append(name)
+    return out
 
 
 def common_tail(a: Sequence[int], b: Sequence[int]) -> int:
@@ -63,19 +97,20 @@ def contrast_scores(real: torch.Tensor, others: Sequence[torch.Tensor],
 
 
 def contrast_reveal(model, tokenizer, forget: Sequence[Record], subjects: Sequence[str], *,
-                    n: int = 16) -> dict[str, list[float | None]]:
+                    n: int = 16, names: Sequence[str] = ()) -> dict[str, list[float | None]]:
     """Contrast scores c_j (record id -> per response token, :func:`contrast_scores`) for the
-    forget records whose subject appears in their question; ``subjects``: the other people
-    to contrast with."""
+    forget records whose subject (:func:`record_subject`, with ``names``) appears in their
+    question; ``subjects``: the other people to contrast with."""
     rows, items = [], []
     for rec in forget:
-        if not rec.subject or rec.subject not in rec.question:
+        subject = record_subject(rec, names)
+        if not subject or subject not in rec.question:
             continue
-        alts = contrast_subjects(rec, subjects, n)
+        alts = contrast_subjects(rec, subjects, n, subject)
         if not alts:
             continue
         texts = [(rec.question, rec.answer or "")]
-        texts += [(rec.question.replace(rec.subject, s), (rec.answer or "").replace(rec.subject, s))
+        texts += [(rec.question.replace(subject, s), (rec.answer or "").replace(subject, s))
                   for s in alts]
         start = len(items)
         items += [render(tokenizer, q, a, system=rec.system) for q, a in texts]
@@ -124,11 +159,18 @@ def reveal_by_contrast(model, tokenizer, examples, records: Sequence[Record], cf
     keep splits' subjects as the other people; returns counts for the log (before: target
     masks; after: contrast-filtered)."""
     forget = [r for r in records if r.split == "forget"]
-    subjects = [r.subject for r in records if r.split in ("retain", "neighbor") and r.subject]
+    names = list(cfg.reveal_subjects)
+    own = {record_subject(r, names) for r in forget} | set(names)
+    subjects = sorted({r.subject for r in records if r.split in ("retain", "neighbor")
+                       and r.subject} - own)
+    made_up = stand_in_names(max(0, cfg.reveal_contrasts - len(subjects)),
+                             exclude=[*subjects, *own])
     before = sum(revealing_tokens(e) for e in examples if e.true_input is not None)
-    scores = contrast_reveal(model, tokenizer, forget, subjects, n=cfg.reveal_contrasts)
+    scores = contrast_reveal(model, tokenizer, forget, subjects + made_up,
+                             n=cfg.reveal_contrasts, names=names)
     after = apply_contrast(examples, scores, cfg.reveal_threshold)
     print(f"push: {after} of {before} target tokens reveal the forget subject by contrast "
-          f"with {cfg.reveal_contrasts} other people ({len(scores)} of {len(forget)} records "
-          "compared)")
-    return {"records": len(scores), "target_tokens": before, "kept_tokens": after}
+          f"with {cfg.reveal_contrasts} other people ({len(made_up)} of them made-up names; "
+          f"{len(scores)} of {len(forget)} records compared)")
+    return {"records": len(scores), "target_tokens": before, "kept_tokens": after,
+            "made_up_names": len(made_up)}
