@@ -261,9 +261,13 @@ def test_extend_brackets_a_choice_at_the_edge_for_every_method_alike(tmp_path, m
         ("npo", lr) for lr in (1e-5, 2e-5, 4e-5)}
     tuned = yaml.safe_load((tmp_path / "tune" / "tuned-bench.yaml").read_text())
     assert tuned["methods"][0]["run"] == {"optim": {"lr": 8e-5}}
+    rounds = [ln for ln in capsys.readouterr().out.splitlines() if "extension round" in ln]
+    assert rounds == ["tune: extension round 1 of at most 2, beyond a choice at the edge: "
+                      "pushpull--lr-8e-05",
+                      "tune: extension round 2 of at most 2, beyond a choice at the edge: "
+                      "pushpull--lr-0.00016"]
     saved = json.loads((tmp_path / "tune" / "tune.json").read_text())
     assert saved["config"]["extend"] == 2 and len(saved["choices"]["pushpull"]["points"]) == 5
-    capsys.readouterr()
     once = tune.TuneConfig(bench=str(_bench_file(tmp_path)), output=str(tmp_path / "once"),
                            extend=1)
     choices = tune.run_tune(once)

@@ -283,16 +283,19 @@ def run_tune(cfg: TuneConfig) -> dict[str, dict] | None:
             return None
         results = {row["label"]: row for row in board}
         choices = choose(rows, results)
-        grown = False
+        grown: list[str] = []
         for label, entry in choices.items():
             grid = cfg.grid_for(label)
             tried = tried_values([p["point"] for p in entry["points"]], list(grid))
             entry["at_edge"] = edge_keys(entry["chosen"], tried)
             if round_ < cfg.extend and (beyond := extension_points(entry, grid)):
                 extra.setdefault(label, []).extend(beyond)
-                grown = True
+                grown.append(point_label(label, beyond[0]) + (
+                    f" (+{len(beyond) - 1})" if len(beyond) > 1 else ""))
         if not grown:
             break
+        print(f"tune: extension round {round_ + 1} of at most {cfg.extend}, beyond a choice at "
+              f"the edge: {', '.join(grown)}")
     out = Path(cfg.output)
     atomic_write_text(out / "tune.json", json.dumps(
         {"config": asdict(cfg), "choices": choices}, indent=1))
