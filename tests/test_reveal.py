@@ -141,7 +141,10 @@ def test_a_forget_subject_can_be_named_by_the_config_when_the_data_has_none(tok,
     keep = Record(id="t1", split="retain", question="Where was Bo born?", answer="In Arn.")
     assert record_subject(plain, ["Ada", "Ada Dunmere", "Cy"]) == "Ada Dunmere"
     assert record_subject(plain, ["Cy"]) is None
-    assert record_subject(people()[0], ["Cy"]) == "Ada"  # its own subject comes first
+    assert record_subject(people()[0], ["Cy"]) == "Ada"  # no name in it: its own subject
+    place = Record(id="t2", split="forget", question="Who was born in Keld? Ada Dunmere?",
+                   answer="Ada Dunmere.", subject="Keld")
+    assert record_subject(place, ["Ada Dunmere"]) == "Ada Dunmere"  # the config's name first
     names = stand_in_names(5, exclude=["Orla Venmark"])
     assert len(set(names)) == 5 and "Orla Venmark" not in names
     assert all(len(n.split()) == 2 for n in names) and stand_in_names(5)[:3] == \
@@ -158,6 +161,17 @@ def test_a_forget_subject_can_be_named_by_the_config_when_the_data_has_none(tok,
         reveal="contrast", reveal_contrasts=4, reveal_subjects=["Ada Dunmere"]))
     assert counts["records"] == 1 and counts["made_up_names"] == 4
     assert "4 of them made-up names" in capsys.readouterr().out
+    # without reveal_subjects nothing is made up: a subject with no other people in the data
+    # (TOFU forget01's subject field names places) is not compared, every token stays pushed
+    placed = Record(id="t3", split="forget", question="Who was born in Keld?",
+                    answer="Ada Dunmere was born in Keld.", subject="Keld")
+    examples = build_examples(model, tok, [placed, keep],
+                              TeacherConfig(top_k=3, forget_scope="Ada Dunmere"), "tiny")
+    [ex] = [e for e in examples if e.true_input is not None]
+    counts = reveal_by_contrast(model, tok, examples, [placed, keep],
+                                PushPullConfig(reveal="contrast", reveal_contrasts=4))
+    assert counts["records"] == 0 and counts["made_up_names"] == 0
+    assert counts["kept_tokens"] == counts["target_tokens"] == revealing_tokens(ex)
 
 
 def test_reveal_options_are_checked():

@@ -17,12 +17,14 @@ that tail (the name itself) are never revealing. Records without a subject that 
 their question keep their target mask (:func:`~unlearnkit.training.unlearn.target_token_mask`);
 otherwise the contrast mask is intersected with it.
 
-Data without a ``subject`` field (TOFU) names its forget subjects in the method's config
-instead (``unlearn.method.reveal_subjects``): a forget record whose question contains one of
-those names is contrasted as if it were its subject. The other people are the keep splits'
-subjects, topped up, when the data has fewer than ``n``, with made-up names from the built-in
-scenario's syllables: a name the model knows nothing about gives the population's prior as
-well as a real other person does.
+Data without a usable ``subject`` field (TOFU's names places, or is missing) names its forget
+subjects in the method's config instead (``unlearn.method.reveal_subjects``): a forget record
+whose question contains one of those names is contrasted as that subject's. The other people
+are then the keep splits' subjects, topped up, when the data has fewer than ``n``, with
+made-up names from the built-in scenario's syllables: a name the model knows nothing about
+gives the population's prior as well as a real other person does. Without
+``reveal_subjects`` nothing is made up: a record whose data has no other people keeps its
+target mask, as before.
 """
 
 from __future__ import annotations
@@ -49,11 +51,10 @@ def contrast_subjects(record: Record, subjects: Sequence[str], n: int,
 
 
 def record_subject(record: Record, names: Sequence[str] = ()) -> str | None:
-    """The record's subject, else the longest of ``names`` that its question contains."""
-    if record.subject:
-        return record.subject
+    """The longest of ``names`` that the record's question contains, else its own subject
+    (names given in the config come first: TOFU's ``subject`` field names a place)."""
     found = [name for name in names if name and name in record.question]
-    return max(found, key=len) if found else None
+    return max(found, key=len) if found else record.subject
 
 
 def stand_in_names(n: int, exclude: Sequence[str] = ()) -> list[str]:
@@ -163,8 +164,10 @@ def reveal_by_contrast(model, tokenizer, examples, records: Sequence[Record], cf
     own = {record_subject(r, names) for r in forget} | set(names)
     subjects = sorted({r.subject for r in records if r.split in ("retain", "neighbor")
                        and r.subject} - own)
+    # made-up people only for subjects named in the config: a data set's own subject field
+    # may name something else than a person (TOFU's names places)
     made_up = stand_in_names(max(0, cfg.reveal_contrasts - len(subjects)),
-                             exclude=[*subjects, *own])
+                             exclude=[*subjects, *own]) if names else []
     before = sum(revealing_tokens(e) for e in examples if e.true_input is not None)
     scores = contrast_reveal(model, tokenizer, forget, subjects + made_up,
                              n=cfg.reveal_contrasts, names=names)
