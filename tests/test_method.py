@@ -215,6 +215,29 @@ def test_pull_per_kind_averages_each_kind_and_the_boundary_items_apart(tok, cach
     assert abs(float(pooled.detach()) - float(got.detach())) > 1e-4
 
 
+def test_pull_forget_off_pulls_only_the_keep_items(tok, cache_dir):
+    """pull_forget=False: the pull is the one over the retain and neighbour rows alone, and
+    the forget terms are unchanged (the same as the full step's)."""
+    from unlearnkit.objectives import pushpull as pp
+
+    model = tiny_model(len(tok), layers=3)
+    examples = build_examples(model, tok, records(), TeacherConfig(top_k=4), "tiny")
+    refresh_prefill(model, tok, examples, [1, 2])
+    keep = [e for e in examples if e.true_input is None]
+    assert 0 < len(keep) < len(examples)
+    _, logs = pushpull_step(0, PushPullConfig(top_m=3, pull_forget=False))(model, examples)
+    _, full = pushpull_step(0, PushPullConfig(top_m=3))(model, examples)
+    pulled = [e.pull_input for e in keep]
+    logits, _, off = _window(model, pulled, 0)
+    values, indices, mask, _ = _aligned(pulled, [e.pull_top for e in keep], off,
+                                        logits.shape[:2])
+    want = pp.pull_loss(logits, values, indices, mask, delta=1.0)
+    assert logs["pull"] == pytest.approx(float(want.detach()), rel=1e-5)
+    assert abs(logs["pull"] - full["pull"]) > 1e-4  # the forget rows' pull is left out
+    for key in ("push", "adv"):
+        assert logs[key] == pytest.approx(full[key], rel=1e-4, abs=1e-6)
+
+
 def test_topk_cache_round_trip_keeps_the_log_normalisers(tmp_path):
     from unlearnkit.models.teacher_cache import TopK, load_topk, save_topk
 

@@ -165,6 +165,9 @@ class PushPullConfig:
     """Weights and switches of L = L_pull + beta L_push + gamma L_adv (each can be ablated)."""
 
     pull: bool = True
+    # False: forget items are not pulled towards the teacher's desired response, only pushed
+    # and adversarially prefilled; retain/neighbour items are pulled as before (an ablation)
+    pull_forget: bool = True
     push: bool = True
     prefill: bool = True
     beta: float = 1.0
@@ -270,7 +273,9 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
     def step(model, examples: list[Example]):
         logs: dict[str, float] = {}
         total = torch.zeros((), device=next(model.parameters()).device)
-        pulled = [e.pull_input for e in examples] if cfg.pull else []
+        kept = [e for e in examples if cfg.pull_forget or e.true_input is None] \
+            if cfg.pull else []
+        pulled = [e.pull_input for e in kept]
         forget = [e for e in examples if e.true_input is not None] \
             if cfg.push or cfg.prefill else []
         if not pulled and not forget:
@@ -278,11 +283,11 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
         logits, _, off = _window(model, pulled + [e.true_input for e in forget], pad_id)
         if pulled:
             part = logits[:len(pulled)]
-            values, indices, mask, _ = _aligned(pulled, [e.pull_top for e in examples], off,
+            values, indices, mask, _ = _aligned(pulled, [e.pull_top for e in kept], off,
                                                 part.shape[:2])
             groups = None
             if cfg.pull_per_kind:
-                names = ["boundary" if e.boundary else e.kind for e in examples]
+                names = ["boundary" if e.boundary else e.kind for e in kept]
                 ids = {k: i for i, k in enumerate(dict.fromkeys(names))}
                 groups = torch.tensor([ids[k] for k in names], device=part.device)
             loss = pull_loss(part, values.to(part.device), indices.to(part.device),
