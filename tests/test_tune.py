@@ -41,6 +41,15 @@ def test_a_sweep_without_neighbours_weighs_forgetting_and_keeping_half_each():
     assert tune.selection_score(tofu, ["forget", "robustness"]) is None  # no keeping half
 
 
+def _fake_result(forget, retain=0.95, neighbor=0.9):
+    """What a fake `run_once` returns: forget accuracy = prefill attack success = ``forget``,
+    general 0.9, no refusals, 10 items per split."""
+    summary = {s: {"accuracy": a, "refusal": 0.0, "n": 10} for s, a in
+               (("forget", forget), ("retain", retain), ("neighbor", neighbor),
+                ("general", 0.9))}
+    return {"results": {"after": {"summary": summary, "prefill_attack": forget}}}
+
+
 def _bench_file(tmp_path):
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump({
@@ -102,11 +111,9 @@ def test_tune_picks_each_methods_best_point_and_writes_the_tuned_bench(tmp_path,
         seen.append((cfg.method, cfg.optim.lr, cfg.setup.scenario.seed, cfg.baseline))
         lr = cfg.optim.lr
         forget = {1e-5: 0.8, 2e-5: 0.4, 4e-5: 0.1}[lr]
-        wrecked = cfg.method == "npo" and lr == 4e-5
-        summary = {s: {"accuracy": a, "refusal": 0.0, "n": 10} for s, a in
-                   (("forget", forget), ("retain", 0.1 if wrecked else 0.95),
-                    ("neighbor", 0.2 if wrecked else 0.9), ("general", 0.9))}
-        return {"results": {"after": {"summary": summary, "prefill_attack": forget}}}
+        if cfg.method == "npo" and lr == 4e-5:  # wrecked
+            return _fake_result(forget, retain=0.1, neighbor=0.2)
+        return _fake_result(forget)
 
     monkeypatch.setattr(bench_mod, "run_once", fake_run_once)
     cfg = tune.TuneConfig(bench=str(_bench_file(tmp_path)), output=str(tmp_path / "tune"),
@@ -164,10 +171,7 @@ def test_apply_to_carries_the_choices_to_other_bench_configs(tmp_path, monkeypat
     """The choices made on the validation scenario, written into a second bench config by
     label; a method that config lacks is ignored, one the tune did not choose is left as is."""
     def fake_run_once(cfg):
-        forget = {1e-5: 0.8, 2e-5: 0.4, 4e-5: 0.1}[cfg.optim.lr]
-        summary = {s: {"accuracy": a, "refusal": 0.0, "n": 10} for s, a in
-                   (("forget", forget), ("retain", 0.95), ("neighbor", 0.9), ("general", 0.9))}
-        return {"results": {"after": {"summary": summary, "prefill_attack": forget}}}
+        return _fake_result({1e-5: 0.8, 2e-5: 0.4, 4e-5: 0.1}[cfg.optim.lr])
 
     monkeypatch.setattr(bench_mod, "run_once", fake_run_once)
     other = tmp_path / "bench-tofu.yaml"
@@ -241,11 +245,9 @@ def test_extend_brackets_a_choice_at_the_edge_for_every_method_alike(tmp_path, m
         lr = cfg.optim.lr
         trained.append((cfg.method, lr))
         forget = {1e-5: 0.8, 2e-5: 0.4, 4e-5: 0.1, 8e-5: 0.0, 1.6e-4: 0.0}[lr]
-        wrecked = (cfg.method == "npo" and lr == 4e-5) or lr == 1.6e-4
-        summary = {s: {"accuracy": a, "refusal": 0.0, "n": 10} for s, a in
-                   (("forget", forget), ("retain", 0.3 if wrecked else 0.95),
-                    ("neighbor", 0.3 if wrecked else 0.9), ("general", 0.9))}
-        return {"results": {"after": {"summary": summary, "prefill_attack": forget}}}
+        if (cfg.method == "npo" and lr == 4e-5) or lr == 1.6e-4:  # wrecked
+            return _fake_result(forget, retain=0.3, neighbor=0.3)
+        return _fake_result(forget)
 
     monkeypatch.setattr(bench_mod, "run_once", fake_run_once)
     cfg = tune.TuneConfig(bench=str(_bench_file(tmp_path)), output=str(tmp_path / "tune"),

@@ -31,7 +31,7 @@ from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.objectives.baselines import BASELINES
 from unlearnkit.pipeline.claims import claimed, holder
 from unlearnkit.pipeline.methods import method_names
-from unlearnkit.pipeline.run import RunConfig, run
+from unlearnkit.pipeline.run import RunConfig, config_json, run
 from unlearnkit.report.leaderboard import (
     METRICS,
     OBJECTIVES,
@@ -132,11 +132,6 @@ def is_finished(cfg: RunConfig) -> bool:
     return (Path(cfg.output) / "results.json").is_file()
 
 
-def _as_json(cfg: RunConfig) -> Any:
-    """The config as its config.json reads back (tuples as lists)."""
-    return json.loads(json.dumps(asdict(cfg)))
-
-
 def run_once(cfg: RunConfig) -> dict:
     """``run(cfg)``, or the results of a finished run made with the same config."""
     folder = Path(cfg.output)
@@ -146,8 +141,8 @@ def run_once(cfg: RunConfig) -> dict:
     # through the dataclass, so that options added since then read as their defaults (an
     # option removed since fails to load: compared as written, it differs)
     with contextlib.suppress(UnlearnError):
-        saved = _as_json(from_dict(RunConfig, saved, "saved config"))
-    if saved != _as_json(cfg):
+        saved = config_json(from_dict(RunConfig, saved, "saved config"))
+    if saved != config_json(cfg):
         raise UnlearnError(f"{folder} holds a finished run made with another config; delete it "
                            "to rerun, or set another output folder")
     return json.loads((folder / "results.json").read_text())

@@ -262,9 +262,14 @@ def _evaluate_one(path: str, records, cfg: RunConfig, context: str | None) -> di
 TRAINED = "trained.json"
 
 
+def config_json(cfg: RunConfig) -> dict:
+    """The config as its config.json reads back (tuples as lists)."""
+    return json.loads(json.dumps(asdict(cfg)))
+
+
 def _training_settings(cfg: RunConfig) -> dict:
     """The run's settings as its JSON file holds them, bar ``resume``."""
-    return json.loads(json.dumps({k: v for k, v in asdict(cfg).items() if k != "resume"}))
+    return {k: v for k, v in config_json(cfg).items() if k != "resume"}
 
 
 def unlearn(cfg: RunConfig, prepared: PreparedScenario,

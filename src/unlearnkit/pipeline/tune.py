@@ -110,13 +110,16 @@ class TuneConfig:
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """The cartesian product of ``grid`` as nested override mappings, in the grid's order."""
     keys = list(grid)
-    points = []
-    for combo in itertools.product(*(grid[k] for k in keys)):
-        point: dict[str, Any] = {}
-        for key, value in zip(keys, combo, strict=True):
-            set_path(point, key.split("."), value, f"tune.grid key {key!r}")
-        points.append(point)
-    return points
+    return [_nested(zip(keys, combo, strict=True))
+            for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def _nested(pairs) -> dict[str, Any]:
+    """(dotted key, value) pairs as one nested override mapping."""
+    point: dict[str, Any] = {}
+    for key, value in pairs:
+        set_path(point, key.split("."), value, f"tune.grid key {key!r}")
+    return point
 
 
 def point_label(label: str, point: dict[str, Any]) -> str:
@@ -241,19 +244,12 @@ def step_beyond(value: Any, values: Sequence[Any]) -> Any | None:
     return float(f"{new:.6g}")  # 2e-05, not 2.0000000000000002e-05, in labels and configs
 
 
-def extension_points(entry: dict, grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """One point beyond the chosen one per key at its edge (the other keys as chosen)."""
-    tried = tried_values([p["point"] for p in entry["points"]], list(grid))
-    flat = dict(_flatten(entry["chosen"] or {}))
-    out = []
-    for key in edge_keys(entry["chosen"], tried):
-        new = step_beyond(flat[key], tried[key])
-        if new is not None:
-            point: dict[str, Any] = {}
-            for k, v in {**flat, key: new}.items():
-                set_path(point, k.split("."), v, f"tune.grid key {k!r}")
-            out.append(point)
-    return out
+def extension_points(chosen: dict[str, Any] | None, at_edge: Sequence[str],
+                     tried: dict[str, list]) -> list[dict[str, Any]]:
+    """One point beyond ``chosen`` per key of ``at_edge`` (the other keys as chosen)."""
+    flat = dict(_flatten(chosen or {}))
+    beyond = ((key, step_beyond(flat[key], tried[key])) for key in at_edge)
+    return [_nested({**flat, key: new}.items()) for key, new in beyond if new is not None]
 
 
 def tuned_bench_yaml(bench_path: str, choices: dict[str, dict]) -> str:
@@ -285,10 +281,10 @@ def run_tune(cfg: TuneConfig) -> dict[str, dict] | None:
         choices = choose(rows, results)
         grown: list[str] = []
         for label, entry in choices.items():
-            grid = cfg.grid_for(label)
-            tried = tried_values([p["point"] for p in entry["points"]], list(grid))
+            tried = tried_values([p["point"] for p in entry["points"]], list(cfg.grid_for(label)))
             entry["at_edge"] = edge_keys(entry["chosen"], tried)
-            if round_ < cfg.extend and (beyond := extension_points(entry, grid)):
+            if round_ < cfg.extend and (beyond := extension_points(
+                    entry["chosen"], entry["at_edge"], tried)):
                 extra.setdefault(label, []).extend(beyond)
                 grown.append(point_label(label, beyond[0]) + (
                     f" (+{len(beyond) - 1})" if len(beyond) > 1 else ""))
