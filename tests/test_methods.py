@@ -9,7 +9,7 @@ import torch
 import unlearnkit.pipeline.run as run_mod
 from unlearnkit.cli import main
 from unlearnkit.errors import UnlearnError
-from unlearnkit.models.lora import LoraSettings
+from unlearnkit.models.lora import LoraSettings, TrainOnly
 from unlearnkit.objectives.baselines import BASELINES, build_items
 from unlearnkit.pipeline.methods import baseline_options, method_names, split_plan
 from unlearnkit.pipeline.run import RunConfig, run
@@ -77,6 +77,19 @@ def test_a_run_killed_while_evaluating_does_not_train_again(tiny_scenario, tmp_p
     with pytest.raises(AssertionError, match="trained again"):
         run(other)
     assert not (out / run_mod.TRAINED).exists()
+
+
+def test_a_baseline_trains_only_what_train_only_selects(tiny_scenario, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "ga"
+    cfg = tiny_run(out, "grad_ascent", train_only=TrainOnly(layers=[0], modules=["self_attn"]))
+    cfg.optim.lr = 1e-2
+    run(cfg)
+    before = load_file(f"{tiny_scenario.models['injected']}/model.safetensors")
+    after = load_file(out / "model" / "model.safetensors")
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved == {k for k in before if ".layers.0.self_attn." in k}
 
 
 @pytest.mark.parametrize(("lora_output", "after"), [("both", "model"), ("adapter", "adapter")])

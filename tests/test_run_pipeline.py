@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from unlearnkit.data.scenario import build_scenario
 from unlearnkit.errors import UnlearnError
+from unlearnkit.models.lora import TrainOnly
 from unlearnkit.models.tiny import tiny_model
 from unlearnkit.pipeline.run import RunConfig, train_unlearning
 
@@ -178,3 +179,42 @@ def test_the_oracle_is_trained_only_for_a_run_that_uses_it(monkeypatch):
     for method, references in (("pushpull", True), ("npo", False), ("oracle", False)):
         run_mod.prepare(RunConfig(method=method, eval_references=references))
     assert asked == [("injected", "oracle"), ("injected",), ("injected", "oracle")]
+
+
+def test_train_only_leaves_every_other_weight_unchanged(tiny_folder, tmp_path, cache_dir):
+    records = build_scenario(n_people=6, n_forget=1, neighbors_per_forget=1).records
+    out = tmp_path / "only"
+    cfg = small_config(out, steps=2)
+    cfg.teacher_report = False
+    cfg.optim.lr = 1e-2  # large enough that every trained weight visibly moves
+    cfg.train_only = TrainOnly(layers=[1], modules=["mlp"])
+    folder, _ = train_unlearning(cfg, str(tiny_folder), records, out)
+    before = load_file(tiny_folder / "model.safetensors")
+    after = load_file(folder / "model.safetensors")
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved == {k for k in before if ".layers.1.mlp." in k}
+
+
+def test_train_only_selects_blocks_modules_and_keeps_frozen_weights_frozen(tok):
+    from unlearnkit.models.lora import LoraSettings, apply_lora, train_only
+
+    model = tiny_model(len(tok))
+    assert train_only(model, [1], ["down_proj"]) == ["1.mlp.down_proj.weight"]
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == \
+        ["model.layers.1.mlp.down_proj.weight"]
+    lora = apply_lora(tiny_model(len(tok)), LoraSettings(rank=2))
+    names = train_only(lora, [0], [])  # LoRA: the block's adapters, not its frozen base weights
+    assert names and all("lora_" in n for n in names)
+    assert {n for n, p in lora.named_parameters() if p.requires_grad} == \
+        {n for n, p in lora.named_parameters() if "lora_" in n and ".layers.0." in n}
+    for layers, modules, problem in (([5], [], r"\[5\] do not exist: the model has 2 blocks"),
+                                     ([0], ["conv"], r"\['conv'\] match no trainable")):
+        with pytest.raises(UnlearnError, match=problem):
+            train_only(tiny_model(len(tok)), layers, modules)
+
+
+def test_train_only_is_checked_in_the_config():
+    with pytest.raises(UnlearnError, match="block indices >= 0"):
+        TrainOnly(layers=[-1])
+    with pytest.raises(UnlearnError, match="train_only does not apply to rmu"):
+        RunConfig(method="rmu", train_only=TrainOnly(modules=["mlp"]))

@@ -27,6 +27,58 @@ class LoraSettings:
         return self.rank > 0
 
 
+@dataclass
+class TrainOnly:
+    """Which parameters an unlearning run trains: those in blocks ``layers`` (0-based; empty:
+    every block, and the parameters outside the blocks too) whose names contain one of
+    ``modules`` (e.g. ``mlp``, ``down_proj``; empty: any). Parameters that were frozen before
+    (LoRA's base weights) stay frozen, so with LoRA it picks adapters. Empty both: no change.
+    """
+
+    layers: list[int] = field(default_factory=list)
+    modules: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if any(i < 0 for i in self.layers):
+            raise UnlearnError(f"train_only.layers must be block indices >= 0, got {self.layers}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.layers or self.modules)
+
+
+def train_only(model, layers: list[int], modules: list[str], *, key: str = "train_only",
+               keep_frozen: bool = True) -> list[str]:
+    """Leave trainable only ``modules`` of blocks ``layers`` (see :class:`TrainOnly`); returns
+    the names of what trains. ``keep_frozen=False`` also unfreezes what it selects."""
+    blocks = decoder_layers(model)
+    missing = [i for i in layers if i >= len(blocks)]
+    if missing:
+        raise UnlearnError(f"{key}.layers {missing} do not exist: the model has {len(blocks)} "
+                           f"blocks (0..{len(blocks) - 1})")
+    scopes = [(f"{i}.", blocks[i]) for i in layers] if layers else [("", model)]
+    chosen = {}
+    for prefix, scope in scopes:
+        for name, param in scope.named_parameters():
+            if (param.requires_grad or not keep_frozen) and \
+                    (not modules or any(part in name for part in modules)):
+                chosen[prefix + name] = param
+    if not chosen:
+        raise UnlearnError(f"{key}.modules {modules} match no trainable parameter of "
+                           f"{'blocks ' + str(layers) if layers else 'the model'}")
+    model.requires_grad_(False)
+    for param in chosen.values():
+        param.requires_grad_(True)
+    return list(chosen)
+
+
+def restrict(model, settings: TrainOnly):
+    """``model`` with only ``settings``' parameters trainable (unchanged when it is empty)."""
+    if settings.enabled:
+        train_only(model, settings.layers, settings.modules)
+    return model
+
+
 def apply_lora(model, settings: LoraSettings, first_layer: int = 0):
     """Wrap ``model`` with LoRA adapters (only they train) or return it unchanged.
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from unlearnkit.errors import UnlearnError
 from unlearnkit.models.loader import load_model, save_trained
-from unlearnkit.models.lora import apply_lora
+from unlearnkit.models.lora import apply_lora, restrict
 from unlearnkit.models.teacher import TeacherConfig
 from unlearnkit.objectives.baselines import BASELINES, Item, build_items, get_baseline
 from unlearnkit.pipeline.stopping import stop_hook
@@ -106,7 +106,7 @@ def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tupl
     base = get_baseline(cfg.method)
     options = baseline_options(cfg.method, cfg.baseline, cfg.unlearn.seed, cfg.unlearn.teacher)
     model, tokenizer = load_model(start_model, **cfg.load_options())
-    model = apply_lora(model, cfg.lora)
+    model = restrict(apply_lora(model, cfg.lora), cfg.train_only)
     items = base.prepare_items(options, model, tokenizer, build_items(tokenizer, records),
                                model_id=model_identity(start_model))
     plan = split_plan(items, cfg.unlearn.mix, cfg.unlearn.seed)

@@ -36,7 +36,7 @@ from unlearnkit.models.loader import (
     resolve_model_path,
     save_trained,
 )
-from unlearnkit.models.lora import LoraSettings, apply_lora
+from unlearnkit.models.lora import LoraSettings, TrainOnly, apply_lora, restrict
 from unlearnkit.models.teacher import TeacherConfig, instruction
 from unlearnkit.objectives.pushpull import pushpull_step
 from unlearnkit.pipeline.data_source import DataSource, prepare_data
@@ -82,6 +82,8 @@ class RunConfig:
     ``lora_output`` says what the trained model is saved as: ``adapter/`` (the adapter
     unmerged, recording its base model), ``model/`` (merged weights) or both (the default);
     evaluation reads ``model/`` when it is written, else the adapter on its base model.
+    ``train_only``: train only some blocks and modules (:class:`~unlearnkit.models.lora.TrainOnly`;
+    every method but RMU, which chooses its own with ``baseline.update_layers`` and ``modules``).
     ``device``: where models load ("": this process's GPU when CUDA is available, else the
     CPU). ``refusal``: how answers are judged refusals (patterns, or a judge model or endpoint:
     :class:`~unlearnkit.evaluation.refusal_judge.RefusalConfig`), for every evaluated model
@@ -95,6 +97,7 @@ class RunConfig:
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     optim: OptimConfig = field(default_factory=_default_optim)
     lora: LoraSettings = field(default_factory=LoraSettings)
+    train_only: TrainOnly = field(default_factory=TrainOnly)
     lora_output: LoraOutput = "both"
     output: str = "runs/run"
     resume: bool = False
@@ -119,6 +122,9 @@ class RunConfig:
         if self.lora_output == "adapter" and not self.lora.enabled:
             raise UnlearnError("lora_output: adapter saves a LoRA adapter, and lora.rank is 0 "
                                "(full fine-tuning); set lora.rank > 0 or lora_output: merged")
+        if self.train_only.enabled and self.method == "rmu":
+            raise UnlearnError("train_only does not apply to rmu, which trains its own blocks: "
+                               "set baseline.update_layers and baseline.modules instead")
         if self.unlearn.forget_format == "raw" and self.method != PUSHPULL:
             raise UnlearnError("unlearn.forget_format: raw is an ablation of the push-pull "
                                f"method; method {self.method!r} trains on the unified records")
@@ -201,7 +207,7 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
     method = cfg.unlearn.method
     if method.reveal == "contrast":
         reveal_by_contrast(model, tokenizer, examples, records, method)
-    model = apply_lora(model, cfg.lora)
+    model = restrict(apply_lora(model, cfg.lora), cfg.train_only)
     if method.prefill:
         refresh_prefill(model, tokenizer, examples, method.prefill_candidates)
     plan = mixture_plan(examples, cfg.unlearn.mix, cfg.unlearn.seed)

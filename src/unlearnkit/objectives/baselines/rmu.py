@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from unlearnkit.models.lora import decoder_layers
+from unlearnkit.models.lora import decoder_layers, train_only
 from unlearnkit.objectives.baselines.common import (
     FORGET,
     RETAIN,
@@ -108,18 +108,9 @@ class RMUConfig:
 
 def select_trainable(model, cfg: RMUConfig) -> list[str]:
     """Freeze everything except ``cfg.modules`` of ``cfg.blocks``; returns what trains."""
-    layers = decoder_layers(model)
-    check(cfg.layer < len(layers), f"rmu.layer {cfg.layer} does not exist: the model has "
-          f"{len(layers)} blocks")
-    model.requires_grad_(False)
-    names = []
-    for index in cfg.blocks:
-        for name, param in layers[index].named_parameters():
-            if not cfg.modules or any(part in name for part in cfg.modules):
-                param.requires_grad_(True)
-                names.append(f"{index}.{name}")
-    check(bool(names), f"rmu.modules {cfg.modules} match no parameter of blocks {cfg.blocks}")
-    return names
+    check(cfg.layer < len(decoder_layers(model)), f"rmu.layer {cfg.layer} does not exist: the "
+          f"model has {len(decoder_layers(model))} blocks")
+    return train_only(model, cfg.blocks, cfg.modules, key="rmu", keep_frozen=False)
 
 
 def prepare(cfg: RMUConfig, model, tokenizer, items, *, model_id=None):
