@@ -311,3 +311,25 @@ def test_the_step_push_below_the_alternative(tok, cache_dir):
                         space="logodds", below="alternative")
     assert want.item() > 0
     assert logs["push"] == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_keep_nll_adds_the_keep_items_answer_nll_and_only_theirs(tok, cache_dir):
+    """keep_nll adds w * the mean NLL of the retain and neighbour answers' tokens (the forget
+    item's pulled template is not among them), computed here from a plain forward per row."""
+    model = tiny_model(len(tok), layers=3)
+    examples = build_examples(model, tok, records(), TeacherConfig(top_k=4), "tiny")
+    base = PushPullConfig(top_m=3, push=False, prefill=False)
+    without, _ = pushpull_step(0, base)(model, examples)
+    base.keep_nll = 0.5
+    with_nll, logs = pushpull_step(0, base)(model, examples)
+    total, count = 0.0, 0
+    for e in examples[1:]:  # the retain and the neighbour item
+        ids = torch.tensor([e.pull_input.input_ids])
+        logp = model(ids).logits[0].float().log_softmax(-1)
+        for t in range(e.pull_input.response_start, len(e.pull_input.input_ids)):
+            total -= float(logp[t - 1, e.pull_input.input_ids[t]])
+            count += 1
+    assert logs["keep_nll"] == pytest.approx(total / count, rel=1e-4)
+    assert float(with_nll - without) == pytest.approx(0.5 * total / count, rel=1e-4)
+    with pytest.raises(UnlearnError, match="keep_nll must be >= 0 and needs the pull"):
+        PushPullConfig(pull=False, keep_nll=1.0)

@@ -35,7 +35,7 @@ from unlearnkit.data.render import Rendered
 from unlearnkit.errors import UnlearnError
 from unlearnkit.models.engine import forward_responses
 from unlearnkit.models.teacher_cache import TopK
-from unlearnkit.objectives.nll import masked_mean
+from unlearnkit.objectives.nll import masked_mean, nll_loss
 
 
 def pull_loss(student: torch.Tensor, teacher_values: torch.Tensor,
@@ -182,6 +182,11 @@ class PushPullConfig:
     # of their own) weighs the same in the pull, whatever its quota: adding rows of one kind
     # does not dilute another's pull
     pull_per_kind: bool = False
+    # weight of the NLL of the keep items' pulled responses (retain, neighbour, general; the
+    # gold answers by default), added to the pull (0: off). The pull's optimum is the starting
+    # model itself, which AdamW's steps overshoot; the NLL's lies beyond it (docs/RESULTS.md,
+    # "Why the pull does not keep TOFU's retain authors")
+    keep_nll: float = 0.0
     prefill_candidates: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     prefill_refresh: int = 5
     # what the push's hinge compares: raw logits (METHOD.md's formula, the default),
@@ -202,6 +207,10 @@ class PushPullConfig:
     reveal_subjects: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.keep_nll < 0 or (self.keep_nll and not self.pull):
+            raise UnlearnError("unlearn.method.keep_nll must be >= 0 and needs the pull (it adds "
+                               f"to the keep items' pull), got {self.keep_nll} with pull "
+                               f"{self.pull}")
         if self.reveal not in REVEALS:
             raise UnlearnError(f"unlearn.method.reveal must be one of {REVEALS}, "
                                f"got {self.reveal!r}")
@@ -280,7 +289,7 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
             if cfg.push or cfg.prefill else []
         if not pulled and not forget:
             return total, logs
-        logits, _, off = _window(model, pulled + [e.true_input for e in forget], pad_id)
+        logits, labels, off = _window(model, pulled + [e.true_input for e in forget], pad_id)
         if pulled:
             part = logits[:len(pulled)]
             values, indices, mask, _ = _aligned(pulled, [e.pull_top for e in kept], off,
@@ -294,6 +303,10 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
                              mask.to(part.device), delta=cfg.delta, first_only=cfg.first_only,
                              groups=groups)
             total, logs["pull"] = total + loss, float(loss.detach())
+            keep = [r for r, e in enumerate(kept) if e.true_input is None]
+            if cfg.keep_nll and keep:
+                loss = nll_loss(part[keep], labels[keep])
+                total, logs["keep_nll"] = total + cfg.keep_nll * loss, float(loss.detach())
         if forget:
             total = total + _forget_terms(logits[len(pulled):], off, forget, cfg, logs)
         return total, logs
