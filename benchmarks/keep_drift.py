@@ -31,6 +31,7 @@ from unlearnkit.data.records import read_jsonl
 from unlearnkit.data.render import render
 from unlearnkit.models.engine import forward_responses
 from unlearnkit.models.loader import load_model
+from unlearnkit.objectives.pushpull import pull_loss
 from unlearnkit.training.unlearn import MixConfig, boundary_ids, mixture_plan
 
 KEEP = ("retain", "neighbor")
@@ -66,7 +67,7 @@ def drift(before, after, tokenizer, records, batch: int = 8) -> dict[str, tuple]
             z0 = w0.logits[row, first:first + n].float()
             z1 = w1.logits[row, first:first + n].float()
             values, index = z0.topk(20, -1)
-            pull = F.huber_loss(z1.gather(-1, index), values, reduction="none").sum(-1).mean()
+            pull = pull_loss(z1[None], values[None], index[None], torch.ones(1, n, dtype=bool))
             kl = F.kl_div(z1.log_softmax(-1), z0.log_softmax(-1), log_target=True,
                           reduction="none").sum(-1).mean()
             gold = torch.tensor(it.input_ids[it.response_start:])

@@ -303,8 +303,8 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
                              mask.to(part.device), delta=cfg.delta, first_only=cfg.first_only,
                              groups=groups)
             total, logs["pull"] = total + loss, float(loss.detach())
-            keep = [r for r, e in enumerate(kept) if e.true_input is None]
-            if cfg.keep_nll and keep:
+            keep = [r for r, e in enumerate(kept) if e.true_input is None] if cfg.keep_nll else []
+            if keep:
                 loss = nll_loss(part[keep], labels[keep])
                 total, logs["keep_nll"] = total + cfg.keep_nll * loss, float(loss.detach())
         if forget:

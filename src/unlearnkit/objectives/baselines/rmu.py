@@ -108,8 +108,8 @@ class RMUConfig:
 
 def select_trainable(model, cfg: RMUConfig) -> list[str]:
     """Freeze everything except ``cfg.modules`` of ``cfg.blocks``; returns what trains."""
-    check(cfg.layer < len(decoder_layers(model)), f"rmu.layer {cfg.layer} does not exist: the "
-          f"model has {len(decoder_layers(model))} blocks")
+    n = len(decoder_layers(model))
+    check(cfg.layer < n, f"rmu.layer {cfg.layer} does not exist: the model has {n} blocks")
     return train_only(model, cfg.blocks, cfg.modules, key="rmu", keep_frozen=False)
 
 
