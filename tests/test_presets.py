@@ -63,7 +63,7 @@ def test_the_tune_preset_sweeps_every_trained_method_of_its_bench_on_other_peopl
     bench = build(BenchConfig, load_yaml(tune.bench))
     sweep, rows = sweep_config(tune, bench)
     trained = [m.label for m in bench.methods if m.name not in ("prompt_only", "oracle")]
-    assert len(sweep.methods) == 5 * len(trained) == 5 * 13  # push-pull twice: push sets
+    assert len(sweep.methods) == 5 * len(trained) == 5 * 14  # push-pull three times: push sets
     assert sweep.run.setup.scenario.seed == 1 and bench.run.setup.scenario.seed == 0
     assert {m.label for m, _, _ in rows} == set(trained)
     runs = {m.label: run_config(sweep, m, 0) for m in sweep.methods}
@@ -71,6 +71,9 @@ def test_the_tune_preset_sweeps_every_trained_method_of_its_bench_on_other_peopl
     assert runs["pushpull-m20--lr-4e-05"].unlearn.method.top_m == 20  # METHOD.md's
     assert runs["pushpull-m20--lr-4e-05"].optim.lr == 4e-5
     assert runs["rmu--lr-0.008"].optim.lr == 8e-3 and "rmu--lr-8e-05" not in runs
+    mlp = runs["pushpull-mlp--lr-0.00064"]  # its own grid: the common one times 4
+    assert mlp.optim.lr == 6.4e-4 and "pushpull-mlp--lr-1e-05" not in runs
+    assert mlp.train_only.layers == [4, 5, 6, 7, 8, 9] and mlp.train_only.modules == ["mlp"]
     assert tune.apply_to == []  # TOFU's rates come from configs/tune-tofu.yaml
     tofu = build(BenchConfig, load_yaml(CONFIGS / "bench-tofu.yaml"))
-    assert {m.label for m in bench.methods} < {m.label for m in tofu.methods}
+    assert {m.label for m in bench.methods} == {m.label for m in tofu.methods}
