@@ -45,6 +45,7 @@ def tiny_command(tmp: Path) -> list[str]:
     sets = {"setup.model": folder, "setup.scenario.n_people": 6, "setup.scenario.n_forget": 1,
             "setup.scenario.neighbors_per_forget": 1, "setup.inject.epochs": 1,
             "unlearn.mix.steps": 2, "max_new_tokens": 8, "output": tmp / "demo",
+            "train_only.layers": "[1]",  # the demo trains blocks 4-9; the tiny model has 2
             # a random model's replay answers never end, so it has no general keep items
             "unlearn.mix.general": 0}
     unlearn = Path(sys.executable).parent / "unlearn"

@@ -213,7 +213,9 @@ def test_demo_runs_inject_unlearn_evaluate_and_report(tiny_scenario, tmp_path, m
                        replay=replay)
     monkeypatch.setattr(run_mod, "prepare_scenario", lambda setup, variants: prepared)
     cfg = DemoConfig(output=str(tmp_path / "demo"), max_new_tokens=4, eval_batch_size=64)
-    assert cfg.unlearn.mix.general == 4 and cfg.optim.lr == 4e-5  # the chosen demo setting
+    assert cfg.unlearn.mix.general == 4 and cfg.optim.lr == 1.6e-4  # the chosen demo setting
+    assert cfg.train_only.layers == [4, 5, 6, 7, 8, 9] and cfg.train_only.modules == ["mlp"]
+    cfg.train_only.layers = [1]  # the tiny model has 2 blocks
     cfg.unlearn.mix = MixConfig(forget=1, retain=1, neighbor=1, general=1, steps=2)
     cfg.unlearn.teacher.top_k = cfg.unlearn.method.top_m = 4
     payload = run_demo(cfg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from unlearnkit.models.lora import TrainOnly
 from unlearnkit.objectives.pushpull import PushPullConfig
 from unlearnkit.pipeline.run import RunConfig, run
 from unlearnkit.training.loop import OptimConfig
@@ -22,24 +23,32 @@ def _demo_unlearn() -> UnlearnConfig:
 
 
 def _demo_optim() -> OptimConfig:
-    return OptimConfig(lr=4e-5, warmup_ratio=0.1, schedule="constant")
+    return OptimConfig(lr=1.6e-4, warmup_ratio=0.1, schedule="constant")
+
+
+def _demo_train_only() -> TrainOnly:
+    return TrainOnly(layers=[4, 5, 6, 7, 8, 9], modules=["mlp"])
 
 
 @dataclass
 class DemoConfig(RunConfig):
     """`unlearn run`'s settings with the demo's output folder and the base model evaluated,
-    lr 4e-5, per micro-batch 4 general keep items (the scenario's replay prompts) and 4
-    boundary keep items (records sharing a forget value), and the push of the true token alone
-    (top_m 0) below the student's alternative on the tokens that reveal the person, margin
-    0.5: the settings chosen in docs/RESULTS.md ("Push strength and general keep items",
-    "Neighbours that share a forget person's town or employer", "Push below the alternative,
-    tokens by contrast", "Which tokens to push"; push set and lr chosen by `unlearn tune` on
-    the validation people); the same as configs/demo.yaml."""
+    only the MLPs of blocks 4-9 trained (``train_only``) at lr 1.6e-4, per micro-batch 4
+    general keep items (the scenario's replay prompts) and 4 boundary keep items (records
+    sharing a forget value), and the push of the true token alone (top_m 0) below the
+    student's alternative on the tokens that reveal the person, margin 0.5: the settings
+    chosen in docs/RESULTS.md ("Push strength and general keep items", "Neighbours that share
+    a forget person's town or employer", "Push below the alternative, tokens by contrast",
+    "Which tokens to push", "The same on the built-in scenario"; push set, trained weights and
+    lr chosen by `unlearn tune` on the validation people); the same as configs/demo.yaml.
+    Blocks 4-9 exist in the default model (30 blocks); for a model with fewer than 10, set
+    ``train_only.layers``."""
 
     output: str = "runs/demo"
     eval_base: bool = True
     unlearn: UnlearnConfig = field(default_factory=_demo_unlearn)
     optim: OptimConfig = field(default_factory=_demo_optim)
+    train_only: TrainOnly = field(default_factory=_demo_train_only)
 
 
 def run_demo(cfg: DemoConfig) -> dict:
