@@ -9,7 +9,7 @@ from unlearnkit.models.tiny import tiny_model
 from unlearnkit.objectives.baselines.common import place_topk, topk_kl
 from unlearnkit.objectives.nll import nll_loss
 from unlearnkit.training.checkpoint import latest_checkpoint
-from unlearnkit.training.loop import OptimConfig, _lr_lambda, train
+from unlearnkit.training.loop import OptimConfig, _lr_lambda, make_adamw, train
 from unlearnkit.training.sft import Distilled, epoch_plan, sft_step
 
 
@@ -30,6 +30,26 @@ def test_training_reduces_loss_and_changes_weights(tok):
     assert hist[-1]["loss"] < 0.7 * hist[0]["loss"]
     assert not torch.equal(before, params(model))
     assert {"loss", "lr", "grad_norm"} <= set(hist[0])
+
+
+def test_fused_adamw_on_cpu_matches_torchs_default_update():
+    torch.manual_seed(0)
+    weights = [torch.randn(7, 5, requires_grad=True), torch.randn(3, requires_grad=True)]
+    start = [w.detach().clone() for w in weights]
+    reference = [w.detach().clone().requires_grad_(True) for w in weights]
+    cfg = OptimConfig(lr=1e-2, weight_decay=0.1)
+    fused = make_adamw(weights, cfg)
+    assert fused.defaults["fused"] is True
+    plain = torch.optim.AdamW(reference, lr=1e-2, weight_decay=0.1)
+    for step in range(5):
+        for group in (weights, reference):
+            loss = sum(((w - step) ** 2).sum() for w in group)
+            loss.backward()
+        fused.step(), plain.step()
+        fused.zero_grad(), plain.zero_grad()
+    for a, b, a0 in zip(weights, reference, start, strict=True):
+        assert (a - a0).abs().min() > 1e-3  # every weight moved (Adam: about lr per step)
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
 def test_accumulation_matches_one_big_batch(tok):

@@ -2,7 +2,11 @@
 
 Metrics of one run come from its ``results.json`` (the "after" model): forget, retain,
 neighbour and general answer accuracy, the refusal rate on retain + neighbour questions
-(over-refusal) and the prefill attack's success rate. Per method the leaderboard has their mean
+(over-refusal), the prefill attack's success rate, and the share of forget answers that are
+degenerate (empty or mostly repeated word trigrams, :func:`~unlearnkit.evaluation.metrics.
+degenerate_rate`): a method that "forgets" by answering the forget questions with gibberish
+(RMU's signature) shows there, not in the accuracy. The last column is shown but is not one
+of the front's objectives, which METHOD.md fixes. Per method the leaderboard has their mean
 and Student-t interval over seeds (:mod:`.stats`), and whether the method is on the Pareto front
 of four objectives computed from the means, all higher-is-better: forget = 1 - forget accuracy,
 utility = mean(retain, general accuracy), boundary = neighbour accuracy, robustness = 1 -
@@ -24,6 +28,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from unlearnkit.evaluation.metrics import degenerate_rate
 from unlearnkit.report.plots import Point, colors_for, pareto_chart
 from unlearnkit.report.stats import dominates, mean_ci, pareto_indices
 
@@ -35,6 +40,7 @@ METRICS = (
     ("general", "general acc", True),
     ("keep_refusal", "refusal on retain+neighbour", False),
     ("prefill", "prefill attack success", False),
+    ("forget_degenerate", "degenerate forget answers", False),
 )
 OBJECTIVES = ("forget", "utility", "boundary", "robustness")
 OBJECTIVE_TEXT = {"forget": "1 - forget", "utility": "mean(retain, general)",
@@ -42,8 +48,11 @@ OBJECTIVE_TEXT = {"forget": "1 - forget", "utility": "mean(retain, general)",
 
 
 def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
-    """One run's metrics from its results' ``after`` entry (``summary``, ``prefill_attack``)."""
+    """One run's metrics from its results' ``after`` entry (``summary``, ``prefill_attack``,
+    and the judged answers, ``items``)."""
     summary = after["summary"]
+    forget_answers = [item["generation"] for item in after.get("items", [])
+                      if item["split"] == "forget"]
 
     def accuracy(split: str) -> float | None:
         return summary[split]["accuracy"] if split in summary else None
@@ -53,7 +62,9 @@ def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
     return {"forget": accuracy("forget"), "retain": accuracy("retain"),
             "neighbor": accuracy("neighbor"), "general": accuracy("general"),
             "keep_refusal": sum(s["refusal"] * s["n"] for s in keep) / n if n else None,
-            "prefill": after.get("prefill_attack")}
+            "prefill": after.get("prefill_attack"),
+            "forget_degenerate": (degenerate_rate(forget_answers).aggregate if forget_answers
+                                  else None)}
 
 
 def objective_scores(means: dict[str, float | None]) -> dict[str, float | None]:
@@ -164,7 +175,9 @@ def to_markdown(rows: Sequence[dict[str, Any]], confidence: float = 0.95) -> str
                  *[cell(row["metrics"][k]) for k, _, _ in METRICS], pareto_text(row)]
         lines.append("| " + " | ".join(cells) + " |")
     note = (f"\nMean ± half-width of the {confidence:.0%} Student-t interval over seeds. Pareto: "
-            f"not dominated on ({front_note(rows)}){limit_note(rows)}.\n")
+            f"not dominated on ({front_note(rows)}){limit_note(rows)}. Degenerate forget "
+            "answers (empty, or more than half their word trigrams repeated) are shown, not "
+            "judged.\n")
     return "\n".join(lines) + "\n" + note
 
 
