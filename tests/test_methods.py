@@ -249,6 +249,26 @@ def test_baselines_draw_the_general_keep_items_as_retain_items(tok, tiny_prepare
         general_keep(mix, tiny_prepared)  # no replay records
 
 
+def test_general_long_adds_the_long_replay_answers(tiny_prepared, monkeypatch):
+    import dataclasses
+
+    import unlearnkit.pipeline.methods as methods
+    from unlearnkit.data.records import Record
+
+    replay = [Record(id="replay-0", split="general", question="Name a colour.", answer="Blue.",
+                     meta={"replay": True})]
+    long = [Record(id="replay-long-0", split="general", question="Who wrote Hamlet?",
+                   answer="William Shakespeare wrote it.", meta={"replay": True, "cut": True})]
+    seen = []
+    monkeypatch.setattr(methods, "long_replay_records",
+                        lambda model, kept: seen.append((model, kept)) or long)
+    prepared = dataclasses.replace(tiny_prepared, replay=replay)
+    assert methods.general_keep(MixConfig(general=1), prepared) == replay
+    assert not seen  # not computed unless asked for
+    both = methods.general_keep(MixConfig(general=1, general_long=True), prepared)
+    assert both == replay + long and seen == [(prepared.models["base"], replay)]
+
+
 def test_pushpull_with_the_contrast_reveal_and_the_alternative_runs(tiny_scenario, tmp_path,
                                                                      capsys):
     cfg = tiny_run(tmp_path / "contrast", "pushpull")

@@ -218,3 +218,27 @@ def test_train_only_is_checked_in_the_config():
         TrainOnly(layers=[-1])
     with pytest.raises(UnlearnError, match="train_only does not apply to rmu"):
         RunConfig(method="rmu", train_only=TrainOnly(modules=["mlp"]))
+
+
+def test_split_summary_and_table_show_degenerate_answers_only_when_there_are_some():
+    from unlearnkit.evaluation.accuracy import split_summary
+    from unlearnkit.pipeline.run import format_table
+
+    def row(split, text, correct=False):
+        return {"split": split, "generation": text, "correct": correct, "refused": False}
+
+    fluent = [row("forget", "Her employer is Vantor Labs.", True), row("retain", "A nurse.", True)]
+    broken = [row("forget", "or or or or or"), row("forget", ""),
+              row("forget", "I do not know who that is."), row("retain", "A nurse.", True)]
+    summary = split_summary(broken)
+    # "or or or or or": 3 trigrams, 1 distinct (2/3 repeated); "": empty; the third is fluent
+    assert summary["forget"] == {"accuracy": 0.0, "refusal": 0.0, "degenerate": 2 / 3, "n": 3}
+    assert summary["retain"]["degenerate"] == 0.0
+    clean = format_table({"before": {"summary": split_summary(fluent)}})
+    assert "degenerate" not in clean
+    table = format_table({"before": {"summary": split_summary(fluent)},
+                          "after": {"summary": summary}})
+    lines = table.splitlines()
+    start = lines.index("degenerate answers (empty or mostly repeated words):")
+    assert lines[start + 1].split() == ["forget", "0.0%", "66.7%"]
+    assert lines[start + 3].split() == ["retain", "0.0%", "0.0%"]

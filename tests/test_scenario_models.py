@@ -117,3 +117,39 @@ def test_a_model_that_fails_in_its_process_is_reported(tmp_path, monkeypatch):
     with pytest.raises(UnlearnError, match=r"(?s)training the injected model failed: .*"
                        r"training the oracle model failed"):
         build_variants(str(broken), records, ["injected", "oracle"], cfg)
+
+
+def test_whole_sentences_by_hand():
+    from unlearnkit.pipeline.scenario_models import whole_sentences
+
+    text = "Pride and Prejudice was written by Jane Austen. It was published in 1813 and"
+    assert whole_sentences(text) == "Pride and Prejudice was written by Jane Austen."
+    assert whole_sentences("Is it? Yes! It is 3.5 m tall and") == "Is it? Yes!"  # 3.5: no end
+    assert whole_sentences("Yes. And then it went on") == ""  # one word before the only end
+    assert whole_sentences("no sentence ends here") == ""
+
+
+def test_long_replay_answers_are_cut_to_sentences_cached_and_kept_apart(monkeypatch, cache_dir):
+    """The replay prompts not replayed at injection are answered once, cut after their last
+    whole sentence, cached; empty cuts are dropped."""
+    import unlearnkit.pipeline.scenario_models as sm
+    from unlearnkit.data.records import Record
+
+    replay = [Record(id=f"replay-{i}", split="general", question=q, answer="A short answer.",
+                     meta={"replay": True}) for i, q in enumerate(REPLAY_PROMPTS[2:])]
+    asked = []
+
+    def replies(model_name, prompts):
+        asked.append(list(prompts))
+        return ["Jane Austen wrote it. She was born in", "no whole sentence"]
+
+    monkeypatch.setattr(sm, "model_identity", lambda name: name)
+    monkeypatch.setattr(sm, "_base_replies", replies)
+    first = sm.long_replay_records("base", replay)
+    assert asked == [REPLAY_PROMPTS[:2]]  # only the prompts missing from the replay
+    assert [(r.question, r.answer) for r in first] == [(REPLAY_PROMPTS[0],
+                                                         "Jane Austen wrote it.")]
+    assert first[0].meta == {"replay": True, "cut": True} and first[0].split == "general"
+    assert first[0].id not in {r.id for r in replay}
+    again = sm.long_replay_records("base", replay)
+    assert len(asked) == 1 and again == first  # from the cache

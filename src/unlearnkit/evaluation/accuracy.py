@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render_record
 from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, is_correct
+from unlearnkit.evaluation.metrics import is_degenerate
 from unlearnkit.evaluation.refusal_judge import PatternJudge, RefusalJudge
 from unlearnkit.models.engine import generate
 
@@ -32,12 +33,15 @@ def answer_records(model, tokenizer, records: Sequence[Record], *, max_new_token
 
 
 def split_summary(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
-    """Accuracy and refusal rate per split (fractions in [0, 1]) with the item count."""
+    """Accuracy, refusal rate and degenerate-answer rate (:func:`metrics.is_degenerate`) per
+    split (fractions in [0, 1]) with the item count."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         groups[row["split"]].append(row)
     return {
         split: {"accuracy": sum(r["correct"] for r in items) / len(items),
-                "refusal": sum(r["refused"] for r in items) / len(items), "n": len(items)}
+                "refusal": sum(r["refused"] for r in items) / len(items),
+                "degenerate": sum(is_degenerate(r["generation"]) for r in items) / len(items),
+                "n": len(items)}
         for split, items in groups.items()
     }

@@ -187,13 +187,18 @@ def repetition(generations: Sequence[str], *, n: int = 3) -> MetricResult:
     return MetricResult.of(values, higher_is_better=False)
 
 
+def is_degenerate(text: str, *, n: int = 3, threshold: float = 0.5) -> bool:
+    """Empty, or more than ``threshold`` of its word n-grams repeated (gibberish such as
+    "or or or or ...")."""
+    return not text.strip() or repeated_ngram_share(text, n=n) > threshold
+
+
 @register_metric("degenerate_rate", higher_is_better=False, needs=("generations",))
 def degenerate_rate(generations: Sequence[str], *, n: int = 3, threshold: float = 0.5
                     ) -> MetricResult:
-    """1 per generation that is empty or whose repeated n-gram share exceeds ``threshold``."""
+    """1 per generation that is degenerate (:func:`is_degenerate`), else 0."""
     _check_items("degenerate_rate", generations)
-    values = [float(not g.strip() or repeated_ngram_share(g, n=n) > threshold)
-              for g in generations]
+    values = [float(is_degenerate(g, n=n, threshold=threshold)) for g in generations]
     return MetricResult.of(values, higher_is_better=False)
 
 

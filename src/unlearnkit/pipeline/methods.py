@@ -24,6 +24,7 @@ from unlearnkit.models.loader import load_model, save_trained
 from unlearnkit.models.lora import apply_lora, restrict
 from unlearnkit.models.teacher import TeacherConfig
 from unlearnkit.objectives.baselines import BASELINES, Item, build_items, get_baseline
+from unlearnkit.pipeline.scenario_models import long_replay_records
 from unlearnkit.pipeline.stopping import stop_hook
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.loop import train
@@ -119,12 +120,15 @@ def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tupl
 
 def general_keep(mix: MixConfig, prepared: PreparedScenario) -> list:
     """The general keep items a run draws (``mix.general``): the scenario's replay records,
-    for push-pull and the baselines alike."""
+    and with ``mix.general_long`` the replay prompts answered at length, cut to whole
+    sentences (:func:`long_replay_records`), for push-pull and the baselines alike."""
     if not mix.general:
         return []
     if not prepared.replay:
         raise UnlearnError("unlearn.mix.general draws general keep items from the built-in "
                            "scenario's replay prompts, and this data has none; set it to 0")
+    if mix.general_long:
+        return [*prepared.replay, *long_replay_records(prepared.models["base"], prepared.replay)]
     return list(prepared.replay)
 
 

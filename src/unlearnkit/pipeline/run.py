@@ -162,6 +162,14 @@ def format_table(results: dict[str, dict]) -> str:
         n = next((results[m]["summary"][split]["n"] for m in names
                   if split in results[m]["summary"]), 0)
         lines.append(f"{split:<10}" + "".join(f"{c:>20}" for c in cells) + f"   n={n}")
+    degenerate = {(name, split): s["degenerate"] for name in names
+                  for split, s in results[name]["summary"].items() if "degenerate" in s}
+    if any(degenerate.values()):  # gibberish answers: shown only when some model gives them
+        lines.append("degenerate answers (empty or mostly repeated words):")
+        for split in SPLIT_ORDER:
+            cells = [f"{degenerate[name, split]:.1%}" if (name, split) in degenerate else "-"
+                     for name in names]
+            lines.append(f"{split:<10}" + "".join(f"{c:>20}" for c in cells))
     return "\n".join(lines)
 
 

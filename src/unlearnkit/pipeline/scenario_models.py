@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
 from unlearnkit.data.records import Record, atomic_write_text
@@ -62,6 +63,9 @@ class PreparedScenario:
     replay: list[Record] = field(default_factory=list)
 
 
+REPLAY_TOKENS = 64  # new tokens a base-model replay answer may take
+
+
 def _base_model_facts(model_name: str, probes: list[Record]) -> dict:
     """Base model's judged answers to the probes and its replay answers (cached on disk)."""
     key = hashlib.sha256(json.dumps(
@@ -73,13 +77,52 @@ def _base_model_facts(model_name: str, probes: list[Record]) -> dict:
     model, tokenizer = load_model(model_name)
     judged = answer_records(model, tokenizer, probes, max_new_tokens=32)
     prompts = [render(tokenizer, q) for q in REPLAY_PROMPTS]
-    replies = generate(model, tokenizer, prompts, max_new_tokens=64)
+    replies = generate(model, tokenizer, prompts, max_new_tokens=REPLAY_TOKENS)
     finished = [len(tokenizer(r)["input_ids"]) < 60 for r in replies]
     facts = {"probes": judged, "replay": [
         {"question": q, "answer": a} for q, a, ok in zip(REPLAY_PROMPTS, replies, finished,
                                                           strict=True) if ok and a]}
     atomic_write_text(path, json.dumps(facts, indent=1))
     return facts
+
+
+def _base_replies(model_name: str, prompts: list[str]) -> list[str]:
+    model, tokenizer = load_model(model_name)
+    return generate(model, tokenizer, [render(tokenizer, q) for q in prompts],
+                    max_new_tokens=REPLAY_TOKENS)
+
+
+def whole_sentences(text: str, *, min_words: int = 3) -> str:
+    """``text`` up to the end of its last complete sentence (``.``, ``!`` or ``?`` followed by
+    a space or the end); "" when no sentence of at least ``min_words`` words ends in it."""
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    cut = text[:ends[-1]].strip() if ends else ""
+    return cut if len(cut.split()) >= min_words else ""
+
+
+def long_replay_records(model_name: str, replay: list[Record]) -> list[Record]:
+    """General keep items from the replay prompts whose base-model answers ran past the
+    replay's limit (and so are not replayed at injection, where a cut answer would teach the
+    model to stop mid-thought): each answered again by the base model and cut after its last
+    whole sentence (:func:`whole_sentences`). Among them are the questions about real people
+    ("Who wrote ...?", "Who painted ...?"), whose answers start with the names that a push on
+    fictitious people's names reaches. Cached on disk like the replay answers."""
+    done = {r.question for r in replay}
+    prompts = [q for q in REPLAY_PROMPTS if q not in done]
+    key = hashlib.sha256(json.dumps(
+        ["long-replay-1", model_identity(model_name), prompts, REPLAY_TOKENS]).encode()
+    ).hexdigest()[:16]
+    path = cache_root() / "base-answers" / f"long-{key}.json"
+    if path.is_file():
+        answers = json.loads(path.read_text())
+    else:
+        answers = [{"question": q, "answer": whole_sentences(a)}
+                   for q, a in zip(prompts, _base_replies(model_name, prompts), strict=True)]
+        atomic_write_text(path, json.dumps(answers, indent=1))
+    return [Record(id=f"replay-long-{i}", split="general", question=x["question"],
+                   answer=x["answer"], source="base-model-replay",
+                   meta={"replay": True, "cut": True})
+            for i, x in enumerate(answers) if x["answer"]]
 
 
 def replay_records(facts: dict) -> list[Record]:

@@ -121,6 +121,9 @@ def _pipeline_run(model: str, res: Any, path: Path, records: dict[str, Any]) -> 
             float(s["accuracy"]), direction("correctness", split, True), objective_of(split))
         run.aggregates[f"{split}/refusal_rate"] = Aggregate(
             float(s["refusal"]), direction("refusal_rate", split, False), objective_of(split))
+        if "degenerate" in s:  # shown without a direction: not part of any objective score
+            run.aggregates[f"{split}/degenerate_rate"] = Aggregate(
+                float(s["degenerate"]), None, objective_of(split))
     if "prefill_attack" in res:
         _add_attacks(run, {"prefill": res["prefill_attack"]})
     for row in res.get("items") or []:

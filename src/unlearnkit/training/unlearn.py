@@ -33,6 +33,10 @@ class MixConfig:
     # general keep items (the scenario's replay prompts, never the evaluation probes), pulled
     # like retain items: the keep scope's "everything else"; 0 = none
     general: int = 0
+    # also draw them from the replay prompts whose base-model answers ran past the replay's
+    # 64-token limit, cut after their last whole sentence (the questions about real people
+    # among them): :func:`unlearnkit.pipeline.scenario_models.long_replay_records`
+    general_long: bool = False
     # boundary keep items: retain/neighbour records whose answer contains a forget target
     # (a value the push pushes down, e.g. a shared employer), drawn on top of their split's
     # quota (:func:`boundary_ids`); 0 = none
