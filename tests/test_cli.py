@@ -80,6 +80,28 @@ def test_standardize_writes_dataset_that_reads_back(tmp_path, capsys):
     assert '"format_version": 1' in manifest and '"sha256"' in manifest
 
 
+def test_standardize_never_writes_over_a_folder_of_the_users(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "f.jsonl"
+    src.write_text(GOOD_QA)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    code, out = standardize(tmp_path, capsys, qa_source(src, "forget"), out="mine")
+    assert code == 2 and "not an earlier output" in out.err and "Traceback" not in out.err
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    monkeypatch.chdir(mine)
+    cfg = tmp_path / "data.yaml"
+    for output in ("", "."):  # the current folder
+        code = main(["data", "standardize", str(cfg), "--set", f"output={output}"])
+        assert code == 2 and "current folder" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+    code, out = standardize(tmp_path, capsys, qa_source(src, "forget"), out="data")
+    assert code == 0 and (tmp_path / "data" / "manifest.json").is_file()
+    code, out = standardize(tmp_path, capsys, qa_source(src, "retain"), out="data")
+    assert code == 0, out.err  # an earlier dataset folder is replaced
+    assert '"retain": 1' in (tmp_path / "data" / "manifest.json").read_text()
+
+
 def test_unknown_config_key_and_help(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("outptu: x\n")

@@ -1,5 +1,6 @@
 import pytest
 
+from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import atomic_dir, atomic_write_text
 
 
@@ -13,6 +14,41 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
         raise RuntimeError("killed half-way")
     assert (target / "a.txt").read_text() == "1"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary left behind
+
+
+def test_atomic_dir_never_replaces_the_users_folders(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.chdir(work / "sub")
+    for target in ("", ".", "..", str(work), str(tmp_path)):  # here, or a folder above
+        with pytest.raises(UnlearnError, match="current folder"), atomic_dir(target) as tmp:
+            (tmp / "x").write_text("x")
+    with pytest.raises(UnlearnError, match="is a file"), atomic_dir(work / "notes.txt"):
+        pass
+    with pytest.raises(UnlearnError, match="cannot create"), atomic_dir(work / "notes.txt" / "o"):
+        pass
+    # a folder of the user's (no marker of an earlier output) is kept; an earlier output is not
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "draft.md").write_text("keep me")
+    with pytest.raises(UnlearnError, match="not an earlier output"), \
+            atomic_dir(theirs, expect=("manifest.json",)):
+        pass
+    assert (theirs / "draft.md").read_text() == "keep me"
+    assert (work / "notes.txt").read_text() == "mine" and (work / "sub").is_dir()
+    earlier = tmp_path / "data"
+    earlier.mkdir()
+    (earlier / "manifest.json").write_text("{}")
+    with atomic_dir(earlier, expect=("manifest.json",)) as tmp:
+        (tmp / "manifest.json").write_text('{"new": 1}')
+    assert (earlier / "manifest.json").read_text() == '{"new": 1}'
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with atomic_dir(empty, expect=("manifest.json",)) as tmp:
+        (tmp / "a").write_text("a")
+    assert (empty / "a").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "empty", "theirs", "work"]
 
 
 def test_atomic_write_text(tmp_path):

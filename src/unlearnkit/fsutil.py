@@ -8,7 +8,7 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,14 +39,47 @@ def _umask() -> int:
     return mask
 
 
+def check_replaceable(target: str | Path, expect: Sequence[str] = ()) -> Path:
+    """Refuse, before any work, an output folder that writing would destroy or cannot make.
+
+    Never replaced: the current folder, a folder above it, the home folder, a file. With
+    ``expect`` (file names), an existing non-empty folder is replaced only if it holds one of
+    them, i.e. it is an earlier output of the same kind (a dataset's ``manifest.json``, a model's
+    ``config.json``), never a folder of the user's. Returns ``target`` as a Path.
+    """
+    from unlearnkit.errors import UnlearnError
+
+    target = Path(target)
+    here, where = Path.cwd().resolve(), target.resolve()
+    if where == here or where in here.parents or where == Path.home().resolve():
+        raise UnlearnError(f"refusing to write an output folder over {str(target) or '.'!r} "
+                           f"({where}: the current folder, a folder above it or the home "
+                           "folder): name a new folder for the output")
+    if target.exists() and not target.is_dir():
+        raise UnlearnError(f"the output {target} is a file, not a folder: name a folder")
+    if expect and target.is_dir() and any(target.iterdir()) \
+            and not any((target / name).exists() for name in expect):
+        raise UnlearnError(f"the output folder {target} exists and is not an earlier output of "
+                           f"this kind (it has no {' or '.join(expect)}): unlearnkit replaces "
+                           "only its own outputs; name another folder or remove it yourself")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnlearnError(f"cannot create the folder {target.parent} for the output "
+                           f"({exc.strerror}): name a writable folder") from None
+    if not os.access(target.parent, os.W_OK):
+        raise UnlearnError(f"cannot write in {target.parent}: name a writable folder")
+    return target
+
+
 @contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
+def atomic_dir(target: str | Path, *, expect: Sequence[str] = ()) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; on success it replaces ``target``.
 
     On an exception the temporary folder is removed and ``target`` is left as it was.
+    ``target`` is checked first (:func:`check_replaceable`, with ``expect``).
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = check_replaceable(target, expect)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         yield tmp

@@ -24,7 +24,7 @@ from unlearnkit.data.records import (
 )
 from unlearnkit.data.scenario import build_scenario, general_probes
 from unlearnkit.errors import UnlearnError
-from unlearnkit.fsutil import atomic_dir
+from unlearnkit.fsutil import atomic_dir, check_replaceable
 
 
 @dataclass
@@ -116,9 +116,12 @@ def gather(cfg: DataConfig, base: Path = Path()) -> tuple[list[Record], list[dic
     return validate_records(records), entries
 
 
+DATASET_MARKERS = ("manifest.json",)  # what an earlier dataset folder holds
+
+
 def write_dataset(records: list[Record], out: Path, sources: list[dict]) -> Path:
     """Write records to ``out`` (replacing it atomically) and return the folder."""
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, expect=DATASET_MARKERS) as tmp:
         counts = {}
         for split in SPLITS:
             part = [r for r in records if r.split == split]
@@ -131,6 +134,7 @@ def write_dataset(records: list[Record], out: Path, sources: list[dict]) -> Path
 
 
 def standardize(cfg: DataConfig, base: Path = Path()) -> Path:
+    check_replaceable(cfg.output, DATASET_MARKERS)  # before any work
     records, sources = gather(cfg, base)
     return write_dataset(records, Path(cfg.output), sources)
 

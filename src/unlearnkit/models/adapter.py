@@ -49,6 +49,10 @@ def adapter_base(folder: str | Path) -> str:
     return base
 
 
+# what an earlier model or adapter folder holds: only such a folder is replaced by a new one
+MODEL_MARKERS = ("config.json", "adapter_config.json")
+
+
 def save_adapter_folder(model, target: Path, base: str) -> Path:
     """Write ``model``'s LoRA adapter (a peft model, unmerged) to ``target`` atomically,
     recording ``base`` as the model it applies to."""
@@ -56,7 +60,7 @@ def save_adapter_folder(model, target: Path, base: str) -> Path:
     recorded = config.base_model_name_or_path
     config.base_model_name_or_path = base
     try:
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, expect=MODEL_MARKERS) as tmp:
             model.save_pretrained(tmp, safe_serialization=True)
     finally:
         config.base_model_name_or_path = recorded

@@ -21,6 +21,7 @@ import torch
 from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import atomic_dir
 from unlearnkit.models.adapter import (
+    MODEL_MARKERS,
     adapter_base,
     is_adapter_folder,
     merge_adapter,
@@ -142,7 +143,7 @@ def setup_tokenizer(tokenizer):
 def save_model_folder(model, tokenizer, target: Path, info: dict | None = None,
                       info_name: str = "unlearnkit.json") -> Path:
     """Write an HF model folder (safetensors) atomically, with an optional JSON sidecar."""
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, expect=MODEL_MARKERS) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if info is not None:
