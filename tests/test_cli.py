@@ -102,6 +102,26 @@ def test_standardize_never_writes_over_a_folder_of_the_users(tmp_path, capsys, m
     assert '"retain": 1' in (tmp_path / "data" / "manifest.json").read_text()
 
 
+def test_a_failed_eval_writes_no_results_and_report_keeps_its_inputs(tmp_path, capsys):
+    src = tmp_path / "f.jsonl"
+    src.write_text(GOOD_QA)
+    assert standardize(tmp_path, capsys, qa_source(src, "forget"), out="data")[0] == 0
+    out = tmp_path / "ev.json"
+    code = main(["eval", str(tmp_path / "no-such-model"), "--data", str(tmp_path / "data"),
+                 "--out", str(out)])
+    assert code == 2 and "Traceback" not in capsys.readouterr().err
+    assert not out.exists()  # no stub that a later eval would refuse as "other settings"
+    results = tmp_path / "results.json"
+    results.write_text('{"results": {}}')
+    for target, message in ((results, "one of the input files"), (tmp_path, "is a folder")):
+        code = main(["report", str(results), "--out", str(target)])
+        assert code == 2 and message in capsys.readouterr().err
+    assert results.read_text() == '{"results": {}}'
+    code = main(["refusal-agreement", str(tmp_path / "missing.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing.csv" in err and "Traceback" not in err
+
+
 def test_unknown_config_key_and_help(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("outptu: x\n")

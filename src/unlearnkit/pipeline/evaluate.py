@@ -449,8 +449,7 @@ def run_eval(cfg: EvalConfig, *, loader: Callable[..., tuple[Any, Any]] | None =
     results = _start(cfg, data_fingerprint(cfg.data))
     steps, results.skipped = plan(SUITES[cfg.suite], splits, cfg)
     todo = [s for s in steps if s.derived or not results.done(s.key)]
-    out = cfg.output_path()
-    save_results(out, results)
+    out = cfg.output_path()  # written after each finished step: a failed start leaves nothing
     finished = len(steps) - len(todo)
     if finished:
         print(f"{out}: {finished} of {len(steps)} steps already done")

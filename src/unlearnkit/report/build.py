@@ -269,10 +269,28 @@ def render_report(columns: list[Run], *, title: str = "Unlearning report",
         diagnostics=diagnostics(columns))
 
 
+def check_report_path(out: str | Path, inputs: list[str | Path]) -> None:
+    """Refuse, before any work, an ``--out`` that is one of the inputs, a folder, or in a
+    folder that cannot be made."""
+    out = Path(out)
+    if any(out.resolve() == Path(p).resolve() for p in inputs):
+        raise UnlearnError(f"--out {out} is one of the input files, which the report would "
+                           "overwrite: name another file, e.g. report.html")
+    if out.is_dir():
+        raise UnlearnError(f"--out {out} is a folder: name the HTML file to write, e.g. "
+                           f"{out / 'report.html'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnlearnError(f"cannot create the folder {out.parent} for --out "
+                           f"({exc.strerror}): name a writable place") from None
+
+
 def write_report(run_paths: list[str | Path], out: str | Path, *,
                  before: str | Path | None = None, oracle: str | Path | None = None,
                  title: str = "Unlearning report") -> Path:
     """Load the results files, lay out the columns, and write the HTML report to ``out``."""
+    check_report_path(out, [*run_paths, *(p for p in (before, oracle) if p)])
     columns = lineup(load_many(list(run_paths)),
                      pick(before, "before") if before else None,
                      pick(oracle, "oracle") if oracle else None)
