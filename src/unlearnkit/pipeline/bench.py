@@ -142,9 +142,14 @@ def run_once(cfg: RunConfig) -> dict:
     # option removed since fails to load: compared as written, it differs)
     with contextlib.suppress(UnlearnError):
         saved = config_json(from_dict(RunConfig, saved, "saved config"))
-    if saved != config_json(cfg):
-        raise UnlearnError(f"{folder} holds a finished run made with another config; delete it "
-                           "to rerun, or set another output folder")
+    wanted = config_json(cfg)
+    # the folder is where the run was found, however the path to it is spelled
+    differ = [key for key in sorted(set(saved) | set(wanted))
+              if key != "output" and saved.get(key) != wanted.get(key)]
+    if differ:
+        raise UnlearnError(f"{folder} holds a finished run made with another config (it differs "
+                           f"in {', '.join(differ)}); give the bench another output folder, or "
+                           "move that run away to train it again")
     return json.loads((folder / "results.json").read_text())
 
 
