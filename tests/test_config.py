@@ -80,3 +80,28 @@ def test_partial_section_updates_the_fields_default_not_the_classes():
     assert cfg.inner.lr == 0.5 and cfg.inner.steps == 9
     cfg = from_dict(WithCustomDefault, apply_overrides({}, ["inner.mode=lora"]))
     assert cfg.inner == Inner(lr=0.5, steps=7, mode="lora")
+
+
+def test_yaml_errors_give_the_line_and_mixed_unknown_keys_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\nb: 3\n")
+    with pytest.raises(UnlearnError, match=r"bad.yaml is not valid YAML at line 2, column 2"):
+        load_config(Outer, bad, [])
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text("1: a\nfoo: b\n")
+    with pytest.raises(UnlearnError, match="unknown config key 1, foo"):
+        load_config(Outer, mixed, [])
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("eval_batch_size=0", "eval_batch_size must be at least 1"),
+    ("max_new_tokens=-5", "max_new_tokens must be at least 1"),
+    ("unlearn.mix.forget=-1", "quotas must be >= 0"),
+    ("unlearn.mix.steps=0", "mix.steps must be at least 1"),
+    ("device=tpu", "not a torch device"),
+])
+def test_run_settings_are_checked_when_the_config_loads(override, message):
+    from unlearnkit.pipeline.run import RunConfig
+
+    with pytest.raises(UnlearnError, match=message):
+        from_dict(RunConfig, apply_overrides({}, [override]))

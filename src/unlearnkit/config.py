@@ -92,7 +92,7 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
         raise UnlearnError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(known))
+    unknown = sorted(set(data) - set(known), key=str)  # YAML keys may be numbers too
     if unknown:
         dotted = ", ".join(f"{prefix + '.' if prefix else ''}{k}" for k in unknown)
         raise UnlearnError(f"unknown config key {dotted}; valid keys here: {', '.join(known)}")
@@ -176,7 +176,12 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise UnlearnError(f"config file {path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "unreadable"
+        raise UnlearnError(f"config file {path} is not valid YAML{where} ({problem}): fix the "
+                           "YAML there (indentation, a missing ':' or an unclosed bracket "
+                           "or quote)") from None
     except UnicodeDecodeError:
         raise UnlearnError(f"config file {path} is not UTF-8 text") from None
     if data is None:

@@ -184,6 +184,12 @@ def pick_device(requested: str = "") -> str | None:
     """``requested``; else this process's GPU when CUDA is available (``LOCAL_RANK``, set by
     ``accelerate launch``, picks it); else None (the CPU)."""
     if requested:
+        try:
+            torch.device(requested)
+        except RuntimeError:
+            raise UnlearnError(f"device {requested!r} is not a torch device: use cpu, cuda, "
+                               "cuda:N or mps, or leave it empty to pick the GPU when there "
+                               "is one") from None
         return requested
     if torch.cuda.is_available():
         return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"

@@ -115,6 +115,10 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_method(self.method, self.baseline)
         check_threshold(self.correct_rouge_threshold)
+        for key in ("max_new_tokens", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise UnlearnError(f"{key} must be at least 1, got {getattr(self, key)}")
+        pick_device(self.device)  # a device torch does not know fails here, not mid-run
         choices = get_args(LoraOutput)
         if self.lora_output not in choices:
             raise UnlearnError(f"lora_output must be one of {', '.join(choices)}, "
