@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from unlearnkit.cli import main
+from unlearnkit.errors import UnlearnError
 
 GOOD_QA = '{"question": "Who is Ada?", "answer": "A poet."}\n'
 
@@ -78,6 +79,10 @@ def test_standardize_writes_dataset_that_reads_back(tmp_path, capsys):
     assert sum(r.split == "retain" for r in records) > 0
     manifest = (tmp_path / "out" / "manifest.json").read_text()
     assert '"format_version": 1' in manifest and '"sha256"' in manifest
+    for damaged in ("{", "[]", '{"format_version": 1}'):
+        (tmp_path / "out" / "manifest.json").write_text(damaged)
+        with pytest.raises(UnlearnError, match="not a dataset manifest"):
+            load_dataset(tmp_path / "out")
 
 
 def test_standardize_never_writes_over_a_folder_of_the_users(tmp_path, capsys, monkeypatch):

@@ -152,7 +152,8 @@ def _add(sub, name: str, handler: Handler, help_text: str, config: str = "option
     elif config == "optional":
         p.add_argument("config", nargs="?", help="YAML config file (default: built-in defaults)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set inject.epochs=3 (repeatable)")
+                   help="override a config value by its dotted key, e.g. --set "
+                        "section.key=value (repeatable; the keys are this command's config's)")
     p.set_defaults(handler=handler)
     return p
 

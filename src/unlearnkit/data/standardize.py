@@ -146,7 +146,13 @@ def load_dataset(folder: str | Path) -> list[Record]:
     if not manifest_path.is_file():
         raise UnlearnError(f"{folder} is not a dataset folder (no manifest.json); "
                            "create one with: unlearn data standardize CONFIG")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("counts"), dict):
+        raise UnlearnError(f"{manifest_path} is not a dataset manifest (damaged or edited): "
+                           "write the folder again with unlearn data standardize CONFIG")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise UnlearnError(f"{folder} has format version {manifest.get('format_version')}, "
                            f"this unlearnkit reads {FORMAT_VERSION}; standardize it again")
