@@ -282,3 +282,17 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert any(low != high for low, high in extrema), "the screenshot is one flat colour"
     colours = image.resize((120, 200)).getcolors(maxcolors=120 * 200)
     assert len(colours) > 20, "the screenshot has almost no content"
+
+
+def test_clashing_labels_take_the_folders_above_then_a_count(tmp_path):
+    from unlearnkit.report.runs import Run, unique_labels
+
+    def run(path):
+        return Run(label="seed-0/after", source=tmp_path / path / "results.json")
+
+    runs = unique_labels([run("scen/rmu/seed-0"), run("scen/npo/seed-0"), Run("other", tmp_path)])
+    assert [r.label for r in runs] == ["rmu/seed-0/after", "npo/seed-0/after", "other"]
+    runs = unique_labels([run("scen/rmu/seed-0"), run("tofu/rmu/seed-0")])
+    assert [r.label for r in runs] == ["scen/rmu/seed-0/after", "tofu/rmu/seed-0/after"]
+    runs = unique_labels([run("tofu/rmu/seed-0"), run("tofu/rmu/seed-0")])  # the same file
+    assert [r.label for r in runs] == ["seed-0/after", "seed-0/after #2"]

@@ -18,6 +18,7 @@ Attack rates appear among the aggregates as ``attack/<name>`` and ``attack/worst
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,13 +177,34 @@ def load_many(paths: list[str | Path]) -> list[Run]:
     return unique_labels(runs)
 
 
-def unique_labels(runs: list[Run]) -> list[Run]:
+def unique_labels(runs: list[Run], depth: int = 3) -> list[Run]:
+    """Labels that tell the runs apart: runs that share a label get the names of the folders
+    above their files' (``seed-0/after`` -> ``rmu/seed-0/after``, then
+    ``bench-tofu/rmu/seed-0/after``), as few as tell them apart and at most ``depth``; what
+    still clashes (the same file twice) gets a count (``#2``)."""
+    counts = Counter(run.label for run in runs)
+    clashing = [run for run in runs if counts[run.label] > 1]
+    base = {id(run): run.label for run in clashing}
+    for level in range(1, depth + 1):
+        for run in clashing:
+            above = [_ancestor_name(run.source, k) for k in range(level, 0, -1)]
+            run.label = "/".join([*(name for name in above if name), base[id(run)]])
+        if len(Counter(run.label for run in runs)) == len(runs):
+            return runs
+    for run in clashing:  # the folders did not tell them apart: the short label and a count
+        run.label = base[id(run)]
     seen: dict[str, int] = {}
     for run in runs:
         seen[run.label] = seen.get(run.label, 0) + 1
         if seen[run.label] > 1:
             run.label = f"{run.label} #{seen[run.label]}"
     return runs
+
+
+def _ancestor_name(source: Path, level: int) -> str:
+    """The name of the folder ``level`` above the one holding ``source`` ("" past the top)."""
+    parents = Path(source).resolve().parent.parents
+    return parents[level - 1].name if level <= len(parents) else ""
 
 
 def ordered_keys(runs: list[Run]) -> dict[str, list[str]]:
