@@ -71,12 +71,17 @@ def test_a_run_killed_while_evaluating_does_not_train_again(tiny_scenario, tmp_p
     assert payload["models"]["after"] == str(out / "model")
     assert len(json.loads((out / "train_log.json").read_text())) == 2
     assert (out / "model" / "model.safetensors").read_bytes() == weights
-    # other settings (or no --resume) train again, and drop the stale record first
+    # --resume with other settings is refused while checkpoints of the first run exist
     other = tiny_run(out, "grad_ascent", resume=True)
     other.optim.lr *= 2
+    assert any((out / "checkpoints").iterdir())
+    with pytest.raises(UnlearnError, match=r"other settings \(they differ in optim\)"):
+        run(other)
+    # without --resume a run trains again: the stale record and checkpoints go first
+    other.resume = False
     with pytest.raises(AssertionError, match="trained again"):
         run(other)
-    assert not (out / run_mod.TRAINED).exists()
+    assert not (out / run_mod.TRAINED).exists() and not (out / "checkpoints").exists()
 
 
 def test_a_baseline_trains_only_what_train_only_selects(tiny_scenario, tmp_path):
@@ -295,3 +300,12 @@ def test_an_instructed_baselines_scope_follows_the_runs_teacher_unless_given():
     assert (prompt.forget_scope, prompt.keep_scope) == ("the authors A and B", "people")
     assert baseline_options("duet", {}, 0).teacher.forget_scope == ""  # no run teacher: as given
     assert baseline_options("npo", {}, 0, run).beta == baseline_options("npo", {}, 0).beta
+
+
+def test_a_run_never_writes_into_a_folder_of_the_users(tmp_path):
+    mine = tmp_path / "my-model"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"model_type": "llama"}')  # e.g. the model itself
+    with pytest.raises(UnlearnError, match="not an earlier output"):
+        run(tiny_run(mine, "grad_ascent"))
+    assert [p.name for p in mine.iterdir()] == ["config.json"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from unlearnkit.evaluation.accuracy import answer_records, split_summary
 from unlearnkit.evaluation.attacks import run_attacks
 from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, check_threshold
 from unlearnkit.evaluation.refusal_judge import RefusalConfig, RefusalJudge, build_judge
+from unlearnkit.fsutil import check_replaceable
 from unlearnkit.models.loader import (
     cache_root,
     load_model,
@@ -39,6 +41,7 @@ from unlearnkit.models.loader import (
 from unlearnkit.models.lora import LoraSettings, TrainOnly, apply_lora, restrict
 from unlearnkit.models.teacher import TeacherConfig, instruction
 from unlearnkit.objectives.pushpull import pushpull_step
+from unlearnkit.pipeline.claims import CLAIM
 from unlearnkit.pipeline.data_source import DataSource, prepare_data
 from unlearnkit.pipeline.methods import PUSHPULL, check_method, general_keep, run_baseline
 from unlearnkit.pipeline.scenario_models import (
@@ -290,6 +293,27 @@ def _training_settings(cfg: RunConfig) -> dict:
     return {k: v for k, v in config_json(cfg).items() if k != "resume"}
 
 
+CHECKPOINTS, CHECKPOINT_SETTINGS = "checkpoints", "checkpoints.json"
+
+
+def _match_checkpoints(cfg: RunConfig, out: Path) -> None:
+    """Checkpoints belong to the settings that made them (``checkpoints.json``): without
+    ``--resume`` old ones are removed, so they can neither be pruned in place of the new
+    ones nor resumed later; with it, checkpoints made with other settings are refused."""
+    folder, stamp = out / CHECKPOINTS, out / CHECKPOINT_SETTINGS
+    wanted = {k: v for k, v in _training_settings(cfg).items() if k != "output"}
+    if cfg.resume and folder.is_dir() and stamp.is_file():
+        saved = json.loads(stamp.read_text())
+        if differ := sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k)):
+            raise UnlearnError(f"{folder} holds checkpoints of a run with other settings "
+                               f"(they differ in {', '.join(differ)}): resume with the "
+                               "settings it was started with, or run without --resume to "
+                               "start again (which removes them)")
+    elif not cfg.resume and folder.exists():
+        shutil.rmtree(folder)
+    atomic_write_text(stamp, json.dumps(wanted, indent=1))
+
+
 def unlearn(cfg: RunConfig, prepared: PreparedScenario,
             out: Path) -> tuple[str, list, str | None]:
     """Run ``cfg.method``: the "after" model, the training log and its evaluation context.
@@ -304,6 +328,9 @@ def unlearn(cfg: RunConfig, prepared: PreparedScenario,
             print(f"{out}: trained already ({TRAINED}); evaluating the saved model")
             return saved["after"], saved["history"], saved["context"]
     marker.unlink(missing_ok=True)
+    if PartialState().is_main_process:
+        _match_checkpoints(cfg, out)
+    PartialState().wait_for_everyone()
     torch.manual_seed(cfg.unlearn.seed)  # LoRA's initialisation follows the run's seed
     if cfg.method == PUSHPULL:
         folder, history = train_unlearning(
@@ -338,9 +365,15 @@ def reference_models(prepared: PreparedScenario, after: str) -> dict[str, str]:
     return models | ({"oracle": prepared.models["oracle"]} if "oracle" in prepared.models else {})
 
 
+# what an earlier run's folder holds (a bench's claim comes first): only such a folder, or a
+# new or empty one, takes a run's outputs
+RUN_MARKERS = (CLAIM, TRAINED, CHECKPOINTS, CHECKPOINT_SETTINGS, "results.json",
+               "teacher_report.json", "train_log.json", "tensorboard")
+
+
 def run(cfg: RunConfig) -> dict:
     start = time.time()
-    out = Path(cfg.output)
+    out = check_replaceable(cfg.output, RUN_MARKERS)
     prepared = prepare(cfg)
     after, history, context = unlearn(cfg, prepared, out)
     if not PartialState().is_main_process:  # `accelerate launch`: the main process evaluates
