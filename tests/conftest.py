@@ -95,6 +95,12 @@ def chat_server(monkeypatch):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append({"path": self.path, "auth": self.headers.get("Authorization"),
                          "body": body})
+            if 300 <= state["status"] < 400:  # a redirect to state["location"]
+                self.send_response(state["status"])
+                self.send_header("Location", state["location"])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if state["status"] == 200:
                 payload = {"choices": [{"message": {"role": "assistant",
                                                     "content": state["content"]}}]}
@@ -106,6 +112,13 @@ def chat_server(monkeypatch):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def do_GET(self):  # where a followed redirect would arrive (urllib turns POST to GET)
+            seen.append({"path": self.path, "auth": self.headers.get("Authorization"),
+                         "body": None})
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def log_message(self, *args):
             pass

@@ -64,6 +64,9 @@ def test_written_files_get_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    with atomic_dir(tmp_path / "folder") as tmp:
+        (tmp / "a").write_text("a")
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~mask
 
 
 def test_locked_waits_for_the_holder_or_says_it_is_taken(tmp_path, capsys, lock_holder):

@@ -208,6 +208,17 @@ def test_openai_generator_errors_never_show_the_key(chat_server, monkeypatch):
     assert gen.generate("p") == [] and gen.malformed == 1
 
 
+def test_openai_generator_never_follows_a_redirect_with_the_key(chat_server, monkeypatch):
+    url, seen, state = chat_server
+    monkeypatch.setenv("UK_TEST_KEY", "sk-secret-789")
+    state["status"], state["location"] = 302, url.replace("/v1", "/elsewhere")
+    gen = OpenAIGenerator(url, "m", api_key_env="UK_TEST_KEY", timeout=5)
+    with pytest.raises(UnlearnError, match="redirect") as info:
+        gen.generate("p")
+    assert "sk-secret-789" not in str(info.value)
+    assert [s["path"] for s in seen] == ["/v1/chat/completions"]  # nothing sent on
+
+
 def test_openai_generator_unreachable_and_bad_url(monkeypatch):
     for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)

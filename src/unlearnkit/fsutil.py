@@ -81,6 +81,7 @@ def atomic_dir(target: str | Path, *, expect: Sequence[str] = ()) -> Iterator[Pa
     """
     target = check_replaceable(target, expect)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
     try:
         yield tmp
         if target.exists():

@@ -251,6 +251,17 @@ class HFModelGenerator:
         return _pairs_or_skip(self, self.complete(prompt))
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib would follow a redirect with the Authorization header, to any host or scheme
+    (and turn the POST into a GET): a redirect is an error here instead."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # the 3xx reaches the caller as an HTTPError
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
+
+
 class OpenAIGenerator:
     """QA pairs from an OpenAI-compatible server: POST ``<base_url>/chat/completions``.
 
@@ -288,9 +299,14 @@ class OpenAIGenerator:
             headers["Authorization"] = f"Bearer {key}"
         request = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _NO_REDIRECTS.open(request, timeout=self.timeout) as response:
                 reply = json.loads(response.read().decode("utf-8"))
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:  # never follow: the key would go wherever it points
+                raise UnlearnError(
+                    f"{url} answered with a redirect (HTTP {exc.code}) to "
+                    f"{exc.headers.get('Location', '?')}; the request (and its API key) is not "
+                    "sent on: set base_url to the address it should reach") from None
             detail = exc.read()[:300].decode("utf-8", "replace")
             detail = detail.replace(key, "***") if key else detail
             raise UnlearnError(
