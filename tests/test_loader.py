@@ -52,3 +52,28 @@ def test_missing_default_package_prints_the_install_command(monkeypatch):
 def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("UNLEARNKIT_CACHE", str(tmp_path))
     assert loader.cache_root() == tmp_path
+
+
+def test_broken_model_folders_are_clear_errors(tiny_folder, tmp_path):
+    import json
+    import shutil
+
+    truncated = tmp_path / "truncated"
+    shutil.copytree(tiny_folder, truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:10])
+    with pytest.raises(UnlearnError, match="weights file is complete"):
+        loader.load_model(str(truncated))
+    resized = tmp_path / "resized"
+    shutil.copytree(tiny_folder, resized)
+    config = json.loads((resized / "config.json").read_text())
+    config["vocab_size"] += 7  # no longer the weights' shape
+    (resized / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnlearnError, match=r"config\.json matches the weights"):
+        loader.load_model(str(resized))
+    no_tokenizer = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_folder, no_tokenizer)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (no_tokenizer / name).unlink(missing_ok=True)
+    with pytest.raises(UnlearnError, match="tokenizer"):
+        loader.load_model(str(no_tokenizer))

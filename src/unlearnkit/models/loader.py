@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import atomic_dir
@@ -196,6 +197,23 @@ def pick_device(requested: str = "") -> str | None:
     return None
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _load_hint(exc: BaseException) -> str:
+    """What to do about a model folder transformers could not load."""
+    text = str(exc)
+    if "trust_remote_code" in text:
+        return ("the model needs its own code from the folder; if you trust it, set "
+                "data.trust_remote_code: true")
+    if "safetensors" in text or "model.safetensors" in text:
+        return ("unlearnkit reads safetensors only (no pickle .bin files): convert the "
+                "weights with save_pretrained(..., safe_serialization=True) where you trust them")
+    return ("check that config.json matches the weights and that the weights file is "
+            "complete (safetensors only)")
+
+
 def load_tokenizer(name: str, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -204,8 +222,9 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
         return load_tokenizer(adapter_base(path), trust_remote_code=trust_remote_code)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise UnlearnError(f"cannot load a tokenizer from {path}: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise UnlearnError(f"cannot load a tokenizer from {path}: {_first_line(exc)}; the "
+                           "folder needs the tokenizer files saved with the model") from None
     return setup_tokenizer(tok)
 
 
@@ -228,10 +247,9 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32",
             path, dtype=getattr(torch, dtype), use_safetensors=True,
             trust_remote_code=trust_remote_code,
         )
-    except (OSError, ValueError) as exc:
-        raise UnlearnError(
-            f"cannot load model weights from {path} (safetensors only): {exc}"
-        ) from None
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise UnlearnError(f"cannot load model weights from {path}: {_first_line(exc)}; "
+                           f"{_load_hint(exc)}") from None
     if device:
         model.to(device)
     model.eval()
