@@ -77,3 +77,13 @@ def test_broken_model_folders_are_clear_errors(tiny_folder, tmp_path):
         (no_tokenizer / name).unlink(missing_ok=True)
     with pytest.raises(UnlearnError, match="tokenizer"):
         loader.load_model(str(no_tokenizer))
+
+
+def test_a_folder_with_pickle_weights_only_is_refused_before_loading(tiny_folder, tmp_path):
+    import shutil
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_folder, pickled)
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")  # any bytes will do
+    with pytest.raises(UnlearnError, match=r"only pytorch_model\.bin, a pickle format"):
+        loader.resolve_model_path(str(pickled))

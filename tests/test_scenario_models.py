@@ -114,6 +114,7 @@ def test_a_model_that_fails_in_its_process_is_reported(tmp_path, monkeypatch):
     broken = tmp_path / "broken"  # a folder that names no model: loading it fails in each child
     broken.mkdir()
     (broken / "config.json").write_text("{}")
+    (broken / "model.safetensors").write_bytes(b"")  # there, but no weights in it
     with pytest.raises(UnlearnError, match=r"(?s)training the injected model failed: .*"
                        r"training the oracle model failed"):
         build_variants(str(broken), records, ["injected", "oracle"], cfg)

@@ -118,6 +118,14 @@ def resolve_model_path(name: str) -> str:
             raise UnlearnError(f"model folder {path} has no config.json; point at a Hugging Face "
                                "model folder (config.json, tokenizer files, *.safetensors) or a "
                                "LoRA adapter folder (adapter_config.json)")
+        if not is_adapter_folder(path) and not any(path.glob("*.safetensors")):
+            pickled = sorted(p.name for p in path.glob("*.bin"))
+            raise UnlearnError(
+                f"model folder {path} has no *.safetensors weights"
+                + (f" (only {', '.join(pickled)}, a pickle format unlearnkit never loads)"
+                   if pickled else "")
+                + ": convert them with save_pretrained(..., safe_serialization=True) where you "
+                "trust the file, or point at a folder with safetensors weights")
         return str(path)
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return name  # a hub id: loads when online, with the user's HF_TOKEN from the environment
