@@ -149,6 +149,21 @@ def counted(monkeypatch):
     return calls, loader
 
 
+def test_eval_loads_with_remote_code_only_when_asked(tmp_path, counted):
+    seen = []
+
+    def loader(name, **kwargs):
+        seen.append(kwargs)
+        return object(), object()
+
+    for allowed in (False, True):
+        cfg = E.EvalConfig(model="fake", data=str(dataset(tmp_path)), suite="counted",
+                           output=str(tmp_path / f"eval-{allowed}.json"),
+                           trust_remote_code=allowed)
+        E.run_eval(cfg, loader=loader)
+    assert [k["trust_remote_code"] for k in seen] == [False, True]
+
+
 def test_finished_metrics_are_not_recomputed(tmp_path, counted, capsys):
     calls, loader = counted
     cfg = E.EvalConfig(model="fake", data=str(dataset(tmp_path)), suite="counted",

@@ -239,7 +239,8 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
     start = time.time()
     data = load_data(cfg)
     device = cfg.device or ("cuda" if torch.cuda.is_available() else None)
-    model, tokenizer = load_model(data.model, device=device)
+    model, tokenizer = load_model(data.model, device=device,
+                                  trust_remote_code=cfg.data.trust_remote_code)
     result = {"model": data.model, **measure(model, tokenizer, data, cfg),
               "config": asdict(cfg), "seconds": round(time.time() - start, 1)}
     result = _finite(result)

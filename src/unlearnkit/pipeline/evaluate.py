@@ -105,6 +105,9 @@ class EvalConfig:
     max_new_tokens: int = 32
     dtype: str = "float32"
     device: str = ""
+    # run the model's own code from its folder or the hub (config.json's auto_map): only for a
+    # model whose code you trust, as with data.trust_remote_code in unlearn run
+    trust_remote_code: bool = False
     # correctness of a long answer without targets: ROUGE-L recall of the gold answer >= this
     # (evaluation.correctness.is_correct; metrics and attacks alike)
     correct_rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
@@ -274,7 +277,8 @@ class _State:
     def _load(self) -> tuple[Any, Any]:
         if self.loaded is None:
             self.loaded = self.loader(self.cfg.model, dtype=self.cfg.dtype,
-                                      device=self.cfg.device or None)
+                                      device=self.cfg.device or None,
+                                      trust_remote_code=self.cfg.trust_remote_code)
             random.seed(self.cfg.seed)
             torch.manual_seed(self.cfg.seed)
         return self.loaded
@@ -443,7 +447,7 @@ def run_eval(cfg: EvalConfig, *, loader: Callable[..., tuple[Any, Any]] | None =
              ) -> EvalResults:
     """Run the suite's unfinished steps, saving the results file after each one.
 
-    ``loader(model, dtype=, device=) -> (model, tokenizer)`` defaults to
+    ``loader(model, dtype=, device=, trust_remote_code=) -> (model, tokenizer)`` defaults to
     :func:`~unlearnkit.models.loader.load_model`; it is called only when a step needs it."""
     splits, holdout = load_splits(cfg)
     results = _start(cfg, data_fingerprint(cfg.data))
