@@ -139,6 +139,12 @@ def test_unknown_config_key_and_help(tmp_path, capsys):
     assert all(cmd in text for cmd in ("data", "inject", "demo"))
 
 
+def test_data_without_a_subcommand_prints_its_usage(capsys):
+    assert main(["data"]) == 2
+    out = capsys.readouterr()
+    assert out.err.startswith("usage: unlearn data") and "standardize" in out.err and not out.out
+
+
 def test_console_script_exit_code_without_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "unlearnkit.cli", "data", "standardize", str(tmp_path / "no.yaml")],

@@ -145,6 +145,11 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
 def _add(sub, name: str, handler: Handler, help_text: str, config: str = "optional"):
     p = sub.add_parser(name, help=help_text, description=help_text)
     if config == "required":
@@ -211,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     data = sub.add_parser("data", help="data tools (standardize)", description="Data tools.")
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    data.set_defaults(handler=lambda _args: _usage(data))  # `unlearn data` alone
     _add(data_sub, "standardize", cmd_standardize,
          "standardise source files into one chat-QA dataset folder", "required")
     _add(sub, "inject", cmd_inject,
