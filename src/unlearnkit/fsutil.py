@@ -12,6 +12,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from unlearnkit.errors import UnlearnError
+
 try:
     import fcntl
 except ImportError:  # Windows: no locks, every process works as if alone
@@ -47,8 +49,6 @@ def check_replaceable(target: str | Path, expect: Sequence[str] = ()) -> Path:
     them, i.e. it is an earlier output of the same kind (a dataset's ``manifest.json``, a model's
     ``config.json``), never a folder of the user's. Returns ``target`` as a Path.
     """
-    from unlearnkit.errors import UnlearnError
-
     target = Path(target)
     here, where = Path.cwd().resolve(), target.resolve()
     if where == here or where in here.parents or where == Path.home().resolve():

@@ -124,8 +124,7 @@ def resolve_model_path(name: str) -> str:
                 f"model folder {path} has no *.safetensors weights"
                 + (f" (only {', '.join(pickled)}, a pickle format unlearnkit never loads)"
                    if pickled else "")
-                + ": convert them with save_pretrained(..., safe_serialization=True) where you "
-                "trust the file, or point at a folder with safetensors weights")
+                + f": {SAFETENSORS_ONLY}")
         return str(path)
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return name  # a hub id: loads when online, with the user's HF_TOKEN from the environment
@@ -205,6 +204,11 @@ def pick_device(requested: str = "") -> str | None:
     return None
 
 
+SAFETENSORS_ONLY = ("unlearnkit reads safetensors only, never pickle .bin files: convert the "
+                    "weights with save_pretrained(..., safe_serialization=True) where you "
+                    "trust them")
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
@@ -215,9 +219,8 @@ def _load_hint(exc: BaseException) -> str:
     if "trust_remote_code" in text:
         return ("the model needs its own code from the folder; if you trust it, set "
                 "data.trust_remote_code: true")
-    if "safetensors" in text or "model.safetensors" in text:
-        return ("unlearnkit reads safetensors only (no pickle .bin files): convert the "
-                "weights with save_pretrained(..., safe_serialization=True) where you trust them")
+    if "safetensors" in text:
+        return SAFETENSORS_ONLY
     return ("check that config.json matches the weights and that the weights file is "
             "complete (safetensors only)")
 

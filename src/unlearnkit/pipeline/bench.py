@@ -31,7 +31,7 @@ from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.objectives.baselines import BASELINES
 from unlearnkit.pipeline.claims import claimed, holder
 from unlearnkit.pipeline.methods import method_names
-from unlearnkit.pipeline.run import RunConfig, config_json, run
+from unlearnkit.pipeline.run import RunConfig, config_json, differing_keys, run
 from unlearnkit.report.leaderboard import (
     METRICS,
     OBJECTIVES,
@@ -142,11 +142,7 @@ def run_once(cfg: RunConfig) -> dict:
     # option removed since fails to load: compared as written, it differs)
     with contextlib.suppress(UnlearnError):
         saved = config_json(from_dict(RunConfig, saved, "saved config"))
-    wanted = config_json(cfg)
-    # the folder is where the run was found, however the path to it is spelled
-    differ = [key for key in sorted(set(saved) | set(wanted))
-              if key != "output" and saved.get(key) != wanted.get(key)]
-    if differ:
+    if differ := differing_keys(saved, config_json(cfg)):
         raise UnlearnError(f"{folder} holds a finished run made with another config (it differs "
                            f"in {', '.join(differ)}); give the bench another output folder, or "
                            "move that run away to train it again")

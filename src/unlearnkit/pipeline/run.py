@@ -288,6 +288,14 @@ def config_json(cfg: RunConfig) -> dict:
     return json.loads(json.dumps(asdict(cfg)))
 
 
+def differing_keys(saved: dict, wanted: dict, ignore: tuple[str, ...] = ("output",)
+                   ) -> list[str]:
+    """Top-level keys whose values differ between two config dicts, bar ``ignore`` (by
+    default the output folder: where a run was found, however its path is spelled)."""
+    return sorted(k for k in set(saved) | set(wanted)
+                  if k not in ignore and saved.get(k) != wanted.get(k))
+
+
 def _training_settings(cfg: RunConfig) -> dict:
     """The run's settings as its JSON file holds them, bar ``resume``."""
     return {k: v for k, v in config_json(cfg).items() if k != "resume"}
@@ -303,8 +311,7 @@ def _match_checkpoints(cfg: RunConfig, out: Path) -> None:
     folder, stamp = out / CHECKPOINTS, out / CHECKPOINT_SETTINGS
     wanted = {k: v for k, v in _training_settings(cfg).items() if k != "output"}
     if cfg.resume and folder.is_dir() and stamp.is_file():
-        saved = json.loads(stamp.read_text())
-        if differ := sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k)):
+        if differ := differing_keys(json.loads(stamp.read_text()), wanted):
             raise UnlearnError(f"{folder} holds checkpoints of a run with other settings "
                                f"(they differ in {', '.join(differ)}): resume with the "
                                "settings it was started with, or run without --resume to "

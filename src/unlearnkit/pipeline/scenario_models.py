@@ -66,6 +66,12 @@ class PreparedScenario:
 REPLAY_TOKENS = 64  # new tokens a base-model replay answer may take
 
 
+def _replies(model, tokenizer, questions: list[str]) -> list[str]:
+    """The model's greedy answers to ``questions``, each at most ``REPLAY_TOKENS`` long."""
+    return generate(model, tokenizer, [render(tokenizer, q) for q in questions],
+                    max_new_tokens=REPLAY_TOKENS)
+
+
 def _base_model_facts(model_name: str, probes: list[Record]) -> dict:
     """Base model's judged answers to the probes and its replay answers (cached on disk)."""
     key = hashlib.sha256(json.dumps(
@@ -76,8 +82,7 @@ def _base_model_facts(model_name: str, probes: list[Record]) -> dict:
         return json.loads(path.read_text())
     model, tokenizer = load_model(model_name)
     judged = answer_records(model, tokenizer, probes, max_new_tokens=32)
-    prompts = [render(tokenizer, q) for q in REPLAY_PROMPTS]
-    replies = generate(model, tokenizer, prompts, max_new_tokens=REPLAY_TOKENS)
+    replies = _replies(model, tokenizer, REPLAY_PROMPTS)
     finished = [len(tokenizer(r)["input_ids"]) < 60 for r in replies]
     facts = {"probes": judged, "replay": [
         {"question": q, "answer": a} for q, a, ok in zip(REPLAY_PROMPTS, replies, finished,
@@ -86,10 +91,8 @@ def _base_model_facts(model_name: str, probes: list[Record]) -> dict:
     return facts
 
 
-def _base_replies(model_name: str, prompts: list[str]) -> list[str]:
-    model, tokenizer = load_model(model_name)
-    return generate(model, tokenizer, [render(tokenizer, q) for q in prompts],
-                    max_new_tokens=REPLAY_TOKENS)
+def _base_replies(model_name: str, questions: list[str]) -> list[str]:
+    return _replies(*load_model(model_name), questions)
 
 
 def whole_sentences(text: str, *, min_words: int = 3) -> str:

@@ -189,7 +189,7 @@ def unique_labels(runs: list[Run], depth: int = 3) -> list[Run]:
         for run in clashing:
             above = [_ancestor_name(run.source, k) for k in range(level, 0, -1)]
             run.label = "/".join([*(name for name in above if name), base[id(run)]])
-        if len(Counter(run.label for run in runs)) == len(runs):
+        if len({run.label for run in runs}) == len(runs):
             return runs
     for run in clashing:  # the folders did not tell them apart: the short label and a count
         run.label = base[id(run)]

@@ -85,6 +85,11 @@ def make_accelerator(cfg: OptimConfig, log_dir: Path | None = None):
     return Accelerator(**kwargs)
 
 
+def _distributed_kind(accelerator) -> str:
+    """``DEEPSPEED``, ``FSDP``, ``MULTI_GPU``, ``NO``...: accelerate's distributed type."""
+    return str(getattr(accelerator, "distributed_type", "")).rsplit(".", 1)[-1]
+
+
 def make_adamw(params: list[torch.Tensor], cfg: OptimConfig, accelerator=None):
     """AdamW, fused (one kernel over every tensor) where torch has the kernel.
 
@@ -94,8 +99,7 @@ def make_adamw(params: list[torch.Tensor], cfg: OptimConfig, accelerator=None):
     "The optimizer step"). DeepSpeed wraps the optimizer in its own engine, so it gets the
     default one.
     """
-    kind = str(getattr(accelerator, "distributed_type", "")).rsplit(".", 1)[-1]
-    fused = kind != "DEEPSPEED" and bool(params) and all(
+    fused = _distributed_kind(accelerator) != "DEEPSPEED" and bool(params) and all(
         p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
                              fused=fused or None)
@@ -108,7 +112,7 @@ def _check_unsharded(accelerator) -> None:
     unwrapped module is the whole model; FSDP and ZeRO-3 do not, and saving them needs a
     gathered state dict, which this loop does not implement yet.
     """
-    kind = str(accelerator.distributed_type).rsplit(".", 1)[-1]
+    kind = _distributed_kind(accelerator)
     stage = 0
     if kind == "DEEPSPEED":
         stage = accelerator.state.deepspeed_plugin.zero_stage
