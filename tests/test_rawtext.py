@@ -11,6 +11,7 @@ from unlearnkit.data.rawtext import (
     HFModelGenerator,
     OpenAIGenerator,
     find_subject,
+    generator_from_config,
     parse_qa_json,
     passages_to_records,
     salient_terms,
@@ -230,3 +231,61 @@ def test_openai_generator_unreachable_and_bad_url(monkeypatch):
     gen = OpenAIGenerator(f"http://127.0.0.1:{port}/v1", "m", api_key_env=None, timeout=5)
     with pytest.raises(UnlearnError, match="could not reach"):
         gen.generate("p")
+
+
+# ----------------------------------------------------------------------------- from a config
+
+
+def test_endpoint_generator_named_in_a_data_config(tmp_path, chat_server, monkeypatch, capsys):
+    """`unlearn data standardize` with a text source whose options name an OpenAI-compatible
+    endpoint: the passage goes to the server with the key from the environment, the records
+    are its pairs, and the manifest holds the variable's name, never the key."""
+    from unlearnkit.cli import main
+    from unlearnkit.data.standardize import load_dataset
+
+    base_url, seen, state = chat_server
+    state["content"] = '[{"question": "Where was Marie Curie born?", "answer": "Warsaw"}]'
+    monkeypatch.setenv("UK_GEN_KEY", "sk-config-321")
+    (tmp_path / "docs.txt").write_text(CURIE + "\n")
+    cfg = tmp_path / "data.yaml"
+    cfg.write_text(f"output: {tmp_path / 'out'}\nsources:\n"
+                   f"  - {{format: text, path: {tmp_path / 'docs.txt'}, split: forget,\n"
+                   f"     options: {{generator: {{kind: openai, base_url: '{base_url}', "
+                   "model: served, api_key_env: UK_GEN_KEY, max_pairs: 2}}}\n")
+    assert main(["data", "standardize", str(cfg)]) == 0, capsys.readouterr().err
+    [rec] = load_dataset(tmp_path / "out")
+    assert (rec.question, rec.answer, rec.meta["passage"]) == (
+        "Where was Marie Curie born?", "Warsaw", CURIE)
+    assert rec.meta["generator"] == "OpenAIGenerator"
+    assert seen[0]["auth"] == "Bearer sk-config-321" and seen[0]["body"]["model"] == "served"
+    assert "up to 2" in seen[0]["body"]["messages"][0]["content"]
+    manifest = (tmp_path / "out" / "manifest.json").read_text()
+    assert "UK_GEN_KEY" in manifest and "sk-config-321" not in manifest
+
+
+def test_local_model_generator_from_a_config_and_bad_configs():
+    calls = []
+
+    def loader(name, **kwargs):
+        calls.append((name, kwargs))
+        return FakeModel(), FakeTokenizer("[]")
+
+    gen = generator_from_config({"kind": "hf", "model": "my/model", "max_pairs": 3}, loader=loader)
+    assert isinstance(gen, HFModelGenerator) and gen.max_pairs == 3
+    assert gen.max_new_tokens == 512  # the default
+    assert calls == [("my/model", {"dtype": "float32", "device": None,
+                                   "trust_remote_code": False})]
+    gen = generator_from_config({"kind": "openai", "base_url": "http://h:1/v1", "model": "m",
+                                 "api_key_env": ""})
+    assert isinstance(gen, OpenAIGenerator) and gen.api_key_env is None  # "" sends no key
+    for spec, message in [
+            ({"kind": "gpt"}, "kind 'gpt' is not one of openai, hf"),
+            ({"model": "m"}, "kind None is not one of"),
+            ({"kind": "openai", "model": "m"}, r"needs base_url"),
+            ({"kind": "hf"}, "needs model"),
+            ({"kind": "hf", "model": "m", "temperature": 1}, "unknown key.*temperature"),
+            ({"kind": "hf", "model": "m", "max_pairs": 0}, "max_pairs must be a whole number"),
+            ({"kind": "openai", "base_url": "ftp://x", "model": "m"}, "must start with http")]:
+        with pytest.raises(UnlearnError, match=message):
+            generator_from_config(spec, loader=loader)
+    assert len(calls) == 1  # nothing loaded for a bad config

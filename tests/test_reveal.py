@@ -18,6 +18,7 @@ from unlearnkit.training.reveal import (
     record_subject,
     reveal_by_contrast,
     revealing_tokens,
+    spare_initials,
     stand_in_names,
 )
 from unlearnkit.training.unlearn import build_examples
@@ -54,6 +55,25 @@ def test_contrast_scores_hand_derived():
     assert scores[2] == pytest.approx(math.log(2.0), abs=1e-6)
     # the shortest tail decides which positions are compared
     assert contrast_scores(real, others, [3, 1])[1] is None
+
+
+def test_spare_initials_hands_a_bare_initial_to_the_rest_of_its_word():
+    thr = math.log(2.0)
+    # ' J' carries the name's contrast; 'as' 'w' 'yn' follow for anyone (0 or not compared)
+    assert spare_initials([2.0, 0.0, None, 0.1, 0.0], [" J", "as", "w", "yn", "."], thr) == \
+        [None, 2.0, 2.0, 2.0, 0.0]
+    # a continuation scoring more keeps its own score
+    assert spare_initials([1.0, 3.0], [" C", "roll"], thr) == [None, 3.0]
+    # the response's first token and, for character-level tokenizers, a letter after a space
+    assert spare_initials([2.0, 0.0], ["J", "as"], thr) == [None, 2.0]
+    assert spare_initials([0.0, 0.0, 2.0, 0.0], ["n", " ", "D", "u"], thr) == \
+        [0.0, 0.0, None, 2.0]
+    # left alone: an initial at or under the threshold, one not followed by its word
+    # (J.K.), a word start of two letters, a letter inside a word, an uncompared initial
+    for scores, pieces in [([thr, 0.0], [" J", "as"]), ([2.0, 0.0, 0.0], [" J", ".", "K"]),
+                           ([2.0, 0.0], [" Jo", "hn"]), ([0.0, 2.0, 0.0], [" Dess", "e", "tte"]),
+                           ([None, 0.0], [" J", "as"]), ([2.0], [" J"])]:
+        assert spare_initials(scores, pieces, thr) == scores
 
 
 def test_contrast_subjects_are_others_drawn_per_record():
@@ -125,6 +145,16 @@ def test_reveal_by_contrast_counts_and_narrows(tok, cache_dir, capsys):
     assert counts == {"records": 1, "target_tokens": sum(before), "kept_tokens": sum(before),
                       "made_up_names": 0}
     assert ex.reveal == before
+    # spare_initials: the town's initial "D" (a character token after a space) is not pushed,
+    # the rest of "Dunmere" is
+    spared = reveal_by_contrast(model, tok, examples, people(),
+                                PushPullConfig(reveal="contrast", reveal_contrasts=2,
+                                               reveal_threshold=-100.0, spare_initials=True))
+    initial = tok.decode(ex.true_input.input_ids[ex.true_input.response_start:]).index(
+        "Dunmere")
+    assert spared["kept_tokens"] == sum(before) - 1
+    assert ex.reveal == [b and j != initial for j, b in enumerate(before)]
+    ex.reveal = list(before)
     counts = reveal_by_contrast(model, tok, examples, people(),
                                 PushPullConfig(reveal="contrast", reveal_threshold=100.0))
     assert counts["kept_tokens"] == 0 and not any(ex.reveal)

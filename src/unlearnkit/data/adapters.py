@@ -444,13 +444,16 @@ def _mcq_csv_rows(path: Path) -> list[tuple[str, str, list[str], Any]]:
 
 
 @register_adapter("text")
-def read_text_corpus(path: Path, *, split: str, generator: str | QAGenerator | None = None,
-         subject: str | None = None, text_field: str = "text") -> list[Record]:
+def read_text_corpus(path: Path, *, split: str,
+                     generator: str | dict | QAGenerator | None = None,
+                     subject: str | None = None, text_field: str = "text") -> list[Record]:
     """Raw text turned into QA by :func:`unlearnkit.data.rawtext.passages_to_records`.
 
     ``.json`` / ``.jsonl``: one passage per object, in ``text_field``; any other suffix: plain
     text with passages separated by blank lines. Each record keeps its passage in
-    ``meta["passage"]``. ``generator``: None or "template" (offline) or a QAGenerator.
+    ``meta["passage"]``. ``generator``: None or "template" (offline), a mapping (a YAML
+    config: ``{kind: openai, ...}`` or ``{kind: hf, ...}``, :func:`~unlearnkit.data.rawtext.
+    generator_from_config`) or a QAGenerator.
     """
     if path.suffix.lower() in (".json", ".jsonl"):
         passages = [_require_str(row, text_field, where)

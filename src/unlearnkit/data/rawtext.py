@@ -333,14 +333,68 @@ class OpenAIGenerator:
 # ----------------------------------------------------------------------------- records
 
 
+# what a generator given as a mapping (a data config's ``options.generator``) may hold, by
+# ``kind``, with the defaults; required keys default to None
+GENERATOR_KEYS: dict[str, dict[str, Any]] = {
+    "openai": {"base_url": None, "model": None, "api_key_env": "OPENAI_API_KEY",
+               "max_pairs": 5, "max_tokens": 1024, "timeout": 120.0},
+    "hf": {"model": None, "max_pairs": 5, "max_new_tokens": 512, "dtype": "float32",
+           "device": None, "trust_remote_code": False},
+}
+
+
+def generator_from_config(spec: dict, *, loader: Any = None) -> Any:
+    """The QA generator a config mapping describes, e.g. (YAML, a ``text`` source's options)::
+
+        generator: {kind: openai, base_url: "http://localhost:8000/v1", model: NAME,
+                    api_key_env: OPENAI_API_KEY}
+        generator: {kind: hf, model: PATH_OR_HUB_ID, device: cuda}
+
+    ``openai``: an OpenAI-compatible endpoint (:class:`OpenAIGenerator`; the key is read
+    from the environment variable ``api_key_env`` when a request is sent, "" sends none).
+    ``hf``: a local causal LM loaded through ``loader`` (default
+    :func:`unlearnkit.models.loader.load_model`: safetensors only, ``trust_remote_code`` off
+    unless given) and decoded greedily (:class:`HFModelGenerator`).
+    """
+    kind = spec.get("kind")
+    if kind not in GENERATOR_KEYS:
+        raise UnlearnError(f"generator kind {kind!r} is not one of "
+                           f"{', '.join(GENERATOR_KEYS)} (or give generator: template)")
+    allowed = GENERATOR_KEYS[kind]
+    unknown = sorted(set(spec) - set(allowed) - {"kind"})
+    if unknown:
+        raise UnlearnError(f"generator (kind {kind}): unknown key(s) {', '.join(unknown)}; "
+                           f"allowed: {', '.join(allowed)}")
+    opts = {**allowed, **{k: v for k, v in spec.items() if k != "kind"}}
+    missing = [k for k, v in opts.items() if v is None and allowed[k] is None and k != "device"]
+    if missing:
+        raise UnlearnError(f"generator (kind {kind}) needs {', '.join(missing)}")
+    for key in ("max_pairs", "max_tokens", "max_new_tokens"):
+        if key in opts and not (isinstance(opts[key], int) and opts[key] >= 1):
+            raise UnlearnError(f"generator {key} must be a whole number >= 1, got {opts[key]!r}")
+    if kind == "openai":
+        return OpenAIGenerator(str(opts["base_url"]), str(opts["model"]),
+                               opts["api_key_env"] or None, max_pairs=opts["max_pairs"],
+                               max_tokens=opts["max_tokens"], timeout=float(opts["timeout"]))
+    if loader is None:
+        from unlearnkit.models.loader import load_model as loader
+    model, tokenizer = loader(str(opts["model"]), dtype=opts["dtype"], device=opts["device"],
+                              trust_remote_code=bool(opts["trust_remote_code"]))
+    return HFModelGenerator(model, tokenizer, max_pairs=opts["max_pairs"],
+                            max_new_tokens=opts["max_new_tokens"])
+
+
 def _resolve_generator(generator: Any, subject: str | None) -> Any:
     if generator is None or generator == "template":
         return TemplateGenerator(subject)
+    if isinstance(generator, dict):
+        return generator_from_config(generator)
     if hasattr(generator, "forward"):  # a bare model also has .generate, with another meaning
         raise UnlearnError("generator is a model; wrap it as HFModelGenerator(model, tokenizer)")
     if isinstance(generator, str) or not isinstance(generator, QAGenerator):
         raise UnlearnError(
-            f"generator {generator!r} is not usable; give None or 'template' (offline), or an "
+            f"generator {generator!r} is not usable; give None or 'template' (offline), a "
+            "mapping with kind: openai or kind: hf (generator_from_config), or an "
             "object with generate(passage) -> list of {'question', 'answer'} dicts"
         )
     return generator

@@ -205,6 +205,10 @@ class PushPullConfig:
     # for data without a subject field (TOFU): the forget subjects' names; a forget record
     # whose question contains one is contrasted with other people as that subject's
     reveal_subjects: list[str] = field(default_factory=list)
+    # with "contrast": a revealing bare initial letter (' J' of ' J' 'as' 'w' 'yn') hands its
+    # contrast to the rest of its word and is not pushed itself; pushing it reaches every
+    # answer that starts with the letter (unlearnkit.training.reveal.spare_initials)
+    spare_initials: bool = False
 
     def __post_init__(self) -> None:
         if self.keep_nll < 0 or (self.keep_nll and not self.pull):

@@ -97,11 +97,46 @@ def contrast_scores(real: torch.Tensor, others: Sequence[torch.Tensor],
     return scores
 
 
+def _continues_word(piece: str) -> bool:
+    return bool(piece) and piece[0].isalpha()
+
+
+def spare_initials(scores: Sequence[float | None], pieces: Sequence[str],
+                   threshold: float) -> list[float | None]:
+    """Scores with each revealing bare initial letter's contrast handed to the rest of its word.
+
+    ``pieces``: the response tokens' text (``' J'``, ``'as'``, ...). A token that starts a word
+    (the response's first token, a leading space, or after a space or punctuation piece, as
+    character-level tokenizers split words) and is one letter, followed by pieces of
+    the same word (no leading space, starting with a letter), carries the whole name's contrast
+    when the name is the only one the model knows with that letter: once ``' J'`` is given,
+    ``'aswyn'`` follows for anyone (c = 0). Pushing ``' J'`` lowers every answer that starts
+    with J ("J.K. Rowling"). Here a bare initial scoring above ``threshold`` gets no score
+    (not pushed) and the rest of its word gets at least its score, so the push lowers the
+    name's own continuation after the initial instead."""
+    out = list(scores)
+    for j, piece in enumerate(pieces[:-1]):
+        initial = piece.strip()
+        starts_word = j == 0 or piece[:1].isspace() or not pieces[j - 1][-1:].isalnum()
+        c = out[j]
+        if not (starts_word and len(initial) == 1 and initial.isalpha()
+                and _continues_word(pieces[j + 1]) and c is not None and c > threshold):
+            continue
+        out[j] = None
+        k = j + 1
+        while k < len(pieces) and _continues_word(pieces[k]):
+            out[k] = c if out[k] is None else max(out[k], c)
+            k += 1
+    return out
+
+
 def contrast_reveal(model, tokenizer, forget: Sequence[Record], subjects: Sequence[str], *,
-                    n: int = 16, names: Sequence[str] = ()) -> dict[str, list[float | None]]:
+                    n: int = 16, names: Sequence[str] = (),
+                    initials_threshold: float | None = None) -> dict[str, list[float | None]]:
     """Contrast scores c_j (record id -> per response token, :func:`contrast_scores`) for the
     forget records whose subject (:func:`record_subject`, with ``names``) appears in their
-    question; ``subjects``: the other people to contrast with."""
+    question; ``subjects``: the other people to contrast with. With ``initials_threshold``
+    the scores go through :func:`spare_initials` at that threshold."""
     rows, items = [], []
     for rec in forget:
         subject = record_subject(rec, names)
@@ -127,6 +162,9 @@ def contrast_reveal(model, tokenizer, forget: Sequence[Record], subjects: Sequen
         tails = [common_tail(resp, it.input_ids[it.response_start:])
                  for it in items[start + 1:start + count]]
         out[rid] = contrast_scores(real, logps[start + 1:start + count], tails)
+        if initials_threshold is not None:
+            pieces = [tokenizer.decode([t]) for t in resp]
+            out[rid] = spare_initials(out[rid], pieces, initials_threshold)
     return out
 
 
@@ -170,7 +208,9 @@ def reveal_by_contrast(model, tokenizer, examples, records: Sequence[Record], cf
                              exclude=[*subjects, *own]) if names else []
     before = sum(revealing_tokens(e) for e in examples if e.true_input is not None)
     scores = contrast_reveal(model, tokenizer, forget, subjects + made_up,
-                             n=cfg.reveal_contrasts, names=names)
+                             n=cfg.reveal_contrasts, names=names,
+                             initials_threshold=cfg.reveal_threshold if cfg.spare_initials
+                             else None)
     after = apply_contrast(examples, scores, cfg.reveal_threshold)
     print(f"push: {after} of {before} target tokens reveal the forget subject by contrast "
           f"with {cfg.reveal_contrasts} other people ({len(made_up)} of them made-up names; "
