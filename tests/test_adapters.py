@@ -161,6 +161,32 @@ def test_mcq_wmdp_json_and_headerless_csv(tmp_path):
         load_source("mcq", bad, split="general")
 
 
+def test_mcq_column_map_for_json_and_csv(tmp_path):
+    rows = [{"prompt": "Pick b", "options": ["a", "b", "c"], "label": 1}]
+    path = write(tmp_path, "own.jsonl", "\n".join(json.dumps(r) for r in rows))
+    columns = {"question": "prompt", "choices": "options", "answer": "label"}
+    [rec] = load_source("mcq", path, split="forget", columns=columns)
+    assert (rec.question, rec.choices, rec.answer_index, rec.answer) == (
+        "Pick b", ["a", "b", "c"], 1, "b")
+    csv = write(tmp_path, "own.csv", "stem,opt_x,opt_y,opt_z,key\nPick z?,x,y,z,C\n")
+    [rec] = load_source("mcq", csv, split="general",
+                        columns={"question": "stem", "choices": ["opt_x", "opt_y", "opt_z"],
+                                 "answer": "key"})
+    assert (rec.question, rec.choices, rec.answer) == ("Pick z?", ["x", "y", "z"], "z")
+    for bad_path, cols, message in [
+            (path, {"prompt": "q"}, "'prompt' is not a multiple-choice field"),
+            (path, {"question": "stem"}, "missing required field 'stem'"),
+            (path, {"choices": ["a", "b"], "question": "prompt", "answer": "label"},
+             "choices must name one field"),
+            (csv, {"question": "stem", "choices": "opt_x", "answer": "key"},
+             "choices must list the CSV's choice columns"),
+            (csv, {"question": "stem", "choices": ["opt_x", "nope"], "answer": "key"},
+             r"missing column\(s\) \['nope'\]"),
+            (csv, {"answer": 3}, "answer must name a column")]:
+        with pytest.raises(UnlearnError, match=message):
+            load_source("mcq", bad_path, split="general", columns=cols)
+
+
 def test_text_corpus_txt_and_jsonl(tmp_path):
     txt = write(tmp_path, "bio.txt", "Ada Lovelace wrote the first published program.\n\n"
                                      "Alan Turing proposed the Turing test in 1950.\n")

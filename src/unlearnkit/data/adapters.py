@@ -378,15 +378,21 @@ def _qa_record(path: Path, n: int, where: str, row: dict, mapping: dict, split: 
 
 
 @register_adapter("mcq")
-def read_mcq(path: Path, *, split: str) -> list[Record]:
+def read_mcq(path: Path, *, split: str, columns: dict | None = None) -> list[Record]:
     """Multiple choice: MMLU-style CSV or WMDP-style JSON / JSON lines.
 
     CSV: ``question,choice0..choiceN,answer`` with a header row, or the same columns without
     one (original MMLU); ``answer`` is an index from 0 or a letter. JSON: objects with
     ``question``, ``choices`` (list) and ``answer`` (index or letter). The record's ``answer``
     is the correct choice's text; ``question`` stays bare (render it with :func:`format_mcq`).
+
+    ``columns`` names other fields or columns: ``question`` and ``answer`` -> a column or
+    field name, ``choices`` -> a JSON field (a list) or, for a CSV with a header, a list of
+    columns in choice order, e.g. ``{question: prompt, choices: [opt_a, opt_b], answer: key}``.
     """
-    rows = _mcq_csv_rows(path) if path.suffix.lower() == ".csv" else _mcq_json_rows(path)
+    columns = _mcq_columns(path, columns)
+    rows = (_mcq_csv_rows(path, columns) if path.suffix.lower() == ".csv"
+            else _mcq_json_rows(path, columns))
     category = re.sub(r"_(test|dev|val|validation|train)$", "", path.stem)
     records = []
     for n, (where, question, choices, answer) in enumerate(rows):
@@ -399,20 +405,48 @@ def read_mcq(path: Path, *, split: str) -> list[Record]:
     return records
 
 
-def _mcq_json_rows(path: Path) -> list[tuple[str, str, list[str], Any]]:
+_MCQ_FIELDS = ("question", "choices", "answer")
+
+
+def _mcq_columns(path: Path, columns: dict | None) -> dict:
+    """The mcq column map, checked: field -> name (``choices`` may be a list of names)."""
+    columns = columns or {}
+    if not isinstance(columns, dict):
+        raise UnlearnError(f"{path}: columns: expected a mapping of {list(_MCQ_FIELDS)} -> "
+                           f"column name, got {columns!r}")
+    for key, value in columns.items():
+        if key not in _MCQ_FIELDS:
+            raise UnlearnError(f"{path}: columns: {key!r} is not a multiple-choice field; map "
+                               f"one of {list(_MCQ_FIELDS)}")
+        names = value if key == "choices" and isinstance(value, list) else [value]
+        if not names or not all(isinstance(n, str) and n for n in names):
+            also = " (or, for choices, a list of columns)" if key == "choices" else ""
+            raise UnlearnError(f"{path}: columns: {key} must name a column{also}, "
+                               f"got {value!r}")
+    return columns
+
+
+def _mcq_json_rows(path: Path, columns: dict) -> list[tuple[str, str, list[str], Any]]:
+    q_key, a_key = columns.get("question", "question"), columns.get("answer", "answer")
+    c_key = columns.get("choices", "choices")
+    if not isinstance(c_key, str):
+        raise UnlearnError(f"{path}: columns: choices must name one field holding the list in "
+                           f"JSON, got {c_key!r}")
     out = []
     for where, row in _read_json_objects(path):
-        question = _require_str(row, "question", where)
-        choices = _str_list(row, "choices", where)
+        question = _require_str(row, q_key, where)
+        choices = _str_list(row, c_key, where)
         if len(choices) < 2:
-            raise UnlearnError(f"{where}: field 'choices' needs a list of at least two strings")
-        if "answer" not in row:
-            raise UnlearnError(f"{where}: missing required field 'answer' (the correct index)")
-        out.append((where, question, choices, row["answer"]))
+            raise UnlearnError(f"{where}: field {c_key!r} needs a list of at least two strings")
+        if a_key not in row:
+            raise UnlearnError(f"{where}: missing required field {a_key!r} (the correct index)")
+        out.append((where, question, choices, row[a_key]))
     return out
 
 
-def _mcq_csv_rows(path: Path) -> list[tuple[str, str, list[str], Any]]:
+def _mcq_csv_rows(path: Path, columns: dict) -> list[tuple[str, str, list[str], Any]]:
+    if columns:
+        return _mcq_mapped_csv_rows(path, columns)
     rows = _read_csv(path)
     first = [cell.strip().lower() for cell in rows[0][1]]
     has_header = "question" in first and "answer" in first
@@ -436,6 +470,27 @@ def _mcq_csv_rows(path: Path) -> list[tuple[str, str, list[str], Any]]:
         )
     q_col = header[first.index("question")]
     a_col = header[first.index("answer")]
+    return _mcq_dict_rows(dict_rows, q_col, choice_cols, a_col)
+
+
+def _mcq_mapped_csv_rows(path: Path, columns: dict) -> list[tuple[str, str, list[str], Any]]:
+    """A CSV with a header whose columns ``columns`` names (choices: a list of columns)."""
+    header, dict_rows = _read_csv_dicts(path)
+    choice_cols = columns.get("choices")
+    if choice_cols is None:
+        choice_cols = [h for h in header if re.fullmatch(r"(?i)choice\d+|[A-Z]", h)]
+    elif isinstance(choice_cols, str):
+        raise UnlearnError(f"{path}: columns: choices must list the CSV's choice columns in "
+                           f"order, e.g. [A, B, C, D], got {choice_cols!r}")
+    if len(choice_cols) < 2:
+        raise UnlearnError(f"{path}: columns: name at least two choice columns (choices: "
+                           f"[...]); columns present: {header}")
+    q_col, a_col = columns.get("question", "question"), columns.get("answer", "answer")
+    _require_columns(path, header, [q_col, *choice_cols, a_col])
+    return _mcq_dict_rows(dict_rows, q_col, choice_cols, a_col)
+
+
+def _mcq_dict_rows(dict_rows, q_col: str, choice_cols: list[str], a_col: str) -> list:
     out = []
     for where, row in dict_rows:
         question = _require_str(row, q_col, where)
