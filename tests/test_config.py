@@ -54,6 +54,17 @@ def test_dotted_overrides_parse_yaml_scalars():
     assert cfg.inner.k is None
 
 
+def test_overrides_reach_sections_keyed_by_dotted_paths():
+    # a tune's grid is keyed by the dotted paths it sweeps
+    data = {"grid": {"optim.lr": [1e-5]}, "grids": {"rmu": {"optim.lr": [1e-3]}},
+            "validation": {"setup": {}}}
+    apply_overrides(data, ["grid.optim.lr=[2e-5, 4e-5]", "grid.unlearn.seed=[0, 1]",
+                           "grids.rmu.optim.lr=[8e-3]", "validation.setup.seed=3"])
+    assert data == {"grid": {"optim.lr": [2e-5, 4e-5], "unlearn.seed": [0, 1]},
+                    "grids": {"rmu": {"optim.lr": [8e-3]}},
+                    "validation": {"setup": {"seed": 3}}}
+
+
 def test_override_without_equals_is_rejected():
     with pytest.raises(UnlearnError, match=r"key\.sub=value"):
         apply_overrides({}, ["inner.lr"])

@@ -8,6 +8,7 @@ unknown keys and wrong types naming the full dotted key; :func:`apply_overrides`
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -145,13 +146,35 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return key.strip().split("."), value
+    return key.strip().split("."), _exponent_floats(value)
+
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _exponent_floats(value: Any) -> Any:
+    """YAML 1.1 reads ``2e-5`` (no dot) as a string: as a float here, also inside lists."""
+    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [_exponent_floats(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _exponent_floats(v) for k, v in value.items()}
+    return value
 
 
 def set_path(data: dict[str, Any], path: list[str], value: Any, what: str = "") -> None:
-    """Set ``data[path[0]]...[path[-1]] = value``, creating sections as needed."""
+    """Set ``data[path[0]]...[path[-1]] = value``, creating sections as needed.
+
+    A section whose keys are dotted paths themselves (a tune's ``grid: {optim.lr: [...]}``)
+    takes the rest of the path as one key: ``grid.optim.lr=[...]`` sets ``grid["optim.lr"]``.
+    """
     node = data
-    for part in path[:-1]:
+    for i, part in enumerate(path[:-1]):
+        rest = ".".join(path[i:])
+        if i and (rest in node or any("." in str(k) for k in node)):
+            node[rest] = value
+            return
         child = node.get(part)
         if child is None:
             child = node[part] = {}
