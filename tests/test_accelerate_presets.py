@@ -34,13 +34,11 @@ def test_preset_has_the_keys_of_its_distributed_type(name):
     assert data["mixed_precision"] == "bf16"
     if name == "fsdp.yaml":
         fsdp = data["fsdp_config"]
-        assert fsdp["fsdp_sharding_strategy"] == "FULL_SHARD"
+        assert fsdp["fsdp_version"] == 2  # training.loop refuses FSDP1
+        assert fsdp["fsdp_reshard_after_forward"] is True
         assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
-        assert fsdp["fsdp_sharding_strategy"] in constants.FSDP_SHARDING_STRATEGY
         assert fsdp["fsdp_auto_wrap_policy"] in constants.FSDP_AUTO_WRAP_POLICY
-        assert fsdp["fsdp_backward_prefetch"] in constants.FSDP_BACKWARD_PREFETCH
         assert fsdp["fsdp_state_dict_type"] in constants.FSDP_STATE_DICT_TYPE
-        assert fsdp["fsdp_use_orig_params"] is True  # LoRA and frozen layers need it
     if name.startswith("deepspeed"):
         ds = data["deepspeed_config"]
         assert ds["zero_stage"] == int(name[-6])  # deepspeed-zero2.yaml -> 2
@@ -77,7 +75,16 @@ def test_fsdp_preset_becomes_the_fsdp_environment():
     args, _, _ = launch._validate_launch_command(parser.parse_args(
         ["--config_file", str(PRESETS / "fsdp.yaml"), "--num_processes", "2", "train.py"]))
     env = prepare_multi_gpu_env(args)
-    assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_SHARDING_STRATEGY"] == "FULL_SHARD"
+    assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "2"
     assert env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
     assert env["FSDP_STATE_DICT_TYPE"] == "FULL_STATE_DICT"
-    assert env["FSDP_USE_ORIG_PARAMS"] == "true" and env["ACCELERATE_MIXED_PRECISION"] == "bf16"
+    assert env["ACCELERATE_MIXED_PRECISION"] == "bf16"
+    # the plugin accelerate builds from that environment in each process
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        plugin = FullyShardedDataParallelPlugin()
+    assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
+    assert plugin.cpu_ram_efficient_loading is False

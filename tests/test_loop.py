@@ -112,20 +112,54 @@ def test_bucketed_plan_keeps_every_item_once_per_epoch_and_reduces_padding(tok):
     assert bucketed == epoch_plan(data, 4, epochs=2, seed=3, bucket=5)
 
 
-def _fake_accelerator(kind: str, stage: int = 0, processes: int = 2):
+def _fake_accelerator(kind: str, stage: int = 0, processes: int = 2, fsdp_version: int = 1):
     from types import SimpleNamespace
 
     plugin = SimpleNamespace(zero_stage=stage, deepspeed_config={}) if stage else None
+    fsdp = SimpleNamespace(fsdp_version=fsdp_version) if kind == "FSDP" else None
     return SimpleNamespace(distributed_type=f"DistributedType.{kind}", num_processes=processes,
-                           state=SimpleNamespace(deepspeed_plugin=plugin))
+                           state=SimpleNamespace(deepspeed_plugin=plugin, fsdp_plugin=fsdp))
 
 
-@pytest.mark.parametrize(("kind", "stage"), [("FSDP", 0), ("DEEPSPEED", 3)])
-def test_sharded_weights_are_refused_before_training(kind, stage):
+@pytest.mark.parametrize(("kind", "stage", "message"), [("FSDP", 0, "FSDP1 wraps the model"),
+                                                        ("DEEPSPEED", 3, "ZeRO-3 partitions")])
+def test_fsdp1_and_zero3_are_refused_before_training(kind, stage, message):
     from unlearnkit.training.loop import _check_unsharded
 
-    with pytest.raises(UnlearnError, match="cannot save sharded weights"):
+    with pytest.raises(UnlearnError, match=message):
         _check_unsharded(_fake_accelerator(kind, stage))
+
+
+def test_fsdp2_is_accepted_without_checkpoints_or_lora(tok):
+    from unlearnkit.models.lora import LoraSettings, apply_lora
+    from unlearnkit.training.loop import _check_unsharded
+
+    fsdp2 = _fake_accelerator("FSDP", fsdp_version=2)
+    _check_unsharded(fsdp2, tiny_model(len(tok)), OptimConfig())
+    with pytest.raises(UnlearnError, match="checkpoint_every=0"):
+        _check_unsharded(fsdp2, None, OptimConfig(checkpoint_every=5))
+    with pytest.raises(UnlearnError, match="LoRA under FSDP"):
+        _check_unsharded(fsdp2, apply_lora(tiny_model(len(tok)), LoraSettings(rank=2)))
+
+
+def test_every_process_gets_rows_and_under_fsdp_the_same_kinds():
+    from types import SimpleNamespace
+
+    from unlearnkit.training.loop import _check_shards
+
+    def rows(*kinds):
+        return [SimpleNamespace(kind=k) for k in kinds]
+
+    balanced = [rows("forget", "forget", "retain", "retain")]  # rank 0: f, r; rank 1: f, r
+    for kind in ("MULTI_GPU", "FSDP"):
+        _check_shards(_fake_accelerator(kind, fsdp_version=2), balanced)
+        with pytest.raises(UnlearnError, match="micro-batch 2 has 1 rows for 2 processes"):
+            _check_shards(_fake_accelerator(kind, fsdp_version=2), [*balanced, rows("forget")])
+    uneven = [rows("forget", "retain", "retain", "retain")]  # rank 0: f, r; rank 1: r, r
+    _check_shards(_fake_accelerator("MULTI_GPU"), uneven)  # DDP: any rows will do
+    with pytest.raises(UnlearnError, match="a multiple of 2"):
+        _check_shards(_fake_accelerator("FSDP", fsdp_version=2), uneven)
+    _check_shards(_fake_accelerator("NO", processes=1), [rows("forget")])
 
 
 def test_full_weight_setups_pass_and_deepspeed_gets_its_micro_batch():

@@ -1,20 +1,27 @@
 """Train the tiny model on a fixed plan; run alone or under `accelerate launch` (DDP, gloo).
 
-Usage: python ddp_train.py OUT.safetensors
+Usage: python ddp_train.py OUT.safetensors [fsdp2]
+
+With ``fsdp2`` (under `accelerate launch`, 2 CPU processes) the model is sharded in place by
+FSDP2 (:mod:`fsdp2`) and saved through ``save_trained``, which gathers the shards.
 """
 
+import json
 import sys
+from pathlib import Path
 
 import torch
+from fsdp2 import as_fsdp2
 from safetensors.torch import save_file
 
 from unlearnkit.data.render import render
+from unlearnkit.models.loader import save_trained
 from unlearnkit.models.tiny import tiny_model, tiny_tokenizer
 from unlearnkit.training.loop import OptimConfig, make_accelerator, train
 from unlearnkit.training.sft import sft_step
 
 
-def main(out: str) -> None:
+def main(out: str, mode: str = "") -> None:
     torch.manual_seed(0)
     tok = tiny_tokenizer()
     model = tiny_model(len(tok), seed=0)
@@ -23,13 +30,25 @@ def main(out: str) -> None:
     plan = [items[:4], items[4:], items[2:6], [*items[6:], *items[:2]]]
     cfg = OptimConfig(lr=2e-3, warmup_ratio=0.0)
     accelerator = make_accelerator(cfg)
-    train(model, plan, sft_step(tok.pad_token_id), cfg, accelerator=accelerator)
+    if mode == "fsdp2":
+        as_fsdp2(accelerator)
+    history = train(model, plan, sft_step(tok.pad_token_id), cfg, accelerator=accelerator)
+    if mode == "fsdp2":
+        weight = model.model.layers[0].mlp.up_proj.weight
+        folder = save_trained(model, tok, Path(out).parent / "fsdp2-run", base="tiny")
+        if accelerator.is_main_process:
+            Path(out).write_text(json.dumps({
+                "folder": str(folder), "processes": accelerator.num_processes,
+                "local_rows": weight.to_local().shape[0], "rows": weight.shape[0],
+                "grad_norms": [h["grad_norm"] for h in history]}))
+        return
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
         save_file({k: v.detach().clone() for k, v in unwrapped.named_parameters()}, out,
-                  metadata={"processes": str(accelerator.num_processes)})
+                  metadata={"processes": str(accelerator.num_processes),
+                            "grad_norms": json.dumps([h["grad_norm"] for h in history])})
     accelerator.wait_for_everyone()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

@@ -62,11 +62,21 @@ def shared_prefix_length(ids: torch.Tensor, mask: torch.Tensor, limit: int) -> i
     return max(0, min(first, limit))
 
 
+def is_fsdp2(model) -> bool:
+    """Whether ``model`` is sharded in place by FSDP2 (``fully_shard``; accelerate's
+    ``fsdp_version: 2``): its parameters are shards, gathered per forward call."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch built without distributed support
+        return False
+    return isinstance(model, FSDPModule)
+
+
 def _can_share(model) -> bool:
     """Cache sharing needs a plain forward per call: not under FSDP, whose sharded parameters
     are gathered per call, nor with gradient checkpointing (which turns the cache off), and
     only for models that build a key/value cache."""
-    if "FullyShardedDataParallel" in type(model).__name__:
+    if "FullyShardedDataParallel" in type(model).__name__ or is_fsdp2(model):
         return False
     inner = getattr(model, "module", model)
     # transformers 5.x calls it activation checkpointing (the old name warns)

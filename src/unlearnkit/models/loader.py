@@ -148,11 +148,37 @@ def setup_tokenizer(tokenizer):
     return tokenizer
 
 
+def gathered_state_dict(model) -> dict | None:
+    """The whole weights of a model sharded by FSDP2, gathered on the CPU of the main process
+    (every process must call this together); None for a model that holds its whole weights."""
+    from unlearnkit.models.engine import is_fsdp2
+
+    if not is_fsdp2(model):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                 cpu_offload=True))
+    # a tied weight (the output layer sharing the input embedding) is written once, under its
+    # first name, as save_pretrained does for a whole model
+    names: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    for tied in names.values():
+        for name in tied[1:]:
+            whole.pop(name, None)
+    return whole
+
+
 def save_model_folder(model, tokenizer, target: Path, info: dict | None = None,
-                      info_name: str = "unlearnkit.json") -> Path:
-    """Write an HF model folder (safetensors) atomically, with an optional JSON sidecar."""
+                      info_name: str = "unlearnkit.json", state_dict: dict | None = None) -> Path:
+    """Write an HF model folder (safetensors) atomically, with an optional JSON sidecar;
+    ``state_dict``: the weights to write instead of the model's own (gathered shards)."""
     with atomic_dir(target, expect=MODEL_MARKERS) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if state_dict is None:
+            model.save_pretrained(tmp, safe_serialization=True)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         if info is not None:
             (tmp / info_name).write_text(json.dumps(info, indent=1))
@@ -179,11 +205,12 @@ def save_trained(model, tokenizer, out: Path, *, base: str, lora_output: str = "
     state = PartialState()  # under `accelerate launch` only the main process writes
     adapter = hasattr(model, "peft_config") and lora_output in ("adapter", "both")
     folder = out / "adapter" if adapter and lora_output == "adapter" else out / "model"
+    whole = gathered_state_dict(model)  # FSDP2: every process sends its shards
     if state.is_main_process:
         if adapter:
             save_adapter_folder(model, out / "adapter", model_reference(base))
         if folder.name == "model":
-            save_model_folder(merged(model), tokenizer, folder)
+            save_model_folder(merged(model), tokenizer, folder, state_dict=whole)
     state.wait_for_everyone()
     return folder
 

@@ -75,10 +75,17 @@ def _lr_lambda(cfg: OptimConfig, total: int) -> Callable[[int], float]:
 
 
 def make_accelerator(cfg: OptimConfig, log_dir: Path | None = None):
+    """The run's Accelerator. Under DDP the model's buffers are not broadcast at each forward
+    call: that broadcast is a collective, and the processes of a step need not call the model
+    equally often (a shared prompt prefix runs as a second call on a process whose rows share
+    one; a baseline skips its retain forward on a process without retain rows); a causal LM's
+    buffers (rotary frequencies) are the same on every process anyway."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
-    kwargs: dict[str, Any] = {"mixed_precision": cfg.mixed_precision}
+    kwargs: dict[str, Any] = {
+        "mixed_precision": cfg.mixed_precision,
+        "kwargs_handlers": [DistributedDataParallelKwargs(broadcast_buffers=False)]}
     if log_dir is not None:
         kwargs["log_with"] = "tensorboard"
         kwargs["project_config"] = ProjectConfiguration(project_dir=str(log_dir))
@@ -105,22 +112,64 @@ def make_adamw(params: list[torch.Tensor], cfg: OptimConfig, accelerator=None):
                              fused=fused or None)
 
 
-def _check_unsharded(accelerator) -> None:
-    """Refuse set-ups that shard the parameters: weights are saved from the unwrapped module.
+def _check_unsharded(accelerator, model=None, cfg: OptimConfig | None = None) -> None:
+    """Refuse set-ups whose sharded weights this loop cannot handle.
 
     DDP and DeepSpeed ZeRO-1/2 keep a full copy of the weights on every process, so the
-    unwrapped module is the whole model; FSDP and ZeRO-3 do not, and saving them needs a
-    gathered state dict, which this loop does not implement yet.
+    unwrapped module is the whole model. FSDP2 (``fsdp_version: 2``) shards the parameters of
+    the module itself: the model is still called directly (the adversarial prefill's refresh,
+    early-stopping checks) and its whole weights are gathered when it is saved
+    (:func:`unlearnkit.models.loader.save_model_folder`); its checkpoints and LoRA are not
+    supported yet. FSDP1 wraps the module (calls outside the wrapper would see shards) and
+    ZeRO-3 partitions it inside DeepSpeed's engine: both refused.
     """
     kind = _distributed_kind(accelerator)
     stage = 0
     if kind == "DEEPSPEED":
         stage = accelerator.state.deepspeed_plugin.zero_stage
+    if kind == "FSDP" and getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1) == 2:
+        if cfg is not None and cfg.checkpoint_every:
+            raise UnlearnError("checkpoints under FSDP are not supported yet: set "
+                               "optim.checkpoint_every=0, or launch with configs/accelerate/"
+                               "ddp.yaml or deepspeed-zero2.yaml to checkpoint")
+        if model is not None and hasattr(model, "peft_config"):
+            raise UnlearnError("LoRA under FSDP is not supported yet: launch LoRA with "
+                               "configs/accelerate/ddp.yaml (the frozen base is not sharded)")
+        return
     if kind == "FSDP" or stage == 3:
-        raise UnlearnError(f"{kind.lower()}{f' ZeRO-{stage}' if stage else ''} shards the "
-                           "weights, and unlearnkit cannot save sharded weights yet; launch with "
-                           "configs/accelerate/ddp.yaml or deepspeed-zero2.yaml (full weights "
-                           "per GPU), with LoRA if the model is large")
+        what = "FSDP1 wraps the model" if kind == "FSDP" else "ZeRO-3 partitions the weights"
+        raise UnlearnError(f"{what}, and unlearnkit cannot train or save it that way; launch "
+                           "with configs/accelerate/fsdp.yaml (FSDP2, fsdp_version: 2), or "
+                           "ddp.yaml / deepspeed-zero2.yaml (full weights per GPU)")
+
+
+def _row_kind(row) -> tuple:
+    return (getattr(row, "kind", None), bool(getattr(row, "boundary", False)))
+
+
+def _check_shards(accelerator, plan: Sequence[Sequence]) -> None:
+    """Every process needs rows in every micro-batch (a process without a loss would wait for
+    the others' gradients forever). Under FSDP every forward call gathers the weights with the
+    other processes, so they must also call the model alike: the same number of rows of each
+    kind (forget, retain, ...) per micro-batch on every process."""
+    n = accelerator.num_processes
+    if n < 2:
+        return
+    fsdp = _distributed_kind(accelerator) == "FSDP"
+    for index, batch in enumerate(plan):
+        shards = [list(batch)[rank::n] for rank in range(n)]
+        if min(len(shard) for shard in shards) == 0:
+            raise UnlearnError(f"micro-batch {index + 1} has {len(batch)} rows for {n} "
+                               "processes: every process needs at least one; raise the "
+                               "batch (unlearn.mix quotas, or the method's batch size)")
+        if fsdp:
+            kinds = [sorted(map(_row_kind, shard), key=repr) for shard in shards]
+            if any(k != kinds[0] for k in kinds):
+                raise UnlearnError(
+                    f"under FSDP every process must call the model alike, and micro-batch "
+                    f"{index + 1} gives the {n} processes different kinds of rows: make every "
+                    f"quota of unlearn.mix (forget, retain, neighbor, general, boundary) a "
+                    f"multiple of {n}")
 
 
 def _set_deepspeed_micro_batch(accelerator, plan: Sequence[Sequence]) -> None:
@@ -153,12 +202,15 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
         raise UnlearnError(f"the plan has {len(plan)} micro-batches, fewer than grad_accum "
                            f"({cfg.grad_accum}): add data or lower optim.grad_accum")
     accelerator = accelerator or make_accelerator(cfg, out_dir)
-    _check_unsharded(accelerator)
+    _check_unsharded(accelerator, model, cfg)
+    _check_shards(accelerator, plan)
     _set_deepspeed_micro_batch(accelerator, plan)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_adamw(params, cfg, accelerator)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total))
     model, optimizer = accelerator.prepare(model, optimizer)  # together, as DeepSpeed needs
+    # FSDP2 replaces the parameters by sharded ones (and points the optimizer at them)
+    params = [p for p in model.parameters() if p.requires_grad]
     ckpt_dir = out_dir / "checkpoints" if out_dir else None
     start, history = 0, []
     if resume and ckpt_dir and (last := latest_checkpoint(ckpt_dir)):
@@ -193,8 +245,8 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
             break
     bar.close()
     model.eval()
-    if out_dir is not None:
-        accelerator.end_training()
+    for tracker in accelerator.trackers:  # not end_training(): it ends the process group,
+        tracker.finish()                  # which saving the model still needs
     return history
 
 
@@ -213,7 +265,9 @@ def _optimizer_step(model, plan, step, step_fn, cfg, accelerator, optimizer, par
     if cfg.max_grad_norm > 0:
         norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
         if norm is not None:  # DeepSpeed clips inside its engine and returns None
-            sums["grad_norm"] = float(norm)
+            # under FSDP2 a replicated DTensor
+            sums["grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor")
+                                      else norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return sums
