@@ -56,12 +56,16 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
 def test_fsdp2_shards_the_weights_and_saves_them_whole_like_one_process(tmp_path):
     """FSDP2 (accelerate's fsdp_version 2, switched on by hand on CPU processes: see
     scripts/fsdp2.py): each process holds half of each weight, training matches one process
-    with the same global batch, and ``save_trained`` gathers the whole weights into one
-    Hugging Face folder."""
-    run([sys.executable, str(SCRIPT), str(tmp_path / "one.safetensors")], tmp_path)
-    run(launch(SCRIPT, tmp_path / "two.json", "fsdp2", port=29534), tmp_path)
+    with the same global batch, ``save_trained`` gathers the whole weights into one Hugging
+    Face folder, checkpoints hold whole tensors as one process's do, and a run resumed from
+    one ends with the same weights."""
+    run([sys.executable, str(SCRIPT), str(tmp_path / "one.safetensors"), "--checkpoints",
+         str(tmp_path / "ck-one")], tmp_path)
+    run(launch(SCRIPT, tmp_path / "two.json", "fsdp2", "--checkpoints", tmp_path / "ck-two",
+               port=29534), tmp_path)
     info = json.loads((tmp_path / "two.json").read_text())
     assert info["processes"] == 2 and info["local_rows"] * 2 == info["rows"]  # really sharded
+    assert (info["steps_run"], info["rows_per_process"]) == (4, 2)
     one = load_file(tmp_path / "one.safetensors")
     two = load_file(Path(info["folder"]) / "model.safetensors")
     assert set(two) == set(one)  # every weight, the tied output layer written once
@@ -70,6 +74,22 @@ def test_fsdp2_shards_the_weights_and_saves_them_whole_like_one_process(tmp_path
     with safe_open(tmp_path / "one.safetensors", "pt") as fh:
         norms = json.loads(fh.metadata()["grad_norms"])
     assert info["grad_norms"] == pytest.approx(norms, rel=1e-4)
+    # the step-2 checkpoint: whole weights and AdamW moments, as one process writes them
+    for name in ("model.safetensors", "optimizer.safetensors"):
+        a, b = (load_file(tmp_path / ck / "checkpoints" / "step-0000002" / name)
+                for ck in ("ck-one", "ck-two"))
+        assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    # resumed from it (steps 3 and 4 only): the uninterrupted run's weights
+    run(launch(SCRIPT, tmp_path / "three.json", "fsdp2", "--checkpoints", tmp_path / "ck-two",
+               "--resume", port=29537), tmp_path)
+    resumed = json.loads((tmp_path / "three.json").read_text())
+    assert resumed["steps_run"] == 2  # really resumed
+    three = load_file(Path(resumed["folder"]) / "model.safetensors")
+    for key in two:
+        torch.testing.assert_close(two[key], three[key], atol=1e-6, rtol=1e-5)
+    assert resumed["grad_norms"] == pytest.approx(info["grad_norms"], rel=1e-5)
 
 
 def test_pushpull_runs_alike_under_ddp_and_fsdp2(tiny_folder, tmp_path):

@@ -1,9 +1,10 @@
 """Train the tiny model on a fixed plan; run alone or under `accelerate launch` (DDP, gloo).
 
-Usage: python ddp_train.py OUT.safetensors [fsdp2]
+Usage: python ddp_train.py OUT.safetensors [fsdp2] [--checkpoints DIR] [--resume]
 
 With ``fsdp2`` (under `accelerate launch`, 2 CPU processes) the model is sharded in place by
 FSDP2 (:mod:`fsdp2`) and saved through ``save_trained``, which gathers the shards.
+``--checkpoints DIR`` checkpoints every 2 steps under DIR (``--resume``: from the last one).
 """
 
 import json
@@ -21,25 +22,34 @@ from unlearnkit.training.loop import OptimConfig, make_accelerator, train
 from unlearnkit.training.sft import sft_step
 
 
-def main(out: str, mode: str = "") -> None:
+def main(out: str, mode: str = "", ckpt: str | None = None, resume: bool = False) -> None:
     torch.manual_seed(0)
     tok = tiny_tokenizer()
     model = tiny_model(len(tok), seed=0)
     # equal-length items: per-process token means average to the global token mean
     items = [render(tok, f"Question {i}?", f"Answer {i}.") for i in range(8)]
     plan = [items[:4], items[4:], items[2:6], [*items[6:], *items[:2]]]
-    cfg = OptimConfig(lr=2e-3, warmup_ratio=0.0)
+    cfg = OptimConfig(lr=2e-3, warmup_ratio=0.0, checkpoint_every=2 if ckpt else 0)
     accelerator = make_accelerator(cfg)
     if mode == "fsdp2":
         as_fsdp2(accelerator)
-    history = train(model, plan, sft_step(tok.pad_token_id), cfg, accelerator=accelerator)
+    step_fn, calls = sft_step(tok.pad_token_id), []
+
+    def counted(model, batch):
+        calls.append(len(batch))
+        return step_fn(model, batch)
+
+    history = train(model, plan, counted, cfg, accelerator=accelerator,
+                    out_dir=Path(ckpt) if ckpt else None, resume=resume)
     if mode == "fsdp2":
         weight = model.model.layers[0].mlp.up_proj.weight
-        folder = save_trained(model, tok, Path(out).parent / "fsdp2-run", base="tiny")
+        folder = save_trained(model, tok, Path(out).parent / f"{Path(out).stem}-model",
+                              base="tiny")
         if accelerator.is_main_process:
             Path(out).write_text(json.dumps({
                 "folder": str(folder), "processes": accelerator.num_processes,
                 "local_rows": weight.to_local().shape[0], "rows": weight.shape[0],
+                "steps_run": len(calls), "rows_per_process": calls[0],
                 "grad_norms": [h["grad_norm"] for h in history]}))
         return
     if accelerator.is_main_process:
@@ -51,4 +61,8 @@ def main(out: str, mode: str = "") -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    args = sys.argv[1:]
+    resume = "--resume" in args
+    ckpt = args[args.index("--checkpoints") + 1] if "--checkpoints" in args else None
+    positional = [a for a in args if a != "--resume" and a not in ("--checkpoints", ckpt)]
+    main(*positional, ckpt=ckpt, resume=resume)

@@ -24,7 +24,9 @@ import torch
 from tqdm.auto import tqdm
 
 from unlearnkit.errors import UnlearnError
+from unlearnkit.models.engine import is_fsdp2
 from unlearnkit.training.checkpoint import (
+    gather_checkpoint,
     latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
@@ -112,26 +114,22 @@ def make_adamw(params: list[torch.Tensor], cfg: OptimConfig, accelerator=None):
                              fused=fused or None)
 
 
-def _check_unsharded(accelerator, model=None, cfg: OptimConfig | None = None) -> None:
+def _check_unsharded(accelerator, model=None) -> None:
     """Refuse set-ups whose sharded weights this loop cannot handle.
 
     DDP and DeepSpeed ZeRO-1/2 keep a full copy of the weights on every process, so the
     unwrapped module is the whole model. FSDP2 (``fsdp_version: 2``) shards the parameters of
     the module itself: the model is still called directly (the adversarial prefill's refresh,
     early-stopping checks) and its whole weights are gathered when it is saved
-    (:func:`unlearnkit.models.loader.save_model_folder`); its checkpoints and LoRA are not
-    supported yet. FSDP1 wraps the module (calls outside the wrapper would see shards) and
-    ZeRO-3 partitions it inside DeepSpeed's engine: both refused.
+    (:func:`unlearnkit.models.loader.save_model_folder`), as they are for checkpoints; LoRA is
+    not supported with it yet. FSDP1 wraps the module (calls outside the wrapper would see
+    shards) and ZeRO-3 partitions it inside DeepSpeed's engine: both refused.
     """
     kind = _distributed_kind(accelerator)
     stage = 0
     if kind == "DEEPSPEED":
         stage = accelerator.state.deepspeed_plugin.zero_stage
     if kind == "FSDP" and getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1) == 2:
-        if cfg is not None and cfg.checkpoint_every:
-            raise UnlearnError("checkpoints under FSDP are not supported yet: set "
-                               "optim.checkpoint_every=0, or launch with configs/accelerate/"
-                               "ddp.yaml or deepspeed-zero2.yaml to checkpoint")
         if model is not None and hasattr(model, "peft_config"):
             raise UnlearnError("LoRA under FSDP is not supported yet: launch LoRA with "
                                "configs/accelerate/ddp.yaml (the frozen base is not sharded)")
@@ -202,7 +200,7 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
         raise UnlearnError(f"the plan has {len(plan)} micro-batches, fewer than grad_accum "
                            f"({cfg.grad_accum}): add data or lower optim.grad_accum")
     accelerator = accelerator or make_accelerator(cfg, out_dir)
-    _check_unsharded(accelerator, model, cfg)
+    _check_unsharded(accelerator, model)
     _check_shards(accelerator, plan)
     _set_deepspeed_micro_batch(accelerator, plan)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -211,6 +209,7 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
     model, optimizer = accelerator.prepare(model, optimizer)  # together, as DeepSpeed needs
     # FSDP2 replaces the parameters by sharded ones (and points the optimizer at them)
     params = [p for p in model.parameters() if p.requires_grad]
+    sharded = is_fsdp2(accelerator.unwrap_model(model))  # checkpoints gather on every process
     ckpt_dir = out_dir / "checkpoints" if out_dir else None
     start, history = 0, []
     if resume and ckpt_dir and (last := latest_checkpoint(ckpt_dir)):
@@ -235,11 +234,13 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
         if out_dir is not None:
             accelerator.log(logs, step=step + 1)
         if ckpt_dir and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
-                and step + 1 < total and accelerator.is_main_process:
-            save_checkpoint(ckpt_dir, model=accelerator.unwrap_model(model), optimizer=optimizer,
-                            scheduler=scheduler, step=step + 1,
-                            extra={"history": history, "state": state[0]() if state else {}})
-            prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
+                and step + 1 < total and (accelerator.is_main_process or sharded):
+            gathered = gather_checkpoint(accelerator.unwrap_model(model), optimizer)
+            if accelerator.is_main_process:
+                save_checkpoint(ckpt_dir, gathered=gathered, scheduler=scheduler,
+                                step=step + 1, extra={"history": history,
+                                                      "state": state[0]() if state else {}})
+                prune_checkpoints(ckpt_dir, cfg.keep_checkpoints)
         accelerator.wait_for_everyone()
         if stop:
             break
