@@ -97,3 +97,75 @@ def test_an_injection_another_process_is_training_is_waited_for_not_repeated(
                         lambda *a: pytest.fail("trained a model another process made"))
     lock_holder(target.with_name(f".{target.name}.lock"), 1.0, then_write=target)
     assert inject.build_injected(str(tiny_folder), records, "injected", cfg) == target
+
+
+def test_processes_building_one_cache_entry_take_turns(tmp_path):
+    """Four builders of one entry at once (threads, each opening the lock itself, as processes
+    do): one builds it, the others wait and find it built; none fails."""
+    import threading
+    import time
+
+    from unlearnkit.fsutil import building
+
+    target, builds, errors = tmp_path / "cache" / "entry", [], []
+    target.parent.mkdir()
+
+    def builder():
+        try:
+            if not (target / "done").is_file():
+                with building(target):
+                    if not (target / "done").is_file():
+                        builds.append(1)
+                        time.sleep(0.3)
+                        with atomic_dir(target) as tmp:
+                            (tmp / "done").write_text("x")
+        except Exception as exc:  # a failure in a thread is reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=builder) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and builds == [1] and (target / "done").read_text() == "x"
+
+
+def test_the_teacher_cache_is_computed_once_by_concurrent_runs(tok, cache_dir, monkeypatch):
+    """Two runs (the ranks of `accelerate launch`, or bench workers) needing the same teacher
+    cache at once: one computes it, the other reads it (they used to replace each other's
+    folder, and one failed with 'Directory not empty')."""
+    import threading
+
+    import unlearnkit.training.unlearn as unlearn
+    from unlearnkit.data.scenario import build_scenario
+    from unlearnkit.models.teacher import TeacherConfig
+    from unlearnkit.models.tiny import tiny_model
+
+    records = build_scenario(n_people=6, n_forget=1, neighbors_per_forget=1).records
+    model, computed, results, errors = tiny_model(len(tok)), [], [], []
+    compute = unlearn._compute_teacher
+
+    def slow_compute(*args):
+        computed.append(1)
+        import time
+
+        time.sleep(0.3)
+        return compute(*args)
+
+    monkeypatch.setattr(unlearn, "_compute_teacher", slow_compute)
+
+    def run():
+        try:
+            results.append(unlearn.build_examples(model, tok, records, TeacherConfig(top_k=3),
+                                                  "tiny"))
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and computed == [1] and len(results) == 2
+    a, b = ([(e.record_id, e.pull_top.indices.tolist()) for e in r] for r in results)
+    assert a == b

@@ -92,6 +92,17 @@ def atomic_dir(target: str | Path, *, expect: Sequence[str] = ()) -> Iterator[Pa
 
 
 @contextmanager
+def building(target: str | Path) -> Iterator[None]:
+    """Hold, for the block, the lock of the cache entry ``target`` (a file beside it): the
+    processes that would build the same entry (the ranks of `accelerate launch`, bench
+    workers) take turns, so one builds it and the others, checking again inside the block,
+    find it built. Without it two of them replaced each other's folder, and one failed."""
+    target = Path(target)
+    with locked(target.with_name(f".{target.name}.lock"), wait=True):
+        yield
+
+
+@contextmanager
 def locked(path: str | Path, *, wait: bool) -> Iterator[bool]:
     """An exclusive lock on the file ``path`` (created if missing) for the block. With
     ``wait``, block until the holder lets go (saying once who it is) and yield True; without,

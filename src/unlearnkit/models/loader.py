@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 
 from unlearnkit.errors import UnlearnError
-from unlearnkit.fsutil import atomic_dir
+from unlearnkit.fsutil import atomic_dir, building
 from unlearnkit.models.adapter import (
     MODEL_MARKERS,
     adapter_base,
@@ -71,6 +71,13 @@ def default_model_dir() -> Path:
     target = cache_root() / "models" / f"{DEFAULT_MODEL}-{digest[:12]}"
     if (target / "unlearnkit.json").is_file():
         return target
+    with building(target):  # another process may be converting it
+        if not (target / "unlearnkit.json").is_file():
+            _convert_default(gguf, digest, target)
+    return target
+
+
+def _convert_default(gguf: Path, digest: str, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to safetensors (once) in %s", gguf.name, target)
@@ -89,7 +96,6 @@ def default_model_dir() -> Path:
         tok.save_pretrained(tmp)
         marker = {"source": gguf.name, "sha256": digest, "dtype": "float32"}
         (tmp / "unlearnkit.json").write_text(json.dumps(marker, indent=2))
-    return target
 
 
 @torch.no_grad()

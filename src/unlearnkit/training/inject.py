@@ -27,7 +27,7 @@ import torch
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render_record
 from unlearnkit.errors import UnlearnError
-from unlearnkit.fsutil import locked
+from unlearnkit.fsutil import building
 from unlearnkit.models.adapter import ADAPTER_WEIGHTS, adapter_base, is_adapter_folder
 from unlearnkit.models.loader import (
     cache_root,
@@ -131,7 +131,7 @@ def build_injected(model_name: str, records: list[Record], variant: Variant,
     if (target / "inject.json").is_file():
         return target
     # another process (a second bench worker) training the same model: wait, then load it
-    with locked(target.with_name(f".{target.name}.lock"), wait=True):
+    with building(target):
         if (target / "inject.json").is_file():
             return target
         return _train_injected(model_name, data, variant, cfg, target)

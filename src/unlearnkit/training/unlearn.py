@@ -15,6 +15,7 @@ import torch
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import Rendered, render
 from unlearnkit.errors import UnlearnError
+from unlearnkit.fsutil import building
 from unlearnkit.models.engine import eval_mode, generate, token_logprobs
 from unlearnkit.models.loader import cache_root
 from unlearnkit.models.teacher import TeacherConfig, desired_response, instruction
@@ -104,8 +105,11 @@ def build_examples(model, tokenizer, records: list[Record], cfg: TeacherConfig,
     path = cache_root() / "teacher" / key
     cached = load_topk(path)
     if cached is None:
-        cached = _compute_teacher(model, tokenizer, forget, keep, cfg, context)
-        save_topk(path, *cached)
+        with building(path):  # another process may be computing the same cache
+            cached = load_topk(path)
+            if cached is None:
+                cached = _compute_teacher(model, tokenizer, forget, keep, cfg, context)
+                save_topk(path, *cached)
     tops, meta = cached
     return _examples(tokenizer, forget, keep, tops, meta["responses"], context)
 

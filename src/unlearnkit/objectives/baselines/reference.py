@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unlearnkit.data.render import Rendered
-from unlearnkit.fsutil import atomic_dir
+from unlearnkit.fsutil import atomic_dir, building
 from unlearnkit.models.engine import eval_mode
 from unlearnkit.models.loader import cache_root
 from unlearnkit.models.teacher_cache import TopK, cache_key, teacher_topk
@@ -45,11 +45,15 @@ def _cached(kind: str, model_id: str | None, settings: dict, items: Sequence[Ren
     key = cache_key({"kind": kind, "model": model_id, "settings": settings,
                      "items": [item_key(it) for it in items]})
     path = cache_root() / "baselines" / kind / key
-    if (path / "tensors.safetensors").is_file():
-        return load_file(path / "tensors.safetensors")
-    out = compute()
-    with atomic_dir(path) as tmp:
-        save_file({k: v.contiguous() for k, v in out.items()}, tmp / "tensors.safetensors")
+    done = path / "tensors.safetensors"
+    if done.is_file():
+        return load_file(done)
+    with building(path):  # another process may be computing the same cache
+        if done.is_file():
+            return load_file(done)
+        out = compute()
+        with atomic_dir(path) as tmp:
+            save_file({k: v.contiguous() for k, v in out.items()}, tmp / "tensors.safetensors")
     return out
 
 
