@@ -23,14 +23,17 @@ def run(cmd, tmp_path, env=None):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env,
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout
 
 
-def launch(script, *args, port):
+def launch(*target, port):
+    """`accelerate launch` of ``target`` (a script and its arguments, or ``-m MODULE ...``) on
+    2 CPU processes."""
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     assert launcher, "accelerate's launcher is installed with the package"
     return [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
             "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-            str(port), str(script), *map(str, args)]
+            str(port), *map(str, target)]
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
@@ -118,3 +121,34 @@ def test_pushpull_runs_alike_under_ddp_and_fsdp2(tiny_folder, tmp_path):
         # both (an embedding row no item uses) may step either way: compare all but those
         close = ((a[key] - b[key]).abs() <= 2e-5).float().mean()
         assert close > (0.99 if key == "model.embed_tokens.weight" else 0.9999), key
+
+
+def test_unlearn_run_under_two_cpu_processes_evaluates_and_writes_once(tiny_folder, tmp_path):
+    """The whole `unlearn run` command under `accelerate launch` on CPU processes: the model is
+    saved whole and only the main process evaluates. A bare PartialState() made first on CPU
+    processes called each of them the main one: both evaluated, and the model folder was
+    written without its weights."""
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"""data:
+  kind: dataset
+  model: {tiny_folder}
+  sources:
+    - {{format: scenario, options: {{n_people: 6, n_forget: 1, neighbors_per_forget: 1}}}}
+unlearn:
+  teacher: {{top_k: 4}}
+  method: {{top_m: 4}}
+  mix: {{forget: 2, retain: 2, neighbor: 2, steps: 3}}
+optim: {{lr: 1.0e-3, checkpoint_every: 2}}
+max_new_tokens: 4
+report: false
+output: {tmp_path / "run"}
+""")
+    out = run(launch("-m", "unlearnkit.cli", "run", cfg, port=29538), tmp_path,
+              env={"UNLEARNKIT_CACHE": str(tmp_path / "cache")})
+    assert out.count("accuracy (refusal) per split") == 1  # the main process only
+    run_dir = tmp_path / "run"
+    saved = load_file(run_dir / "model" / "model.safetensors")
+    assert set(saved) == set(load_file(tiny_folder / "model.safetensors"))
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["results"]) == {"before", "after"}
+    assert [h["step"] for h in json.loads((run_dir / "train_log.json").read_text())] == [1, 2, 3]

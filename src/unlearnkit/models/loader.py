@@ -206,9 +206,9 @@ def save_trained(model, tokenizer, out: Path, *, base: str, lora_output: str = "
     ``out/model``; ``"both"``. The merged folder is returned whenever it is written. Under
     several processes only the main one writes; the others wait for it.
     """
-    from accelerate import PartialState
+    from unlearnkit.processes import process_state
 
-    state = PartialState()  # under `accelerate launch` only the main process writes
+    state = process_state()  # under `accelerate launch` only the main process writes
     adapter = hasattr(model, "peft_config") and lora_output in ("adapter", "both")
     folder = out / "adapter" if adapter and lora_output == "adapter" else out / "model"
     whole = gathered_state_dict(model)  # FSDP2: every process sends its shards

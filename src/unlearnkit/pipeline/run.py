@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
-from accelerate import PartialState
 
 from unlearnkit.data.records import atomic_write_text
 from unlearnkit.data.scenario import build_scenario
@@ -50,6 +49,7 @@ from unlearnkit.pipeline.scenario_models import (
     prepare_scenario,
 )
 from unlearnkit.pipeline.stopping import chain, stop_hook
+from unlearnkit.processes import process_state
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.loop import OptimConfig, train
 from unlearnkit.training.raw import with_raw_forget
@@ -335,9 +335,9 @@ def unlearn(cfg: RunConfig, prepared: PreparedScenario,
             print(f"{out}: trained already ({TRAINED}); evaluating the saved model")
             return saved["after"], saved["history"], saved["context"]
     marker.unlink(missing_ok=True)
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         _match_checkpoints(cfg, out)
-    PartialState().wait_for_everyone()
+    process_state().wait_for_everyone()
     torch.manual_seed(cfg.unlearn.seed)  # LoRA's initialisation follows the run's seed
     if cfg.method == PUSHPULL:
         folder, history = train_unlearning(
@@ -346,7 +346,7 @@ def unlearn(cfg: RunConfig, prepared: PreparedScenario,
         after, context = str(folder), None
     else:
         after, history, context = run_baseline(cfg, prepared, out)
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         atomic_write_text(marker, json.dumps({"after": after, "history": history,
                                               "context": context,
                                               "settings": _training_settings(cfg)}))
@@ -383,7 +383,7 @@ def run(cfg: RunConfig) -> dict:
     out = check_replaceable(cfg.output, RUN_MARKERS)
     prepared = prepare(cfg)
     after, history, context = unlearn(cfg, prepared, out)
-    if not PartialState().is_main_process:  # `accelerate launch`: the main process evaluates
+    if not process_state().is_main_process:  # `accelerate launch`: the main process evaluates
         return {"method": cfg.method, "models": {"after": after}}
     models = reference_models(prepared, after) if cfg.eval_references else {"after": after}
     if cfg.eval_base:
