@@ -123,11 +123,7 @@ def test_pushpull_runs_alike_under_ddp_and_fsdp2(tiny_folder, tmp_path):
         assert close > (0.99 if key == "model.embed_tokens.weight" else 0.9999), key
 
 
-def test_unlearn_run_under_two_cpu_processes_evaluates_and_writes_once(tiny_folder, tmp_path):
-    """The whole `unlearn run` command under `accelerate launch` on CPU processes: the model is
-    saved whole and only the main process evaluates. A bare PartialState() made first on CPU
-    processes called each of them the main one: both evaluated, and the model folder was
-    written without its weights."""
+def run_config(tmp_path, tiny_folder):
     cfg = tmp_path / "run.yaml"
     cfg.write_text(f"""data:
   kind: dataset
@@ -143,6 +139,15 @@ max_new_tokens: 4
 report: false
 output: {tmp_path / "run"}
 """)
+    return cfg
+
+
+def test_unlearn_run_under_two_cpu_processes_evaluates_and_writes_once(tiny_folder, tmp_path):
+    """The whole `unlearn run` command under `accelerate launch` on CPU processes: the model is
+    saved whole and only the main process evaluates. A bare PartialState() made first on CPU
+    processes called each of them the main one: both evaluated, and the model folder was
+    written without its weights."""
+    cfg = run_config(tmp_path, tiny_folder)
     out = run(launch("-m", "unlearnkit.cli", "run", cfg, port=29538), tmp_path,
               env={"UNLEARNKIT_CACHE": str(tmp_path / "cache")})
     assert out.count("accuracy (refusal) per split") == 1  # the main process only
@@ -152,3 +157,23 @@ output: {tmp_path / "run"}
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results["results"]) == {"before", "after"}
     assert [h["step"] for h in json.loads((run_dir / "train_log.json").read_text())] == [1, 2, 3]
+
+
+def test_a_baseline_with_hooks_and_references_runs_under_fsdp2(tiny_folder, tmp_path):
+    """RMU through the CLI under FSDP2 (scripts/fsdp2_cli.py): its reference activations are
+    cached before training, its forward stops at the steered block (a hook raises), it trains
+    a few blocks only, checkpoints and saves. (Under DDP it failed: the block list was looked
+    up on the wrapper, which has no config.)"""
+    cfg = run_config(tmp_path, tiny_folder)
+    out = run(launch(SCRIPTS / "fsdp2_cli.py", "run", cfg, "--set", "method=rmu", "--set",
+                     "baseline.layer=1", "--set", "baseline.update_layers=[0,1]", port=29539),
+              tmp_path, env={"UNLEARNKIT_CACHE": str(tmp_path / "cache")})
+    assert out.count("accuracy (refusal) per split") == 1
+    run_dir = tmp_path / "run"
+    assert (run_dir / "checkpoints" / "step-0000002" / "model.safetensors").is_file()
+    saved = load_file(run_dir / "model" / "model.safetensors")
+    start = load_file(tiny_folder / "model.safetensors")
+    assert set(saved) == set(start)
+    moved = {k for k in saved if not torch.equal(saved[k], start[k])}
+    assert moved and all(k.startswith(("model.layers.0.mlp", "model.layers.1.mlp"))
+                         for k in moved)  # RMU's default modules: the MLPs of its layers

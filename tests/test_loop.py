@@ -231,3 +231,26 @@ def test_finetune_stops_once_greedy_decoding_reproduces_every_answer(tok):
     assert generate(model, tok, prompts, max_new_tokens=8) == [r.answer for r in records]
     assert learned(model, [render(tok, r.question, r.answer) for r in records],
                    tok.pad_token_id) == [True] * 4
+
+
+def test_a_step_that_takes_its_own_gradients_is_refused_under_fsdp(tok):
+    from unlearnkit.objectives.baselines import get_baseline
+
+    ngdiff = get_baseline("ngdiff")
+    step = ngdiff.make_step(ngdiff.make_config(), 0)
+    assert step.own_gradients
+    with pytest.raises(UnlearnError, match="takes its gradients itself"):
+        train(tiny_model(len(tok)), [[1, 2]], step, OptimConfig(),
+              accelerator=_fake_accelerator("FSDP", fsdp_version=2))
+
+
+def test_decoder_layers_are_found_through_a_process_wrapper(tok):
+    from unlearnkit.models.lora import decoder_layers
+
+    class Wrapper(torch.nn.Module):  # DDP keeps the model as .module, without its config
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    model = tiny_model(len(tok))
+    assert decoder_layers(Wrapper(model)) is decoder_layers(model)

@@ -111,10 +111,11 @@ def merged(model):
 
 
 def decoder_layers(model):
-    """The transformer block list (the ModuleList as long as ``num_hidden_layers``)."""
+    """The transformer block list (the ModuleList as long as ``num_hidden_layers``); ``model``
+    may be wrapped for several processes (DDP's ``module``)."""
     import torch.nn as nn
 
-    n = getattr(model.config, "num_hidden_layers", None)
+    n = getattr(getattr(model, "module", model).config, "num_hidden_layers", None)
     for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) == n:
             return module

@@ -201,6 +201,9 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
                            f"({cfg.grad_accum}): add data or lower optim.grad_accum")
     accelerator = accelerator or make_accelerator(cfg, out_dir)
     _check_unsharded(accelerator, model)
+    if getattr(step_fn, "own_gradients", False) and _distributed_kind(accelerator) == "FSDP":
+        raise UnlearnError("this method takes its gradients itself (torch.autograd.grad), and "
+                           "FSDP shards them: launch it with configs/accelerate/ddp.yaml")
     _check_shards(accelerator, plan)
     _set_deepspeed_micro_batch(accelerator, plan)
     params = [p for p in model.parameters() if p.requires_grad]

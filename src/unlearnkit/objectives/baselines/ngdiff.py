@@ -13,7 +13,8 @@ How it meets the loop: the step computes g_F and g_R itself (two backward passes
 whose value is v = NLL(R) - NLL(F) (what is logged as "loss") and whose gradient is exactly d;
 the loop's ``backward`` then only multiplies leaves. Consequences: gradient accumulation
 averages per-micro-batch directions; with several processes each rank normalises its own
-shard's gradients and the loop averages the directions; and since ||d|| <= 2, the loop's
+shard's gradients and the loop averages the directions (DDP; FSDP, which shards the gradients,
+is refused); and since ||d|| <= 2, the loop's
 clipping (optim.max_grad_norm, default 1) rescales d unless it is set to 0 or >= 2.
 """
 
@@ -81,6 +82,9 @@ def make_step(cfg: NGDiffConfig, pad_id: int):
         return loss, {"forget_nll": float(nll_f.detach()), "retain_nll": float(nll_r.detach()),
                       "grad_cos": _cosine(g_f, g_r)}
 
+    # it takes gradients itself (torch.autograd.grad), which FSDP's sharded parameters do not
+    # give whole: the training loop refuses FSDP for such a step
+    step.own_gradients = True
     return step
 
 
