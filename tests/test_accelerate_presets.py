@@ -9,8 +9,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import constants
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
-EXPECTED = {"ddp.yaml": "MULTI_GPU", "fsdp.yaml": "FSDP", "deepspeed-zero2.yaml": "DEEPSPEED",
-            "deepspeed-zero3.yaml": "DEEPSPEED"}
+EXPECTED = {"ddp.yaml": "MULTI_GPU", "fsdp.yaml": "FSDP", "deepspeed-zero2.yaml": "DEEPSPEED"}
 COMMON = {"compute_environment", "distributed_type", "num_processes", "num_machines",
           "machine_rank", "mixed_precision"}
 

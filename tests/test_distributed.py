@@ -177,3 +177,29 @@ def test_a_baseline_with_hooks_and_references_runs_under_fsdp2(tiny_folder, tmp_
     moved = {k for k in saved if not torch.equal(saved[k], start[k])}
     assert moved and all(k.startswith(("model.layers.0.mlp", "model.layers.1.mlp"))
                          for k in moved)  # RMU's default modules: the MLPs of its layers
+
+
+def test_lora_under_fsdp2_saves_the_adapter_and_merged_model_as_ddp_does(tiny_folder,
+                                                                         tmp_path):
+    """LoRA push-pull through the CLI under DDP and under FSDP2: the sharded adapter is
+    gathered, and the main process saves it and merges it (into the base loaded again) as DDP's
+    whole copy does; both give the same adapter and the same merged model."""
+    cfg = run_config(tmp_path, tiny_folder)
+    saved = {}
+    for port, (mode, target) in zip((29540, 29541), (("ddp", ("-m", "unlearnkit.cli")),
+                                                     ("fsdp2", (SCRIPTS / "fsdp2_cli.py",))),
+                                     strict=True):
+        run(launch(*target, "run", cfg, "--set", "lora.rank=4", "--set",
+                   f"output={tmp_path / mode}", port=port),
+            tmp_path, env={"UNLEARNKIT_CACHE": str(tmp_path / f"cache-{mode}")})
+        saved[mode] = {name: load_file(tmp_path / mode / name) for name in (
+            "adapter/adapter_model.safetensors", "model/model.safetensors")}
+    start = load_file(tiny_folder / "model.safetensors")
+    merged = saved["fsdp2"]["model/model.safetensors"]
+    assert set(merged) == set(start) and any(not torch.equal(merged[k], start[k])
+                                             for k in start)
+    for name, ddp in saved["ddp"].items():
+        fsdp2 = saved["fsdp2"][name]
+        assert set(ddp) == set(fsdp2) and len(ddp) > 0, name
+        for key in ddp:
+            torch.testing.assert_close(ddp[key], fsdp2[key], atol=1e-5, rtol=1e-4)

@@ -163,17 +163,36 @@ def gathered_state_dict(model) -> dict | None:
         return None
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    whole = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
-                                                                 cpu_offload=True))
-    # a tied weight (the output layer sharing the input embedding) is written once, under its
-    # first name, as save_pretrained does for a whole model
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True,
+                                                                cpu_offload=True))
+
+
+def _tied_names(model) -> set[str]:
+    """The second and later names of parameters that several modules share (a tied output
+    layer): save_pretrained writes a tied weight once, under its first name."""
     names: dict[int, list[str]] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         names.setdefault(id(param), []).append(name)
-    for tied in names.values():
-        for name in tied[1:]:
-            whole.pop(name, None)
-    return whole
+    return {name for tied in names.values() for name in tied[1:]}
+
+
+def _unsharded_lora(model, whole: dict, base: str):
+    """A CPU copy of the peft ``model`` (trained under FSDP2) holding the gathered weights
+    ``whole``: ``base`` loaded again with the same LoRA settings, so peft can save the adapter
+    and merge it as it does for a model that was never sharded."""
+    import copy
+
+    from peft import get_peft_model
+
+    plain, _ = load_model(base)
+    twin = get_peft_model(plain, copy.deepcopy(model.peft_config[model.active_adapter]))
+    result = twin.load_state_dict(whole, strict=False)
+    missing = set(result.missing_keys) - _tied_names(twin)
+    if missing or result.unexpected_keys:
+        raise UnlearnError(f"the gathered LoRA weights do not fit {base!r} with the run's LoRA "
+                           f"settings (missing {sorted(missing)[:3]}, unexpected "
+                           f"{sorted(result.unexpected_keys)[:3]})")
+    return twin
 
 
 def save_model_folder(model, tokenizer, target: Path, info: dict | None = None,
@@ -213,6 +232,10 @@ def save_trained(model, tokenizer, out: Path, *, base: str, lora_output: str = "
     folder = out / "adapter" if adapter and lora_output == "adapter" else out / "model"
     whole = gathered_state_dict(model)  # FSDP2: every process sends its shards
     if state.is_main_process:
+        if whole is not None and hasattr(model, "peft_config"):
+            model, whole = _unsharded_lora(model, whole, base), None
+        elif whole is not None:
+            whole = {k: v for k, v in whole.items() if k not in _tied_names(model)}
         if adapter:
             save_adapter_folder(model, out / "adapter", model_reference(base))
         if folder.name == "model":

@@ -114,25 +114,22 @@ def make_adamw(params: list[torch.Tensor], cfg: OptimConfig, accelerator=None):
                              fused=fused or None)
 
 
-def _check_unsharded(accelerator, model=None) -> None:
+def _check_unsharded(accelerator) -> None:
     """Refuse set-ups whose sharded weights this loop cannot handle.
 
     DDP and DeepSpeed ZeRO-1/2 keep a full copy of the weights on every process, so the
     unwrapped module is the whole model. FSDP2 (``fsdp_version: 2``) shards the parameters of
     the module itself: the model is still called directly (the adversarial prefill's refresh,
     early-stopping checks) and its whole weights are gathered when it is saved
-    (:func:`unlearnkit.models.loader.save_model_folder`), as they are for checkpoints; LoRA is
-    not supported with it yet. FSDP1 wraps the module (calls outside the wrapper would see
-    shards) and ZeRO-3 partitions it inside DeepSpeed's engine: both refused.
+    (:func:`unlearnkit.models.loader.save_trained`; LoRA included), as they are for
+    checkpoints. FSDP1 wraps the module (calls outside the wrapper would see shards) and ZeRO-3
+    partitions it inside DeepSpeed's engine: both refused.
     """
     kind = _distributed_kind(accelerator)
     stage = 0
     if kind == "DEEPSPEED":
         stage = accelerator.state.deepspeed_plugin.zero_stage
     if kind == "FSDP" and getattr(accelerator.state.fsdp_plugin, "fsdp_version", 1) == 2:
-        if model is not None and hasattr(model, "peft_config"):
-            raise UnlearnError("LoRA under FSDP is not supported yet: launch LoRA with "
-                               "configs/accelerate/ddp.yaml (the frozen base is not sharded)")
         return
     if kind == "FSDP" or stage == 3:
         what = "FSDP1 wraps the model" if kind == "FSDP" else "ZeRO-3 partitions the weights"
@@ -200,7 +197,7 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
         raise UnlearnError(f"the plan has {len(plan)} micro-batches, fewer than grad_accum "
                            f"({cfg.grad_accum}): add data or lower optim.grad_accum")
     accelerator = accelerator or make_accelerator(cfg, out_dir)
-    _check_unsharded(accelerator, model)
+    _check_unsharded(accelerator)
     if getattr(step_fn, "own_gradients", False) and _distributed_kind(accelerator) == "FSDP":
         raise UnlearnError("this method takes its gradients itself (torch.autograd.grad), and "
                            "FSDP shards them: launch it with configs/accelerate/ddp.yaml")
