@@ -176,7 +176,7 @@ def _tied_names(model) -> set[str]:
     return {name for tied in names.values() for name in tied[1:]}
 
 
-def _unsharded_lora(model, whole: dict, base: str):
+def _unsharded_lora(model, whole: dict, base: str, trust_remote_code: bool = False):
     """A CPU copy of the peft ``model`` (trained under FSDP2) holding the gathered weights
     ``whole``: ``base`` loaded again with the same LoRA settings, so peft can save the adapter
     and merge it as it does for a model that was never sharded."""
@@ -184,7 +184,7 @@ def _unsharded_lora(model, whole: dict, base: str):
 
     from peft import get_peft_model
 
-    plain, _ = load_model(base)
+    plain, _ = load_model(base, trust_remote_code=trust_remote_code)
     twin = get_peft_model(plain, copy.deepcopy(model.peft_config[model.active_adapter]))
     result = twin.load_state_dict(whole, strict=False)
     missing = set(result.missing_keys) - _tied_names(twin)
@@ -216,14 +216,17 @@ def model_reference(name: str) -> str:
     return str(path.resolve()) if name != DEFAULT_MODEL and path.exists() else name
 
 
-def save_trained(model, tokenizer, out: Path, *, base: str, lora_output: str = "both") -> Path:
+def save_trained(model, tokenizer, out: Path, *, base: str, lora_output: str = "both",
+                 trust_remote_code: bool = False) -> Path:
     """Save a trained model under ``out`` and return the folder to evaluate.
 
     Full fine-tuning writes ``out/model`` (an HF folder). With LoRA (a peft model),
     ``lora_output`` picks what is written: ``"adapter"``, the adapter unmerged in ``out/adapter``
     (recording ``base``, the model it was trained from); ``"merged"``, the merged weights in
     ``out/model``; ``"both"``. The merged folder is returned whenever it is written. Under
-    several processes only the main one writes; the others wait for it.
+    several processes only the main one writes; the others wait for it. Under FSDP2 the shards
+    are gathered first; with LoRA, ``base`` is loaded again on the main process's CPU
+    (``trust_remote_code`` as the run loaded it) to hold them.
     """
     from unlearnkit.processes import process_state
 
@@ -233,7 +236,7 @@ def save_trained(model, tokenizer, out: Path, *, base: str, lora_output: str = "
     whole = gathered_state_dict(model)  # FSDP2: every process sends its shards
     if state.is_main_process:
         if whole is not None and hasattr(model, "peft_config"):
-            model, whole = _unsharded_lora(model, whole, base), None
+            model, whole = _unsharded_lora(model, whole, base, trust_remote_code), None
         elif whole is not None:
             whole = {k: v for k, v in whole.items() if k not in _tied_names(model)}
         if adapter:

@@ -114,7 +114,8 @@ def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tupl
     history = train(model, plan, base.make_step(options, tokenizer.pad_token_id), cfg.optim,
                     out_dir=out, resume=cfg.resume, desc=cfg.method,
                     on_step=stop_hook(cfg, model, tokenizer, records))
-    folder = save_trained(model, tokenizer, out, base=start_model, lora_output=cfg.lora_output)
+    folder = save_trained(model, tokenizer, out, base=start_model, lora_output=cfg.lora_output,
+                          trust_remote_code=cfg.data.trust_remote_code)
     return folder, history
 
 

@@ -231,7 +231,8 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
                     on_step=chain(stop_hook(cfg, model, tokenizer, records),
                                   prefill_hook(model, tokenizer, examples, method)),
                     state=prefill_state(examples))
-    folder = save_trained(model, tokenizer, out, base=start_model, lora_output=cfg.lora_output)
+    folder = save_trained(model, tokenizer, out, base=start_model, lora_output=cfg.lora_output,
+                          trust_remote_code=cfg.data.trust_remote_code)
     return folder, history
 
 
