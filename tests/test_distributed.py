@@ -203,3 +203,13 @@ def test_lora_under_fsdp2_saves_the_adapter_and_merged_model_as_ddp_does(tiny_fo
         assert set(ddp) == set(fsdp2) and len(ddp) > 0, name
         for key in ddp:
             torch.testing.assert_close(ddp[key], fsdp2[key], atol=1e-5, rtol=1e-4)
+
+
+def test_processes_stop_early_together(tmp_path):
+    """Early stopping is judged on each process; when only one says stop (the main one, here),
+    all of them stop at that step (a process that went on would wait for the others'
+    gradients forever)."""
+    run(launch(SCRIPT, tmp_path / "stop.json", "stop0", port=29542), tmp_path)
+    steps = [json.loads((tmp_path / f"stop-{rank}.json").read_text())["steps_run"]
+             for rank in (0, 1)]
+    assert steps == [2, 2]

@@ -1,10 +1,12 @@
 """Train the tiny model on a fixed plan; run alone or under `accelerate launch` (DDP, gloo).
 
-Usage: python ddp_train.py OUT.safetensors [fsdp2] [--checkpoints DIR] [--resume]
+Usage: python ddp_train.py OUT.safetensors [fsdp2|stop0] [--checkpoints DIR] [--resume]
 
 With ``fsdp2`` (under `accelerate launch`, 2 CPU processes) the model is sharded in place by
 FSDP2 (:mod:`fsdp2`) and saved through ``save_trained``, which gathers the shards.
 ``--checkpoints DIR`` checkpoints every 2 steps under DIR (``--resume``: from the last one).
+With ``stop0`` only the main process asks to stop early, after step 2; each process writes
+how many steps it ran to OUT-<rank>.json.
 """
 
 import json
@@ -39,8 +41,15 @@ def main(out: str, mode: str = "", ckpt: str | None = None, resume: bool = False
         calls.append(len(batch))
         return step_fn(model, batch)
 
+    # stop0: only the main process asks to stop, after step 2
+    stop = (lambda step, logs: step == 2 and accelerator.is_main_process) \
+        if mode == "stop0" else None
     history = train(model, plan, counted, cfg, accelerator=accelerator,
-                    out_dir=Path(ckpt) if ckpt else None, resume=resume)
+                    out_dir=Path(ckpt) if ckpt else None, resume=resume, on_step=stop)
+    if mode == "stop0":
+        Path(out).with_name(f"{Path(out).stem}-{accelerator.process_index}.json").write_text(
+            json.dumps({"steps_run": len(calls)}))
+        return
     if mode == "fsdp2":
         weight = model.model.layers[0].mlp.up_proj.weight
         folder = save_trained(model, tok, Path(out).parent / f"{Path(out).stem}-model",

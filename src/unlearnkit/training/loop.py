@@ -227,7 +227,7 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
         logs = _optimizer_step(model, plan, step, step_fn, cfg, accelerator, optimizer, params)
         scheduler.step()
         logs["lr"] = scheduler.get_last_lr()[0]
-        stop = bool(on_step(step + 1, logs)) if on_step else False
+        stop = _agreed(accelerator, bool(on_step(step + 1, logs))) if on_step else False
         history.append({"step": step + 1, **logs})
         bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
         bar.update(1)
@@ -249,6 +249,16 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
     for tracker in accelerator.trackers:  # not end_training(): it ends the process group,
         tracker.finish()                  # which saving the model still needs
     return history
+
+
+def _agreed(accelerator, stop: bool) -> bool:
+    """Stop when any process says so: every process must leave the loop at the same step, or
+    the others wait forever for its gradients. Each process judges early stopping on its own
+    copy, and greedy answers can differ between GPUs by a kernel's rounding."""
+    if accelerator.num_processes < 2:
+        return stop
+    flag = torch.tensor([float(stop)], device=accelerator.device)
+    return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
 
 def _optimizer_step(model, plan, step, step_fn, cfg, accelerator, optimizer, params) -> dict:
