@@ -250,3 +250,18 @@ def test_decoder_layers_are_found_through_a_process_wrapper(tok):
 
     model = tiny_model(len(tok))
     assert decoder_layers(Wrapper(model)) is decoder_layers(model)
+
+
+def test_early_stopping_that_generates_is_refused_under_fsdp(tok):
+    from unlearnkit.data.records import Record
+    from unlearnkit.pipeline.stopping import chain, forget_check
+    from unlearnkit.training.unlearn import StopConfig
+
+    forget = [Record(id="f", split="forget", question="Q?", answer="A")]
+    check = forget_check(None, tok, forget, StopConfig(every=2), max_new_tokens=4,
+                         rouge_threshold=0.5)
+    hook = chain(check, lambda step, logs: None)
+    assert hook.generates and not chain(lambda step, logs: None).generates
+    with pytest.raises(UnlearnError, match=r"unlearn\.stop\.every=0"):
+        train(tiny_model(len(tok)), [[1, 2]], lambda m, b: (None, {}), OptimConfig(),
+              accelerator=_fake_accelerator("FSDP", fsdp_version=2), on_step=hook)

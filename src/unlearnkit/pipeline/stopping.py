@@ -45,6 +45,7 @@ def forget_check(model, tokenizer, forget: Sequence[Record], cfg: StopConfig, *,
                    + (f" <= {cfg.forget_accuracy:.1%}: stopping" if done else ""))
         return done
 
+    on_step.generates = True  # FSDP cannot take it: see training.loop.train
     return on_step
 
 
@@ -65,4 +66,5 @@ def chain(*hooks: Hook | None) -> Hook | None:
     def on_step(step: int, logs: dict) -> bool:
         return any([bool(h(step, logs)) for h in live])  # a list: every hook runs
 
+    on_step.generates = any(getattr(h, "generates", False) for h in live)
     return on_step

@@ -201,6 +201,12 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
     if getattr(step_fn, "own_gradients", False) and _distributed_kind(accelerator) == "FSDP":
         raise UnlearnError("this method takes its gradients itself (torch.autograd.grad), and "
                            "FSDP shards them: launch it with configs/accelerate/ddp.yaml")
+    if getattr(on_step, "generates", False) and _distributed_kind(accelerator) == "FSDP":
+        # each forward call under FSDP is a collective, and generation stops when a process's
+        # answers end, which may differ between processes by a kernel's rounding
+        raise UnlearnError("early stopping (unlearn.stop.every) generates answers with the "
+                           "sharded model, and FSDP's processes must call it alike: set "
+                           "unlearn.stop.every=0, or launch with configs/accelerate/ddp.yaml")
     _check_shards(accelerator, plan)
     _set_deepspeed_micro_batch(accelerator, plan)
     params = [p for p in model.parameters() if p.requires_grad]
