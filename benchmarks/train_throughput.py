@@ -9,6 +9,9 @@ micro-batches and with the step functions a run uses:
 
 * inject_sft: the injection recipe (``training.inject``: SFT, batch 8, embeddings frozen);
 * sft: plain SFT (``training.sft.sft_step``) on push-pull's micro-batches (their pull inputs);
+* sft_same_rows: plain SFT on every row push-pull forwards: the pull inputs and the forget
+  items' true answers (what a push-pull step costs beyond a fine-tuning step on the same
+  tokens: its losses and the cached teacher's top-K gathers);
 * pushpull: ``objectives.pushpull.pushpull_step`` on ``training.unlearn.mixture_plan``
   (4 forget + 4 retain + 4 neighbour items) with the cached teacher top-K;
 * pushpull_recompute: the same step, but the teacher top-K are recomputed at every step (the
@@ -71,7 +74,7 @@ from unlearnkit.training.unlearn import (
 )
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "baselines"
-OWN = ("inject_sft", "sft", "pushpull", "pushpull_recompute")
+OWN = ("inject_sft", "sft", "sft_same_rows", "pushpull", "pushpull_recompute")
 METHODS = (*OWN, *sorted(n for n, b in BASELINES.items() if b.trainable))
 DTYPES = {"fp32": "no", "bf16": "bf16"}  # --dtypes name -> optim.mixed_precision
 PEAK_KIND = {"fp32": "fp32", "bf16": "bf16-autocast"}
@@ -148,12 +151,17 @@ def _examples(bench: Setup, model):
     return cfg, build_examples(model, bench.tokenizer, bench.records, cfg.teacher, bench.model_id)
 
 
-def _sft(bench: Setup, model, rank: int, n: int):
+def _sft(bench: Setup, model, rank: int, n: int, true_answers: bool = False):
     cfg, examples = _examples(bench, model)
     model = apply_lora(model, LoraSettings(rank=rank))
     plan = [[e.pull_input for e in batch]
+            + ([e.true_input for e in batch if e.true_input is not None] if true_answers else [])
             for batch in mixture_plan(examples, replace(cfg.mix, steps=n), cfg.seed)]
     return Built(model, plan, sft_step(bench.tokenizer.pad_token_id), RunConfig().optim)
+
+
+def _sft_same_rows(bench: Setup, model, rank: int, n: int):
+    return _sft(bench, model, rank, n, true_answers=True)
 
 
 def _pushpull(bench: Setup, model, rank: int, n: int, examples=None):
@@ -237,7 +245,8 @@ def _baseline(bench: Setup, model, rank: int, n: int, name: str):
                  RunConfig().optim)
 
 
-BUILDERS = {"inject_sft": _inject_sft, "sft": _sft, "pushpull": _pushpull,
+BUILDERS = {"inject_sft": _inject_sft, "sft": _sft, "sft_same_rows": _sft_same_rows,
+            "pushpull": _pushpull,
             "pushpull_recompute": _pushpull_recompute}
 
 
@@ -298,16 +307,19 @@ def run_config(bench: Setup, method: str, dtype: str, rank: int, warmup: int, st
 
 
 def summary(results: list[dict]) -> list[dict]:
-    """Per (dtype, rank): push-pull s/step over SFT's (same micro-batches) and over the
-    recomputing step (the teacher cache's saving)."""
+    """Per (dtype, rank): push-pull s/step over SFT's (same micro-batches; same rows, the
+    forget items' true answers included) and over the recomputing step (the teacher cache's
+    saving)."""
     by = {(r["method"], r["dtype"], r["lora"]): r["s_per_step"] for r in results}
     out = []
     for dtype, rank in dict.fromkeys((r["dtype"], r["lora"]) for r in results):
         pp = by.get(("pushpull", dtype, rank))
         sft = by.get(("sft", dtype, rank))
+        same = by.get(("sft_same_rows", dtype, rank))
         again = by.get(("pushpull_recompute", dtype, rank))
         out.append({"dtype": dtype, "lora": rank,
                     "pushpull_over_sft": pp / sft if pp and sft else None,
+                    "pushpull_over_sft_same_rows": pp / same if pp and same else None,
                     "recompute_over_cached": again / pp if pp and again else None})
     return out
 
@@ -327,7 +339,8 @@ def format_row(r: dict, peaks: dict[str, float]) -> str:
 
 def print_summary(results: list[dict], ratios: list[dict]) -> None:
     for row in ratios:
-        cells = [f"{k} {row[k]:.2f}x" for k in ("pushpull_over_sft", "recompute_over_cached")
+        cells = [f"{k} {row[k]:.2f}x" for k in ("pushpull_over_sft", "pushpull_over_sft_same_rows",
+                                                 "recompute_over_cached")
                  if row[k] is not None]
         if cells:
             print(f"  {row['dtype']}, lora {row['lora']}: " + ", ".join(cells))
