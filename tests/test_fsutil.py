@@ -99,34 +99,46 @@ def test_an_injection_another_process_is_training_is_waited_for_not_repeated(
     assert inject.build_injected(str(tiny_folder), records, "injected", cfg) == target
 
 
-def test_processes_building_one_cache_entry_take_turns(tmp_path):
-    """Four builders of one entry at once (threads, each opening the lock itself, as processes
-    do): one builds it, the others wait and find it built; none fails."""
+def at_once(fn, n: int) -> tuple[list, list]:
+    """Run ``fn()`` in ``n`` threads at once; (their results, the exceptions they raised)."""
     import threading
-    import time
 
-    from unlearnkit.fsutil import building
+    results, errors = [], []
 
-    target, builds, errors = tmp_path / "cache" / "entry", [], []
-    target.parent.mkdir()
-
-    def builder():
+    def call():
         try:
-            if not (target / "done").is_file():
-                with building(target):
-                    if not (target / "done").is_file():
-                        builds.append(1)
-                        time.sleep(0.3)
-                        with atomic_dir(target) as tmp:
-                            (tmp / "done").write_text("x")
-        except Exception as exc:  # a failure in a thread is reported below
+            results.append(fn())
+        except Exception as exc:  # a failure in a thread is reported to the caller
             errors.append(exc)
 
-    threads = [threading.Thread(target=builder) for _ in range(4)]
+    threads = [threading.Thread(target=call) for _ in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return results, errors
+
+
+def test_processes_building_one_cache_entry_take_turns(tmp_path):
+    """Four builders of one entry at once (threads, each opening the lock itself, as processes
+    do): one builds it, the others wait and find it built; none fails."""
+    import time
+
+    from unlearnkit.fsutil import building
+
+    target, builds = tmp_path / "cache" / "entry", []
+    target.parent.mkdir()
+
+    def builder():
+        if not (target / "done").is_file():
+            with building(target):
+                if not (target / "done").is_file():
+                    builds.append(1)
+                    time.sleep(0.3)
+                    with atomic_dir(target) as tmp:
+                        (tmp / "done").write_text("x")
+
+    _, errors = at_once(builder, 4)
     assert errors == [] and builds == [1] and (target / "done").read_text() == "x"
 
 
@@ -134,7 +146,7 @@ def test_the_teacher_cache_is_computed_once_by_concurrent_runs(tok, cache_dir, m
     """Two runs (the ranks of `accelerate launch`, or bench workers) needing the same teacher
     cache at once: one computes it, the other reads it (they used to replace each other's
     folder, and one failed with 'Directory not empty')."""
-    import threading
+    import time
 
     import unlearnkit.training.unlearn as unlearn
     from unlearnkit.data.scenario import build_scenario
@@ -142,30 +154,17 @@ def test_the_teacher_cache_is_computed_once_by_concurrent_runs(tok, cache_dir, m
     from unlearnkit.models.tiny import tiny_model
 
     records = build_scenario(n_people=6, n_forget=1, neighbors_per_forget=1).records
-    model, computed, results, errors = tiny_model(len(tok)), [], [], []
+    model, computed = tiny_model(len(tok)), []
     compute = unlearn._compute_teacher
 
     def slow_compute(*args):
         computed.append(1)
-        import time
-
         time.sleep(0.3)
         return compute(*args)
 
     monkeypatch.setattr(unlearn, "_compute_teacher", slow_compute)
-
-    def run():
-        try:
-            results.append(unlearn.build_examples(model, tok, records, TeacherConfig(top_k=3),
-                                                  "tiny"))
-        except Exception as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results, errors = at_once(lambda: unlearn.build_examples(
+        model, tok, records, TeacherConfig(top_k=3), "tiny"), 2)
     assert errors == [] and computed == [1] and len(results) == 2
     a, b = ([(e.record_id, e.pull_top.indices.tolist()) for e in r] for r in results)
     assert a == b
