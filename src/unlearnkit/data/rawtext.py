@@ -334,13 +334,14 @@ class OpenAIGenerator:
 
 
 # what a generator given as a mapping (a data config's ``options.generator``) may hold, by
-# ``kind``, with the defaults; required keys default to None
+# ``kind``, with the defaults, and which keys it needs
 GENERATOR_KEYS: dict[str, dict[str, Any]] = {
     "openai": {"base_url": None, "model": None, "api_key_env": "OPENAI_API_KEY",
                "max_pairs": 5, "max_tokens": 1024, "timeout": 120.0},
     "hf": {"model": None, "max_pairs": 5, "max_new_tokens": 512, "dtype": "float32",
            "device": None, "trust_remote_code": False},
 }
+GENERATOR_NEEDS = {"openai": ("base_url", "model"), "hf": ("model",)}
 
 
 def generator_from_config(spec: dict, *, loader: Any = None) -> Any:
@@ -366,8 +367,7 @@ def generator_from_config(spec: dict, *, loader: Any = None) -> Any:
         raise UnlearnError(f"generator (kind {kind}): unknown key(s) {', '.join(unknown)}; "
                            f"allowed: {', '.join(allowed)}")
     opts = {**allowed, **{k: v for k, v in spec.items() if k != "kind"}}
-    missing = [k for k, v in opts.items() if v is None and allowed[k] is None and k != "device"]
-    if missing:
+    if missing := [k for k in GENERATOR_NEEDS[kind] if opts[k] is None]:
         raise UnlearnError(f"generator (kind {kind}) needs {', '.join(missing)}")
     for key in ("max_pairs", "max_tokens", "max_new_tokens"):
         if key in opts and not (isinstance(opts[key], int) and opts[key] >= 1):

@@ -62,14 +62,20 @@ def shared_prefix_length(ids: torch.Tensor, mask: torch.Tensor, limit: int) -> i
     return max(0, min(first, limit))
 
 
-def is_fsdp2(model) -> bool:
-    """Whether ``model`` is sharded in place by FSDP2 (``fully_shard``; accelerate's
-    ``fsdp_version: 2``): its parameters are shards, gathered per forward call."""
+@functools.cache
+def _fsdp2_class() -> type | None:
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # a torch built without distributed support
-        return False
-    return isinstance(model, FSDPModule)
+        return None
+    return FSDPModule
+
+
+def is_fsdp2(model) -> bool:
+    """Whether ``model`` is sharded in place by FSDP2 (``fully_shard``; accelerate's
+    ``fsdp_version: 2``): its parameters are shards, gathered per forward call."""
+    cls = _fsdp2_class()  # looked up once: every training forward asks
+    return cls is not None and isinstance(model, cls)
 
 
 def _can_share(model) -> bool:

@@ -238,7 +238,8 @@ def save_trained(model, tokenizer, out: Path, *, base: str, lora_output: str = "
         if whole is not None and hasattr(model, "peft_config"):
             model, whole = _unsharded_lora(model, whole, base, trust_remote_code), None
         elif whole is not None:
-            whole = {k: v for k, v in whole.items() if k not in _tied_names(model)}
+            tied = _tied_names(model)
+            whole = {k: v for k, v in whole.items() if k not in tied}
         if adapter:
             save_adapter_folder(model, out / "adapter", model_reference(base))
         if folder.name == "model":

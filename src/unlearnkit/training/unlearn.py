@@ -38,6 +38,10 @@ class MixConfig:
     # 64-token limit, cut after their last whole sentence (the questions about real people
     # among them): :func:`unlearnkit.pipeline.scenario_models.long_replay_records`
     general_long: bool = False
+    # boundary keep items: retain/neighbour records whose answer contains a forget target
+    # (a value the push pushes down, e.g. a shared employer), drawn on top of their split's
+    # quota (:func:`boundary_ids`); 0 = none
+    boundary: int = 0
 
     def __post_init__(self) -> None:
         quotas = {k: getattr(self, k) for k in ("forget", "retain", "neighbor", "general",
@@ -46,10 +50,6 @@ class MixConfig:
             raise UnlearnError(f"unlearn.mix quotas must be >= 0 items per batch, got {bad}")
         if self.steps < 1:
             raise UnlearnError(f"unlearn.mix.steps must be at least 1, got {self.steps}")
-    # boundary keep items: retain/neighbour records whose answer contains a forget target
-    # (a value the push pushes down, e.g. a shared employer), drawn on top of their split's
-    # quota (:func:`boundary_ids`); 0 = none
-    boundary: int = 0
 
 
 def boundary_ids(records: Sequence[Record]) -> set[str]:
