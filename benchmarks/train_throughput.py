@@ -48,6 +48,7 @@ import yaml
 from accelerate.state import AcceleratorState, GradientState
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _flops import linear_flops
 from _machine import describe
 from _setup import Setup, make_setup
 from peak import TINY_SIZES, matmul_peak
@@ -81,13 +82,9 @@ PEAK_KIND = {"fp32": "fp32", "bf16": "bf16-autocast"}
 
 
 class FlopCounter:
-    """Matmul FLOPs of every nn.Linear call, and the real tokens of the gradient forwards.
-
-    Per call on R rows (tokens, padding included) of an in x out layer: forward 2·in·out·R;
-    when gradients are on, + 2·in·out·R for the input's gradient if the input requires grad
-    and + 2·in·out·R for the weight's gradient if the weight does. Tokens: non-padding
-    positions of the forwards run with gradients on (the student's, not a teacher's).
-    """
+    """Matmul FLOPs of every nn.Linear call (``_flops.linear_flops``), and the real tokens of
+    the gradient forwards: non-padding positions of the forwards run with gradients on (the
+    student's, not a teacher's)."""
 
     def __init__(self, model, *others):
         self.flops = self.tokens = 0
@@ -97,12 +94,7 @@ class FlopCounter:
                              for m in net.modules() if isinstance(m, torch.nn.Linear)]
 
     def _count_linear(self, module, inputs, _output) -> None:
-        x = inputs[0]
-        passes = 1
-        if torch.is_grad_enabled():
-            passes += int(x.requires_grad) + int(module.weight.requires_grad)
-        self.flops += passes * 2 * module.in_features * module.out_features * (
-            x.numel() // x.shape[-1])
+        self.flops += linear_flops(module, inputs[0])
 
     def _count_tokens(self, _module, args, kwargs) -> None:
         if torch.is_grad_enabled():

@@ -65,6 +65,20 @@ def test_overrides_reach_sections_keyed_by_dotted_paths():
                     "validation": {"setup": {"seed": 3}}}
 
 
+def test_a_choice_yaml_reads_as_a_boolean_is_taken_as_its_word(tmp_path):
+    from unlearnkit.pipeline.run import RunConfig
+
+    # YAML 1.1 reads `no` as False: in a file and on the command line it means the choice "no"
+    path = tmp_path / "run.yaml"
+    path.write_text("optim:\n  mixed_precision: no\n")
+    assert load_config(RunConfig, path).optim.mixed_precision == "no"
+    cfg = load_config(RunConfig, None, ["optim.mixed_precision=bf16", "optim.mixed_precision=no"])
+    assert cfg.optim.mixed_precision == "no"
+    # a boolean no choice spells is still refused, naming the choices
+    with pytest.raises(UnlearnError, match=r"optim\.mixed_precision: True is not one of 'no'"):
+        load_config(RunConfig, None, ["optim.mixed_precision=yes"])
+
+
 def test_override_without_equals_is_rejected():
     with pytest.raises(UnlearnError, match=r"key\.sub=value"):
         apply_overrides({}, ["inner.lr"])

@@ -32,6 +32,29 @@ def test_training_reduces_loss_and_changes_weights(tok):
     assert {"loss", "lr", "grad_norm"} <= set(hist[0])
 
 
+def test_each_step_logs_its_own_seconds_without_the_checks_after_it(tok, monkeypatch):
+    import types
+
+    import unlearnkit.training.loop as loop
+
+    clock = [0.0]
+
+    def tick():  # every reading of the clock moves it on by one second
+        clock[0] += 1.0
+        return clock[0]
+
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=tick))
+
+    def slow_check(_step, _logs):  # on_step's own work (early stopping's generation, say)
+        clock[0] += 100.0
+
+    plan = epoch_plan(items(tok), 4, epochs=2, seed=0)
+    hist = train(tiny_model(len(tok)), plan, sft_step(tok.pad_token_id), OptimConfig(lr=1e-3),
+                 on_step=slow_check)
+    # two readings per step (before and after it): 1 s each, the 100 s of the check outside
+    assert [h["seconds"] for h in hist] == [1.0] * len(plan)
+
+
 def test_fused_adamw_on_cpu_matches_torchs_default_update():
     torch.manual_seed(0)
     weights = [torch.randn(7, 5, requires_grad=True), torch.randn(3, requires_grad=True)]

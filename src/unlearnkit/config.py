@@ -44,6 +44,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(exc))
         raise UnlearnError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {tp}")
     if origin is Literal:
+        if isinstance(value, bool) and value not in get_args(tp):
+            value = _bool_word(value, get_args(tp))
         if value not in get_args(tp):
             choices = ", ".join(repr(a) for a in get_args(tp))
             raise UnlearnError(f"{key}: {value!r} is not one of {choices}")
@@ -134,6 +136,16 @@ def _merge_onto_default(f: dataclasses.Field, value: Any) -> Any:
 
 def to_dict(obj: Any) -> Any:
     return dataclasses.asdict(obj)
+
+
+# YAML 1.1 reads these words as booleans (``mixed_precision: no`` is False)
+_BOOL_WORDS = {False: ("no", "off", "false", "n"), True: ("yes", "on", "true", "y")}
+
+
+def _bool_word(value: bool, choices: tuple) -> Any:
+    """The one string choice that YAML read as ``value`` (else ``value`` unchanged)."""
+    words = [c for c in choices if isinstance(c, str) and c.lower() in _BOOL_WORDS[value]]
+    return words[0] if len(words) == 1 else value
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -230,11 +231,15 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
                disable=not accelerator.is_main_process)
     model.train()
     for step in range(start, total):
+        began = time.perf_counter()
         logs = _optimizer_step(model, plan, step, step_fn, cfg, accelerator, optimizer, params)
         scheduler.step()
         logs["lr"] = scheduler.get_last_lr()[0]
+        if accelerator.device.type == "cuda":
+            torch.cuda.synchronize(accelerator.device)  # the optimizer's kernels are queued
+        seconds = round(time.perf_counter() - began, 4)  # the step itself, not on_step's checks
         stop = _agreed(accelerator, bool(on_step(step + 1, logs))) if on_step else False
-        history.append({"step": step + 1, **logs})
+        history.append({"step": step + 1, **logs, "seconds": seconds})
         bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
         bar.update(1)
         if out_dir is not None:
