@@ -45,7 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _flops import linear_flops
 from _machine import describe
-from peak import matmul_peak
+from peak import TINY_SIZES, matmul_peak
 
 ROOT = Path(__file__).resolve().parents[1]
 # The preset models' architectures (their config.json on the hub); rope scaling, which costs
@@ -229,7 +229,8 @@ def main() -> None:
         overrides += TINY_OVERRIDES if args.tiny else []
         cuda = torch.cuda.is_available()
         kind = "fp32" if args.tiny else "bf16"  # the GPU's dense bf16 rate (the preset: bf16)
-        sizes = {"sizes": (4096, 8192)} if cuda else {"sizes": (128, 256), "repeats": 2}
+        sizes = ({"sizes": (4096, 8192)} if cuda else
+                 {"sizes": TINY_SIZES, "repeats": 2} if args.tiny else {})
         peak = matmul_peak(kind, device="cuda" if cuda else "cpu", **sizes) / 1e3
         print(f"machine: {describe()}\npreset: {args.preset}\nmodel: {described}\n"
               f"{args.warmup} warm-up + {args.steps} measured steps; {kind} matmul peak "
