@@ -1,3 +1,5 @@
+import types
+
 import pytest
 import torch
 
@@ -8,6 +10,7 @@ from unlearnkit.models.teacher_cache import teacher_topk
 from unlearnkit.models.tiny import tiny_model
 from unlearnkit.objectives.baselines.common import place_topk, topk_kl
 from unlearnkit.objectives.nll import nll_loss
+from unlearnkit.training import loop
 from unlearnkit.training.checkpoint import latest_checkpoint
 from unlearnkit.training.loop import OptimConfig, _lr_lambda, make_adamw, train
 from unlearnkit.training.sft import Distilled, epoch_plan, sft_step
@@ -33,10 +36,6 @@ def test_training_reduces_loss_and_changes_weights(tok):
 
 
 def test_each_step_logs_its_own_seconds_without_the_checks_after_it(tok, monkeypatch):
-    import types
-
-    import unlearnkit.training.loop as loop
-
     clock = [0.0]
 
     def tick():  # every reading of the clock moves it on by one second
