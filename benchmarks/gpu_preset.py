@@ -38,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -235,18 +236,22 @@ def main() -> None:
         print(f"machine: {describe()}\npreset: {args.preset}\nmodel: {described}\n"
               f"{args.warmup} warm-up + {args.steps} measured steps; {kind} matmul peak "
               f"{peak:.1f} TFLOP/s", flush=True)
-        rows = []
-        for rank in (int(r) for r in args.lora.split(",")):
-            rows.append(run_rank(args.preset, overrides, rank, args.warmup, work))
-            print_row(rows[-1], peak)
-            shutil.rmtree(work / f"lora-{rank}", ignore_errors=True)  # gigabytes of weights
         payload = {"machine": describe(), "preset": args.preset, "model": described,
-                   "peak_tflops": peak, "peak_kind": kind, "warmup": args.warmup,
-                   "runs": rows}
+                   "peak_tflops": peak, "peak_kind": kind, "warmup": args.warmup, "runs": []}
+        for rank in (int(r) for r in args.lora.split(",")):
+            try:
+                payload["runs"].append(run_rank(args.preset, overrides, rank, args.warmup,
+                                                work))
+                print_row(payload["runs"][-1], peak)
+            except Exception as exc:  # one failing rank must not lose the other's figures
+                traceback.print_exc()
+                payload["runs"].append({"lora": rank, "error": f"{type(exc).__name__}: {exc}"})
+            shutil.rmtree(work / f"lora-{rank}", ignore_errors=True)  # gigabytes of weights
+            if args.out:  # after every rank: a run stopped at its time limit keeps the rest
+                Path(args.out).mkdir(parents=True, exist_ok=True)
+                atomic_write_text(Path(args.out) / "gpu_preset.json",
+                                  json.dumps(payload, indent=1))
         print(json.dumps(payload))
-        if args.out:
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            atomic_write_text(Path(args.out) / "gpu_preset.json", json.dumps(payload, indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
