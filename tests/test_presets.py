@@ -63,7 +63,7 @@ def test_the_tune_preset_sweeps_every_trained_method_of_its_bench_on_other_peopl
     bench = build(BenchConfig, load_yaml(tune.bench))
     sweep, rows = sweep_config(tune, bench)
     trained = [m.label for m in bench.methods if m.name not in ("prompt_only", "oracle")]
-    assert len(sweep.methods) == 5 * len(trained) == 5 * 14  # push-pull three times: push sets
+    assert len(sweep.methods) == 5 * len(trained) == 5 * 15  # push-pull four times: push sets
     assert sweep.run.setup.scenario.seed == 1 and bench.run.setup.scenario.seed == 0
     assert {m.label for m, _, _ in rows} == set(trained)
     runs = {m.label: run_config(sweep, m, 0) for m in sweep.methods}
@@ -74,6 +74,9 @@ def test_the_tune_preset_sweeps_every_trained_method_of_its_bench_on_other_peopl
     mlp = runs["pushpull-mlp--lr-0.00064"]  # its own grid: the common one times 4
     assert mlp.optim.lr == 6.4e-4 and "pushpull-mlp--lr-1e-05" not in runs
     assert mlp.train_only.layers == [4, 5, 6, 7, 8, 9] and mlp.train_only.modules == ["mlp"]
+    npf = runs["pushpull-mlp-npf--lr-0.00064"]  # the same grid, without the forget pull
+    assert npf.train_only == mlp.train_only and not npf.unlearn.method.pull_forget
+    assert mlp.unlearn.method.pull_forget
     assert tune.apply_to == []  # TOFU's rates come from configs/tune-tofu.yaml
     tofu = build(BenchConfig, load_yaml(CONFIGS / "bench-tofu.yaml"))
     assert {m.label for m in bench.methods} == {m.label for m in tofu.methods}
