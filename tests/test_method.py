@@ -215,6 +215,36 @@ def test_pull_per_kind_averages_each_kind_and_the_boundary_items_apart(tok, cach
     assert abs(float(pooled.detach()) - float(got.detach())) > 1e-4
 
 
+def test_forget_pull_weighs_the_forget_rows_of_the_pull(tok, cache_dir):
+    """forget_pull=w: the pull is the full pull with the forget rows' distances times w (keep
+    rows and the forget terms unchanged); w=1 is the default step."""
+    from unlearnkit.objectives import pushpull as pp
+
+    model = tiny_model(len(tok), layers=3)
+    examples = build_examples(model, tok, records(), TeacherConfig(top_k=4), "tiny")
+    refresh_prefill(model, tok, examples, [1, 2])
+    _, half = pushpull_step(0, PushPullConfig(top_m=3, forget_pull=0.5))(model, examples)
+    _, full = pushpull_step(0, PushPullConfig(top_m=3))(model, examples)
+    _, one = pushpull_step(0, PushPullConfig(top_m=3, forget_pull=1.0))(model, examples)
+    pulled = [e.pull_input for e in examples]
+    logits, _, off = _window(model, pulled, 0)
+    values, indices, mask, _ = _aligned(pulled, [e.pull_top for e in examples], off,
+                                        logits.shape[:2])
+    per_pos = torch.nn.functional.huber_loss(logits.float().gather(-1, indices), values,
+                                             reduction="none").sum(-1)
+    forget_rows = torch.tensor([e.true_input is not None for e in examples])
+    weight = torch.where(forget_rows, 0.5, 1.0)[:, None]
+    want = (per_pos * weight * mask).sum() / mask.sum()
+    assert half["pull"] == pytest.approx(float(want.detach()), rel=1e-5)
+    plain = pp.pull_loss(logits, values, indices, mask).detach()
+    assert full["pull"] == pytest.approx(float(plain), rel=1e-5)
+    assert half["pull"] < full["pull"] and one == full
+    for key in ("push", "adv"):
+        assert half[key] == pytest.approx(full[key], rel=1e-4, abs=1e-6)
+    with pytest.raises(UnlearnError, match="forget_pull must be in"):
+        PushPullConfig(forget_pull=1.5)
+
+
 def test_pull_forget_off_pulls_only_the_keep_items(tok, cache_dir):
     """pull_forget=False: the pull is the one over the retain and neighbour rows alone, and
     the forget terms are unchanged (the same as the full step's)."""

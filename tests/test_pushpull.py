@@ -38,6 +38,21 @@ def test_pull_per_group_by_hand():
     assert pull_loss(student, val, idx, T([[1], [1], [0]]), groups=T([0, 0, 1])).item() == 0.8125
 
 
+def test_pull_row_weights_by_hand():
+    """The rows above (1.5, 0.125, 3.5), weights (1, 1, 0.5): (1.5 + 0.125 + 1.75) / 3 =
+    1.125; weights (1, 1, 0): (1.5 + 0.125) / 3, the zero-weight row's position still counted;
+    all ones: the plain mean."""
+    student = T([[[2.0]], [[0.5]], [[4.0]]])
+    idx = T([[[0]], [[0]], [[0]]])
+    val = T([[[0.0]], [[0.0]], [[0.0]]])
+    mask = T([[1], [1], [1]])
+    assert pull_loss(student, val, idx, mask, row_weights=T([1.0, 1.0, 0.5])).item() == 1.125
+    assert abs(pull_loss(student, val, idx, mask, row_weights=T([1.0, 1.0, 0.0])).item()
+               - 1.625 / 3) < 1e-6
+    assert pull_loss(student, val, idx, mask, row_weights=T([1.0, 1.0, 1.0])).item() == \
+        pull_loss(student, val, idx, mask).item()
+
+
 def test_push_hand_derived():
     """z=[4,1,0,2], K_T={1}, tau=1, margin .5, M=2 -> H={0,3}: 3.5 + 1.5 = 5."""
     student = T([[[4.0, 1, 0, 2]]])

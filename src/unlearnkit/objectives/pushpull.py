@@ -40,18 +40,23 @@ from unlearnkit.objectives.nll import masked_mean, nll_loss
 
 def pull_loss(student: torch.Tensor, teacher_values: torch.Tensor,
               teacher_indices: torch.Tensor, mask: torch.Tensor, *, delta: float = 1.0,
-              first_only: bool = False, groups: torch.Tensor | None = None) -> torch.Tensor:
+              first_only: bool = False, groups: torch.Tensor | None = None,
+              row_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Huber distance on the teacher's top-K logits.
 
     student: (B, T, V) raw logits; teacher_values, teacher_indices: (B, T, K); mask: (B, T).
     ``first_only`` keeps only each row's first masked position (DUET's setting). ``groups``
     (B,) integers: the mean is taken per group of rows, then over the groups that have masked
     positions, so each group weighs the same whatever its number of rows and positions.
+    ``row_weights`` (B,) scales each row's per-position distances inside the same mean (the
+    positions still count once each): all ones is the plain loss.
     """
     if first_only:
         mask = first_position(mask)
     picked = student.float().gather(-1, teacher_indices)
     per_pos = F.huber_loss(picked, teacher_values.float(), delta=delta, reduction="none").sum(-1)
+    if row_weights is not None:
+        per_pos = per_pos * row_weights.to(per_pos)[:, None]
     if groups is None:
         return masked_mean(per_pos, mask)
     means = [masked_mean(per_pos[groups == g], mask[groups == g]) for g in groups.unique()
@@ -168,6 +173,10 @@ class PushPullConfig:
     # False: forget items are not pulled towards the teacher's desired response, only pushed
     # and adversarially prefilled; retain/neighbour items are pulled as before (an ablation)
     pull_forget: bool = True
+    # weight of the forget rows in the pull (1: as every other row; 0 is pull_forget: False,
+    # with the positions still counted); between the two, the forget answers are still drawn
+    # toward the teacher's, less strongly
+    forget_pull: float = 1.0
     push: bool = True
     prefill: bool = True
     beta: float = 1.0
@@ -215,6 +224,9 @@ class PushPullConfig:
             raise UnlearnError("unlearn.method.keep_nll must be >= 0 and needs the pull (it adds "
                                f"to the keep items' pull), got {self.keep_nll} with pull "
                                f"{self.pull}")
+        if not 0 <= self.forget_pull <= 1:
+            raise UnlearnError("unlearn.method.forget_pull must be in [0, 1] (the forget rows' "
+                               f"weight in the pull), got {self.forget_pull}")
         if self.reveal not in REVEALS:
             raise UnlearnError(f"unlearn.method.reveal must be one of {REVEALS}, "
                                f"got {self.reveal!r}")
@@ -303,9 +315,11 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
                 names = ["boundary" if e.boundary else e.kind for e in kept]
                 ids = {k: i for i, k in enumerate(dict.fromkeys(names))}
                 groups = torch.tensor([ids[k] for k in names], device=part.device)
+            weights = None if cfg.forget_pull == 1.0 else torch.tensor(
+                [cfg.forget_pull if e.true_input is not None else 1.0 for e in kept])
             loss = pull_loss(part, values.to(part.device), indices.to(part.device),
                              mask.to(part.device), delta=cfg.delta, first_only=cfg.first_only,
-                             groups=groups)
+                             groups=groups, row_weights=weights)
             total, logs["pull"] = total + loss, float(loss.detach())
             keep = [r for r, e in enumerate(kept) if e.true_input is None] if cfg.keep_nll else []
             if keep:
