@@ -63,7 +63,7 @@ def test_the_tune_preset_sweeps_every_trained_method_of_its_bench_on_other_peopl
     bench = build(BenchConfig, load_yaml(tune.bench))
     sweep, rows = sweep_config(tune, bench)
     trained = [m.label for m in bench.methods if m.name not in ("prompt_only", "oracle")]
-    assert len(sweep.methods) == 5 * len(trained) == 5 * 15  # push-pull four times: push sets
+    assert len(sweep.methods) == 5 * len(trained) == 5 * 16  # push-pull five times: push sets
     assert sweep.run.setup.scenario.seed == 1 and bench.run.setup.scenario.seed == 0
     assert {m.label for m, _, _ in rows} == set(trained)
     runs = {m.label: run_config(sweep, m, 0) for m in sweep.methods}
