@@ -152,3 +152,23 @@ def test_console_script_exit_code_without_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_cli_leaves_the_process_group_whatever_the_command_did(tmp_path, capsys):
+    """Under `accelerate launch` the training loop leaves the process group open; the CLI
+    leaves it before exiting (a group left to the interpreter's exit can abort the process),
+    on success and on a user error alike. One process, gloo, world size 1."""
+    import torch.distributed as dist
+
+    src = tmp_path / "f.jsonl"
+    src.write_text(GOOD_QA)
+    cfg = tmp_path / "data.yaml"
+    cfg.write_text(f"output: {tmp_path / 'out'}\nsources:\n{qa_source(src, 'forget')}")
+    for name, argv, code in (("error", ["run", str(tmp_path / "missing.yaml")], 2),
+                             ("success", ["data", "standardize", str(cfg)], 0)):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store-{name}",
+                                rank=0, world_size=1)
+        assert dist.is_initialized()
+        assert main(argv) == code
+        assert not dist.is_initialized()
+    capsys.readouterr()

@@ -271,6 +271,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        close_process_group()
+
+
+def close_process_group() -> None:
+    """Leave the process group of `accelerate launch` before the process exits. The training
+    loop leaves it open (saving needs it after training), and a gloo or NCCL group left to
+    the interpreter's exit can abort the process ("terminate called without an active
+    exception"), which fails the whole launch. Leaving is local: a process that is done (the
+    others while the main one evaluates) waits for nobody."""
+    dist = sys.modules.get("torch.distributed")  # never imports torch for a command without it
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
