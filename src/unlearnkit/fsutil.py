@@ -8,9 +8,10 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from unlearnkit.errors import UnlearnError
 
@@ -89,6 +90,22 @@ def atomic_dir(target: str | Path, *, expect: Sequence[str] = ()) -> Iterator[Pa
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+T = TypeVar("T")
+
+
+def built_once(target: str | Path, find: Callable[[], T | None], build: Callable[[], T]) -> T:
+    """The cache entry ``target``: what ``find()`` returns when the entry is there (None when
+    it is not), else what ``build()`` returns, built under the entry's lock (:func:`building`)
+    after looking once more: of the processes that would build it at once, one builds it and
+    the others find it built."""
+    if (found := find()) is not None:
+        return found
+    with building(target):
+        if (found := find()) is not None:
+            return found
+        return build()
 
 
 @contextmanager

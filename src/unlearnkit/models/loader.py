@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 
 from unlearnkit.errors import UnlearnError
-from unlearnkit.fsutil import atomic_dir, building
+from unlearnkit.fsutil import atomic_dir, built_once
 from unlearnkit.models.adapter import (
     MODEL_MARKERS,
     adapter_base,
@@ -69,15 +69,12 @@ def default_model_dir() -> Path:
     gguf = find_default_gguf()
     digest = _file_digest(gguf)
     target = cache_root() / "models" / f"{DEFAULT_MODEL}-{digest[:12]}"
-    if (target / "unlearnkit.json").is_file():
-        return target
-    with building(target):  # another process may be converting it
-        if not (target / "unlearnkit.json").is_file():
-            _convert_default(gguf, digest, target)
-    return target
+    return built_once(  # another process may be converting it
+        target, lambda: target if (target / "unlearnkit.json").is_file() else None,
+        lambda: _convert_default(gguf, digest, target))
 
 
-def _convert_default(gguf: Path, digest: str, target: Path) -> None:
+def _convert_default(gguf: Path, digest: str, target: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to safetensors (once) in %s", gguf.name, target)
@@ -96,6 +93,7 @@ def _convert_default(gguf: Path, digest: str, target: Path) -> None:
         tok.save_pretrained(tmp)
         marker = {"source": gguf.name, "sha256": digest, "dtype": "float32"}
         (tmp / "unlearnkit.json").write_text(json.dumps(marker, indent=2))
+    return target
 
 
 @torch.no_grad()
@@ -200,10 +198,7 @@ def save_model_folder(model, tokenizer, target: Path, info: dict | None = None,
     """Write an HF model folder (safetensors) atomically, with an optional JSON sidecar;
     ``state_dict``: the weights to write instead of the model's own (gathered shards)."""
     with atomic_dir(target, expect=MODEL_MARKERS) as tmp:
-        if state_dict is None:
-            model.save_pretrained(tmp, safe_serialization=True)
-        else:
-            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         if info is not None:
             (tmp / info_name).write_text(json.dumps(info, indent=1))

@@ -27,7 +27,7 @@ import torch
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render_record
 from unlearnkit.errors import UnlearnError
-from unlearnkit.fsutil import building
+from unlearnkit.fsutil import built_once
 from unlearnkit.models.adapter import ADAPTER_WEIGHTS, adapter_base, is_adapter_folder
 from unlearnkit.models.loader import (
     cache_root,
@@ -128,13 +128,9 @@ def build_injected(model_name: str, records: list[Record], variant: Variant,
     """Train (or fetch from the cache) the ``variant`` model and return its folder."""
     data = training_records(records, variant)
     target = _target(model_name, records, variant, cfg)
-    if (target / "inject.json").is_file():
-        return target
     # another process (a second bench worker) training the same model: wait, then load it
-    with building(target):
-        if (target / "inject.json").is_file():
-            return target
-        return _train_injected(model_name, data, variant, cfg, target)
+    return built_once(target, lambda: target if (target / "inject.json").is_file() else None,
+                      lambda: _train_injected(model_name, data, variant, cfg, target))
 
 
 def build_variants(model_name: str, records: list[Record], variants: Sequence[Variant],

@@ -15,7 +15,7 @@ import torch
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import Rendered, render
 from unlearnkit.errors import UnlearnError
-from unlearnkit.fsutil import building
+from unlearnkit.fsutil import built_once
 from unlearnkit.models.engine import eval_mode, generate, token_logprobs
 from unlearnkit.models.loader import cache_root
 from unlearnkit.models.teacher import TeacherConfig, desired_response, instruction
@@ -103,14 +103,14 @@ def build_examples(model, tokenizer, records: list[Record], cfg: TeacherConfig,
     key = cache_key({"format": 2, "model": model_id, "teacher": asdict(cfg), "context": context,
                      "records": [r.to_dict() for r in forget + keep]})
     path = cache_root() / "teacher" / key
-    cached = load_topk(path)
-    if cached is None:
-        with building(path):  # another process may be computing the same cache
-            cached = load_topk(path)
-            if cached is None:
-                cached = _compute_teacher(model, tokenizer, forget, keep, cfg, context)
-                save_topk(path, *cached)
-    tops, meta = cached
+
+    def compute():
+        computed = _compute_teacher(model, tokenizer, forget, keep, cfg, context)
+        save_topk(path, *computed)
+        return computed
+
+    # another process may be computing the same cache
+    tops, meta = built_once(path, lambda: load_topk(path), compute)
     return _examples(tokenizer, forget, keep, tops, meta["responses"], context)
 
 

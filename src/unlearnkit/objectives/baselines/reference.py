@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unlearnkit.data.render import Rendered
-from unlearnkit.fsutil import atomic_dir, building
+from unlearnkit.fsutil import atomic_dir, built_once
 from unlearnkit.models.engine import eval_mode
 from unlearnkit.models.loader import cache_root
 from unlearnkit.models.teacher_cache import TopK, cache_key, teacher_topk
@@ -46,15 +46,15 @@ def _cached(kind: str, model_id: str | None, settings: dict, items: Sequence[Ren
                      "items": [item_key(it) for it in items]})
     path = cache_root() / "baselines" / kind / key
     done = path / "tensors.safetensors"
-    if done.is_file():
-        return load_file(done)
-    with building(path):  # another process may be computing the same cache
-        if done.is_file():
-            return load_file(done)
+
+    def build():
         out = compute()
         with atomic_dir(path) as tmp:
             save_file({k: v.contiguous() for k, v in out.items()}, tmp / "tensors.safetensors")
-    return out
+        return out
+
+    # another process may be computing the same cache
+    return built_once(path, lambda: load_file(done) if done.is_file() else None, build)
 
 
 @torch.no_grad()
