@@ -199,10 +199,11 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
                            f"({cfg.grad_accum}): add data or lower optim.grad_accum")
     accelerator = accelerator or make_accelerator(cfg, out_dir)
     _check_unsharded(accelerator)
-    if getattr(step_fn, "own_gradients", False) and _distributed_kind(accelerator) == "FSDP":
+    fsdp = _distributed_kind(accelerator) == "FSDP"
+    if getattr(step_fn, "own_gradients", False) and fsdp:
         raise UnlearnError("this method takes its gradients itself (torch.autograd.grad), and "
                            "FSDP shards them: launch it with configs/accelerate/ddp.yaml")
-    if getattr(on_step, "generates", False) and _distributed_kind(accelerator) == "FSDP":
+    if getattr(on_step, "generates", False) and fsdp:
         # each forward call under FSDP is a collective, and generation stops when a process's
         # answers end, which may differ between processes by a kernel's rounding
         raise UnlearnError("early stopping (unlearn.stop.every) generates answers with the "
