@@ -74,6 +74,32 @@ def test_fused_adamw_on_cpu_matches_torchs_default_update():
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
+def test_adamw_takes_betas_and_eps_from_the_config():
+    # Adam's first step is lr * g / (|g| + eps) whatever beta1 and beta2 (bias correction):
+    # a gradient of 1e-6 against eps 1e-6 moves the weight by half the rate, with the default
+    # eps 1e-8 by 0.99 of it. The second step, gradient 3e-6: m = (1-b1) (b1 g1 + g2) and
+    # v = (1-b2) (b2 g1^2 + g2^2), each divided by its bias correction 1 - b^2.
+    b1, b2, eps, lr = 0.5, 0.75, 1e-6, 0.1
+    for cfg_eps, want in ((eps, -lr / 2), (1e-8, -lr * 1e-6 / (1e-6 + 1e-8))):
+        w = torch.zeros(1, requires_grad=True)
+        opt = make_adamw([w], OptimConfig(lr=lr, beta1=b1, beta2=b2, eps=cfg_eps))
+        (1e-6 * w).sum().backward()
+        opt.step()
+        assert w.item() == pytest.approx(want, rel=1e-5)
+    opt.zero_grad()
+    (3e-6 * w).sum().backward()
+    opt.step()
+    m = (1 - b1) * (b1 * 1e-6 + 3e-6) / (1 - b1 ** 2)
+    v = (1 - b2) * (b2 * 1e-12 + 9e-12) / (1 - b2 ** 2)
+    assert w.item() == pytest.approx(want - lr * m / (v ** 0.5 + 1e-8), rel=1e-5)
+
+
+@pytest.mark.parametrize("key, value", [("beta1", 1.0), ("beta2", -0.1), ("eps", 0.0)])
+def test_optim_refuses_adam_settings_out_of_range(key, value):
+    with pytest.raises(UnlearnError, match=f"optim.{key}"):
+        OptimConfig(**{key: value})
+
+
 def test_accumulation_matches_one_big_batch(tok):
     data = items(tok)
     big, small = tiny_model(len(tok)), tiny_model(len(tok))

@@ -41,6 +41,9 @@ class OptimConfig:
 
     lr: float = 1e-5
     weight_decay: float = 0.0
+    beta1: float = 0.9  # AdamW's moment decays and the epsilon added to its denominator
+    beta2: float = 0.999
+    eps: float = 1e-8
     warmup_ratio: float = 0.1
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     grad_accum: int = 1
@@ -56,6 +59,11 @@ class OptimConfig:
             raise UnlearnError(f"optim.grad_accum must be >= 1, got {self.grad_accum}")
         if not 0 <= self.warmup_ratio < 1:
             raise UnlearnError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UnlearnError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.eps <= 0:
+            raise UnlearnError(f"optim.eps must be positive, got {self.eps}")
 
 
 StepFn = Callable[[Any, Any], tuple[torch.Tensor, dict[str, float]]]
@@ -111,8 +119,8 @@ def make_adamw(params: list[torch.Tensor], cfg: OptimConfig, accelerator=None):
     """
     fused = _distributed_kind(accelerator) != "DEEPSPEED" and bool(params) and all(
         p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                             fused=fused or None)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                             weight_decay=cfg.weight_decay, fused=fused or None)
 
 
 def _check_unsharded(accelerator) -> None:
