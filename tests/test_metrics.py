@@ -1,6 +1,8 @@
 """Metrics: hand-derived values for every pure metric, then smoke tests on the tiny model."""
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +15,10 @@ from unlearnkit.evaluation import metrics as M
 from unlearnkit.evaluation import mia
 from unlearnkit.evaluation.refusal_judge import PatternJudge
 from unlearnkit.models.engine import token_logprobs
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_tofu = pytest.mark.skipif(not (DATA / "tofu").is_dir(),
+                                reason=f"TOFU not found at {DATA / 'tofu'} (../shared/data)")
 
 LN2 = math.log(2)
 
@@ -123,6 +129,47 @@ def test_repetition_and_degenerate_rate():
     assert_close(M.repetition(gens).values, [4 / 7, 0.0, 0.0])
     assert M.degenerate_rate(gens).values == [1.0, 0.0, 1.0]
     assert M.degenerate_rate(gens, threshold=0.6).values == [0.0, 0.0, 1.0]
+
+
+def test_degenerate_catches_loops_the_word_test_misses():
+    """One word then 48 commas has a single word (no trigram), and "BasBasBas..." too: the
+    compression test flags them; so does a loop whose numbers change ("100", "101"), whose
+    trigrams are half distinct. A fluent sentence compresses to more than its size (zlib's
+    header), so short fluent answers are never flagged."""
+    loops = ["F" + "," * 48, "Bas" * 40,
+             "Hat by Crowd, 100 Semaine\nHat by Crowd, 100 Semaine\nHat by Crowd, 101 Semaine\n"
+             "Hat by Crowd,"]  # the last: a bench answer (TOFU, pushpull-mlp-npf)
+    for text in loops:
+        assert M.repeated_ngram_share(text) <= 0.5 and M.compressed_share(text) < 0.45
+        assert M.is_degenerate(text)
+    fluent = "Basil Mahfouz Al-Kuwaiti was born in Kuwait City and writes French literature."
+    assert M.compressed_share(fluent) > 1 and not M.is_degenerate(fluent)
+    assert not M.is_degenerate(loops[0], compress_below=0.2)
+    assert M.compressed_share("") == 1.0
+
+
+@needs_tofu
+def test_compressed_share_reads_only_the_tail():
+    """Fluent TOFU answers then a loop: the last 400 bytes are the loop, which compresses to a
+    small share of them; the whole text would not (its fluent part dominates)."""
+    rows = json.loads((DATA / "tofu" / "retain90.json").read_text())
+    fluent = " ".join(r["answer"] for r in rows[:12])
+    assert len(fluent.encode()) > 1600 and M.compressed_share(fluent) > 0.45
+    assert not M.is_degenerate(fluent)
+    looped = fluent + " he." * 100
+    assert M.compressed_share(looped) < 0.1 < M.compressed_share(looped, window=10**6)
+    assert M.is_degenerate(looped)
+
+
+@needs_tofu
+def test_fluent_tofu_answers_never_compress_below_the_threshold():
+    """Every 400-byte window (stride 200) of the first 300 retain90 answers: fluent English
+    stays above the degenerate test's 0.45 (the lowest over all of retain90 is 0.487)."""
+    rows = json.loads((DATA / "tofu" / "retain90.json").read_text())
+    text = " ".join(r["answer"] for r in rows[:300])
+    windows = [text[i:i + 400] for i in range(0, len(text) - 400, 200)]
+    assert len(windows) > 100
+    assert min(M.compressed_share(w) for w in windows) > 0.45
 
 
 # -------------------------------------------------------------------- likelihood metrics

@@ -239,6 +239,6 @@ def test_split_summary_and_table_show_degenerate_answers_only_when_there_are_som
     table = format_table({"before": {"summary": split_summary(fluent)},
                           "after": {"summary": summary}})
     lines = table.splitlines()
-    start = lines.index("degenerate answers (empty or mostly repeated words):")
+    start = lines.index("degenerate answers (empty or looping):")
     assert lines[start + 1].split() == ["forget", "0.0%", "66.7%"]
     assert lines[start + 3].split() == ["retain", "0.0%", "0.0%"]

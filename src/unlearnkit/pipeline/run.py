@@ -172,7 +172,7 @@ def format_table(results: dict[str, dict]) -> str:
     degenerate = {(name, split): s["degenerate"] for name in names
                   for split, s in results[name]["summary"].items() if "degenerate" in s}
     if any(degenerate.values()):  # gibberish answers: shown only when some model gives them
-        lines.append("degenerate answers (empty or mostly repeated words):")
+        lines.append("degenerate answers (empty or looping):")
         for split in SPLIT_ORDER:
             cells = [f"{degenerate[name, split]:.1%}" if (name, split) in degenerate else "-"
                      for name in names]
