@@ -3,7 +3,7 @@
 Usage: python benchmarks/pull_stability.py --model MODEL --data DATASET_FOLDER \
            [--items 40] [--drawn 20] [--steps 12] [--batch 4] [--lr 1.6e-4] \
            [--schedule constant] [--train-layers 5,6,7] [--train-modules mlp] \
-           [--eps 1e-8] [--beta2 0.999]
+           [--eps 1e-8] [--beta1 0.9] [--beta2 0.999]
 The teacher is MODEL itself, plain and teacher-forced on the gold answers of the first
 ``--items`` retain records of DATASET_FOLDER (``retain.jsonl``), so the pull starts at zero.
 It then trains push-pull's step with the push and the prefill off, for ``--steps`` steps of
@@ -12,8 +12,8 @@ at 1, 10% warmup). An optimiser the pull can steer keeps the loss near zero. Pri
 at every step, then the pull of the drawn items and of the never-drawn ones on the final model.
 ``--train-layers``/``--train-modules`` restrict what trains as
 the run option ``train_only`` does (docs/RESULTS.md, "Why the pull does not keep TOFU's
-retain authors"); ``--eps``/``--beta2`` set AdamW's (the run options ``optim.eps`` and
-``optim.beta2``).
+retain authors"); ``--eps``/``--beta1``/``--beta2`` set AdamW's (the run options ``optim.eps``,
+``optim.beta1``, ``optim.beta2``).
 """
 
 import argparse
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--train-layers", default="")
     parser.add_argument("--train-modules", default="")
     parser.add_argument("--eps", type=float, default=OptimConfig.eps)
+    parser.add_argument("--beta1", type=float, default=OptimConfig.beta1)
     parser.add_argument("--beta2", type=float, default=OptimConfig.beta2)
     args = parser.parse_args()
     _quiet_libraries()
@@ -69,7 +70,7 @@ def main() -> None:
     plan = [random.Random(s).sample(examples[:args.drawn], args.batch)
             for s in range(args.steps)]
     optim = OptimConfig(lr=args.lr, schedule=args.schedule, warmup_ratio=0.1, eps=args.eps,
-                        beta2=args.beta2)
+                        beta1=args.beta1, beta2=args.beta2)
     history = train(model, plan, step, optim, desc="pull")
     model.eval()
     with torch.no_grad():
