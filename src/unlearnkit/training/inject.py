@@ -99,11 +99,19 @@ def model_identity(name: str) -> str:
     return name
 
 
+# optimiser settings added after models were cached, with the values those models used: at
+# these values they stay out of the cache key, so an upgrade does not inject again
+OPTIM_ADDED = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+
+
 def cache_key(model: str, cfg: InjectConfig, records: list[Record], variant: Variant) -> str:
     config = asdict(cfg)
     del config["processes"]
     if not cfg.stop_after_epochs:  # off: the key models had before the setting existed
         del config["stop_after_epochs"]
+    for name, before in OPTIM_ADDED.items():  # likewise AdamW's settings at their defaults
+        if config["optim"][name] == before:
+            del config["optim"][name]
     payload = {
         "recipe": INJECT_RECIPE_VERSION, "model": model_identity(model), "variant": variant,
         "config": config, "records": [r.to_dict() for r in records],
