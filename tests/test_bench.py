@@ -65,7 +65,8 @@ def test_run_metrics_and_objectives_by_hand():
                      "prefill_attack": 0.2})
     # refusal on retain + neighbour, weighted by item counts: (0.5 * 2 + 0 * 6) / 8
     assert m == {"forget": 0.25, "retain": 0.5, "neighbor": 0.75, "general": 1.0,
-                 "keep_refusal": 0.125, "prefill": 0.2, "forget_degenerate": None}
+                 "keep_refusal": 0.125, "prefill": 0.2, "forget_degenerate": None,
+                 "forget_unlikely": None}
     assert objective_scores(m) == {"forget": 0.75, "utility": 0.75, "boundary": 0.75,
                                    "robustness": 0.8}
     no_general = run_metrics({"summary": {k: v for k, v in summary(0, 1, 1, 1).items()

@@ -30,6 +30,8 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.objectives.baselines import BASELINES
 from unlearnkit.pipeline.claims import claimed, holder
+from unlearnkit.pipeline.data_source import check_model
+from unlearnkit.pipeline.fluency_judge import judge_runs
 from unlearnkit.pipeline.methods import method_names
 from unlearnkit.pipeline.run import RunConfig, config_json, differing_keys, run
 from unlearnkit.report.leaderboard import (
@@ -94,6 +96,10 @@ class BenchConfig:
     # those are candidates for the Pareto front (None: every method is). Needs the oracle
     # among the methods
     forget_margin: float | None = 0.05
+    # a model that has not seen the forget facts (e.g. the base model before injection): its
+    # per-token likelihood of each forget answer, against the setup's gold answers, gives
+    # the "unlikely forget answers" column (word salad; shown, not judged). "": no judge
+    fluency_judge: str = ""
 
     def __post_init__(self) -> None:
         if not self.methods or not self.seeds:
@@ -110,6 +116,8 @@ class BenchConfig:
                                f"check), got {self.forget_margin}")
         for method in self.methods:  # each run's config, checked as `unlearn run` checks it
             run_config(self, method, self.seeds[0])
+        if self.fluency_judge:
+            check_model(self.fluency_judge, "fluency_judge")
 
 
 def seeds_for(method: BenchMethod, seeds: list[int]) -> list[int]:
@@ -219,22 +227,43 @@ def run_bench(cfg: BenchConfig) -> list[dict] | None:
               f"({', '.join(held)}); the last process to finish writes the leaderboard, or run "
               "this command again once they have finished", flush=True)
         return None
-    rows = leaderboard(_entries(plan, payloads), cfg.confidence, cfg.forget_margin)
-    write_leaderboard(Path(cfg.output), rows, cfg)
+    rows, judge = _board(cfg, plan, payloads)
+    write_leaderboard(Path(cfg.output), rows, cfg, judge=judge)
     return rows
 
 
-def _entries(plan: list[tuple[BenchMethod, list[int]]], payloads: dict) -> list[dict]:
-    """Leaderboard entries of the methods with at least one run in ``payloads``."""
+def _entries(plan: list[tuple[BenchMethod, list[int]]], payloads: dict,
+             unlikely: dict[tuple, float] | None = None) -> list[dict]:
+    """Leaderboard entries of the methods with at least one run in ``payloads``; ``unlikely``:
+    the fluency judge's share per (label, seed)."""
     out = []
     for method, seeds in plan:
         done = [s for s in seeds if (method.label, s) in payloads]
         if done:
+            runs = [run_metrics(payloads[method.label, s]["results"]["after"]) for s in done]
+            for seed, metrics in zip(done, runs, strict=True):
+                metrics["forget_unlikely"] = (unlikely or {}).get((method.label, seed))
             out.append({"label": method.label, "method": method.name, "seeds": done,
-                        "reference": method.name in REFERENCES,
-                        "runs": [run_metrics(payloads[method.label, s]["results"]["after"])
-                                 for s in done]})
+                        "reference": method.name in REFERENCES, "runs": runs})
     return out
+
+
+def forget_answers(payload: dict) -> list[tuple[str, str]]:
+    """A run's forget answers as (record id, text)."""
+    return [(item["id"], item["generation"]) for item in payload["results"]["after"]["items"]
+            if item["split"] == "forget"]
+
+
+def _board(cfg: BenchConfig, plan: list[tuple[BenchMethod, list[int]]], payloads: dict
+           ) -> tuple[list[dict], dict | None]:
+    """The leaderboard rows, and the fluency judge's summary (None without a judge)."""
+    unlikely, judge = None, None
+    if cfg.fluency_judge:
+        setup = run_config(cfg, plan[0][0], cfg.seeds[0])  # the data every run shares
+        unlikely, judge = judge_runs(cfg.fluency_judge, Path(cfg.output), setup,
+                                     {key: forget_answers(p) for key, p in payloads.items()})
+    return (leaderboard(_entries(plan, payloads, unlikely), cfg.confidence, cfg.forget_margin),
+            judge)
 
 
 def partial_bench(cfg: BenchConfig) -> list[dict]:
@@ -245,27 +274,28 @@ def partial_bench(cfg: BenchConfig) -> list[dict]:
     if not payloads:
         raise UnlearnError(f"no run of this bench has finished yet under {cfg.output}")
     missing = [f"{label}/seed-{seed}" for label, seed in configs if (label, seed) not in payloads]
-    rows = leaderboard(_entries(plan, payloads), cfg.confidence, cfg.forget_margin)
-    write_leaderboard(Path(cfg.output), rows, cfg, name="leaderboard-partial", missing=missing,
+    rows, judge = _board(cfg, plan, payloads)
+    write_leaderboard(Path(cfg.output), rows, cfg, judge=judge, name="leaderboard-partial",
+                      missing=missing,
                       title=f"{cfg.title} (partial: {len(payloads)} of {len(configs)} runs)")
     return rows
 
 
 def write_leaderboard(out: Path, rows: list[dict], cfg: BenchConfig, *,
                       name: str = "leaderboard", missing: list[str] | None = None,
-                      title: str = "") -> None:
+                      title: str = "", judge: dict | None = None) -> None:
     title = title or cfg.title
-    table = to_markdown(rows, cfg.confidence)
+    table = to_markdown(rows, cfg.confidence, judge)
     if missing:
         table += f"\nNot finished yet ({len(missing)} runs): {', '.join(missing)}.\n"
     payload = {"title": title, "confidence": cfg.confidence,
                "metrics": [{"key": k, "title": t, "higher_is_better": hib}
                            for k, t, hib in METRICS],
                "objectives": list(OBJECTIVES), "front_objectives": front_objectives(rows),
-               "methods": rows, "config": asdict(cfg),
+               "methods": rows, "config": asdict(cfg), "fluency_judge": judge,
                **({"missing": missing} if missing is not None else {})}
     atomic_write_text(out / f"{name}.json", json.dumps(payload, indent=1))
     atomic_write_text(out / f"{name}.md", f"# {title}\n\n{table}")
     atomic_write_text(out / f"{name}.html",
-                      render_html(rows, title=title, confidence=cfg.confidence))
+                      render_html(rows, title=title, confidence=cfg.confidence, judge=judge))
     print("\n" + table + f"\nwrote {out / name}.md, .json and .html")

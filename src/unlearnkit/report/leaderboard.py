@@ -40,6 +40,7 @@ METRICS = (
     ("keep_refusal", "refusal on retain+neighbour", False),
     ("prefill", "prefill attack success", False),
     ("forget_degenerate", "degenerate forget answers", False),
+    ("forget_unlikely", "unlikely forget answers", False),
 )
 OBJECTIVES = ("forget", "utility", "boundary", "robustness")
 OBJECTIVE_TEXT = {"forget": "1 - forget", "utility": "mean(retain, general)",
@@ -63,7 +64,8 @@ def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
             "keep_refusal": sum(s["refusal"] * s["n"] for s in keep) / n if n else None,
             "prefill": after.get("prefill_attack"),
             "forget_degenerate": (degenerate_rate(forget_answers).aggregate if forget_answers
-                                  else None)}
+                                  else None),
+            "forget_unlikely": None}  # the bench's fluency judge fills it in, when it has one
 
 
 def objective_scores(means: dict[str, float | None]) -> dict[str, float | None]:
@@ -164,7 +166,18 @@ def pareto_text(row: dict[str, Any]) -> str:
     return {True: "yes", None: "n/a"}[row["pareto"]]
 
 
-def to_markdown(rows: Sequence[dict[str, Any]], confidence: float = 0.95) -> str:
+def judge_note(judge: dict | None) -> str:
+    """What the unlikely column means, or that no judge ran."""
+    if judge is None:
+        return "Unlikely forget answers: no fluency judge was set (bench fluency_judge)."
+    return (f"Unlikely forget answers: scored by {judge['model']} (mean negative log-likelihood "
+            f"per answer token after the question) above all {judge['gold_answers']} gold "
+            f"forget and retain answers (above {judge['threshold']:.2f} nats): word salad; "
+            "shown, not judged.")
+
+
+def to_markdown(rows: Sequence[dict[str, Any]], confidence: float = 0.95,
+                judge: dict | None = None) -> str:
     """A Markdown table, one row per method (``|`` in labels escaped)."""
     head = ["method", "seeds", *[f"{t} {'↑' if hib else '↓'}" for _, t, hib in METRICS],
             "Pareto"]
@@ -176,7 +189,7 @@ def to_markdown(rows: Sequence[dict[str, Any]], confidence: float = 0.95) -> str
     note = (f"\nMean ± half-width of the {confidence:.0%} Student-t interval over seeds. Pareto: "
             f"not dominated on ({front_note(rows)}){limit_note(rows)}. Degenerate forget "
             "answers (empty, more than half their word trigrams repeated, or their last 400 "
-            "bytes compressing below 0.45) are shown, not judged.\n")
+            f"bytes compressing below 0.45) are shown, not judged. {judge_note(judge)}\n")
     return "\n".join(lines) + "\n" + note
 
 
@@ -194,7 +207,7 @@ def tradeoff_chart(rows: Sequence[dict[str, Any]]) -> str | None:
 
 
 def render_html(rows: Sequence[dict[str, Any]], *, title: str = "Unlearning leaderboard",
-                confidence: float = 0.95) -> str:
+                confidence: float = 0.95, judge: dict | None = None) -> str:
     """A self-contained HTML page (autoescaped; the chart is an inline PNG)."""
     env = Environment(loader=PackageLoader("unlearnkit", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -205,4 +218,5 @@ def render_html(rows: Sequence[dict[str, Any]], *, title: str = "Unlearning lead
     return env.get_template("leaderboard.html.j2").render(
         title=title, generated=now, confidence=f"{confidence:.0%}",
         columns=[(t, "↑" if hib else "↓") for _, t, hib in METRICS], rows=table,
-        objectives=front_note(rows) + limit_note(rows), chart=tradeoff_chart(rows))
+        objectives=front_note(rows) + limit_note(rows), chart=tradeoff_chart(rows),
+        judge=judge_note(judge))

@@ -1,0 +1,96 @@
+"""The bench's fluency judge: per run, the share of forget answers unlikelier than every gold
+answer (:mod:`unlearnkit.evaluation.fluency`).
+
+Set ``fluency_judge`` in a bench config to a model that has not seen the forget facts (the
+base model before injection: ``smollm2-135m-instruct`` for the built-in scenario and TOFU).
+Scores are kept in ``<output>/fluency_judge.json``, keyed by judge and by question + answer,
+so a rebuilt leaderboard scores only answers it has not seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from unlearnkit.data.records import Record
+from unlearnkit.data.scenario import build_scenario
+from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation.fluency import score_answers, unlikely_share, unlikely_threshold
+from unlearnkit.fsutil import atomic_write_text
+from unlearnkit.models.loader import load_model, pick_device
+from unlearnkit.pipeline.data_source import load_records, sample_splits
+from unlearnkit.pipeline.run import RunConfig
+
+CACHE = "fluency_judge.json"
+GOLD_SPLITS = ("forget", "retain")  # the gold answers the judge's line is drawn from
+CHUNK = 64  # answers per progress-bar step
+
+
+def setup_records(cfg: RunConfig) -> list[Record]:
+    """The setup's records as a run sees them (without loading or injecting any model)."""
+    if cfg.data.kind == "scenario":
+        return build_scenario(**asdict(cfg.setup.scenario)).records
+    records, _ = load_records(cfg.data)
+    return sample_splits(records, cfg.data.max_per_split, cfg.data.seed)
+
+
+def pair_key(question: str, answer: str) -> str:
+    return hashlib.sha256(f"{question}\0{answer}".encode()).hexdigest()[:32]
+
+
+def _load_cache(path: Path, judge: str) -> dict[str, float]:
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    if saved.get("judge") != judge:
+        return {}
+    return {k: math.nan if v is None else v for k, v in saved["scores"].items()}
+
+
+def _score_missing(judge: str, pairs: dict[str, tuple[str, str]], cfg: RunConfig
+                   ) -> dict[str, float]:
+    model, tokenizer = load_model(judge, device=pick_device(cfg.device),
+                                  trust_remote_code=cfg.data.trust_remote_code)
+    keys = list(pairs)
+    out: dict[str, float] = {}
+    for start in tqdm(range(0, len(keys), CHUNK), desc="fluency judge", unit="chunk"):
+        chunk = keys[start:start + CHUNK]
+        out |= dict(zip(chunk, score_answers(model, tokenizer, [pairs[k] for k in chunk]),
+                        strict=True))
+    return out
+
+
+def judge_runs(judge: str, out: Path, cfg: RunConfig, answers: dict[tuple, list[tuple[str, str]]]
+               ) -> tuple[dict[tuple, float], dict]:
+    """Per run key, the share of its forget answers (``(record id, text)``) the judge finds
+    unlikely; and the judge's summary (model, threshold, number of gold answers)."""
+    records = {r.id: r for r in setup_records(cfg)}
+    gold = {pair_key(r.question, r.answer): (r.question, r.answer) for r in records.values()
+            if r.split in GOLD_SPLITS and r.answer}
+    wanted: dict[tuple, list[str]] = {}
+    pairs = dict(gold)
+    for run, rows in answers.items():
+        wanted[run] = []
+        for record_id, text in rows:
+            if record_id not in records:
+                raise UnlearnError(f"fluency judge: run {run} answered record {record_id!r}, "
+                                   "which the bench's data no longer has; rerun that run")
+            question = records[record_id].question
+            wanted[run].append(pair_key(question, text))
+            pairs[wanted[run][-1]] = (question, text)
+    path = out / CACHE
+    scores = _load_cache(path, judge)
+    if missing := {k: v for k, v in pairs.items() if k not in scores}:
+        print(f"fluency judge: scoring {len(missing)} answers with {judge}", flush=True)
+        scores |= _score_missing(judge, missing, cfg)
+        atomic_write_text(path, json.dumps({"judge": judge, "scores": {
+            k: None if math.isnan(v) else v for k, v in sorted(scores.items())}}))
+    threshold = unlikely_threshold([scores[k] for k in gold])
+    shares = {run: unlikely_share([scores[k] for k in keys], threshold)
+              for run, keys in wanted.items() if keys}
+    return shares, {"model": judge, "threshold": threshold, "gold_answers": len(gold)}

@@ -1,0 +1,138 @@
+"""The fluency judge: hand-derived scores, the threshold, and the bench's unlikely column."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import unlearnkit.pipeline.fluency_judge as judge_mod
+from unlearnkit.cli import main
+from unlearnkit.config import from_dict
+from unlearnkit.data.records import Record
+from unlearnkit.data.render import render
+from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation.fluency import (
+    answer_nll,
+    is_unlikely,
+    score_answers,
+    unlikely_share,
+    unlikely_threshold,
+)
+from unlearnkit.pipeline.bench import BenchConfig, run_bench
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TOFU = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
+
+
+def test_answer_nll_leaves_out_the_end_of_turn_token():
+    # tokens -1, -2, -3 and the end of turn -9: mean of 1, 2, 3 = 2
+    assert answer_nll(torch.tensor([-1.0, -2.0, -3.0, -9.0])) == pytest.approx(2.0)
+    assert answer_nll(torch.tensor([-0.5, -4.0])) == pytest.approx(0.5)
+    assert math.isnan(answer_nll(torch.tensor([-1.0])))  # only the end of turn: empty
+    assert math.isnan(answer_nll(torch.tensor([])))
+
+
+def test_the_threshold_is_the_least_likely_gold_answer():
+    assert unlikely_threshold([2.0, 3.5, math.nan, 1.0]) == 3.5
+    with pytest.raises(UnlearnError, match="no gold answer"):
+        unlikely_threshold([math.nan])
+    assert not is_unlikely(3.5, 3.5) and is_unlikely(3.51, 3.5)
+    assert is_unlikely(math.nan, 3.5)  # an empty answer
+    # 1 above, 1 equal (not above), 1 empty, 1 below: 2 of 4
+    assert unlikely_share([4.0, 3.5, math.nan, 0.1], 3.5) == 0.5
+    with pytest.raises(UnlearnError, match="no answers"):
+        unlikely_share([], 3.5)
+
+
+def test_score_answers_by_hand(tiny, tok):
+    pairs = [("Where was Ann born?", "Ann was born in Rome."), ("Who is Bo?", "  "),
+             ("Who is Cy?", "Cy is a baker in a small town by the sea.")]
+    scores = score_answers(tiny, tok, pairs, batch_size=2)
+    assert math.isnan(scores[1])
+    for (question, answer), score in zip(pairs[::2], scores[::2], strict=True):
+        item = render(tok, question, answer)
+        with torch.no_grad():
+            logits = tiny(torch.tensor([item.input_ids])).logits[0].double()
+        logp = torch.log_softmax(logits, -1)
+        # answer tokens are labelled from response_start; each is predicted one position
+        # earlier; the last label is the end of turn, left out
+        targets = range(item.response_start, len(item.input_ids) - 1)
+        expected = -sum(float(logp[t - 1, item.input_ids[t]]) for t in targets) / len(targets)
+        assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_setup_records_of_a_data_source_follow_its_sample():
+    cfg = from_dict(judge_mod.RunConfig, {"data": {
+        "kind": "inject", "max_per_split": {"retain": 5}, "sources": [
+            {"format": "tofu", "path": str(TOFU / "forget01.json"), "split": "forget"},
+            {"format": "tofu", "path": str(TOFU / "retain90.json"), "split": "retain"}]}})
+    records = judge_mod.setup_records(cfg)
+    assert [r.split for r in records].count("retain") == 5
+    assert [r.id for r in records if r.split == "forget"] == [
+        f"tofu-forget01-{n}" for n in range(40)]
+
+
+def bench(out, judge, methods=None):
+    mix = {"forget": 1, "retain": 1, "neighbor": 1, "steps": 1}
+    return from_dict(BenchConfig, {
+        "methods": methods or [{"name": "grad_ascent"}], "seeds": [0], "output": str(out),
+        "fluency_judge": str(judge),
+        "run": {"unlearn": {"mix": mix}, "max_new_tokens": 6, "eval_batch_size": 64,
+                "teacher_report": False}})
+
+
+def test_the_bench_shows_the_judges_unlikely_share_and_keeps_its_scores(
+        tiny_scenario, tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(judge_mod, "setup_records", lambda cfg: tiny_scenario.records)
+    out = tmp_path / "bench"
+    rows = run_bench(bench(out, tiny_folder))
+    saved = json.loads((out / "leaderboard.json").read_text())
+    gold = [r for r in tiny_scenario.records if r.split in ("forget", "retain")]
+    assert saved["fluency_judge"]["gold_answers"] == len(gold) == 6
+    cache = json.loads((out / "fluency_judge.json").read_text())
+    assert cache["judge"] == str(tiny_folder)
+    scores = {k: math.nan if v is None else v for k, v in cache["scores"].items()}
+    threshold = max(scores[judge_mod.pair_key(r.question, r.answer)] for r in gold)
+    assert saved["fluency_judge"]["threshold"] == pytest.approx(threshold)
+    results = json.loads((out / "grad_ascent" / "seed-0" / "results.json").read_text())
+    questions = {r.id: r.question for r in tiny_scenario.records}
+    answers = [(questions[i["id"]], i["generation"])
+               for i in results["results"]["after"]["items"] if i["split"] == "forget"]
+    expected = sum(is_unlikely(scores[judge_mod.pair_key(q, a)], threshold)
+                   for q, a in answers) / len(answers)
+    assert rows[0]["metrics"]["forget_unlikely"]["values"] == [pytest.approx(expected)]
+    md = (out / "leaderboard.md").read_text()
+    assert f"scored by {tiny_folder}" in md and "above all 6 gold" in md
+
+    # rebuilt: every answer is in the cache, so the judge model is not loaded again
+    monkeypatch.setattr(judge_mod, "load_model",
+                        lambda *a, **k: pytest.fail("the judge scored cached answers again"))
+    again = run_bench(bench(out, tiny_folder))
+    assert again[0]["metrics"]["forget_unlikely"] == rows[0]["metrics"]["forget_unlikely"]
+
+
+def test_a_judge_that_answers_unknown_records_is_refused(tiny_scenario, tiny_folder, tmp_path,
+                                                         monkeypatch):
+    others = [Record(id="elsewhere", split="retain", question="Q?", answer="A.")]
+    monkeypatch.setattr(judge_mod, "setup_records", lambda cfg: others)
+    with pytest.raises(UnlearnError, match="no longer has; rerun"):
+        run_bench(bench(tmp_path / "bench", tiny_folder))
+
+
+def test_without_a_judge_the_column_is_empty_and_says_so(tiny_scenario, tmp_path):
+    out = tmp_path / "bench"
+    rows = run_bench(bench(out, ""))
+    assert rows[0]["metrics"]["forget_unlikely"]["mean"] is None
+    assert not (out / "fluency_judge.json").exists()
+    assert "no fluency judge was set" in (out / "leaderboard.md").read_text()
+
+
+def test_a_missing_judge_model_is_one_line_exit_2(tmp_path, capsys):
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text(f"fluency_judge: {tmp_path / 'nope'}\noutput: {tmp_path / 'out'}\n")
+    assert main(["bench", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "fluency_judge" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
