@@ -28,7 +28,7 @@ from unlearnkit.pipeline.run import RunConfig
 
 CACHE = "fluency_judge.json"
 GOLD_SPLITS = ("forget", "retain")  # the gold answers the judge's line is drawn from
-CHUNK = 64  # answers per progress-bar step
+CHUNK = 64  # answers scored between progress-bar updates
 
 
 def setup_records(cfg: RunConfig) -> list[Record]:
@@ -58,10 +58,12 @@ def _score_missing(judge: str, pairs: dict[str, tuple[str, str]], cfg: RunConfig
                                   trust_remote_code=cfg.data.trust_remote_code)
     keys = list(pairs)
     out: dict[str, float] = {}
-    for start in tqdm(range(0, len(keys), CHUNK), desc="fluency judge", unit="chunk"):
-        chunk = keys[start:start + CHUNK]
-        out |= dict(zip(chunk, score_answers(model, tokenizer, [pairs[k] for k in chunk]),
-                        strict=True))
+    with tqdm(total=len(keys), desc="fluency judge", unit="answer") as bar:
+        for start in range(0, len(keys), CHUNK):
+            chunk = keys[start:start + CHUNK]
+            out |= dict(zip(chunk, score_answers(model, tokenizer, [pairs[k] for k in chunk]),
+                            strict=True))
+            bar.update(len(chunk))
     return out
 
 
