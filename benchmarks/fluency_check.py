@@ -7,8 +7,9 @@ Usage: python benchmarks/fluency_check.py [--judge smollm2-135m-instruct]
    (:func:`unlearnkit.evaluation.fluency.score_answers`); prints their median, 99% and 99.9%
    quantiles and maximum: the tail of fluent English under the judge.
    Then the line: the bench's threshold (its leaderboard.json, or ``--line``).
-2. Per method (all seeds; a FOLDER is a bench output or one run's folder): the forget
-   answers' median score and the share above the line, with and without the degenerate test.
+2. Per method (all seeds; a FOLDER is a bench output or one run's folder): its forget
+   answers' median score (refusals left out: the bench never scores them) and the share of
+   all its forget answers above the line, alone and together with the degenerate test.
 3. ``--show``: that method's answers, sorted by score, each with its score and whether the
    degenerate test flags it: read them to see what the judge passes.
 """
@@ -38,14 +39,14 @@ def tofu_rows(data: Path) -> dict[str, dict]:
     return out
 
 
-def forget_answers(folders: list[Path]) -> dict[str, list[tuple[str, str]]]:
-    """method -> [(item id, generation)] over all seeds."""
+def forget_answers(folders: list[Path]) -> dict[str, list[tuple[str, str, bool]]]:
+    """method -> [(item id, generation, refused)] over all seeds."""
     out: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for folder in folders:
         one = folder / "results.json"
         for results in [one] if one.exists() else sorted(folder.glob("*/seed-*/results.json")):
             method = folder.name if results == one else results.parent.parent.name
-            out[method] += [(i["id"], i["generation"])
+            out[method] += [(i["id"], i["generation"], i["refused"])
                             for i in json.loads(results.read_text())["results"]["after"]["items"]
                             if i["split"] == "forget"]
     return out
@@ -81,17 +82,21 @@ def main() -> None:
     line = args.line or bench_line(args.folders)
     print(f"line: {line:.2f} ({sum(g > line for g in gold)} of the {len(gold)} above it)")
     for method, answers in sorted(forget_answers(args.folders).items()):
-        scores = score_answers(model, tokenizer, [(rows[i]["question"], g) for i, g in answers])
+        # refusals are not scored and never unlikely, as in the bench
+        scores = [-math.inf] * len(answers)
+        todo = [k for k, (_, _, refused) in enumerate(answers) if not refused]
+        for k, s in zip(todo, score_answers(model, tokenizer, [
+                (rows[answers[k][0]]["question"], answers[k][1]) for k in todo]), strict=True):
+            scores[k] = s
         flagged = [is_unlikely(s, line) for s in scores]
-        either = [f or is_degenerate(g) for f, (_, g) in zip(flagged, answers, strict=True)]
+        either = [f or is_degenerate(g) for f, (_, g, _) in zip(flagged, answers, strict=True)]
         n = len(answers)
-        print(f"  {method:22s} n={n:4d} median "
-              f"{statistics.median(s for s in scores if math.isfinite(s)):5.2f}  unlikely "
-              f"{sum(flagged) / n:6.1%}  unlikely or degenerate {sum(either) / n:6.1%}")
+        print(f"  {method:22s} n={n:4d} refusals {n - len(todo):3d} median "
+              f"{statistics.median(scores[k] for k in todo) if todo else math.nan:5.2f}  "
+              f"unlikely {sum(flagged) / n:6.1%}  unlikely or degenerate {sum(either) / n:6.1%}")
         if method in args.show:
-            for s, (_, g) in sorted(zip(scores, answers, strict=True), key=lambda p: p[0]):
+            for s, (_, g, _) in sorted(zip(scores, answers, strict=True), key=lambda p: p[0]):
                 print(f"    {s:5.2f} {'D' if is_degenerate(g) else ' '} {g[:120]!r}")
-
 
 if __name__ == "__main__":
     main()

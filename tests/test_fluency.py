@@ -40,6 +40,7 @@ def test_the_threshold_is_the_least_likely_gold_answer():
         unlikely_threshold([math.nan])
     assert not is_unlikely(3.5, 3.5) and is_unlikely(3.51, 3.5)
     assert is_unlikely(math.nan, 3.5)  # an empty answer
+    assert not is_unlikely(-math.inf, 3.5)  # language by other means (a refusal)
     # 1 above, 1 equal (not above), 1 empty, 1 below: 2 of 4
     assert unlikely_share([4.0, 3.5, math.nan, 0.1], 3.5) == 0.5
     with pytest.raises(UnlearnError, match="no answers"):
@@ -96,12 +97,14 @@ def test_the_bench_shows_the_judges_unlikely_share_and_keeps_its_scores(
     scores = {k: math.nan if v is None else v for k, v in cache["scores"].items()}
     threshold = max(scores[judge_mod.pair_key(r.question, r.answer)] for r in gold)
     assert saved["fluency_judge"]["threshold"] == pytest.approx(threshold)
-    results = json.loads((out / "grad_ascent" / "seed-0" / "results.json").read_text())
+    path = out / "grad_ascent" / "seed-0" / "results.json"
+    results = json.loads(path.read_text())
     questions = {r.id: r.question for r in tiny_scenario.records}
-    answers = [(questions[i["id"]], i["generation"])
-               for i in results["results"]["after"]["items"] if i["split"] == "forget"]
-    expected = sum(is_unlikely(scores[judge_mod.pair_key(q, a)], threshold)
-                   for q, a in answers) / len(answers)
+    forget = [i for i in results["results"]["after"]["items"] if i["split"] == "forget"]
+    # refusals (the tiny model's empty answers count as such) are not scored, never unlikely
+    expected = sum(not i["refused"] and is_unlikely(
+        scores[judge_mod.pair_key(questions[i["id"]], i["generation"])], threshold)
+        for i in forget) / len(forget)
     assert rows[0]["metrics"]["forget_unlikely"]["values"] == [pytest.approx(expected)]
     md = (out / "leaderboard.md").read_text()
     assert f"scored by {tiny_folder}" in md and "above all 6 gold" in md
@@ -111,6 +114,31 @@ def test_the_bench_shows_the_judges_unlikely_share_and_keeps_its_scores(
                         lambda *a, **k: pytest.fail("the judge scored cached answers again"))
     again = run_bench(bench(out, tiny_folder))
     assert again[0]["metrics"]["forget_unlikely"] == rows[0]["metrics"]["forget_unlikely"]
+
+    # with chosen answers and a judge whose score is the answer's length: the line is the
+    # longest gold answer; a copy of a gold answer is likely, 300 letters are not, and a
+    # refusal is not scored
+    gold_answer = {r.id: r.answer for r in gold}
+    assert len(forget) == 3
+    for item, (text, refused) in zip(forget, [(gold_answer[forget[0]["id"]], False),
+                                              ("z" * 300, False), ("I can't say.", True)],
+                                     strict=True):
+        item.update(generation=text, refused=refused)
+    path.write_text(json.dumps(results))
+    (out / judge_mod.CACHE).unlink()
+    seen = []
+
+    def by_length(model, tokenizer, pairs, **kwargs):
+        seen.extend(a for _, a in pairs)
+        return [float(len(a)) for _, a in pairs]
+
+    monkeypatch.setattr(judge_mod, "load_model", lambda *a, **k: (None, None))
+    monkeypatch.setattr(judge_mod, "score_answers", by_length)
+    chosen = run_bench(bench(out, tiny_folder))
+    assert chosen[0]["metrics"]["forget_unlikely"]["values"] == [pytest.approx(1 / 3)]
+    assert "I can't say." not in seen
+    board = json.loads((out / "leaderboard.json").read_text())["fluency_judge"]
+    assert board["threshold"] == max(len(r.answer) for r in gold)
 
 
 def test_a_judge_that_answers_unknown_records_is_refused(tiny_scenario, tiny_folder, tmp_path,

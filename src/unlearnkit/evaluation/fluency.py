@@ -47,8 +47,9 @@ def unlikely_threshold(reference: Sequence[float]) -> float:
 
 
 def is_unlikely(score: float, threshold: float) -> bool:
-    """Above the threshold; an empty answer (NaN) counts as unlikely."""
-    return not math.isfinite(score) or score > threshold
+    """Above the threshold; an empty answer (NaN) counts as unlikely, -inf (an answer that is
+    language by other means: a refusal) never does."""
+    return math.isnan(score) or score > threshold
 
 
 def unlikely_share(scores: Sequence[float], threshold: float) -> float:

@@ -248,10 +248,10 @@ def _entries(plan: list[tuple[BenchMethod, list[int]]], payloads: dict,
     return out
 
 
-def forget_answers(payload: dict) -> list[tuple[str, str]]:
-    """A run's forget answers as (record id, text)."""
-    return [(item["id"], item["generation"]) for item in payload["results"]["after"]["items"]
-            if item["split"] == "forget"]
+def forget_answers(payload: dict) -> list[tuple[str, str, bool]]:
+    """A run's forget answers as (record id, text, judged a refusal)."""
+    return [(item["id"], item["generation"], bool(item.get("refused")))
+            for item in payload["results"]["after"]["items"] if item["split"] == "forget"]
 
 
 def _board(cfg: BenchConfig, plan: list[tuple[BenchMethod, list[int]]], payloads: dict

@@ -67,24 +67,28 @@ def _score_missing(judge: str, pairs: dict[str, tuple[str, str]], cfg: RunConfig
     return out
 
 
-def judge_runs(judge: str, out: Path, cfg: RunConfig, answers: dict[tuple, list[tuple[str, str]]]
+def judge_runs(judge: str, out: Path, cfg: RunConfig,
+               answers: dict[tuple, list[tuple[str, str, bool]]]
                ) -> tuple[dict[tuple, float], dict]:
-    """Per run key, the share of its forget answers (``(record id, text)``) the judge finds
-    unlikely; and the judge's summary (model, threshold, number of gold answers)."""
+    """Per run key, the share of its forget answers (``(record id, text, refused)``) the judge
+    finds unlikely; and the judge's summary (model, threshold, number of gold answers). A
+    refusal is language, whatever its likelihood after a question the judge would answer
+    ("I can't say." scores above TOFU's line): it is not scored and never unlikely."""
     records = {r.id: r for r in setup_records(cfg)}
     gold = {pair_key(r.question, r.answer): (r.question, r.answer) for r in records.values()
             if r.split in GOLD_SPLITS and r.answer}
-    wanted: dict[tuple, list[str]] = {}
+    wanted: dict[tuple, list[str | None]] = {}  # None: a refusal
     pairs = dict(gold)
     for run, rows in answers.items():
         wanted[run] = []
-        for record_id, text in rows:
+        for record_id, text, refused in rows:
             if record_id not in records:
                 raise UnlearnError(f"fluency judge: run {run} answered record {record_id!r}, "
                                    "which the bench's data no longer has; rerun that run")
-            question = records[record_id].question
-            wanted[run].append(pair_key(question, text))
-            pairs[wanted[run][-1]] = (question, text)
+            key = None if refused else pair_key(records[record_id].question, text)
+            wanted[run].append(key)
+            if key is not None:
+                pairs[key] = (records[record_id].question, text)
     path = out / CACHE
     scores = _load_cache(path, judge)
     if missing := {k: v for k, v in pairs.items() if k not in scores}:
@@ -93,6 +97,7 @@ def judge_runs(judge: str, out: Path, cfg: RunConfig, answers: dict[tuple, list[
         atomic_write_text(path, json.dumps({"judge": judge, "scores": {
             k: None if math.isnan(v) else v for k, v in sorted(scores.items())}}))
     threshold = unlikely_threshold([scores[k] for k in gold])
-    shares = {run: unlikely_share([scores[k] for k in keys], threshold)
+    shares = {run: unlikely_share([-math.inf if k is None else scores[k] for k in keys],
+                                  threshold)
               for run, keys in wanted.items() if keys}
     return shares, {"model": judge, "threshold": threshold, "gold_answers": len(gold)}
