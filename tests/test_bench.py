@@ -87,11 +87,16 @@ def test_degenerate_forget_answers_by_hand():
 
 
 def test_degenerate_answers_are_shown_but_do_not_move_the_front():
-    rows = leaderboard([entry("fluent", [metrics(0.2)] * 2),
-                        entry("gibberish", [metrics(0.0, degenerate=0.9)] * 2)])
-    assert [r["pareto"] for r in rows] == [False, True]  # METHOD.md's four objectives only
+    rows = leaderboard([entry("fluent", [metrics(0.2, unlikely=0.0)] * 2),
+                        entry("gibberish", [metrics(0.0, degenerate=0.9, unlikely=0.1)] * 2),
+                        entry("salad", [metrics(0.0, retain=0.9, unlikely=0.8)] * 2)])
+    # METHOD.md's four objectives only: neither column moves the front
+    assert [r["pareto"] for r in rows] == [False, True, False]
     assert rows[1]["metrics"]["forget_degenerate"]["mean"] == pytest.approx(0.9)
-    assert "degenerate forget answers ↓" in to_markdown(rows)
+    assert rows[2]["metrics"]["forget_unlikely"]["mean"] == pytest.approx(0.8)
+    assert rows[2]["dominated_by"] == ["gibberish"]
+    table = to_markdown(rows)
+    assert "degenerate forget answers ↓" in table and "unlikely forget answers ↓" in table
 
 
 def entry(label, runs, method=None, reference=False):
@@ -99,9 +104,11 @@ def entry(label, runs, method=None, reference=False):
             "reference": reference, "runs": runs}
 
 
-def metrics(forget, retain=1.0, neighbor=1.0, general=1.0, prefill=0.0, degenerate=0.0):
+def metrics(forget, retain=1.0, neighbor=1.0, general=1.0, prefill=0.0, degenerate=0.0,
+            unlikely=None):
     return {"forget": forget, "retain": retain, "neighbor": neighbor, "general": general,
-            "keep_refusal": 0.0, "prefill": prefill, "forget_degenerate": degenerate}
+            "keep_refusal": 0.0, "prefill": prefill, "forget_degenerate": degenerate,
+            "forget_unlikely": unlikely}
 
 
 def test_leaderboard_rows_intervals_and_front():
