@@ -125,7 +125,9 @@ def test_the_bench_shows_the_judges_unlikely_share_and_keeps_its_scores(
                                      strict=True):
         item.update(generation=text, refused=refused)
     path.write_text(json.dumps(results))
-    (out / judge_mod.CACHE).unlink()
+    # the same judge folder with other weights (here its config.json) makes the cache stale
+    config = json.loads((tiny_folder / "config.json").read_text())
+    (tiny_folder / "config.json").write_text(json.dumps({**config, "retrained": 1}))
     seen = []
 
     def by_length(model, tokenizer, pairs, **kwargs):
@@ -137,6 +139,7 @@ def test_the_bench_shows_the_judges_unlikely_share_and_keeps_its_scores(
     chosen = run_bench(bench(out, tiny_folder))
     assert chosen[0]["metrics"]["forget_unlikely"]["values"] == [pytest.approx(1 / 3)]
     assert "I can't say." not in seen
+    assert {r.answer for r in gold} <= set(seen)  # scored again, by the new judge
     board = json.loads((out / "leaderboard.json").read_text())["fluency_judge"]
     assert board["threshold"] == max(len(r.answer) for r in gold)
 

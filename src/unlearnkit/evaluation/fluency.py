@@ -11,10 +11,11 @@ set's facts finds a true answer and a made-up fluent one equally new, so the lin
 language from salad rather than right from wrong. The judge must therefore not know the
 forget facts: the base model before any injection, not the model that was unlearned.
 
-Measured on the TOFU bench with the default model as judge (docs/RESULTS.md, "A judge of
-language"): no answer of the oracle, prompt-only, DUET, refusal or IdkDPO rows is unlikely;
-the judge flags the salad that is least like English and passes salad that reads like a list
-of names, so it is shown beside the degenerate share, not judged.
+Measured on both benches with the default model as judge (docs/RESULTS.md, "A judge of
+language"): no answer of the oracle, prompt-only, refusal SFT, IdkDPO or ensemble rows is
+unlikely; the judge flags invented words and mangled names and passes salad that reads like a
+list of names, so it is shown beside the degenerate share, not judged. A refusal is language
+by definition and is never counted (the bench passes it as -inf).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@ answer (:mod:`unlearnkit.evaluation.fluency`).
 
 Set ``fluency_judge`` in a bench config to a model that has not seen the forget facts (the
 base model before injection: ``smollm2-135m-instruct`` for the built-in scenario and TOFU).
-Scores are kept in ``<output>/fluency_judge.json``, keyed by judge and by question + answer,
-so a rebuilt leaderboard scores only answers it has not seen.
+Scores are kept in ``<output>/fluency_judge.json``, for one judge (its name and the identity
+of its weights: another judge, or the same folder retrained, starts afresh) and keyed by
+question + answer, so a rebuilt leaderboard scores only answers it has not seen.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.models.loader import load_model, pick_device
 from unlearnkit.pipeline.data_source import load_records, sample_splits
 from unlearnkit.pipeline.run import RunConfig
+from unlearnkit.training.inject import model_identity
 
 CACHE = "fluency_judge.json"
 GOLD_SPLITS = ("forget", "retain")  # the gold answers the judge's line is drawn from
@@ -43,11 +45,11 @@ def pair_key(question: str, answer: str) -> str:
     return hashlib.sha256(f"{question}\0{answer}".encode()).hexdigest()[:32]
 
 
-def _load_cache(path: Path, judge: str) -> dict[str, float]:
+def _load_cache(path: Path, judge: dict[str, str]) -> dict[str, float]:
     if not path.is_file():
         return {}
     saved = json.loads(path.read_text())
-    if saved.get("judge") != judge:
+    if {k: saved.get(k) for k in judge} != judge:
         return {}
     return {k: math.nan if v is None else v for k, v in saved["scores"].items()}
 
@@ -90,11 +92,12 @@ def judge_runs(judge: str, out: Path, cfg: RunConfig,
             if key is not None:
                 pairs[key] = (records[record_id].question, text)
     path = out / CACHE
-    scores = _load_cache(path, judge)
+    who = {"judge": judge, "identity": model_identity(judge)}
+    scores = _load_cache(path, who)
     if missing := {k: v for k, v in pairs.items() if k not in scores}:
         print(f"fluency judge: scoring {len(missing)} answers with {judge}", flush=True)
         scores |= _score_missing(judge, missing, cfg)
-        atomic_write_text(path, json.dumps({"judge": judge, "scores": {
+        atomic_write_text(path, json.dumps({**who, "scores": {
             k: None if math.isnan(v) else v for k, v in sorted(scores.items())}}))
     threshold = unlikely_threshold([scores[k] for k in gold])
     shares = {run: unlikely_share([-math.inf if k is None else scores[k] for k in keys],
