@@ -1,0 +1,81 @@
+"""Would the tune choose other rates if forgetting beyond the oracle's earned nothing?
+
+Usage: python benchmarks/tune_capped.py TUNE_JSON ORACLE_RESULTS_JSON [--runs FOLDER ...]
+
+TUNE_JSON: an `unlearn tune` record (``results/tune-tofu/tune.json``: every grid point's mean
+metrics). ORACLE_RESULTS_JSON: the results of the oracle on the same validation setup (an
+`unlearn run` with ``method: oracle`` on the tune's validation data). Per method, the tune's
+choice by its selection score (:func:`unlearnkit.pipeline.tune.selection_score`), and the
+choice by the same score with the forget accuracy and the prefill attack's success raised to
+at least the oracle's (a model never trained on the forget set is the most forgetting that
+can be told from generalisation); prints both and marks the methods whose choice changes.
+``--runs``: run folders of points swept outside the tune (``<label>--lr-<lr>/seed-0``), grouped
+into methods by the label before ``--``. Trains nothing.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from unlearnkit.pipeline.tune import measured_objectives, selection_score
+from unlearnkit.report.leaderboard import run_metrics
+
+
+def capped(means: dict, oracle: dict) -> dict:
+    out = dict(means)
+    for key in ("forget", "prefill"):
+        if out.get(key) is not None and oracle.get(key) is not None:
+            out[key] = max(out[key], oracle[key])
+    return out
+
+
+def lr_of(point: dict) -> str:
+    return f"{point['point']['optim']['lr']:g}"
+
+
+def extra_points(folders: list[Path]) -> dict[str, dict]:
+    """Tune-style entries (label -> {points, chosen: None}) from recorded run folders."""
+    out: dict[str, dict] = {}
+    for folder in folders:
+        config = json.loads((folder / "config.json").read_text())
+        after = json.loads((folder / "results.json").read_text())["results"]["after"]
+        label = folder.parent.name.split("--")[0]
+        out.setdefault(label, {"points": [], "chosen": None})["points"].append(
+            {"point": {"optim": {"lr": config["optim"]["lr"]}}, "means": run_metrics(after)})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tune", type=Path)
+    parser.add_argument("oracle", type=Path)
+    parser.add_argument("--runs", nargs="*", type=Path, default=[])
+    args = parser.parse_args()
+    after = json.loads(args.oracle.read_text())["results"]["after"]
+    oracle = {"forget": after["summary"]["forget"]["accuracy"],
+              "prefill": after.get("prefill_attack")}
+    print(f"oracle on the validation setup: forget {oracle['forget']:.3f}, prefill attack "
+          f"{oracle['prefill']:.3f}")
+    choices = json.loads(args.tune.read_text())["choices"] | extra_points(args.runs)
+    objectives = measured_objectives([p["means"] for c in choices.values() for p in c["points"]])
+    for label, entry in choices.items():
+        points = sorted(entry["points"], key=lambda p: p["point"]["optim"]["lr"])
+        plain = [selection_score(p["means"], objectives) for p in points]
+        cap = [selection_score(capped(p["means"], oracle), objectives) for p in points]
+        best_plain = max(range(len(points)), key=lambda i: plain[i])
+        best_cap = max(range(len(points)), key=lambda i: cap[i])
+        mark = "CHANGES" if best_plain != best_cap else ""
+        if entry["chosen"] and points[best_plain]["point"] != entry["chosen"]:  # a tie
+            mark += f" (the tune recorded {entry['chosen']['optim']['lr']:g})"
+        print(f"{label:20s} plain {lr_of(points[best_plain]):>8s}  capped "
+              f"{lr_of(points[best_cap]):>8s}  {mark}")
+        for p, s, c in zip(points, plain, cap, strict=True):
+            m = p["means"]
+            print(f"    lr {lr_of(p):>8s} forget {m['forget']:.3f} retain {m['retain']:.3f} "
+                  f"general {m['general']:.3f} prefill {m['prefill']:.3f}  score {s:.3f} "
+                  f"capped {c:.3f}")
+
+
+if __name__ == "__main__":
+    main()
