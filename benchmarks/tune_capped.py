@@ -8,7 +8,9 @@ metrics). ORACLE_RESULTS_JSON: the results of the oracle on the same validation 
 choice by its selection score (:func:`unlearnkit.pipeline.tune.selection_score`), and the
 choice by the same score with the forget accuracy and the prefill attack's success raised to
 at least the oracle's (a model never trained on the forget set is the most forgetting that
-can be told from generalisation); prints both and marks the methods whose choice changes.
+can be told from generalisation; :func:`unlearnkit.pipeline.tune.capped_means`, what
+``unlearn tune`` does with ``cap_at_oracle: true``); prints both and marks the methods whose
+choice changes.
 ``--runs``: run folders of points swept outside the tune (``<label>--lr-<lr>/seed-0``), grouped
 into methods by the label before ``--``. Trains nothing.
 """
@@ -17,16 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
-from unlearnkit.pipeline.tune import measured_objectives, selection_score
+from unlearnkit.pipeline.tune import capped_means, measured_objectives, selection_score
 from unlearnkit.report.leaderboard import run_metrics
-
-
-def capped(means: dict, oracle: dict) -> dict:
-    out = dict(means)
-    for key in ("forget", "prefill"):
-        if out.get(key) is not None and oracle.get(key) is not None:
-            out[key] = max(out[key], oracle[key])
-    return out
 
 
 def lr_of(point: dict) -> str:
@@ -62,7 +56,7 @@ def main() -> None:
     for label, entry in choices.items():
         points = sorted(entry["points"], key=lambda p: p["point"]["optim"]["lr"])
         plain = [selection_score(p["means"], objectives) for p in points]
-        cap = [selection_score(capped(p["means"], oracle), objectives) for p in points]
+        cap = [selection_score(capped_means(p["means"], oracle), objectives) for p in points]
         best_plain = max(range(len(points)), key=lambda i: plain[i])
         best_cap = max(range(len(points)), key=lambda i: cap[i])
         mark = "CHANGES" if best_plain != best_cap else ""

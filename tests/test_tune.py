@@ -278,3 +278,64 @@ def test_extend_brackets_a_choice_at_the_edge_for_every_method_alike(tmp_path, m
     assert "raise tune.extend" in capsys.readouterr().out
     with pytest.raises(UnlearnError, match=r"tune\.extend"):
         tune.TuneConfig(extend=-1)
+
+
+def test_capped_means_by_hand():
+    """The oracle forgets to 0.15 and the attack recovers 0.175 from it: a point at forget
+    0.0 / prefill 0.05 counts as 0.15 / 0.175, one at 0.3 / 0.4 is above both and unchanged."""
+    oracle = {"forget": 0.15, "prefill": 0.175, "retain": 1.0}
+    low = {"forget": 0.0, "retain": 0.6, "general": 0.6, "neighbor": None, "prefill": 0.05}
+    assert tune.capped_means(low, oracle) == {**low, "forget": 0.15, "prefill": 0.175}
+    high = {**low, "forget": 0.3, "prefill": 0.4}
+    assert tune.capped_means(high, oracle) == high
+    assert tune.capped_means(low, None) == low
+    assert tune.capped_means({**low, "prefill": None}, oracle)["prefill"] is None
+    # a TOFU point (no neighbours): plain, forgetting (1 + 0.95) / 2 = 0.975, keeping
+    # (0.56 + 0.6) / 2 = 0.58, score 0.7775; capped, forgetting (0.85 + 0.825) / 2 = 0.8375,
+    # score 0.70875
+    pp = {"forget": 0.0, "retain": 0.56, "general": 0.6, "neighbor": None, "prefill": 0.05}
+    objectives = tune.measured_objectives([pp])
+    assert tune.selection_score(pp, objectives) == pytest.approx(0.7775)
+    assert tune.selection_score(tune.capped_means(pp, oracle), objectives) == pytest.approx(
+        0.70875)
+
+
+def test_a_capped_tune_evaluates_the_oracle_once_and_stops_rewarding_forgetting_below_it(
+        tmp_path, monkeypatch):
+    """Fake runs as above (forget = prefill success; keeping ((0.95 + 0.9) / 2 + 0.9) / 2 =
+    0.9125); the oracle forgets to 0.4. Plain, push-pull picks 4e-5 (forget 0.1: score
+    (0.9 + 0.9125) / 2 = 0.90625); capped, 4e-5 counts as forget 0.4 and ties with 2e-5 at
+    (0.6 + 0.9125) / 2 = 0.75625, so the first, 2e-5, is kept; NPO keeps 2e-5."""
+    seen = []
+
+    def fake_run_once(cfg):
+        seen.append(cfg.method)
+        if cfg.method == "oracle":
+            return _fake_result(0.4)
+        forget = {1e-5: 0.8, 2e-5: 0.4, 4e-5: 0.1}[cfg.optim.lr]
+        if cfg.method == "npo" and cfg.optim.lr == 4e-5:
+            return _fake_result(forget, retain=0.1, neighbor=0.2)
+        return _fake_result(forget)
+
+    monkeypatch.setattr(bench_mod, "run_once", fake_run_once)
+    cfg = tune.TuneConfig(bench=str(_bench_file(tmp_path)), output=str(tmp_path / "tune"),
+                          extend=0, cap_at_oracle=True)
+    choices = tune.run_tune(cfg)
+    assert seen.count("oracle") == 1 and len(seen) == 7
+    assert choices["pushpull"]["chosen"] == {"optim": {"lr": 2e-5}}
+    assert choices["npo"]["chosen"] == {"optim": {"lr": 2e-5}}
+    assert "oracle" not in choices
+    saved = json.loads((tmp_path / "tune" / "tune.json").read_text())
+    assert saved["oracle"]["forget"] == pytest.approx(0.4)
+    points = saved["choices"]["pushpull"]["points"]
+    assert points[2]["means"]["forget"] == pytest.approx(0.1)  # raw metrics kept
+    assert [p["score"] for p in points] == pytest.approx([0.55625, 0.75625, 0.75625])
+
+
+def test_a_capped_tune_without_an_oracle_result_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_mod, "run_once", lambda cfg: _fake_result(
+        None if cfg.method == "oracle" else 0.2))
+    cfg = tune.TuneConfig(bench=str(_bench_file(tmp_path)), output=str(tmp_path / "tune"),
+                          extend=0, cap_at_oracle=True)
+    with pytest.raises(UnlearnError, match="no oracle result"):
+        tune.run_tune(cfg)
