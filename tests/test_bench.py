@@ -99,6 +99,26 @@ def test_degenerate_answers_are_shown_but_do_not_move_the_front():
     assert "degenerate forget answers ↓" in table and "unlikely forget answers ↓" in table
 
 
+def test_a_front_floored_at_the_oracle_stops_rewarding_forgetting_below_it():
+    """The oracle forgets to 0.2 (attack 0.2). "salad" forgets to 0 with utility 0.8, "fluent"
+    to 0.15 with utility 0.9 (attack 0.2 each way). Plain, each is better on something: both
+    on the front. Floored, both count as forget 0.2 / attack 0.2, so "fluent" dominates."""
+    runs = {"salad": metrics(0.0, retain=0.8, general=0.8, prefill=0.0),
+            "fluent": metrics(0.15, retain=0.9, general=0.9, prefill=0.2),
+            "oracle": metrics(0.2, prefill=0.2)}
+    entries = [entry(k, [v] * 2, reference=k == "oracle") for k, v in runs.items()]
+    plain = leaderboard(entries, forget_margin=0.05)
+    assert [r["pareto"] for r in plain] == [True, True, None]
+    floored = leaderboard(entries, forget_margin=0.05, floor_at_oracle=True)
+    assert [r["pareto"] for r in floored] == [False, True, None]
+    assert floored[0]["dominated_by"] == ["fluent"]
+    assert floored[0]["objectives"]["forget"] == pytest.approx(0.8)  # 1 - 0.2, not 1 - 0
+    assert floored[0]["metrics"]["forget"]["mean"] == 0.0  # the metric as measured
+    assert "at least the oracle's" in to_markdown(floored)
+    with pytest.raises(UnlearnError, match="needs the oracle"):
+        leaderboard(entries[:2], floor_at_oracle=True)
+
+
 def entry(label, runs, method=None, reference=False):
     return {"label": label, "method": method or label, "seeds": list(range(len(runs))),
             "reference": reference, "runs": runs}

@@ -57,7 +57,7 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.pipeline.bench import BenchConfig, BenchMethod, run_bench, seeds_for
 from unlearnkit.pipeline.run import RunConfig
-from unlearnkit.report.leaderboard import OBJECTIVES, objective_scores
+from unlearnkit.report.leaderboard import OBJECTIVES, capped_means, objective_scores
 
 ORACLE = "oracle"
 
@@ -166,20 +166,6 @@ def selection_score(means: dict[str, float | None],
     if not all(halves):
         return None
     return statistics.fmean(statistics.fmean(h) for h in halves)
-
-
-CAPPED = ("forget", "prefill")  # lower is better and the oracle sets a floor
-
-
-def capped_means(means: dict[str, float | None], oracle: dict[str, float | None] | None
-                 ) -> dict[str, float | None]:
-    """``means`` with forget accuracy and prefill success raised to at least the oracle's
-    (unchanged without an oracle, or where either value is missing)."""
-    out = dict(means)
-    for key in CAPPED:
-        if oracle and out.get(key) is not None and oracle.get(key) is not None:
-            out[key] = max(out[key], oracle[key])
-    return out
 
 
 def measured_objectives(means: Sequence[dict[str, float | None]]) -> list[str]:

@@ -16,7 +16,9 @@ TOFU) is left out of the front; a method missing one that others measure is not 
 With a ``forget_margin`` and an oracle row, a method whose mean forget accuracy exceeds the
 oracle's by more than the margin has not unlearned and is not a candidate either: otherwise the
 model that was never touched (or a method that does nothing at its rate) would sit on the front
-by keeping everything."""
+by keeping everything. With ``floor_at_oracle`` the front's objectives also count forget
+accuracy and prefill success as at least the oracle's (:func:`capped_means`): forgetting past
+a model never trained on the forget set then earns nothing."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.metrics import degenerate_rate
 from unlearnkit.report.plots import Point, colors_for, pareto_chart
 from unlearnkit.report.stats import dominates, mean_ci, pareto_indices
@@ -68,6 +71,21 @@ def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
             "forget_unlikely": None}  # the bench's fluency judge fills it in, when it has one
 
 
+CAPPED = ("forget", "prefill")  # lower is better and the oracle sets a floor
+
+
+def capped_means(means: dict[str, float | None], oracle: dict[str, float | None] | None
+                 ) -> dict[str, float | None]:
+    """``means`` with forget accuracy and prefill success raised to at least the oracle's
+    (unchanged without an oracle, or where either value is missing): forgetting past a model
+    never trained on the forget set earns nothing."""
+    out = dict(means)
+    for key in CAPPED:
+        if oracle and out.get(key) is not None and oracle.get(key) is not None:
+            out[key] = max(out[key], oracle[key])
+    return out
+
+
 def objective_scores(means: dict[str, float | None]) -> dict[str, float | None]:
     """The four objectives (higher is better) from mean metrics; None where a metric is."""
     kept = [v for v in (means["retain"], means["general"]) if v is not None]
@@ -87,7 +105,10 @@ def front_objectives(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 def front_note(rows: Sequence[dict[str, Any]]) -> str:
     """``1 - forget, mean(retain, general), ...``: the front's objectives in words."""
-    return ", ".join(OBJECTIVE_TEXT[k] for k in front_objectives(rows)) or "no objective measured"
+    text = ", ".join(OBJECTIVE_TEXT[k] for k in front_objectives(rows)) or "no objective measured"
+    if rows and rows[0].get("floored"):
+        text += "; forget accuracy and prefill success counted as at least the oracle's"
+    return text
 
 
 def summarize(values: Sequence[float | None], confidence: float) -> dict[str, Any]:
@@ -106,21 +127,32 @@ def forget_limit(rows: Sequence[dict[str, Any]], margin: float | None) -> float 
 
 
 def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95,
-                forget_margin: float | None = None) -> list[dict]:
+                forget_margin: float | None = None, floor_at_oracle: bool = False
+                ) -> list[dict]:
     """One row per entry (``label``, ``method``, ``seeds``, ``runs``: per-seed metrics, and
     ``reference``): metric summaries, objectives, ``forgets`` (mean forget accuracy within
     ``forget_margin`` of the oracle's; None when not judged), ``forget_limit``, ``pareto``
     (None: reference or missing) and ``dominated_by`` (the labels of the candidates that
-    dominate the row, on means)."""
+    dominate the row, on means). ``floor_at_oracle``: the objectives (not the metrics) count
+    forget accuracy and prefill success as at least the reference row's (:func:`capped_means`)."""
     rows = []
     for entry in entries:
         metrics = {key: summarize([r[key] for r in entry["runs"]], confidence)
                    for key, _, _ in METRICS}
-        scores = objective_scores({k: v["mean"] for k, v in metrics.items()})
         rows.append({"label": entry["label"], "method": entry["method"],
                      "seeds": list(entry["seeds"]), "reference": bool(entry.get("reference")),
-                     "metrics": metrics, "objectives": scores, "pareto": None,
-                     "dominated_by": []})
+                     "metrics": metrics, "pareto": None, "dominated_by": []})
+    floor = None
+    if floor_at_oracle:
+        floor = next(({k: v["mean"] for k, v in r["metrics"].items()} for r in rows
+                      if r["reference"] and r["metrics"]["forget"]["mean"] is not None), None)
+        if floor is None:
+            raise UnlearnError("floor_at_oracle needs the oracle among the bench's methods "
+                               "(a reference row with a forget accuracy)")
+    for row in rows:
+        row["objectives"] = objective_scores(capped_means(
+            {k: v["mean"] for k, v in row["metrics"].items()}, floor))
+        row["floored"] = floor is not None
     limit = forget_limit(rows, forget_margin)
     for row in rows:
         forget = row["metrics"]["forget"]["mean"]
