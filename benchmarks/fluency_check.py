@@ -23,20 +23,16 @@ from pathlib import Path
 
 import torch
 
+from unlearnkit.data.adapters import read_tofu
 from unlearnkit.evaluation.fluency import is_unlikely, score_answers
 from unlearnkit.evaluation.metrics import is_degenerate
 from unlearnkit.models.loader import DEFAULT_MODEL, load_model
 
 
 def tofu_rows(data: Path) -> dict[str, dict]:
-    """TOFU ids (``tofu-<stem>-<n>``, as the adapter names them) -> row."""
-    out = {}
-    for path in data.glob("*.json"):
-        text = path.read_text()
-        rows = (json.loads(text) if text.lstrip().startswith("[")
-                else [json.loads(line) for line in text.splitlines() if line.strip()])
-        out |= {f"tofu-{path.stem}-{n}": row for n, row in enumerate(rows)}
-    return out
+    """TOFU ids -> {question, answer}, read by the project's TOFU adapter."""
+    return {r.id: {"question": r.question, "answer": r.answer}
+            for path in sorted(data.glob("*.json")) for r in read_tofu(path, split="retain")}
 
 
 def forget_answers(folders: list[Path]) -> dict[str, list[tuple[str, str, bool]]]:

@@ -57,7 +57,12 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.pipeline.bench import BenchConfig, BenchMethod, run_bench, seeds_for
 from unlearnkit.pipeline.run import RunConfig
-from unlearnkit.report.leaderboard import OBJECTIVES, capped_means, objective_scores
+from unlearnkit.report.leaderboard import (
+    OBJECTIVES,
+    capped_means,
+    objective_scores,
+    reference_means,
+)
 
 ORACLE = "oracle"
 
@@ -229,11 +234,10 @@ def choose(rows: list[tuple], results: dict[str, dict],
 
 def oracle_means(board: list[dict]) -> dict[str, float | None]:
     """The oracle row's mean metrics in a sweep's leaderboard."""
-    row = next((r for r in board if r["method"] == ORACLE), None)
-    if row is None or row["metrics"]["forget"]["mean"] is None:
+    if (means := reference_means(board)) is None:
         raise UnlearnError("tune.cap_at_oracle: the sweep has no oracle result on the "
                            "validation setup, so there is nothing to cap forgetting at")
-    return {k: v["mean"] for k, v in row["metrics"].items()}
+    return means
 
 
 def edge_keys(point: dict[str, Any] | None, grid: dict[str, list[Any]]) -> list[str]:

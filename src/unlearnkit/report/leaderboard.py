@@ -126,6 +126,12 @@ def forget_limit(rows: Sequence[dict[str, Any]], margin: float | None) -> float 
     return None if margin is None or not oracle else min(oracle) + margin
 
 
+def reference_means(rows: Sequence[dict[str, Any]]) -> dict[str, float | None] | None:
+    """The mean metrics of the first reference row (the oracle) with a forget accuracy."""
+    return next(({k: v["mean"] for k, v in r["metrics"].items()} for r in rows
+                 if r["reference"] and r["metrics"]["forget"]["mean"] is not None), None)
+
+
 def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95,
                 forget_margin: float | None = None, floor_at_oracle: bool = False
                 ) -> list[dict]:
@@ -142,13 +148,10 @@ def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95,
         rows.append({"label": entry["label"], "method": entry["method"],
                      "seeds": list(entry["seeds"]), "reference": bool(entry.get("reference")),
                      "metrics": metrics, "pareto": None, "dominated_by": []})
-    floor = None
-    if floor_at_oracle:
-        floor = next(({k: v["mean"] for k, v in r["metrics"].items()} for r in rows
-                      if r["reference"] and r["metrics"]["forget"]["mean"] is not None), None)
-        if floor is None:
-            raise UnlearnError("floor_at_oracle needs the oracle among the bench's methods "
-                               "(a reference row with a forget accuracy)")
+    floor = reference_means(rows) if floor_at_oracle else None
+    if floor_at_oracle and floor is None:
+        raise UnlearnError("floor_at_oracle needs the oracle among the bench's methods "
+                           "(a reference row with a forget accuracy)")
     for row in rows:
         row["objectives"] = objective_scores(capped_means(
             {k: v["mean"] for k, v in row["metrics"].items()}, floor))
