@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import unlearnkit.pipeline.bench as bench_mod
 import unlearnkit.pipeline.fluency_judge as judge_mod
 from unlearnkit.cli import main
 from unlearnkit.config import from_dict
@@ -21,6 +22,7 @@ from unlearnkit.evaluation.fluency import (
     unlikely_threshold,
 )
 from unlearnkit.pipeline.bench import BenchConfig, run_bench
+from unlearnkit.pipeline.run import RunConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOFU = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
@@ -65,7 +67,7 @@ def test_score_answers_by_hand(tiny, tok):
 
 
 def test_setup_records_of_a_data_source_follow_its_sample():
-    cfg = from_dict(judge_mod.RunConfig, {"data": {
+    cfg = from_dict(RunConfig, {"data": {
         "kind": "inject", "max_per_split": {"retain": 5}, "sources": [
             {"format": "tofu", "path": str(TOFU / "forget01.json"), "split": "forget"},
             {"format": "tofu", "path": str(TOFU / "retain90.json"), "split": "retain"}]}})
@@ -86,7 +88,7 @@ def bench(out, judge, methods=None):
 
 def test_the_bench_shows_the_judges_unlikely_share_and_keeps_its_scores(
         tiny_scenario, tiny_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(judge_mod, "setup_records", lambda cfg: tiny_scenario.records)
+    monkeypatch.setattr(bench_mod, "setup_records", lambda cfg: tiny_scenario.records)
     out = tmp_path / "bench"
     rows = run_bench(bench(out, tiny_folder))
     saved = json.loads((out / "leaderboard.json").read_text())
@@ -147,7 +149,7 @@ def test_the_bench_shows_the_judges_unlikely_share_and_keeps_its_scores(
 def test_a_judge_that_answers_unknown_records_is_refused(tiny_scenario, tiny_folder, tmp_path,
                                                          monkeypatch):
     others = [Record(id="elsewhere", split="retain", question="Q?", answer="A.")]
-    monkeypatch.setattr(judge_mod, "setup_records", lambda cfg: others)
+    monkeypatch.setattr(bench_mod, "setup_records", lambda cfg: others)
     with pytest.raises(UnlearnError, match="no longer has; rerun"):
         run_bench(bench(tmp_path / "bench", tiny_folder))
 
@@ -164,6 +166,64 @@ def test_a_missing_judge_model_is_one_line_exit_2(tmp_path, capsys):
     cfg = tmp_path / "bench.yaml"
     cfg.write_text(f"fluency_judge: {tmp_path / 'nope'}\noutput: {tmp_path / 'out'}\n")
     assert main(["bench", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "fluency_judge" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_unlearn_run_shows_each_models_unlikely_share(tiny_scenario, tiny_folder, tmp_path,
+                                                      monkeypatch, capsys):
+    import unlearnkit.pipeline.run as run_mod
+    from unlearnkit.training.unlearn import MixConfig
+
+    # a judge whose score is the answer's length (NaN when empty, as score_answers gives):
+    # the line is the longest gold answer
+    monkeypatch.setattr(judge_mod, "load_model", lambda *a, **k: (None, None))
+    monkeypatch.setattr(judge_mod, "score_answers", lambda model, tok, pairs, **kw: [
+        float(len(a)) if a.strip() else math.nan for _, a in pairs])
+    # chosen forget answers (a tiny random model's are empty, i.e. refusals): per model, a
+    # copy of a gold answer (likely), 300 letters (unlikely), a refusal (never scored) and
+    # an empty answer judged not a refusal (unlikely)
+    gold_answer = {r.id: r.answer for r in tiny_scenario.records}
+    chosen = {"before": [("gold", False), ("gold", False), ("gold", False)],
+              "after": [("gold", False), ("z" * 300, False), ("I can't say.", True)],
+              "oracle": [("z" * 300, False), ("", False), ("z" * 300, False)]}
+    real_evaluate = run_mod.evaluate
+
+    def evaluate(*args, **kwargs):
+        results = real_evaluate(*args, **kwargs)
+        for name, res in results.items():
+            forget = [i for i in res["items"] if i["split"] == "forget"]
+            for item, (text, refused) in zip(forget, chosen[name], strict=True):
+                item.update(generation=gold_answer[item["id"]] if text == "gold" else text,
+                            refused=refused)
+        return results
+
+    monkeypatch.setattr(run_mod, "evaluate", evaluate)
+    out = tmp_path / "run"
+    cfg = RunConfig(method="grad_ascent", output=str(out), max_new_tokens=8,
+                    teacher_report=False, fluency_judge=str(tiny_folder))
+    cfg.unlearn.mix = MixConfig(forget=1, retain=1, neighbor=1, steps=1)
+    run_mod.run(cfg)
+    saved = json.loads((out / "results.json").read_text())
+    gold = [r for r in tiny_scenario.records if r.split in ("forget", "retain")]
+    line = max(len(r.answer) for r in gold)
+    assert saved["fluency_judge"] == {"model": str(tiny_folder), "threshold": line,
+                                      "gold_answers": len(gold)}
+    assert set(saved["results"]) == {"before", "after", "oracle"}
+    shares = {name: res["summary"]["forget"]["unlikely"]
+              for name, res in saved["results"].items()}
+    assert shares == {"before": 0.0, "after": pytest.approx(1 / 3), "oracle": 1.0}
+    assert all("unlikely" not in res["summary"]["retain"] for res in saved["results"].values())
+    assert "unlikely answers" in capsys.readouterr().out
+    assert "forget/unlikely_rate" in (out / "report.html").read_text()
+    assert json.loads((out / "fluency_judge.json").read_text())["judge"] == str(tiny_folder)
+
+
+def test_a_missing_run_judge_is_one_line_exit_2(tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"fluency_judge: {tmp_path / 'nope'}\noutput: {tmp_path / 'out'}\n")
+    assert main(["run", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "fluency_judge" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()

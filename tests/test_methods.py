@@ -223,8 +223,12 @@ def test_demo_runs_inject_unlearn_evaluate_and_report(tiny_scenario, tmp_path, m
     cfg.train_only.layers = [1]  # the tiny model has 2 blocks
     cfg.unlearn.mix = MixConfig(forget=1, retain=1, neighbor=1, general=1, steps=2)
     cfg.unlearn.teacher.top_k = cfg.unlearn.method.top_m = 4
+    assert cfg.fluency_judge == "smollm2-135m-instruct"  # the scenario's base model
+    cfg.fluency_judge = prepared.models["base"]
     payload = run_demo(cfg)
     assert list(payload["results"]) == ["base", "before", "after", "oracle"]
+    assert payload["fluency_judge"]["model"] == prepared.models["base"]
+    assert all("unlikely" in r["summary"]["forget"] for r in payload["results"].values())
     out = tmp_path / "demo"
     assert (out / "model" / "model.safetensors").is_file()
     assert (out / "data" / "manifest.json").is_file()

@@ -31,7 +31,7 @@ from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.objectives.baselines import BASELINES
 from unlearnkit.pipeline.claims import claimed, holder
 from unlearnkit.pipeline.data_source import check_model
-from unlearnkit.pipeline.fluency_judge import judge_runs
+from unlearnkit.pipeline.fluency_judge import forget_answers, judge_runs, setup_records
 from unlearnkit.pipeline.methods import method_names
 from unlearnkit.pipeline.run import RunConfig, config_json, differing_keys, run
 from unlearnkit.report.leaderboard import (
@@ -135,7 +135,7 @@ def run_config(cfg: BenchConfig, method: BenchMethod, seed: int) -> RunConfig:
     data = deep_merge(asdict(cfg.run), method.run)
     data.update(method=method.name, baseline=method.resolved_options(), resume=True,
                 output=str(Path(cfg.output) / method.label / f"seed-{seed}"),
-                eval_references=False)
+                eval_references=False, fluency_judge="")  # the bench judges every run at once
     data["unlearn"]["seed"] = seed
     return from_dict(RunConfig, data)
 
@@ -252,20 +252,16 @@ def _entries(plan: list[tuple[BenchMethod, list[int]]], payloads: dict,
     return out
 
 
-def forget_answers(payload: dict) -> list[tuple[str, str, bool]]:
-    """A run's forget answers as (record id, text, judged a refusal)."""
-    return [(item["id"], item["generation"], bool(item.get("refused")))
-            for item in payload["results"]["after"]["items"] if item["split"] == "forget"]
-
-
 def _board(cfg: BenchConfig, plan: list[tuple[BenchMethod, list[int]]], payloads: dict
            ) -> tuple[list[dict], dict | None]:
     """The leaderboard rows, and the fluency judge's summary (None without a judge)."""
     unlikely, judge = None, None
     if cfg.fluency_judge:
         setup = run_config(cfg, plan[0][0], cfg.seeds[0])  # the data every run shares
-        unlikely, judge = judge_runs(cfg.fluency_judge, Path(cfg.output), setup,
-                                     {key: forget_answers(p) for key, p in payloads.items()})
+        answers = {key: forget_answers(p["results"]["after"]["items"])
+                   for key, p in payloads.items()}
+        unlikely, judge = judge_runs(cfg.fluency_judge, Path(cfg.output), setup_records(setup),
+                                     answers, setup.load_options())
     return (leaderboard(_entries(plan, payloads, unlikely), cfg.confidence, cfg.forget_margin,
                         cfg.floor_at_oracle), judge)
 

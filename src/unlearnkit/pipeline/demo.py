@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from unlearnkit.models.loader import DEFAULT_MODEL
 from unlearnkit.models.lora import TrainOnly
 from unlearnkit.objectives.pushpull import PushPullConfig
 from unlearnkit.pipeline.run import RunConfig, run
@@ -42,9 +43,11 @@ class DemoConfig(RunConfig):
     "Which tokens to push", "The same on the built-in scenario"; push set, trained weights and
     lr chosen by `unlearn tune` on the validation people); the same as configs/demo.yaml.
     Blocks 4-9 exist in the default model (30 blocks); for a model with fewer than 10, set
-    ``train_only.layers``."""
+    ``train_only.layers``. The base model judges each model's forget answers for word salad
+    (``fluency_judge``: it never saw the scenario's facts)."""
 
     output: str = "runs/demo"
+    fluency_judge: str = DEFAULT_MODEL
     eval_base: bool = True
     unlearn: UnlearnConfig = field(default_factory=_demo_unlearn)
     optim: OptimConfig = field(default_factory=_demo_optim)

@@ -1,11 +1,11 @@
-"""The bench's fluency judge: per run, the share of forget answers unlikelier than every gold
-answer (:mod:`unlearnkit.evaluation.fluency`).
+"""The fluency judge of runs and benches: per model or run, the share of forget answers
+unlikelier than every gold answer (:mod:`unlearnkit.evaluation.fluency`).
 
-Set ``fluency_judge`` in a bench config to a model that has not seen the forget facts (the
-base model before injection: ``smollm2-135m-instruct`` for the built-in scenario and TOFU).
-Scores are kept in ``<output>/fluency_judge.json``, for one judge (its name and the identity
-of its weights: another judge, or the same folder retrained, starts afresh) and keyed by
-question + answer, so a rebuilt leaderboard scores only answers it has not seen.
+Set ``fluency_judge`` in an `unlearn run` or bench config to a model that has not seen the
+forget facts (the base model before injection: ``smollm2-135m-instruct`` for the built-in
+scenario and TOFU). Scores are kept in ``<output>/fluency_judge.json``, for one judge (its name
+and the identity of its weights: another judge, or the same folder retrained, starts afresh)
+and keyed by question + answer, so a rebuilt leaderboard scores only answers it has not seen.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
@@ -23,10 +24,12 @@ from unlearnkit.data.scenario import build_scenario
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.fluency import score_answers, unlikely_share, unlikely_threshold
 from unlearnkit.fsutil import atomic_write_text
-from unlearnkit.models.loader import load_model, pick_device
+from unlearnkit.models.loader import load_model
 from unlearnkit.pipeline.data_source import load_records, sample_splits
-from unlearnkit.pipeline.run import RunConfig
 from unlearnkit.training.inject import model_identity
+
+if TYPE_CHECKING:  # run.py imports this module
+    from unlearnkit.pipeline.run import RunConfig
 
 CACHE = "fluency_judge.json"
 GOLD_SPLITS = ("forget", "retain")  # the gold answers the judge's line is drawn from
@@ -54,10 +57,9 @@ def _load_cache(path: Path, judge: dict[str, str]) -> dict[str, float]:
     return {k: math.nan if v is None else v for k, v in saved["scores"].items()}
 
 
-def _score_missing(judge: str, pairs: dict[str, tuple[str, str]], cfg: RunConfig
+def _score_missing(judge: str, pairs: dict[str, tuple[str, str]], load_options: dict
                    ) -> dict[str, float]:
-    model, tokenizer = load_model(judge, device=pick_device(cfg.device),
-                                  trust_remote_code=cfg.data.trust_remote_code)
+    model, tokenizer = load_model(judge, **load_options)
     keys = list(pairs)
     out: dict[str, float] = {}
     with tqdm(total=len(keys), desc="fluency judge", unit="answer") as bar:
@@ -69,14 +71,21 @@ def _score_missing(judge: str, pairs: dict[str, tuple[str, str]], cfg: RunConfig
     return out
 
 
-def judge_runs(judge: str, out: Path, cfg: RunConfig,
-               answers: dict[tuple, list[tuple[str, str, bool]]]
-               ) -> tuple[dict[tuple, float], dict]:
-    """Per run key, the share of its forget answers (``(record id, text, refused)``) the judge
-    finds unlikely; and the judge's summary (model, threshold, number of gold answers). A
-    refusal is language, whatever its likelihood after a question the judge would answer
+def forget_answers(items: list[dict]) -> list[tuple[str, str, bool]]:
+    """A model's forget answers (its results' ``items``) as (record id, text, refused)."""
+    return [(item["id"], item["generation"], bool(item.get("refused")))
+            for item in items if item["split"] == "forget"]
+
+
+def judge_runs(judge: str, out: Path, setup: list[Record],
+               answers: dict, load_options: dict) -> tuple[dict, dict]:
+    """Per key of ``answers`` (a run, a model), the share of its forget answers (``(record id,
+    text, refused)``) the judge finds unlikely; and the judge's summary (model, threshold,
+    number of gold answers). ``setup``: the records the answers belong to, whose forget and
+    retain answers draw the line; ``load_options``: how the judge loads (device, remote code).
+    A refusal is language, whatever its likelihood after a question the judge would answer
     ("I can't say." scores above TOFU's line): it is not scored and never unlikely."""
-    records = {r.id: r for r in setup_records(cfg)}
+    records = {r.id: r for r in setup}
     gold = {pair_key(r.question, r.answer): (r.question, r.answer) for r in records.values()
             if r.split in GOLD_SPLITS and r.answer}
     wanted: dict[tuple, list[str | None]] = {}  # None: a refusal
@@ -85,8 +94,9 @@ def judge_runs(judge: str, out: Path, cfg: RunConfig,
         wanted[run] = []
         for record_id, text, refused in rows:
             if record_id not in records:
-                raise UnlearnError(f"fluency judge: run {run} answered record {record_id!r}, "
-                                   "which the bench's data no longer has; rerun that run")
+                who = "/".join(map(str, run)) if isinstance(run, tuple) else run
+                raise UnlearnError(f"fluency judge: {who} answered record {record_id!r}, "
+                                   "which the data no longer has; rerun it")
             key = None if refused else pair_key(records[record_id].question, text)
             wanted[run].append(key)
             if key is not None:
@@ -96,7 +106,7 @@ def judge_runs(judge: str, out: Path, cfg: RunConfig,
     scores = _load_cache(path, who)
     if missing := {k: v for k, v in pairs.items() if k not in scores}:
         print(f"fluency judge: scoring {len(missing)} answers with {judge}", flush=True)
-        scores |= _score_missing(judge, missing, cfg)
+        scores |= _score_missing(judge, missing, load_options)
         atomic_write_text(path, json.dumps({**who, "scores": {
             k: None if math.isnan(v) else v for k, v in sorted(scores.items())}}))
     threshold = unlikely_threshold([scores[k] for k in gold])

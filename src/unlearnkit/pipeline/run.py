@@ -41,7 +41,8 @@ from unlearnkit.models.lora import LoraSettings, TrainOnly, apply_lora, restrict
 from unlearnkit.models.teacher import TeacherConfig, instruction
 from unlearnkit.objectives.pushpull import pushpull_step
 from unlearnkit.pipeline.claims import CLAIM
-from unlearnkit.pipeline.data_source import DataSource, prepare_data
+from unlearnkit.pipeline.data_source import DataSource, check_model, prepare_data
+from unlearnkit.pipeline.fluency_judge import forget_answers, judge_runs
 from unlearnkit.pipeline.methods import PUSHPULL, check_method, general_keep, run_baseline
 from unlearnkit.pipeline.scenario_models import (
     PreparedScenario,
@@ -114,6 +115,11 @@ class RunConfig:
     # correctness of a long answer without targets: ROUGE-L recall of the gold answer >= this
     correct_rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
     refusal: RefusalConfig = field(default_factory=RefusalConfig)
+    # a model that has not seen the forget facts (the base model before injection: for the
+    # built-in scenario and TOFU, smollm2-135m-instruct): the share of each evaluated model's
+    # forget answers it finds unlikelier than every gold answer (word salad, mangled names),
+    # shown next to the degenerate share. "": no judge
+    fluency_judge: str = ""
 
     def __post_init__(self) -> None:
         check_method(self.method, self.baseline)
@@ -138,6 +144,8 @@ class RunConfig:
         if self.method == "oracle" and self.data.kind == "dataset" and not self.data.oracle:
             raise UnlearnError("method oracle evaluates the oracle model, and data.oracle is "
                                "empty; set it to a model trained without the forget set")
+        if self.fluency_judge:
+            check_model(self.fluency_judge, "fluency_judge")
 
     def load_options(self) -> dict[str, Any]:
         """How every model of the run loads: its device, and remote code only when asked."""
@@ -177,6 +185,12 @@ def format_table(results: dict[str, dict]) -> str:
             cells = [f"{degenerate[name, split]:.1%}" if (name, split) in degenerate else "-"
                      for name in names]
             lines.append(f"{split:<10}" + "".join(f"{c:>20}" for c in cells))
+    unlikely = {name: results[name]["summary"].get("forget", {}).get("unlikely")
+                for name in names}
+    if any(v is not None for v in unlikely.values()):
+        lines.append("unlikely answers (the fluency judge's; refusals never):")
+        lines.append(f"{'forget':<10}" + "".join(
+            f"{'-' if v is None else f'{v:.1%}':>20}" for v in unlikely.values()))
     return "\n".join(lines)
 
 
@@ -279,6 +293,20 @@ def _evaluate_one(path: str, records, cfg: RunConfig, context: str | None) -> di
     if cached is not None:
         atomic_write_text(cached, json.dumps(result))
     return result
+
+
+def judge_fluency(cfg: RunConfig, out: Path, records, results: dict) -> dict | None:
+    """With ``cfg.fluency_judge``: each model's share of unlikely forget answers, put in its
+    forget summary as ``unlikely``; returns the judge's summary (model, threshold, gold
+    answers), None without a judge or forget answers. Scores stay in
+    ``<out>/fluency_judge.json``."""
+    answers = {name: forget_answers(res["items"]) for name, res in results.items()}
+    if not cfg.fluency_judge or not any(answers.values()):
+        return None
+    shares, judge = judge_runs(cfg.fluency_judge, out, records, answers, cfg.load_options())
+    for name, share in shares.items():
+        results[name]["summary"]["forget"]["unlikely"] = share
+    return judge
 
 
 TRAINED = "trained.json"
@@ -393,6 +421,7 @@ def run(cfg: RunConfig) -> dict:
         {"format": "scenario", "options": asdict(cfg.setup.scenario)}]
     write_dataset(prepared.records, out / "data", sources)
     results = evaluate(models, prepared.records, cfg, contexts={"after": context})
+    judge = judge_fluency(cfg, out, prepared.records, results)
     print("\naccuracy (refusal) per split:\n" + format_table(results))
     print("prefill attack success: " + ", ".join(
         f"{k} {v['prefill_attack']:.0%}" for k, v in results.items()))
@@ -400,6 +429,7 @@ def run(cfg: RunConfig) -> dict:
     atomic_write_text(out / "train_log.json", json.dumps(history, indent=1))
     payload = {"method": cfg.method, "models": models, "contexts": {"after": context},
                "probes": prepared.probe_report,
+               **({"fluency_judge": judge} if judge else {}),
                "seconds": round(time.time() - start, 1), "results": results}
     atomic_write_text(out / "results.json", json.dumps(payload, indent=1))
     if cfg.report:
