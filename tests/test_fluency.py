@@ -18,7 +18,6 @@ from unlearnkit.evaluation.fluency import (
     answer_nll,
     is_unlikely,
     score_answers,
-    unlikely_share,
     unlikely_threshold,
 )
 from unlearnkit.pipeline.bench import BenchConfig, run_bench
@@ -43,10 +42,6 @@ def test_the_threshold_is_the_least_likely_gold_answer():
     assert not is_unlikely(3.5, 3.5) and is_unlikely(3.51, 3.5)
     assert is_unlikely(math.nan, 3.5)  # an empty answer
     assert not is_unlikely(-math.inf, 3.5)  # language by other means (a refusal)
-    # 1 above, 1 equal (not above), 1 empty, 1 below: 2 of 4
-    assert unlikely_share([4.0, 3.5, math.nan, 0.1], 3.5) == 0.5
-    with pytest.raises(UnlearnError, match="no answers"):
-        unlikely_share([], 3.5)
 
 
 def test_score_answers_by_hand(tiny, tok):
@@ -227,3 +222,55 @@ def test_a_missing_run_judge_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fluency_judge" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_unlearn_eval_judges_the_forget_answers(tmp_path, tiny_folder, monkeypatch, capsys):
+    import unlearnkit.evaluation.metrics as metrics_mod
+    import unlearnkit.pipeline.evaluate as eval_mod
+    from unlearnkit.data.standardize import write_dataset
+    from unlearnkit.evaluation.results import load_results, save_results
+
+    records = [Record(id=f"{split}-{i}", split=split, question=f"Where does {split} {i} live?",
+                      answer=f"In Town{i}{'x' * i}.", targets=[f"Town{i}"])
+               for split in ("forget", "retain", "neighbor") for i in range(4)]
+    data = str(write_dataset(records, tmp_path / "data", []))
+    # forget answers: likely, 300 letters, a refusal (never scored), 13 letters; the line is
+    # the longest gold forget or retain answer, 12 letters (the neighbours' are not gold)
+    chosen = {"forget-0": "In Town0.", "forget-1": "z" * 300,
+              "forget-2": "I'm sorry, I can't answer that.", "forget-3": "q" * 13}
+    monkeypatch.setitem(metrics_mod._PROVIDERS, "generations",
+                        lambda ctx: [chosen.get(r.id, r.answer) for r in ctx.records])
+    monkeypatch.setattr(judge_mod, "load_model", lambda *a, **k: (None, None))
+    monkeypatch.setattr(judge_mod, "score_answers", lambda model, tok, pairs, **kw: [
+        float(len(a)) if a.strip() else math.nan for _, a in pairs])
+    monkeypatch.setitem(eval_mod.SUITES, "none", eval_mod.Suite("nothing else"))
+    out = tmp_path / "eval.json"
+    cfg = eval_mod.EvalConfig(model="fake", data=data, suite="none", output=str(out),
+                              fluency_judge=str(tiny_folder))
+    res = eval_mod.run_eval(cfg, loader=lambda name, **kw: (object(), object()))
+    metric = res.metrics["forget/unlikely_rate"]
+    assert metric.values == [0.0, 1.0, 0.0, 1.0] and metric.aggregate == 0.5
+    assert metric.ids == ["forget-0", "forget-1", "forget-2", "forget-3"]
+    assert metric.higher_is_better is None and metric.objective == "forget"
+    assert "line 12.00 nats per token, the least likely of 8 gold answers" in \
+        capsys.readouterr().out  # "In Town3xxx." is the longest gold answer
+    assert json.loads(out.with_suffix(".fluency_judge.json").read_text())["judge"] == \
+        str(tiny_folder)
+
+    # another judge does not resume these results; a file from before the option does
+    other = eval_mod.EvalConfig(model="fake", data=data, suite="none", output=str(out))
+    with pytest.raises(UnlearnError, match=r"other settings.*fluency_judge"):
+        eval_mod.run_eval(other, loader=lambda name, **kw: (object(), object()))
+    old = load_results(out)
+    del old.config["fluency_judge"]
+    old.metrics.clear()
+    old.timings.clear()
+    save_results(out, old)
+    assert not eval_mod.run_eval(other, loader=lambda name, **kw: (object(), object())).metrics
+
+    # without forget records the step is skipped, saying why
+    keep = [r for r in records if r.split != "forget"]
+    cfg = eval_mod.EvalConfig(data=str(write_dataset(keep, tmp_path / "keep", [])),
+                              suite="none", fluency_judge=str(tiny_folder))
+    steps, skipped = eval_mod.plan(eval_mod.SUITES["none"], eval_mod.load_splits(cfg)[0], cfg)
+    assert not steps and "forget answers" in skipped["forget/unlikely_rate"]

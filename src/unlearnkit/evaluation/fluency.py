@@ -15,7 +15,7 @@ Measured on both benches with the default model as judge (docs/RESULTS.md, "A ju
 language"): no answer of the oracle, prompt-only, refusal SFT, IdkDPO or ensemble rows is
 unlikely; the judge flags invented words and mangled names and passes salad that reads like a
 list of names, so it is shown beside the degenerate share, not judged. A refusal is language
-by definition and is never counted (the bench passes it as -inf).
+by definition and is never counted (it is not scored).
 """
 
 from __future__ import annotations
@@ -51,12 +51,6 @@ def is_unlikely(score: float, threshold: float) -> bool:
     """Above the threshold; an empty answer (NaN) counts as unlikely, -inf (an answer that is
     language by other means: a refusal) never does."""
     return math.isnan(score) or score > threshold
-
-
-def unlikely_share(scores: Sequence[float], threshold: float) -> float:
-    if not scores:
-        raise UnlearnError("no answers to judge")
-    return sum(is_unlikely(s, threshold) for s in scores) / len(scores)
 
 
 def score_answers(model, tokenizer, pairs: Sequence[tuple[str, str]], *,

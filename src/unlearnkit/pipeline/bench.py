@@ -31,7 +31,7 @@ from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.objectives.baselines import BASELINES
 from unlearnkit.pipeline.claims import claimed, holder
 from unlearnkit.pipeline.data_source import check_model
-from unlearnkit.pipeline.fluency_judge import forget_answers, judge_runs, setup_records
+from unlearnkit.pipeline.fluency_judge import SCORES_FILE, forget_answers, judge_runs, setup_records
 from unlearnkit.pipeline.methods import method_names
 from unlearnkit.pipeline.run import RunConfig, config_json, differing_keys, run
 from unlearnkit.report.leaderboard import (
@@ -260,7 +260,8 @@ def _board(cfg: BenchConfig, plan: list[tuple[BenchMethod, list[int]]], payloads
         setup = run_config(cfg, plan[0][0], cfg.seeds[0])  # the data every run shares
         answers = {key: forget_answers(p["results"]["after"]["items"])
                    for key, p in payloads.items()}
-        unlikely, judge = judge_runs(cfg.fluency_judge, Path(cfg.output), setup_records(setup),
+        unlikely, judge = judge_runs(cfg.fluency_judge, Path(cfg.output) / SCORES_FILE,
+                                     setup_records(setup),
                                      answers, setup.load_options())
     return (leaderboard(_entries(plan, payloads, unlikely), cfg.confidence, cfg.forget_margin,
                         cfg.floor_at_oracle), judge)

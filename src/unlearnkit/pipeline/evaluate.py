@@ -19,7 +19,7 @@ import random
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ from unlearnkit.evaluation.results import (
     save_results,
 )
 from unlearnkit.models.loader import DEFAULT_MODEL, load_model
+from unlearnkit.pipeline.data_source import check_model
+from unlearnkit.pipeline.fluency_judge import GOLD_SPLITS, judge_answers
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,8 @@ SUITES: dict[str, Suite] = {
 
 # Settings that change the numbers: a results file written with others cannot be resumed.
 RESUME_KEYS = ("model", "data", "limit", "seed", "max_new_tokens", "dtype", "attack_options",
-               "correct_rouge_threshold", "refusal")
+               "correct_rouge_threshold", "refusal", "fluency_judge")
+UNLIKELY = "unlikely_rate"  # the fluency judge's metric (_run_fluency)
 LIKELIHOOD_INPUTS = frozenset({"answer_logprobs", "argmax_match", "standardized_logprobs",
                                "paraphrased_logprobs", "perturbed_logprobs"})
 TOFU_FORGET_FLIP = frozenset({"forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Q_A_PARA_Prob",
@@ -114,6 +117,10 @@ class EvalConfig:
     # refusal_rate's judge: refusal.mode patterns | judge | either | both, and the judge model
     # (evaluation.refusal_judge.RefusalConfig)
     refusal: RefusalConfig = field(default_factory=RefusalConfig)
+    # a model that has not seen the forget facts: forget/unlikely_rate, the share of forget
+    # answers it finds unlikelier than every gold forget and retain answer evaluated (word
+    # salad; pipeline.fluency_judge). "": no judge
+    fluency_judge: str = ""
 
     def __post_init__(self) -> None:
         if self.suite not in SUITES:
@@ -126,6 +133,8 @@ class EvalConfig:
             if getattr(self, key) < low:
                 raise UnlearnError(f"{key} must be at least {low}, got {getattr(self, key)}")
         check_threshold(self.correct_rouge_threshold)
+        if self.fluency_judge:
+            check_model(self.fluency_judge, "fluency_judge")
 
     def output_path(self) -> Path:
         if self.output:
@@ -255,6 +264,11 @@ def plan(suite: Suite, splits: dict[str, list[Record]], cfg: EvalConfig
             steps.append(Step(f"mia/{cfg.holdout}", "mia"))
     if suite.tofu:
         steps += _tofu_steps(splits, cfg, skipped)
+    if cfg.fluency_judge:
+        if "forget" in splits:
+            steps.append(Step(f"forget/{UNLIKELY}", "fluency", UNLIKELY, "forget"))
+        else:
+            skipped[f"forget/{UNLIKELY}"] = "the fluency judge reads forget answers: none here"
     return steps, skipped
 
 
@@ -404,9 +418,35 @@ def _run_tofu_summary(st: _State, step: Step) -> None:
                                             split="forget", ids=[], higher_is_better=True)
 
 
+def _run_fluency(st: _State, step: Step) -> None:
+    """The share of forget answers the fluency judge finds unlikely; the answers of an earlier
+    step are reused (a resumed evaluation has them in the results file), refusals never
+    count. Shown without a direction, like the bench's column."""
+    records = st.splits["forget"]
+    stored = {g["id"]: g["generation"] for g in st.results.generations.get("forget", [])}
+    if all(r.id in stored for r in records):
+        texts = [stored[r.id] for r in records]
+    else:
+        texts = st.context("forget").get("generations")
+    refused = st.refusal_judge().judge(texts, [r.question for r in records])
+    gold = [r for split in GOLD_SPLITS for r in st.splits.get(split, [])]
+    answers = {"model": [(r.id, t, bool(f)) for r, t, f in zip(records, texts, refused,
+                                                                strict=True)]}
+    cache = st.cfg.output_path().with_suffix(".fluency_judge.json")
+    verdicts, judge = judge_answers(st.cfg.fluency_judge, cache, gold, answers,
+                                    {"device": st.cfg.device or None,
+                                     "trust_remote_code": st.cfg.trust_remote_code})
+    result = MetricResult.of([float(v) for v in verdicts["model"]], higher_is_better=False)
+    st.results.metrics[step.key] = _record(UNLIKELY, result, objective="forget",
+                                           split="forget", ids=[r.id for r in records],
+                                           higher_is_better=None)
+    print(f"fluency judge {judge['model']}: line {judge['threshold']:.2f} nats per token, "
+          f"the least likely of {judge['gold_answers']} gold answers")
+
+
 RUNNERS: dict[str, Callable[[_State, Step], None]] = {
     "metric": _run_metric, "attack": _run_attack, "mia": _run_mia, "tofu": _run_tofu,
-    "tofu_summary": _run_tofu_summary,
+    "tofu_summary": _run_tofu_summary, "fluency": _run_fluency,
 }
 
 
@@ -424,7 +464,9 @@ def _start(cfg: EvalConfig, fingerprint: str) -> EvalResults:
     if cfg.recompute or not out.exists():
         return new_results(config, seed=cfg.seed, name=cfg.name, data_fingerprint=fingerprint)
     old = load_results(out)
-    changed = [k for k in RESUME_KEYS if old.config.get(k) != config[k]]
+    # a key added since the file was written reads as its default
+    defaults = {f.name: f.default for f in fields(EvalConfig) if f.default is not MISSING}
+    changed = [k for k in RESUME_KEYS if old.config.get(k, defaults.get(k)) != config[k]]
     if old.data_fingerprint != fingerprint:
         changed.append("the dataset's contents")
     if changed:
@@ -435,7 +477,7 @@ def _start(cfg: EvalConfig, fingerprint: str) -> EvalResults:
 
 
 def _describe(results: EvalResults, step: Step) -> str:
-    if step.kind == "metric":
+    if step.kind in ("metric", "fluency"):
         return f"{results.metrics[step.key].aggregate:.4g}"
     if step.kind == "attack":
         rate = results.attacks[step.name].success_rate

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from unlearnkit.data.records import Record
 from unlearnkit.data.scenario import build_scenario
 from unlearnkit.errors import UnlearnError
-from unlearnkit.evaluation.fluency import score_answers, unlikely_share, unlikely_threshold
+from unlearnkit.evaluation.fluency import is_unlikely, score_answers, unlikely_threshold
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.models.loader import load_model
 from unlearnkit.pipeline.data_source import load_records, sample_splits
@@ -31,7 +31,7 @@ from unlearnkit.training.inject import model_identity
 if TYPE_CHECKING:  # run.py imports this module
     from unlearnkit.pipeline.run import RunConfig
 
-CACHE = "fluency_judge.json"
+SCORES_FILE = "fluency_judge.json"
 GOLD_SPLITS = ("forget", "retain")  # the gold answers the judge's line is drawn from
 CHUNK = 64  # answers scored between progress-bar updates
 
@@ -77,12 +77,21 @@ def forget_answers(items: list[dict]) -> list[tuple[str, str, bool]]:
             for item in items if item["split"] == "forget"]
 
 
-def judge_runs(judge: str, out: Path, setup: list[Record],
+def judge_runs(judge: str, path: Path, setup: list[Record],
                answers: dict, load_options: dict) -> tuple[dict, dict]:
-    """Per key of ``answers`` (a run, a model), the share of its forget answers (``(record id,
-    text, refused)``) the judge finds unlikely; and the judge's summary (model, threshold,
+    """Per key of ``answers``, the share of its answers the judge finds unlikely
+    (:func:`judge_answers`), and the judge's summary."""
+    verdicts, summary = judge_answers(judge, path, setup, answers, load_options)
+    return {run: sum(v) / len(v) for run, v in verdicts.items() if v}, summary
+
+
+def judge_answers(judge: str, path: Path, setup: list[Record],
+                  answers: dict, load_options: dict) -> tuple[dict, dict]:
+    """Per key of ``answers`` (a run, a model), whether each of its forget answers (``(record
+    id, text, refused)``) is unlikely to the judge; and the judge's summary (model, threshold,
     number of gold answers). ``setup``: the records the answers belong to, whose forget and
-    retain answers draw the line; ``load_options``: how the judge loads (device, remote code).
+    retain answers draw the line; ``path``: the scores' cache file (:data:`SCORES_FILE` in a
+    run's or bench's folder); ``load_options``: how the judge loads (device, remote code).
     A refusal is language, whatever its likelihood after a question the judge would answer
     ("I can't say." scores above TOFU's line): it is not scored and never unlikely."""
     records = {r.id: r for r in setup}
@@ -101,7 +110,6 @@ def judge_runs(judge: str, out: Path, setup: list[Record],
             wanted[run].append(key)
             if key is not None:
                 pairs[key] = (records[record_id].question, text)
-    path = out / CACHE
     who = {"judge": judge, "identity": model_identity(judge)}
     scores = _load_cache(path, who)
     if missing := {k: v for k, v in pairs.items() if k not in scores}:
@@ -110,7 +118,6 @@ def judge_runs(judge: str, out: Path, setup: list[Record],
         atomic_write_text(path, json.dumps({**who, "scores": {
             k: None if math.isnan(v) else v for k, v in sorted(scores.items())}}))
     threshold = unlikely_threshold([scores[k] for k in gold])
-    shares = {run: unlikely_share([-math.inf if k is None else scores[k] for k in keys],
-                                  threshold)
-              for run, keys in wanted.items() if keys}
-    return shares, {"model": judge, "threshold": threshold, "gold_answers": len(gold)}
+    verdicts = {run: [k is not None and is_unlikely(scores[k], threshold) for k in keys]
+                for run, keys in wanted.items()}
+    return verdicts, {"model": judge, "threshold": threshold, "gold_answers": len(gold)}
