@@ -10,8 +10,9 @@ Usage: python benchmarks/fluency_check.py [--judge smollm2-135m-instruct]
 2. Per method (all seeds; a FOLDER is a bench output or one run's folder): its forget
    answers' median score (refusals left out: the bench never scores them) and the share of
    all its forget answers above the line, alone and together with the degenerate test.
-3. ``--show``: that method's answers, sorted by score, each with its score and whether the
-   degenerate test flags it: read them to see what the judge passes.
+3. ``--show``: that method's answers, sorted by score, each with its score (for an answer of
+   several lines also its whole answer's and its first line's) and whether the degenerate
+   test flags it: read them to see what the judge passes.
 """
 
 import argparse
@@ -24,8 +25,10 @@ from pathlib import Path
 import torch
 
 from unlearnkit.data.adapters import read_tofu
-from unlearnkit.evaluation.fluency import is_unlikely, score_answers
+from unlearnkit.data.render import render
+from unlearnkit.evaluation.fluency import answer_nll, first_line, is_unlikely, score_answers
 from unlearnkit.evaluation.metrics import is_degenerate
+from unlearnkit.models.engine import token_logprobs
 from unlearnkit.models.loader import DEFAULT_MODEL, load_model
 
 
@@ -46,6 +49,19 @@ def forget_answers(folders: list[Path]) -> dict[str, list[tuple[str, str, bool]]
                             for i in json.loads(results.read_text())["results"]["after"]["items"]
                             if i["split"] == "forget"]
     return out
+
+
+def whole_and_first(model, tokenizer, pairs: list[tuple[str, str]]
+                    ) -> list[tuple[float, float | None]]:
+    """Each answer's mean NLL as a whole and, with several lines, its first line's: the two
+    parts of :func:`~unlearnkit.evaluation.fluency.answer_score`."""
+    todo = [(k, q, a) for k, (q, a) in enumerate(pairs) if a.strip()]
+    logprobs = token_logprobs(model, tokenizer, [render(tokenizer, q, a) for _, q, a in todo])
+    whole = {k: answer_nll(lp) for (k, _, _), lp in zip(todo, logprobs, strict=True)}
+    lines = [(k, q, line) for k, q, a in todo if (line := first_line(a)) is not None]
+    first = dict(zip([k for k, _, _ in lines], score_answers(
+        model, tokenizer, [(q, line) for _, q, line in lines]), strict=True))
+    return [(whole.get(k, math.nan), first.get(k)) for k in range(len(pairs))]
 
 
 def bench_line(folders: list[Path]) -> float:
@@ -91,8 +107,14 @@ def main() -> None:
               f"{statistics.median(scores[k] for k in todo) if todo else math.nan:5.2f}  "
               f"unlikely {sum(flagged) / n:6.1%}  unlikely or degenerate {sum(either) / n:6.1%}")
         if method in args.show:
-            for s, (_, g, _) in sorted(zip(scores, answers, strict=True), key=lambda p: p[0]):
-                print(f"    {s:5.2f} {'D' if is_degenerate(g) else ' '} {g[:120]!r}")
+            print("    score (whole answer / first line, for answers of several lines), "
+                  "D: degenerate")
+            parts = whole_and_first(model, tokenizer, [
+                (rows[i]["question"], g) for i, g, _ in answers])
+            for s, (whole, first), (_, g, _) in sorted(
+                    zip(scores, parts, answers, strict=True), key=lambda p: p[0]):
+                detail = f"{whole:5.2f} / {first:5.2f}" if first is not None else " " * 13
+                print(f"    {s:5.2f} ({detail}) {'D' if is_degenerate(g) else ' '} {g[:120]!r}")
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,8 @@ from unlearnkit.data.render import render
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.fluency import (
     answer_nll,
+    answer_score,
+    first_line,
     is_unlikely,
     score_answers,
     unlikely_threshold,
@@ -44,21 +46,41 @@ def test_the_threshold_is_the_least_likely_gold_answer():
     assert not is_unlikely(-math.inf, 3.5)  # language by other means (a refusal)
 
 
+def test_the_first_line_counts_when_it_is_less_likely():
+    assert first_line("Co Holder,\n\n  Co Sultan,  \nCo Tzar,") == "Co Holder,"
+    assert first_line("One line.") is None and first_line("\n  One line.\n\n") is None
+    assert first_line("") is None
+    assert answer_score(2.0, 7.0) == 7.0 and answer_score(3.0, 1.0) == 3.0
+    assert answer_score(2.5, None) == 2.5  # one line: the whole answer
+    assert answer_score(2.5, math.nan) == 2.5 and answer_score(math.nan, 4.0) == 4.0
+    assert math.isnan(answer_score(math.nan, None))
+
+
+def by_hand(model, tok, question: str, answer: str) -> float:
+    """Mean NLL of the answer's tokens under ``model``, the end of turn left out."""
+    item = render(tok, question, answer)
+    with torch.no_grad():
+        logits = model(torch.tensor([item.input_ids])).logits[0].double()
+    logp = torch.log_softmax(logits, -1)
+    # answer tokens are labelled from response_start; each is predicted one position
+    # earlier; the last label is the end of turn, left out
+    targets = range(item.response_start, len(item.input_ids) - 1)
+    return -sum(float(logp[t - 1, item.input_ids[t]]) for t in targets) / len(targets)
+
+
 def test_score_answers_by_hand(tiny, tok):
     pairs = [("Where was Ann born?", "Ann was born in Rome."), ("Who is Bo?", "  "),
-             ("Who is Cy?", "Cy is a baker in a small town by the sea.")]
+             ("Who is Cy?", "Cy is a baker in a small town by the sea."),
+             ("Who is Di?", "Di is a poet.\nDi is a poet.\nDi is a poet.")]
     scores = score_answers(tiny, tok, pairs, batch_size=2)
     assert math.isnan(scores[1])
     for (question, answer), score in zip(pairs[::2], scores[::2], strict=True):
-        item = render(tok, question, answer)
-        with torch.no_grad():
-            logits = tiny(torch.tensor([item.input_ids])).logits[0].double()
-        logp = torch.log_softmax(logits, -1)
-        # answer tokens are labelled from response_start; each is predicted one position
-        # earlier; the last label is the end of turn, left out
-        targets = range(item.response_start, len(item.input_ids) - 1)
-        expected = -sum(float(logp[t - 1, item.input_ids[t]]) for t in targets) / len(targets)
-        assert score == pytest.approx(expected, abs=1e-4)
+        assert score == pytest.approx(by_hand(tiny, tok, question, answer), abs=1e-4)
+    question, answer = pairs[3]
+    whole, first = by_hand(tiny, tok, question, answer), by_hand(tiny, tok, question,
+                                                                  "Di is a poet.")
+    assert whole != pytest.approx(first, abs=1e-3)  # the two differ: the max is a choice
+    assert scores[3] == pytest.approx(max(whole, first), abs=1e-4)
 
 
 def test_setup_records_of_a_data_source_follow_its_sample():

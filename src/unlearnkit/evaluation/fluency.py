@@ -4,7 +4,9 @@ The degenerate-answer test (:func:`unlearnkit.evaluation.metrics.is_degenerate`)
 loops; word salad that does not repeat ("Nikii, like many others, in Irred meathee, was in
 Abzd 'al' mere hours...") passes it. Here a judge model reads each answer after its question
 (chat template, teacher-forced) and gives it a score: the mean negative log-likelihood per
-answer token, the end-of-turn token left out (an answer cut at the token limit has none). An
+answer token, the end-of-turn token left out (an answer cut at the token limit has none), or
+that of its first line alone when higher (a list repeating a pattern predicts its own later
+lines, which hides the nonsense of the first: :func:`answer_score`). An
 answer is *unlikely* when it scores above every gold answer of the setup, scored the same
 way: the gold answers are fluent by construction, and a judge that has never seen the forget
 set's facts finds a true answer and a made-up fluent one equally new, so the line separates
@@ -13,8 +15,9 @@ forget facts: the base model before any injection, not the model that was unlear
 
 Measured on both benches with the default model as judge (docs/RESULTS.md, "A judge of
 language"): no answer of the oracle, prompt-only, refusal SFT, IdkDPO or ensemble rows is
-unlikely; the judge flags invented words and mangled names and passes salad that reads like a
-list of names, so it is shown beside the degenerate share, not judged. A refusal is language
+unlikely; the judge flags invented words, mangled names and (by their first line) lists that
+repeat a pattern, and passes salad of one line that reads like a list of names, so it is
+shown beside the degenerate share, not judged. A refusal is language
 by definition and is never counted (it is not scored).
 """
 
@@ -53,13 +56,33 @@ def is_unlikely(score: float, threshold: float) -> bool:
     return math.isnan(score) or score > threshold
 
 
+def first_line(text: str) -> str | None:
+    """The first non-empty line of a text of several, stripped; None for one line or none."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if len(lines) > 1 else None
+
+
+def answer_score(whole: float, first: float | None) -> float:
+    """The higher of the whole answer's score and its first line's (None: one line; NaN:
+    nothing to score). A list that repeats a pattern predicts itself after the first line
+    ("Co Holder,\nCo Sultan,\nCo Tzar,..." 1.95 nats per token as a whole, 7.18 its first
+    line, after a TOFU question): the copies hide the first line's nonsense."""
+    if first is None or math.isnan(first):
+        return whole
+    return first if math.isnan(whole) else max(whole, first)
+
+
 def score_answers(model, tokenizer, pairs: Sequence[tuple[str, str]], *,
                   batch_size: int = 16) -> list[float]:
-    """:func:`answer_nll` of each (question, answer) under ``model``; empty answers NaN."""
-    scores = [math.nan] * len(pairs)
-    todo = [i for i, (_, answer) in enumerate(pairs) if answer.strip()]
-    items = [render(tokenizer, pairs[i][0], pairs[i][1]) for i in todo]
-    for i, logprobs in zip(todo, token_logprobs(model, tokenizer, items,
-                                                batch_size=batch_size), strict=True):
-        scores[i] = answer_nll(logprobs)
-    return scores
+    """:func:`answer_score` of each (question, answer) under ``model``: :func:`answer_nll` of
+    the answer and, for an answer of several lines, of its first line alone; empty answers
+    NaN."""
+    todo = [(i, q, a) for i, (q, a) in enumerate(pairs) if a.strip()]
+    firsts = [(i, q, line) for i, q, a in todo if (line := first_line(a)) is not None]
+    jobs = [(("whole", i), q, a) for i, q, a in todo] + [(("first", i), q, a)
+                                                         for i, q, a in firsts]
+    items = [render(tokenizer, q, a) for _, q, a in jobs]
+    nll = {key: answer_nll(lp) for (key, _, _), lp in zip(
+        jobs, token_logprobs(model, tokenizer, items, batch_size=batch_size), strict=True)}
+    return [answer_score(nll[("whole", i)], nll.get(("first", i))) if ("whole", i) in nll
+            else math.nan for i in range(len(pairs))]

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # run.py imports this module
     from unlearnkit.pipeline.run import RunConfig
 
 SCORES_FILE = "fluency_judge.json"
+SCORING = 2  # bump when evaluation.fluency scores answers otherwise (2: the first line counts)
 GOLD_SPLITS = ("forget", "retain")  # the gold answers the judge's line is drawn from
 CHUNK = 64  # answers scored between progress-bar updates
 
@@ -110,7 +111,7 @@ def judge_answers(judge: str, path: Path, setup: list[Record],
             wanted[run].append(key)
             if key is not None:
                 pairs[key] = (records[record_id].question, text)
-    who = {"judge": judge, "identity": model_identity(judge)}
+    who = {"judge": judge, "identity": model_identity(judge), "scoring": SCORING}
     scores = _load_cache(path, who)
     if missing := {k: v for k, v in pairs.items() if k not in scores}:
         print(f"fluency judge: scoring {len(missing)} answers with {judge}", flush=True)
