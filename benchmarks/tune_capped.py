@@ -12,11 +12,16 @@ can be told from generalisation; :func:`unlearnkit.pipeline.tune.capped_means`, 
 ``unlearn tune`` does with ``cap_at_oracle: true``); prints both and marks the methods whose
 choice changes.
 ``--runs``: run folders of points swept outside the tune (``<label>--lr-<lr>/seed-0``), grouped
-into methods by the label before ``--``. Trains nothing.
+into methods by the label before ``--``. TUNE_JSON may instead be a Markdown file holding the
+tune's table as docs/RESULTS.md does (``| method | lr | forget | neighbour | retain | general |
+prefill attack | keep refusal | score |``, percentages, the chosen row's score in bold; for the
+scenario's tune, whose first runs were not kept): each row's score is recomputed and checked
+against the table's. Trains nothing.
 """
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from unlearnkit.pipeline.tune import capped_means, measured_objectives, selection_score
@@ -39,6 +44,30 @@ def extra_points(folders: list[Path]) -> dict[str, dict]:
     return out
 
 
+ROW = re.compile(r"^\| ([\w-]+) \| ([\d.e-]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| "
+                 r"([\d.]+) \| ([\d.]+) \| [\d.]+ \| (\**)([\d.]+)\** \|$", re.M)
+
+
+def table_points(text: str) -> dict[str, dict]:
+    """Tune-style entries from a Markdown tune table (see the module docstring)."""
+    out: dict[str, dict] = {}
+    for label, lr, forget, neighbor, retain, general, prefill, bold, score in ROW.findall(text):
+        means = {"forget": float(forget) / 100, "neighbor": float(neighbor) / 100,
+                 "retain": float(retain) / 100, "general": float(general) / 100,
+                 "prefill": float(prefill) / 100}
+        if abs(selection_score(means) - float(score)) > 0.0015:
+            raise SystemExit(f"{label} at lr {lr}: the table's score {score} is not "
+                             f"{selection_score(means):.4f}")
+        point = {"point": {"optim": {"lr": float(lr)}}, "means": means}
+        entry = out.setdefault(label, {"points": [], "chosen": None})
+        entry["points"].append(point)
+        if bold:
+            entry["chosen"] = point["point"]
+    if not out:
+        raise SystemExit("no tune table rows found")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,7 +80,9 @@ def main() -> None:
               "prefill": after.get("prefill_attack")}
     print(f"oracle on the validation setup: forget {oracle['forget']:.3f}, prefill attack "
           f"{oracle['prefill']:.3f}")
-    choices = json.loads(args.tune.read_text())["choices"] | extra_points(args.runs)
+    recorded = (table_points(args.tune.read_text()) if args.tune.suffix == ".md"
+                else json.loads(args.tune.read_text())["choices"])
+    choices = recorded | extra_points(args.runs)
     objectives = measured_objectives([p["means"] for c in choices.values() for p in c["points"]])
     for label, entry in choices.items():
         points = sorted(entry["points"], key=lambda p: p["point"]["optim"]["lr"])

@@ -19,7 +19,8 @@ KINDS = {"demo.yaml": DemoConfig, "data-tofu.yaml": DataConfig,
          "gpu/data-muse-books-eval.yaml": DataConfig, "gpu/data-wmdp-cyber.yaml": DataConfig,
          "gpu/data-wmdp-cyber-eval.yaml": DataConfig,
          "tune-scenario.yaml": TuneConfig, "data-tofu-val.yaml": DataConfig,
-         "tune-tofu.yaml": TuneConfig, "bench-tofu-capped.yaml": BenchConfig}
+         "tune-tofu.yaml": TuneConfig, "bench-tofu-capped.yaml": BenchConfig,
+         "bench-scenario-capped.yaml": BenchConfig}
 PRESETS = sorted(str(p.relative_to(CONFIGS)) for pattern in ("*.yaml", "gpu/*.yaml")
                  for p in CONFIGS.glob(pattern))
 
