@@ -18,6 +18,7 @@ from unlearnkit.evaluation.fluency import (
     answer_nll,
     answer_score,
     first_line,
+    has_broken_bytes,
     is_unlikely,
     score_answers,
     unlikely_threshold,
@@ -54,6 +55,14 @@ def test_the_first_line_counts_when_it_is_less_likely():
     assert answer_score(2.5, None) == 2.5  # one line: the whole answer
     assert answer_score(2.5, math.nan) == 2.5 and answer_score(math.nan, 4.0) == 4.0
     assert math.isnan(answer_score(math.nan, None))
+
+
+def test_bytes_that_are_not_text_count_except_where_the_token_limit_cut():
+    assert has_broken_bytes("Author Basil Mahfouz Al-Ku\ufffdwelkusi is male.")
+    assert has_broken_bytes("a\ufffd b\ufffd")  # one inside, one at the end
+    for cut in ("He writes in Fran\u00e7ais and \ufffd", "Caf\ufffd\ufffd  ", "\ufffd \ufffd",
+                "Plain text.", ""):
+        assert not has_broken_bytes(cut)
 
 
 def by_hand(model, tok, question: str, answer: str) -> float:
@@ -256,9 +265,10 @@ def test_unlearn_eval_judges_the_forget_answers(tmp_path, tiny_folder, monkeypat
                       answer=f"In Town{i}{'x' * i}.", targets=[f"Town{i}"])
                for split in ("forget", "retain", "neighbor") for i in range(4)]
     data = str(write_dataset(records, tmp_path / "data", []))
-    # forget answers: likely, 300 letters, a refusal (never scored), 13 letters; the line is
-    # the longest gold forget or retain answer, 12 letters (the neighbours' are not gold)
-    chosen = {"forget-0": "In Town0.", "forget-1": "z" * 300,
+    # forget answers: likely but for a byte that is not text, 300 letters, a refusal (never
+    # scored), 13 letters; the line is the longest gold forget or retain answer, 12 letters
+    # (the neighbours' are not gold)
+    chosen = {"forget-0": "In T\ufffdwn0.", "forget-1": "z" * 300,
               "forget-2": "I'm sorry, I can't answer that.", "forget-3": "q" * 13}
     monkeypatch.setitem(metrics_mod._PROVIDERS, "generations",
                         lambda ctx: [chosen.get(r.id, r.answer) for r in ctx.records])
@@ -271,7 +281,7 @@ def test_unlearn_eval_judges_the_forget_answers(tmp_path, tiny_folder, monkeypat
                               fluency_judge=str(tiny_folder))
     res = eval_mod.run_eval(cfg, loader=lambda name, **kw: (object(), object()))
     metric = res.metrics["forget/unlikely_rate"]
-    assert metric.values == [0.0, 1.0, 0.0, 1.0] and metric.aggregate == 0.5
+    assert metric.values == [1.0, 1.0, 0.0, 1.0] and metric.aggregate == 0.75
     assert metric.ids == ["forget-0", "forget-1", "forget-2", "forget-3"]
     assert metric.higher_is_better is None and metric.objective == "forget"
     assert "line 12.00 nats per token, the least likely of 8 gold answers" in \

@@ -8,7 +8,9 @@ answer token, the end-of-turn token left out (an answer cut at the token limit h
 that of its first line alone when higher (a list repeating a pattern predicts its own later
 lines, which hides the nonsense of the first: :func:`answer_score`). An
 answer is *unlikely* when it scores above every gold answer of the setup, scored the same
-way: the gold answers are fluent by construction, and a judge that has never seen the forget
+way, or when it holds bytes that are not text (:func:`has_broken_bytes`: a mangled name
+"Al-Ku\ufffdwelkusi" the judge may pass, since it reads the replacement character as a
+character): the gold answers are fluent by construction, and a judge that has never seen the forget
 set's facts finds a true answer and a made-up fluent one equally new, so the line separates
 language from salad rather than right from wrong. The judge must therefore not know the
 forget facts: the base model before any injection, not the model that was unlearned.
@@ -24,6 +26,7 @@ by definition and is never counted (it is not scored).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import torch
@@ -70,6 +73,17 @@ def answer_score(whole: float, first: float | None) -> float:
     if first is None or math.isnan(first):
         return whole
     return first if math.isnan(whole) else max(whole, first)
+
+
+def has_broken_bytes(text: str) -> bool:
+    """A replacement character (U+FFFD) before the end: the model emitted byte tokens that form
+    no UTF-8 character ("Basil Mahfouz Al-Ku\ufffdwelkusi"), which no gold answer has. A whole
+    generation decodes valid tokens into valid text, so only one cut at the token limit may
+    end inside a character: trailing replacement characters (and spaces) do not count."""
+    return "\ufffd" in _TRAILING.sub("", text)
+
+
+_TRAILING = re.compile(r"[\s\ufffd]+$")
 
 
 def score_answers(model, tokenizer, pairs: Sequence[tuple[str, str]], *,

@@ -22,7 +22,12 @@ from tqdm.auto import tqdm
 from unlearnkit.data.records import Record
 from unlearnkit.data.scenario import build_scenario
 from unlearnkit.errors import UnlearnError
-from unlearnkit.evaluation.fluency import is_unlikely, score_answers, unlikely_threshold
+from unlearnkit.evaluation.fluency import (
+    has_broken_bytes,
+    is_unlikely,
+    score_answers,
+    unlikely_threshold,
+)
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.models.loader import load_model
 from unlearnkit.pipeline.data_source import load_records, sample_splits
@@ -88,17 +93,19 @@ def judge_runs(judge: str, path: Path, setup: list[Record],
 
 def judge_answers(judge: str, path: Path, setup: list[Record],
                   answers: dict, load_options: dict) -> tuple[dict, dict]:
-    """Per key of ``answers`` (a run, a model), whether each of its forget answers (``(record
-    id, text, refused)``) is unlikely to the judge; and the judge's summary (model, threshold,
-    number of gold answers). ``setup``: the records the answers belong to, whose forget and
-    retain answers draw the line; ``path``: the scores' cache file (:data:`SCORES_FILE` in a
-    run's or bench's folder); ``load_options``: how the judge loads (device, remote code).
-    A refusal is language, whatever its likelihood after a question the judge would answer
-    ("I can't say." scores above TOFU's line): it is not scored and never unlikely."""
+    """Per key of ``answers`` (a run, a model), whether each of its forget answers
+    (``(record id, text, refused)``) is unlikely to the judge or holds bytes that are not
+    text (:func:`~unlearnkit.evaluation.fluency.has_broken_bytes`); and the judge's summary
+    (model, threshold, number of gold answers). ``setup``: the records the answers belong
+    to, whose forget and retain answers draw the line; ``path``: the scores' cache file
+    (:data:`SCORES_FILE` in a run's or bench's folder); ``load_options``: how the judge loads
+    (device, remote code). A refusal is language, whatever its likelihood after a question
+    the judge would answer ("I can't say." scores above TOFU's line): it is not scored and
+    never unlikely."""
     records = {r.id: r for r in setup}
     gold = {pair_key(r.question, r.answer): (r.question, r.answer) for r in records.values()
             if r.split in GOLD_SPLITS and r.answer}
-    wanted: dict[tuple, list[str | None]] = {}  # None: a refusal
+    wanted: dict[tuple, list[tuple[str | None, str]]] = {}  # (None, text): a refusal
     pairs = dict(gold)
     for run, rows in answers.items():
         wanted[run] = []
@@ -108,7 +115,7 @@ def judge_answers(judge: str, path: Path, setup: list[Record],
                 raise UnlearnError(f"fluency judge: {who} answered record {record_id!r}, "
                                    "which the data no longer has; rerun it")
             key = None if refused else pair_key(records[record_id].question, text)
-            wanted[run].append(key)
+            wanted[run].append((key, text))
             if key is not None:
                 pairs[key] = (records[record_id].question, text)
     who = {"judge": judge, "identity": model_identity(judge), "scoring": SCORING}
@@ -119,6 +126,7 @@ def judge_answers(judge: str, path: Path, setup: list[Record],
         atomic_write_text(path, json.dumps({**who, "scores": {
             k: None if math.isnan(v) else v for k, v in sorted(scores.items())}}))
     threshold = unlikely_threshold([scores[k] for k in gold])
-    verdicts = {run: [k is not None and is_unlikely(scores[k], threshold) for k in keys]
-                for run, keys in wanted.items()}
+    verdicts = {run: [k is not None and (is_unlikely(scores[k], threshold)
+                                         or has_broken_bytes(text)) for k, text in rows]
+                for run, rows in wanted.items()}
     return verdicts, {"model": judge, "threshold": threshold, "gold_answers": len(gold)}

@@ -206,9 +206,11 @@ def judge_note(judge: dict | None) -> str:
     if judge is None:
         return "Unlikely forget answers: no fluency judge was set (bench fluency_judge)."
     return (f"Unlikely forget answers: scored by {judge['model']} (mean negative log-likelihood "
-            f"per answer token after the question) above all {judge['gold_answers']} gold "
-            f"forget and retain answers (above {judge['threshold']:.2f} nats; refusals are "
-            "never counted): word salad, mangled names; shown, not judged.")
+            "per answer token after the question, or of the first line alone when higher) "
+            f"above all {judge['gold_answers']} gold forget and retain answers (above "
+            f"{judge['threshold']:.2f} nats), or holding bytes that are not text (a replacement "
+            "character before the end); refusals are never counted: word salad, mangled "
+            "names; shown, not judged.")
 
 
 def to_markdown(rows: Sequence[dict[str, Any]], confidence: float = 0.95,
