@@ -23,6 +23,7 @@ from unlearnkit.evaluation.fluency import (
     score_answers,
     unlikely_threshold,
 )
+from unlearnkit.evaluation.metrics import is_degenerate
 from unlearnkit.pipeline.bench import BenchConfig, run_bench
 from unlearnkit.pipeline.run import RunConfig
 
@@ -103,11 +104,11 @@ def test_setup_records_of_a_data_source_follow_its_sample():
         f"tofu-forget01-{n}" for n in range(40)]
 
 
-def bench(out, judge, methods=None):
+def bench(out, judge, methods=None, **options):
     mix = {"forget": 1, "retain": 1, "neighbor": 1, "steps": 1}
     return from_dict(BenchConfig, {
         "methods": methods or [{"name": "grad_ascent"}], "seeds": [0], "output": str(out),
-        "fluency_judge": str(judge),
+        "fluency_judge": str(judge), **options,
         "run": {"unlearn": {"mix": mix}, "max_new_tokens": 6, "eval_batch_size": 64,
                 "teacher_report": False}})
 
@@ -144,12 +145,12 @@ def test_the_bench_shows_the_judges_unlikely_share_and_keeps_its_scores(
     assert again[0]["metrics"]["forget_unlikely"] == rows[0]["metrics"]["forget_unlikely"]
 
     # with chosen answers and a judge whose score is the answer's length: the line is the
-    # longest gold answer; a copy of a gold answer is likely, 300 letters are not, and a
+    # longest gold answer; a copy of a gold answer is likely, a long sentence is not, and a
     # refusal is not scored
     gold_answer = {r.id: r.answer for r in gold}
     assert len(forget) == 3
     for item, (text, refused) in zip(forget, [(gold_answer[forget[0]["id"]], False),
-                                              ("z" * 300, False), ("I can't say.", True)],
+                                              (LONG, False), ("I can't say.", True)],
                                      strict=True):
         item.update(generation=text, refused=refused)
     path.write_text(json.dumps(results))
@@ -164,12 +165,24 @@ def test_the_bench_shows_the_judges_unlikely_share_and_keeps_its_scores(
 
     monkeypatch.setattr(judge_mod, "load_model", lambda *a, **k: (None, None))
     monkeypatch.setattr(judge_mod, "score_answers", by_length)
-    chosen = run_bench(bench(out, tiny_folder))
+    chosen = run_bench(bench(out, tiny_folder, utility_fluency=True))
     assert chosen[0]["metrics"]["forget_unlikely"]["values"] == [pytest.approx(1 / 3)]
+    # in language: the gold copy and the refusal; the long sentence is unlikely to this
+    # judge, though no loop (without the judge's verdict it would count: 3 of 3)
+    assert not is_degenerate(LONG)
+    assert chosen[0]["metrics"]["forget_fluent"]["values"] == [pytest.approx(2 / 3)]
+    utility = (chosen[0]["metrics"]["retain"]["mean"] + chosen[0]["metrics"]["general"]["mean"]
+               + 2 / 3) / 3
+    assert chosen[0]["objectives"]["utility"] == pytest.approx(utility)
+    assert "part of utility (utility_fluency)" in (out / "leaderboard.md").read_text()
     assert "I can't say." not in seen
     assert {r.answer for r in gold} <= set(seen)  # scored again, by the new judge
     board = json.loads((out / "leaderboard.json").read_text())["fluency_judge"]
     assert board["threshold"] == max(len(r.answer) for r in gold)
+
+
+LONG = ("Every word of this answer differs from the next one, so that no loop appears, and "
+        "it runs well past any gold answer of the tiny scenario.")
 
 
 def test_a_judge_that_answers_unknown_records_is_refused(tiny_scenario, tiny_folder, tmp_path,

@@ -27,11 +27,17 @@ from typing import Any
 
 from unlearnkit.config import deep_merge, from_dict, load_yaml
 from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation.metrics import is_degenerate
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.objectives.baselines import BASELINES
 from unlearnkit.pipeline.claims import claimed, holder
 from unlearnkit.pipeline.data_source import check_model
-from unlearnkit.pipeline.fluency_judge import SCORES_FILE, forget_answers, judge_runs, setup_records
+from unlearnkit.pipeline.fluency_judge import (
+    SCORES_FILE,
+    forget_answers,
+    judge_answers,
+    setup_records,
+)
 from unlearnkit.pipeline.methods import method_names
 from unlearnkit.pipeline.run import RunConfig, config_json, differing_keys, run
 from unlearnkit.report.leaderboard import (
@@ -104,6 +110,11 @@ class BenchConfig:
     # oracle's (forgetting past a model never trained on the forget set earns nothing; the
     # tune's cap_at_oracle); the metrics are shown as measured. Needs the oracle
     floor_at_oracle: bool = False
+    # utility averages the share of forget answers in language (not degenerate, not unlikely
+    # to the fluency judge) with retain and general accuracy: METHOD.md's utility is "retain
+    # set, general knowledge, fluency", and a method that forgets in word salad has lost the
+    # last. Off by default, so the recorded fronts stay as they were judged
+    utility_fluency: bool = False
 
     def __post_init__(self) -> None:
         if not self.methods or not self.seeds:
@@ -237,16 +248,23 @@ def run_bench(cfg: BenchConfig) -> list[dict] | None:
 
 
 def _entries(plan: list[tuple[BenchMethod, list[int]]], payloads: dict,
-             unlikely: dict[tuple, float] | None = None) -> list[dict]:
-    """Leaderboard entries of the methods with at least one run in ``payloads``; ``unlikely``:
-    the fluency judge's share per (label, seed)."""
+             verdicts: dict[tuple, list[bool]] | None = None) -> list[dict]:
+    """Leaderboard entries of the methods with at least one run in ``payloads``;
+    ``verdicts``: the fluency judge's per forget answer, per (label, seed)."""
     out = []
     for method, seeds in plan:
         done = [s for s in seeds if (method.label, s) in payloads]
         if done:
             runs = [run_metrics(payloads[method.label, s]["results"]["after"]) for s in done]
             for seed, metrics in zip(done, runs, strict=True):
-                metrics["forget_unlikely"] = (unlikely or {}).get((method.label, seed))
+                if verdicts and verdicts.get((method.label, seed)):
+                    judged = verdicts[method.label, seed]
+                    texts = [t for _, t, _ in forget_answers(
+                        payloads[method.label, seed]["results"]["after"]["items"])]
+                    metrics["forget_unlikely"] = sum(judged) / len(judged)
+                    metrics["forget_fluent"] = sum(
+                        not (v or is_degenerate(t)) for v, t in zip(judged, texts, strict=True)
+                    ) / len(judged)
             out.append({"label": method.label, "method": method.name, "seeds": done,
                         "reference": method.name in REFERENCES, "runs": runs})
     return out
@@ -255,16 +273,15 @@ def _entries(plan: list[tuple[BenchMethod, list[int]]], payloads: dict,
 def _board(cfg: BenchConfig, plan: list[tuple[BenchMethod, list[int]]], payloads: dict
            ) -> tuple[list[dict], dict | None]:
     """The leaderboard rows, and the fluency judge's summary (None without a judge)."""
-    unlikely, judge = None, None
+    verdicts, judge = None, None
     if cfg.fluency_judge:
         setup = run_config(cfg, plan[0][0], cfg.seeds[0])  # the data every run shares
         answers = {key: forget_answers(p["results"]["after"]["items"])
                    for key, p in payloads.items()}
-        unlikely, judge = judge_runs(cfg.fluency_judge, Path(cfg.output) / SCORES_FILE,
-                                     setup_records(setup),
-                                     answers, setup.load_options())
-    return (leaderboard(_entries(plan, payloads, unlikely), cfg.confidence, cfg.forget_margin,
-                        cfg.floor_at_oracle), judge)
+        verdicts, judge = judge_answers(cfg.fluency_judge, Path(cfg.output) / SCORES_FILE,
+                                        setup_records(setup), answers, setup.load_options())
+    return (leaderboard(_entries(plan, payloads, verdicts), cfg.confidence, cfg.forget_margin,
+                        cfg.floor_at_oracle, cfg.utility_fluency), judge)
 
 
 def partial_bench(cfg: BenchConfig) -> list[dict]:
