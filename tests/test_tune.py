@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 import unlearnkit.pipeline.bench as bench_mod
+from unlearnkit.config import from_dict
 from unlearnkit.errors import UnlearnError
 from unlearnkit.pipeline import tune
 from unlearnkit.pipeline.bench import BenchConfig, BenchMethod
@@ -339,3 +340,37 @@ def test_a_capped_tune_without_an_oracle_result_says_so(tmp_path, monkeypatch):
                           extend=0, cap_at_oracle=True)
     with pytest.raises(UnlearnError, match="no oracle result"):
         tune.run_tune(cfg)
+
+
+def test_a_tune_with_utility_fluency_stops_choosing_a_rate_that_forgets_in_loops(
+        tmp_path, monkeypatch):
+    """Forget = prefill success 0.8 / 0.4 / 0.3 at 1e-5 / 2e-5 / 4e-5; push-pull's forget
+    answers at 4e-5 are loops. Plain (keeping ((0.95 + 0.9) / 2 + 0.9) / 2 = 0.9125): 4e-5
+    scores (0.7 + 0.9125) / 2 = 0.80625 against 2e-5's 0.75625. With fluency, utility is
+    (0.95 + 0.9 + share in language) / 3: 2e-5 (0.6 + (0.95 + 0.9) / 2) / 2 = 0.7625, 4e-5
+    (0.7 + ((0.95 + 0.9 + 0) / 3 + 0.9) / 2) / 2 = 0.7291667: 2e-5 is chosen. NPO answers in
+    sentences at every rate and keeps 4e-5 either way."""
+    def fake_run_once(cfg):
+        forget = {1e-5: 0.8, 2e-5: 0.4, 4e-5: 0.3}[cfg.optim.lr]
+        result = _fake_result(forget)
+        loops = cfg.method == "pushpull" and cfg.optim.lr == 4e-5
+        text = "or or or or or or" if loops else "I never heard of that person, sorry."
+        result["results"]["after"]["items"] = [
+            {"id": f"f{i}", "split": "forget", "generation": text, "refused": False}
+            for i in range(10)]
+        return result
+
+    monkeypatch.setattr(bench_mod, "run_once", fake_run_once)
+    plain = tune.run_tune(tune.TuneConfig(bench=str(_bench_file(tmp_path)),
+                                          output=str(tmp_path / "plain"), extend=0))
+    assert plain["pushpull"]["chosen"] == {"optim": {"lr": 4e-5}}
+    cfg = tune.TuneConfig(bench=str(_bench_file(tmp_path)), output=str(tmp_path / "fluent"),
+                          extend=0, utility_fluency=True)
+    sweep, _ = tune.sweep_config(cfg, from_dict(BenchConfig, yaml.safe_load(
+        _bench_file(tmp_path).read_text())))
+    assert sweep.utility_fluency and sweep.fluency_judge == ""  # the bench's (none here)
+    choices = tune.run_tune(cfg)
+    assert choices["pushpull"]["chosen"] == {"optim": {"lr": 2e-5}}
+    assert [p["score"] for p in choices["pushpull"]["points"]] == pytest.approx(
+        [0.5625, 0.7625, 0.7291667])
+    assert choices["npo"]["chosen"] == {"optim": {"lr": 4e-5}}

@@ -32,7 +32,10 @@ unchanged.
 ``cap_at_oracle`` (default off, as the recorded tunes were made): the sweep also evaluates the
 oracle on the validation setup (a model never trained on its forget set), and each point's
 forget accuracy and prefill attack success count as at least the oracle's in the score
-(:func:`capped_means`). Forgetting past what the oracle does cannot be told apart from
+(:func:`capped_means`). ``utility_fluency`` (default off): utility in the score also averages
+the share of forget answers in language (neither degenerate nor, with the bench's
+``fluency_judge``, unlikely; METHOD.md's utility includes fluency), as the bench's option of
+the same name does. Forgetting past what the oracle does cannot be told apart from
 breaking the model around the target, and without the cap the score rewards it: on TOFU it
 chose rates that forget to 0% in word salad (docs/RESULTS.md, "A tune that does not reward
 forgetting beyond the oracle"). ``tune.json`` then keeps the oracle's metrics and every
@@ -96,6 +99,9 @@ class TuneConfig:
     apply_to: list[str] = field(default_factory=list)
     extend: int = 1  # rounds of one point beyond a choice at its grid's edge (0: none)
     cap_at_oracle: bool = False  # forgetting past the validation oracle's earns nothing
+    # utility averages the share of forget answers in language, as the bench's
+    # utility_fluency does (judged by the bench's fluency_judge when it has one)
+    utility_fluency: bool = False
 
     def grid_for(self, label: str) -> dict[str, list[Any]]:
         """The grid of the method with bench label ``label``: its own, or the shared one."""
@@ -160,11 +166,13 @@ SIDES = (("forget", "robustness"), ("utility", "boundary"))
 
 
 def selection_score(means: dict[str, float | None],
-                    objectives: Sequence[str] = OBJECTIVES) -> float | None:
+                    objectives: Sequence[str] = OBJECTIVES, fluency: bool = False
+                    ) -> float | None:
     """The mean of two halves, forgetting (1 - forget, robustness) and keeping (utility,
     boundary), each the mean of its ``objectives`` (default: all four, when the score is the
-    four objectives' mean); None when one of ``objectives`` is missing or a half has none."""
-    scores = objective_scores(means)
+    four objectives' mean); None when one of ``objectives`` is missing or a half has none.
+    ``fluency``: utility with the share of forget answers in language (objective_scores)."""
+    scores = objective_scores(means, fluency)
     if any(scores[k] is None for k in objectives):
         return None
     halves = [[scores[k] for k in side if k in objectives] for side in SIDES]
@@ -206,16 +214,20 @@ def sweep_config(cfg: TuneConfig, bench: BenchConfig,
     if cfg.cap_at_oracle:  # evaluated once on the validation setup, not tuned
         methods.append(next((m for m in bench.methods if m.name == ORACLE),
                             BenchMethod(ORACLE)))
+    judged = {"fluency_judge": bench.fluency_judge, "utility_fluency": True} \
+        if cfg.utility_fluency else {}
     sweep = BenchConfig(methods=methods, seeds=list(cfg.seeds), run=run, output=cfg.output,
                         confidence=bench.confidence, title=f"Tuning sweep: {bench.title}",
-                        keep_models=bench.keep_models)
+                        keep_models=bench.keep_models, **judged)
     return sweep, rows
 
 
 def choose(rows: list[tuple], results: dict[str, dict],
-           oracle: dict[str, float | None] | None = None) -> dict[str, dict]:
+           oracle: dict[str, float | None] | None = None, fluency: bool = False
+           ) -> dict[str, dict]:
     """Per method label: its grid points' scores and the chosen point (first best); with the
-    ``oracle``'s mean metrics, scores of :func:`capped_means`."""
+    ``oracle``'s mean metrics, scores of :func:`capped_means`; ``fluency``: utility counts the
+    share of forget answers in language."""
     out: dict[str, dict] = {}
     means = {label: {k: v["mean"] for k, v in results[label]["metrics"].items()}
              for _, _, label in rows}
@@ -224,7 +236,7 @@ def choose(rows: list[tuple], results: dict[str, dict],
         entry = out.setdefault(method.label, {"method": method.name, "points": []})
         entry["points"].append({"point": point, "label": label, "means": means[label],
                                 "score": selection_score(capped_means(means[label], oracle),
-                                                         objectives)})
+                                                         objectives, fluency)})
     for entry in out.values():
         scored = [p for p in entry["points"] if p["score"] is not None]
         best = max(scored, key=lambda p: p["score"]) if scored else None
@@ -310,7 +322,7 @@ def run_tune(cfg: TuneConfig) -> dict[str, dict] | None:
             return None
         results = {row["label"]: row for row in board}
         oracle = oracle_means(board) if cfg.cap_at_oracle else None
-        choices = choose(rows, results, oracle)
+        choices = choose(rows, results, oracle, cfg.utility_fluency)
         grown: list[str] = []
         for label, entry in choices.items():
             tried = tried_values([p["point"] for p in entry["points"]], list(cfg.grid_for(label)))
