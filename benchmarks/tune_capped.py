@@ -16,7 +16,11 @@ into methods by the label before ``--``. TUNE_JSON may instead be a Markdown fil
 tune's table as docs/RESULTS.md does (``| method | lr | forget | neighbour | retain | general |
 prefill attack | keep refusal | score |``, percentages, the chosen row's score in bold; for the
 scenario's tune, whose first runs were not kept): each row's score is recomputed and checked
-against the table's. Trains nothing.
+against the table's. ``--fluency JUDGE``: also the choice by the capped score with fluency
+in utility (``utility_fluency``: the share of each point's forget answers that are neither
+degenerate nor unlikely to JUDGE, read from its run folder, ``<tune folder>/<label>/seed-0``
+or a ``--runs`` folder; scores cached in ``<tune folder>/fluency_judge.json``). Trains
+nothing.
 """
 
 import argparse
@@ -24,6 +28,15 @@ import json
 import re
 from pathlib import Path
 
+from unlearnkit.config import from_dict
+from unlearnkit.evaluation.metrics import is_degenerate
+from unlearnkit.pipeline.fluency_judge import (
+    SCORES_FILE,
+    forget_answers,
+    judge_answers,
+    setup_records,
+)
+from unlearnkit.pipeline.run import RunConfig
 from unlearnkit.pipeline.tune import capped_means, measured_objectives, selection_score
 from unlearnkit.report.leaderboard import run_metrics
 
@@ -40,8 +53,31 @@ def extra_points(folders: list[Path]) -> dict[str, dict]:
         after = json.loads((folder / "results.json").read_text())["results"]["after"]
         label = folder.parent.name.split("--")[0]
         out.setdefault(label, {"points": [], "chosen": None})["points"].append(
-            {"point": {"optim": {"lr": config["optim"]["lr"]}}, "means": run_metrics(after)})
+            {"point": {"optim": {"lr": config["optim"]["lr"]}}, "means": run_metrics(after),
+             "folder": folder})
     return out
+
+
+def add_fluency(choices: dict[str, dict], tune_folder: Path, judge: str) -> None:
+    """Each point's ``forget_fluent`` mean: its forget answers neither degenerate nor unlikely
+    to ``judge`` (pipeline.fluency_judge, the bench's judge), one judge call for them all."""
+    folders = {}
+    for label, entry in choices.items():
+        for k, point in enumerate(entry["points"]):
+            folders[label, k] = point.get("folder") or tune_folder / point["label"] / "seed-0"
+    results = {key: json.loads((f / "results.json").read_text())["results"]["after"]
+               for key, f in folders.items()}
+    answers = {key: forget_answers(after["items"]) for key, after in results.items()}
+    first = next(iter(folders.values()))
+    cfg = from_dict(RunConfig, json.loads((first / "config.json").read_text()), "run config")
+    verdicts, summary = judge_answers(judge, tune_folder / SCORES_FILE, setup_records(cfg),
+                                      answers, cfg.load_options())
+    print(f"fluency judge {judge}: line {summary['threshold']:.2f} over "
+          f"{summary['gold_answers']} gold answers")
+    for (label, k), judged in verdicts.items():
+        texts = [t for _, t, _ in answers[label, k]]
+        choices[label]["points"][k]["means"]["forget_fluent"] = sum(
+            not (v or is_degenerate(t)) for v, t in zip(judged, texts, strict=True)) / len(judged)
 
 
 ROW = re.compile(r"^\| ([\w-]+) \| ([\d.e-]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| "
@@ -74,6 +110,7 @@ def main() -> None:
     parser.add_argument("tune", type=Path)
     parser.add_argument("oracle", type=Path)
     parser.add_argument("--runs", nargs="*", type=Path, default=[])
+    parser.add_argument("--fluency", metavar="JUDGE", default="")
     args = parser.parse_args()
     after = json.loads(args.oracle.read_text())["results"]["after"]
     oracle = {"forget": after["summary"]["forget"]["accuracy"],
@@ -83,23 +120,33 @@ def main() -> None:
     recorded = (table_points(args.tune.read_text()) if args.tune.suffix == ".md"
                 else json.loads(args.tune.read_text())["choices"])
     choices = recorded | extra_points(args.runs)
+    if args.fluency:
+        if args.tune.suffix == ".md":
+            raise SystemExit("--fluency reads each point's answers from its run folder: give "
+                             "the tune.json of a tune whose run folders are kept")
+        add_fluency(choices, args.tune.parent, args.fluency)
     objectives = measured_objectives([p["means"] for c in choices.values() for p in c["points"]])
     for label, entry in choices.items():
         points = sorted(entry["points"], key=lambda p: p["point"]["optim"]["lr"])
         plain = [selection_score(p["means"], objectives) for p in points]
         cap = [selection_score(capped_means(p["means"], oracle), objectives) for p in points]
-        best_plain = max(range(len(points)), key=lambda i: plain[i])
-        best_cap = max(range(len(points)), key=lambda i: cap[i])
-        mark = "CHANGES" if best_plain != best_cap else ""
-        if entry["chosen"] and points[best_plain]["point"] != entry["chosen"]:  # a tie
+        fluent = [selection_score(capped_means(p["means"], oracle), objectives, True)
+                  for p in points] if args.fluency else cap
+        best = [max(range(len(points)), key=lambda i: s[i]) for s in (plain, cap, fluent)]
+        mark = "CHANGES" if len(set(best)) > 1 else ""
+        if entry["chosen"] and points[best[0]]["point"] != entry["chosen"]:  # a tie
             mark += f" (the tune recorded {entry['chosen']['optim']['lr']:g})"
-        print(f"{label:20s} plain {lr_of(points[best_plain]):>8s}  capped "
-              f"{lr_of(points[best_cap]):>8s}  {mark}")
-        for p, s, c in zip(points, plain, cap, strict=True):
+        print(f"{label:20s} plain {lr_of(points[best[0]]):>8s}  capped "
+              f"{lr_of(points[best[1]]):>8s}" + (
+                  f"  capped+fluency {lr_of(points[best[2]]):>8s}" if args.fluency else "")
+              + f"  {mark}")
+        for p, s, c, f in zip(points, plain, cap, fluent, strict=True):
             m = p["means"]
+            extra = (f" in language {m['forget_fluent']:.3f}  capped+fluency {f:.3f}"
+                     if args.fluency else "")
             print(f"    lr {lr_of(p):>8s} forget {m['forget']:.3f} retain {m['retain']:.3f} "
                   f"general {m['general']:.3f} prefill {m['prefill']:.3f}  score {s:.3f} "
-                  f"capped {c:.3f}")
+                  f"capped {c:.3f}{extra}")
 
 
 if __name__ == "__main__":
