@@ -32,14 +32,15 @@ unchanged.
 ``cap_at_oracle`` (default off, as the recorded tunes were made): the sweep also evaluates the
 oracle on the validation setup (a model never trained on its forget set), and each point's
 forget accuracy and prefill attack success count as at least the oracle's in the score
-(:func:`capped_means`). ``utility_fluency`` (default off): utility in the score also averages
-the share of forget answers in language (neither degenerate nor, with the bench's
-``fluency_judge``, unlikely; METHOD.md's utility includes fluency), as the bench's option of
-the same name does. Forgetting past what the oracle does cannot be told apart from
+(:func:`capped_means`). Forgetting past what the oracle does cannot be told apart from
 breaking the model around the target, and without the cap the score rewards it: on TOFU it
 chose rates that forget to 0% in word salad (docs/RESULTS.md, "A tune that does not reward
 forgetting beyond the oracle"). ``tune.json`` then keeps the oracle's metrics and every
 point's raw metrics beside its capped score.
+
+``utility_fluency`` (default off): utility in the score also averages the share of forget
+answers in language (neither degenerate nor, with the bench's ``fluency_judge``, unlikely;
+METHOD.md's utility includes fluency), as the bench's option of the same name does.
 """
 
 from __future__ import annotations
