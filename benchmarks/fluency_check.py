@@ -25,10 +25,8 @@ from pathlib import Path
 import torch
 
 from unlearnkit.data.adapters import read_tofu
-from unlearnkit.data.render import render
-from unlearnkit.evaluation.fluency import answer_nll, first_line, is_unlikely, score_answers
+from unlearnkit.evaluation.fluency import answer_score, is_unlikely, score_answers, score_parts
 from unlearnkit.evaluation.metrics import is_degenerate
-from unlearnkit.models.engine import token_logprobs
 from unlearnkit.models.loader import DEFAULT_MODEL, load_model
 
 
@@ -49,19 +47,6 @@ def forget_answers(folders: list[Path]) -> dict[str, list[tuple[str, str, bool]]
                             for i in json.loads(results.read_text())["results"]["after"]["items"]
                             if i["split"] == "forget"]
     return out
-
-
-def whole_and_first(model, tokenizer, pairs: list[tuple[str, str]]
-                    ) -> list[tuple[float, float | None]]:
-    """Each answer's mean NLL as a whole and, with several lines, its first line's: the two
-    parts of :func:`~unlearnkit.evaluation.fluency.answer_score`."""
-    todo = [(k, q, a) for k, (q, a) in enumerate(pairs) if a.strip()]
-    logprobs = token_logprobs(model, tokenizer, [render(tokenizer, q, a) for _, q, a in todo])
-    whole = {k: answer_nll(lp) for (k, _, _), lp in zip(todo, logprobs, strict=True)}
-    lines = [(k, q, line) for k, q, a in todo if (line := first_line(a)) is not None]
-    first = dict(zip([k for k, _, _ in lines], score_answers(
-        model, tokenizer, [(q, line) for _, q, line in lines]), strict=True))
-    return [(whole.get(k, math.nan), first.get(k)) for k in range(len(pairs))]
 
 
 def bench_line(folders: list[Path]) -> float:
@@ -96,10 +81,11 @@ def main() -> None:
     for method, answers in sorted(forget_answers(args.folders).items()):
         # refusals are not scored and never unlikely, as in the bench
         scores = [-math.inf] * len(answers)
+        parts: list[tuple[float, float | None]] = [(math.nan, None)] * len(answers)
         todo = [k for k, (_, _, refused) in enumerate(answers) if not refused]
-        for k, s in zip(todo, score_answers(model, tokenizer, [
+        for k, part in zip(todo, score_parts(model, tokenizer, [
                 (rows[answers[k][0]]["question"], answers[k][1]) for k in todo]), strict=True):
-            scores[k] = s
+            parts[k], scores[k] = part, answer_score(*part)
         flagged = [is_unlikely(s, line) for s in scores]
         either = [f or is_degenerate(g) for f, (_, g, _) in zip(flagged, answers, strict=True)]
         n = len(answers)
@@ -109,8 +95,6 @@ def main() -> None:
         if method in args.show:
             print("    score (whole answer / first line, for answers of several lines), "
                   "D: degenerate")
-            parts = whole_and_first(model, tokenizer, [
-                (rows[i]["question"], g) for i, g, _ in answers])
             for s, (whole, first), (_, g, _) in sorted(
                     zip(scores, parts, answers, strict=True), key=lambda p: p[0]):
                 detail = f"{whole:5.2f} / {first:5.2f}" if first is not None else " " * 13

@@ -29,9 +29,9 @@ import re
 from pathlib import Path
 
 from unlearnkit.config import from_dict
-from unlearnkit.evaluation.metrics import is_degenerate
 from unlearnkit.pipeline.fluency_judge import (
     SCORES_FILE,
+    answer_form,
     forget_answers,
     judge_answers,
     setup_records,
@@ -74,10 +74,8 @@ def add_fluency(choices: dict[str, dict], tune_folder: Path, judge: str) -> None
                                       answers, cfg.load_options())
     print(f"fluency judge {judge}: line {summary['threshold']:.2f} over "
           f"{summary['gold_answers']} gold answers")
-    for (label, k), judged in verdicts.items():
-        texts = [t for _, t, _ in answers[label, k]]
-        choices[label]["points"][k]["means"]["forget_fluent"] = sum(
-            not (v or is_degenerate(t)) for v, t in zip(judged, texts, strict=True)) / len(judged)
+    for (label, k), form in answer_form(verdicts, answers).items():
+        choices[label]["points"][k]["means"]["forget_fluent"] = form["forget_fluent"]
 
 
 ROW = re.compile(r"^\| ([\w-]+) \| ([\d.e-]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| "

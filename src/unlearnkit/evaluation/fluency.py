@@ -86,11 +86,10 @@ def has_broken_bytes(text: str) -> bool:
 _TRAILING = re.compile(r"[\s\ufffd]+$")
 
 
-def score_answers(model, tokenizer, pairs: Sequence[tuple[str, str]], *,
-                  batch_size: int = 16) -> list[float]:
-    """:func:`answer_score` of each (question, answer) under ``model``: :func:`answer_nll` of
-    the answer and, for an answer of several lines, of its first line alone; empty answers
-    NaN."""
+def score_parts(model, tokenizer, pairs: Sequence[tuple[str, str]], *,
+                batch_size: int = 16) -> list[tuple[float, float | None]]:
+    """Per (question, answer) under ``model``: :func:`answer_nll` of the answer (NaN when
+    empty) and, for an answer of several lines, of its first line alone (else None)."""
     todo = [(i, q, a) for i, (q, a) in enumerate(pairs) if a.strip()]
     firsts = [(i, q, line) for i, q, a in todo if (line := first_line(a)) is not None]
     jobs = [(("whole", i), q, a) for i, q, a in todo] + [(("first", i), q, a)
@@ -98,5 +97,13 @@ def score_answers(model, tokenizer, pairs: Sequence[tuple[str, str]], *,
     items = [render(tokenizer, q, a) for _, q, a in jobs]
     nll = {key: answer_nll(lp) for (key, _, _), lp in zip(
         jobs, token_logprobs(model, tokenizer, items, batch_size=batch_size), strict=True)}
-    return [answer_score(nll[("whole", i)], nll.get(("first", i))) if ("whole", i) in nll
-            else math.nan for i in range(len(pairs))]
+    return [(nll.get(("whole", i), math.nan), nll.get(("first", i)))
+            for i in range(len(pairs))]
+
+
+def score_answers(model, tokenizer, pairs: Sequence[tuple[str, str]], *,
+                  batch_size: int = 16) -> list[float]:
+    """:func:`answer_score` of each (question, answer)'s :func:`score_parts`; empty answers
+    NaN."""
+    return [answer_score(whole, first) for whole, first in score_parts(
+        model, tokenizer, pairs, batch_size=batch_size)]

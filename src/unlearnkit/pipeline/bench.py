@@ -27,13 +27,13 @@ from typing import Any
 
 from unlearnkit.config import deep_merge, from_dict, load_yaml
 from unlearnkit.errors import UnlearnError
-from unlearnkit.evaluation.metrics import is_degenerate
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.objectives.baselines import BASELINES
 from unlearnkit.pipeline.claims import claimed, holder
 from unlearnkit.pipeline.data_source import check_model
 from unlearnkit.pipeline.fluency_judge import (
     SCORES_FILE,
+    answer_form,
     forget_answers,
     judge_answers,
     setup_records,
@@ -248,23 +248,16 @@ def run_bench(cfg: BenchConfig) -> list[dict] | None:
 
 
 def _entries(plan: list[tuple[BenchMethod, list[int]]], payloads: dict,
-             verdicts: dict[tuple, list[bool]] | None = None) -> list[dict]:
-    """Leaderboard entries of the methods with at least one run in ``payloads``;
-    ``verdicts``: the fluency judge's per forget answer, per (label, seed)."""
+             form: dict[tuple, dict] | None = None) -> list[dict]:
+    """Leaderboard entries of the methods with at least one run in ``payloads``; ``form``:
+    the fluency judge's answer-form shares per (label, seed) (:func:`answer_form`)."""
     out = []
     for method, seeds in plan:
         done = [s for s in seeds if (method.label, s) in payloads]
         if done:
             runs = [run_metrics(payloads[method.label, s]["results"]["after"]) for s in done]
             for seed, metrics in zip(done, runs, strict=True):
-                if verdicts and verdicts.get((method.label, seed)):
-                    judged = verdicts[method.label, seed]
-                    texts = [t for _, t, _ in forget_answers(
-                        payloads[method.label, seed]["results"]["after"]["items"])]
-                    metrics["forget_unlikely"] = sum(judged) / len(judged)
-                    metrics["forget_fluent"] = sum(
-                        not (v or is_degenerate(t)) for v, t in zip(judged, texts, strict=True)
-                    ) / len(judged)
+                metrics.update((form or {}).get((method.label, seed), {}))
             out.append({"label": method.label, "method": method.name, "seeds": done,
                         "reference": method.name in REFERENCES, "runs": runs})
     return out
@@ -273,14 +266,15 @@ def _entries(plan: list[tuple[BenchMethod, list[int]]], payloads: dict,
 def _board(cfg: BenchConfig, plan: list[tuple[BenchMethod, list[int]]], payloads: dict
            ) -> tuple[list[dict], dict | None]:
     """The leaderboard rows, and the fluency judge's summary (None without a judge)."""
-    verdicts, judge = None, None
+    form, judge = None, None
     if cfg.fluency_judge:
         setup = run_config(cfg, plan[0][0], cfg.seeds[0])  # the data every run shares
         answers = {key: forget_answers(p["results"]["after"]["items"])
                    for key, p in payloads.items()}
         verdicts, judge = judge_answers(cfg.fluency_judge, Path(cfg.output) / SCORES_FILE,
                                         setup_records(setup), answers, setup.load_options())
-    return (leaderboard(_entries(plan, payloads, verdicts), cfg.confidence, cfg.forget_margin,
+        form = answer_form(verdicts, answers)
+    return (leaderboard(_entries(plan, payloads, form), cfg.confidence, cfg.forget_margin,
                         cfg.floor_at_oracle, cfg.utility_fluency), judge)
 
 

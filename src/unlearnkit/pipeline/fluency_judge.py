@@ -28,6 +28,7 @@ from unlearnkit.evaluation.fluency import (
     score_answers,
     unlikely_threshold,
 )
+from unlearnkit.evaluation.metrics import is_degenerate
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.models.loader import load_model
 from unlearnkit.pipeline.data_source import load_records, sample_splits
@@ -83,12 +84,18 @@ def forget_answers(items: list[dict]) -> list[tuple[str, str, bool]]:
             for item in items if item["split"] == "forget"]
 
 
-def judge_runs(judge: str, path: Path, setup: list[Record],
-               answers: dict, load_options: dict) -> tuple[dict, dict]:
-    """Per key of ``answers``, the share of its answers the judge finds unlikely
-    (:func:`judge_answers`), and the judge's summary."""
-    verdicts, summary = judge_answers(judge, path, setup, answers, load_options)
-    return {run: sum(v) / len(v) for run, v in verdicts.items() if v}, summary
+def answer_form(verdicts: dict, answers: dict) -> dict:
+    """Per key with answers: ``forget_unlikely``, the share the judge found unlikely
+    (:func:`judge_answers`' ``verdicts``), and ``forget_fluent``, the share in language:
+    neither unlikely nor degenerate (a refusal is language)."""
+    out = {}
+    for key, judged in verdicts.items():
+        if judged:
+            texts = [text for _, text, _ in answers[key]]
+            fluent = sum(not (v or is_degenerate(t)) for v, t in zip(judged, texts, strict=True))
+            out[key] = {"forget_unlikely": sum(judged) / len(judged),
+                        "forget_fluent": fluent / len(judged)}
+    return out
 
 
 def judge_answers(judge: str, path: Path, setup: list[Record],

@@ -42,7 +42,12 @@ from unlearnkit.models.teacher import TeacherConfig, instruction
 from unlearnkit.objectives.pushpull import pushpull_step
 from unlearnkit.pipeline.claims import CLAIM
 from unlearnkit.pipeline.data_source import DataSource, check_model, prepare_data
-from unlearnkit.pipeline.fluency_judge import SCORES_FILE, forget_answers, judge_runs
+from unlearnkit.pipeline.fluency_judge import (
+    SCORES_FILE,
+    answer_form,
+    forget_answers,
+    judge_answers,
+)
 from unlearnkit.pipeline.methods import PUSHPULL, check_method, general_keep, run_baseline
 from unlearnkit.pipeline.scenario_models import (
     PreparedScenario,
@@ -303,10 +308,10 @@ def judge_fluency(cfg: RunConfig, out: Path, records, results: dict) -> dict | N
     answers = {name: forget_answers(res["items"]) for name, res in results.items()}
     if not cfg.fluency_judge or not any(answers.values()):
         return None
-    shares, judge = judge_runs(cfg.fluency_judge, out / SCORES_FILE, records, answers,
-                               cfg.load_options())
-    for name, share in shares.items():
-        results[name]["summary"]["forget"]["unlikely"] = share
+    verdicts, judge = judge_answers(cfg.fluency_judge, out / SCORES_FILE, records, answers,
+                                    cfg.load_options())
+    for name, form in answer_form(verdicts, answers).items():
+        results[name]["summary"]["forget"]["unlikely"] = form["forget_unlikely"]
     return judge
 
 
