@@ -253,9 +253,14 @@ def test_unlearn_run_shows_each_models_unlikely_share(tiny_scenario, tiny_folder
     shares = {name: res["summary"]["forget"]["unlikely"]
               for name, res in saved["results"].items()}
     assert shares == {"before": 0.0, "after": pytest.approx(1 / 3), "oracle": 1.0}
+    # in language: the gold copies and the refusal
+    fluent = {name: res["summary"]["forget"]["fluent"] for name, res in saved["results"].items()}
+    assert fluent == {"before": 1.0, "after": pytest.approx(2 / 3), "oracle": 0.0}
     assert all("unlikely" not in res["summary"]["retain"] for res in saved["results"].values())
-    assert "unlikely answers" in capsys.readouterr().out
-    assert "forget/unlikely_rate" in (out / "report.html").read_text()
+    printed = capsys.readouterr().out
+    assert "unlikely answers" in printed and "66.7%" in printed.split("in language")[1]
+    html = (out / "report.html").read_text()
+    assert "forget/unlikely_rate" in html and "forget/fluent_rate" in html
     assert json.loads((out / "fluency_judge.json").read_text())["judge"] == str(tiny_folder)
 
 

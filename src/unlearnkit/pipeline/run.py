@@ -196,6 +196,10 @@ def format_table(results: dict[str, dict]) -> str:
         lines.append("unlikely answers (the fluency judge's; refusals never):")
         lines.append(f"{'forget':<10}" + "".join(
             f"{'-' if v is None else f'{v:.1%}':>20}" for v in unlikely.values()))
+        fluent = [results[name]["summary"]["forget"].get("fluent") for name in names]
+        lines.append("answers in language (neither degenerate nor unlikely; refusals count):")
+        lines.append(f"{'forget':<10}" + "".join(
+            f"{'-' if v is None else f'{v:.1%}':>20}" for v in fluent))
     return "\n".join(lines)
 
 
@@ -302,7 +306,8 @@ def _evaluate_one(path: str, records, cfg: RunConfig, context: str | None) -> di
 
 def judge_fluency(cfg: RunConfig, out: Path, records, results: dict) -> dict | None:
     """With ``cfg.fluency_judge``: each model's share of unlikely forget answers, put in its
-    forget summary as ``unlikely``; returns the judge's summary (model, threshold, gold
+    forget summary as ``unlikely``, and its share in language (neither unlikely nor
+    degenerate; refusals count) as ``fluent``; returns the judge's summary (model, threshold, gold
     answers), None without a judge or forget answers. Scores stay in
     ``<out>/fluency_judge.json``."""
     answers = {name: forget_answers(res["items"]) for name, res in results.items()}
@@ -312,6 +317,7 @@ def judge_fluency(cfg: RunConfig, out: Path, records, results: dict) -> dict | N
                                     cfg.load_options())
     for name, form in answer_form(verdicts, answers).items():
         results[name]["summary"]["forget"]["unlikely"] = form["forget_unlikely"]
+        results[name]["summary"]["forget"]["fluent"] = form["forget_fluent"]
     return judge
 
 

@@ -125,9 +125,10 @@ def _pipeline_run(model: str, res: Any, path: Path, records: dict[str, Any]) -> 
         if "degenerate" in s:  # shown without a direction: not part of any objective score
             run.aggregates[f"{split}/degenerate_rate"] = Aggregate(
                 float(s["degenerate"]), None, objective_of(split))
-        if "unlikely" in s:  # the fluency judge's share (unlearn run's fluency_judge)
-            run.aggregates[f"{split}/unlikely_rate"] = Aggregate(
-                float(s["unlikely"]), None, objective_of(split))
+        for key, metric in (("unlikely", "unlikely_rate"), ("fluent", "fluent_rate")):
+            if key in s:  # the fluency judge's shares (unlearn run's fluency_judge)
+                run.aggregates[f"{split}/{metric}"] = Aggregate(
+                    float(s[key]), None, objective_of(split))
     if "prefill_attack" in res:
         _add_attacks(run, {"prefill": res["prefill_attack"]})
     for row in res.get("items") or []:
