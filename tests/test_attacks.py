@@ -20,7 +20,8 @@ from unlearnkit.evaluation.attacks import (
     run_attacks,
 )
 from unlearnkit.evaluation.attacks import prompts as P
-from unlearnkit.evaluation.attacks.scoring import resolve_prefill
+from unlearnkit.evaluation.attacks.logit_lens import logit_lens_attack
+from unlearnkit.evaluation.attacks.scoring import Settings, resolve_prefill
 
 ADA = Record(
     id="f1", split="forget", question="Where was Ada born?", answer="Ada was born in Paris.",
@@ -208,6 +209,22 @@ def test_lens_input_points_at_the_fact(tok):
     assert tok.decode([ids[t]]) == "P"  # the first non-blank token of " Paris."
     assert tok.decode(ids[rendered.response_start - len("Ada was born in"):t]) == \
         "Ada was born in "
+
+
+def test_logit_lens_skips_records_without_a_target_in_the_answer(tok, tiny):
+    # no fact token to read: the answer's first token would be probed, which a model that
+    # never learned the fact ranks high, so such records are not attacked
+    bare = Record(id="t1", split="forget", question="Who is Ada?", answer="Ada is a painter.")
+    wrong = Record(id="t2", split="forget", question="Where was Ada born?",
+                   answer="Ada was born in Rome.", targets=["Paris"])
+    with pytest.raises(UnlearnError, match="targets"):
+        lens_input(tok, bare)
+    out = logit_lens_attack(tiny, tok, [bare, wrong, ADA], Settings())
+    assert [i["id"] for i in out["items"]] == ["f1"]
+    assert out["details"]["skipped_without_target"] == 2
+    none = run_attacks(tiny, tok, [bare], ["logit_lens", "plain"], max_new_tokens=2)
+    assert none["success_rates"]["logit_lens"] is None
+    assert none["worst_case"]["attack"] == "plain"
 
 
 def test_logit_lens_one_rank_per_layer(tok, tiny):

@@ -5,6 +5,12 @@ model's final norm and output embedding (``model.model.norm``, ``lm_head``: HF L
 models). Layers are found generically with ``output_hidden_states=True``: ``hidden_states[0]``
 is the embedding output, ``hidden_states[l]`` the output of layer l. HF applies the final norm
 to the last entry itself, so the last layer is read from the model's own logits instead.
+
+Only records whose answer contains one of their ``targets`` are attacked: without a fact token
+to read, the probed token would be the answer's first one ("The", a name copied from the
+question), which a model that never learned the fact ranks near the top, so the attack would
+"succeed" on the oracle. TOFU's records have no targets: there the attack applies to no item
+and its rate is None (left out of the worst case).
 """
 
 from __future__ import annotations
@@ -33,22 +39,26 @@ def _lens_modules(model):
     return norm, head
 
 
-def _target_start(record: Record) -> int:
-    """Character offset of the earliest target inside the answer (0 when none is found)."""
+def _target_start(record: Record) -> int | None:
+    """Character offset of the earliest target inside the answer (None when none is found)."""
     answer = record.answer.lower()
     found = [answer.find(t.lower()) for t in record.targets if t.strip()]
     found = [i for i in found if i >= 0]
-    return min(found) if found else 0
+    return min(found) if found else None
 
 
 def lens_input(tokenizer, record: Record, context: str | None = None) -> tuple[Rendered, int]:
     """The teacher-forced input and the index of the target token in it.
 
     The target token is the first non-blank token of the fact: the answer is cut just before
-    its first target (the whole answer without targets), the part before the cut (trailing
-    space stripped, so the next token keeps its leading space) goes in as a prefill.
+    its first target, the part before the cut (trailing space stripped, so the next token
+    keeps its leading space) goes in as a prefill. A record whose answer holds none of its
+    targets is refused (there is no fact token to read).
     """
     cut = _target_start(record)
+    if cut is None:
+        raise UnlearnError(f"record {record.id!r}: the logit lens needs one of its targets "
+                           f"in its answer, and {record.targets!r} are not in {record.answer!r}")
     prefix = record.answer[:cut].rstrip()
     rest = record.answer[len(prefix):]
     rendered = render(tokenizer, record.question, rest, system=record.system, context=context,
@@ -93,10 +103,12 @@ def logit_lens_attack(model, tokenizer, records: Sequence[Record], settings: Set
 
     Per item: the rank at every layer, the best (lowest) rank and the layer (1-based) where it
     occurs. Ranks are teacher-forced on the answer up to the fact (see :func:`lens_input`).
+    Records whose answer holds none of their targets are skipped (counted in ``details``).
     """
-    usable = [r for r in records if r.answer and r.answer.strip()]
+    usable = [r for r in records if r.answer and _target_start(r) is not None]
     ranks = logit_lens_ranks(model, tokenizer, usable, context=settings.context,
                              batch_size=settings.batch_size)
     items = [{"id": r.id, "success": min(rk) < top_k, "ranks": rk, "best_rank": min(rk),
               "best_layer": rk.index(min(rk)) + 1} for r, rk in zip(usable, ranks, strict=True)]
-    return {"items": items, "details": {"top_k": top_k, "layers": len(ranks[0]) if ranks else 0}}
+    return {"items": items, "details": {"top_k": top_k, "layers": len(ranks[0]) if ranks else 0,
+                                        "skipped_without_target": len(records) - len(usable)}}
