@@ -144,6 +144,35 @@ def test_topk_kl_hand_value_and_zero_for_identical():
                  t(0.0), atol=1e-6, rtol=0)
 
 
+def test_topk_kl_with_a_tail_bin_hand_value_and_zero_at_the_reference():
+    # reference z = [log 4, log 2, log 2]: p = [1/2, 1/4, 1/4], lse = log 8; its top 2 are
+    # ids 0, 1, so q = [1/2, 1/4] and the tail bin holds 1/4. Student [0, 0, 0]: p = 1/3
+    # each, tail 1/3. KL = 1/2 log(3/2) + 1/4 log(3/4) + 1/4 log(3/4)
+    student, mask = t([[[0.0, 0.0, 0.0]]]), torch.tensor([[True]])
+    values, indices = t([[[math.log(4.0), math.log(2.0)]]]), torch.tensor([[[0, 1]]])
+    lse = t([[math.log(8.0)]])
+    assert_close(topk_kl(student, values, indices, mask, lse=lse),
+                 t(0.5 * math.log(1.5) + 0.5 * math.log(0.75)))
+    # renormalised over the top 2 instead: q = [2/3, 1/3], KL = 2/3 log 2
+    assert_close(topk_kl(student, values, indices, mask), t(2 / 3 * math.log(2.0)))
+    # at the reference itself: 0 with a zero gradient (renormalised: -log of the top-2 mass,
+    # log(4/3), whose gradient moves the model away from its reference)
+    z = t([[[math.log(4.0), math.log(2.0), math.log(2.0)]]]).requires_grad_(True)
+    loss = topk_kl(z, values, indices, mask, lse=lse)
+    loss.backward()
+    assert_close(loss.detach(), t(0.0), atol=1e-6, rtol=0)
+    assert float(z.grad.abs().max()) < 1e-6
+    assert_close(topk_kl(z.detach(), values, indices, mask), t(math.log(4 / 3)))
+    # random references with K < V: 0 at the reference, positive elsewhere
+    ref = torch.randn(2, 3, 8)
+    top = ref.topk(3, dim=-1)
+    full_mask = torch.ones(2, 3, dtype=torch.bool)
+    assert_close(topk_kl(ref, top.values, top.indices, full_mask, lse=ref.logsumexp(-1)),
+                 t(0.0), atol=1e-6, rtol=0)
+    assert float(topk_kl(torch.randn(2, 3, 8), top.values, top.indices, full_mask,
+                         lse=ref.logsumexp(-1))) > 0
+
+
 def test_undial_hand_value():
     # reference z0 = [2, 0, 0], true next token 0, gamma 2 -> z' = [0, 0, 0]: q uniform.
     z0, ids = t([[[2.0, 0.0, 0.0]]]), torch.tensor([[[0, 1, 2]]])
@@ -155,6 +184,12 @@ def test_undial_hand_value():
     #   => KL = log(e^2 + 2) - 2/3 - log 3
     expect = math.log(math.e ** 2 + 2) - 2 / 3 - math.log(3.0)
     assert_close(undial_loss(z0, z0, ids, nxt, mask, gamma=2.0), t(expect))
+    # the same from the top 2 (ids 0, 1) and the normaliser: the tail holds e^0 = 1 of
+    # e^2 + 2, the lowered target [0, 0] with its tail is uniform again, so the same values
+    top2, ids2, lse = t([[[2.0, 0.0]]]), torch.tensor([[[0, 1]]]), t([[math.log(math.e ** 2 + 2)]])
+    assert_close(undial_loss(t([[[5.0, 5.0, 5.0]]]), top2, ids2, nxt, mask, gamma=2.0,
+                             ref_lse=lse), t(0.0), atol=1e-6, rtol=0)
+    assert_close(undial_loss(z0, top2, ids2, nxt, mask, gamma=2.0, ref_lse=lse), t(expect))
 
 
 def test_rmu_hand_value_and_masking():
@@ -336,14 +371,18 @@ def test_reference_losses_take_their_known_values_at_the_start(tok, tiny, cache_
                      {"npo": 4 * LOG2, "retain": 0.0}),
              "idk_dpo": ({"beta": 2.0}, {"dpo": LOG2}),
              "undial": ({"gamma": 1e-6}, {"undial": 0.0}),
-             "rmu": ({"layer": 1}, {"retain_mse": 0.0})}
-    for name, (data, expect) in cases.items():
+             "rmu": ({"layer": 1}, {"retain_mse": 0.0}),
+             # from the top 8 of the tiny vocabulary's logits, with the tail as one bin
+             "simnpo": ({"retain": {"loss": "kl", "top_k": 8}}, {"retain": 0.0}),
+             "undial@8": ({"gamma": 1e-6, "top_k": 8}, {"undial": 0.0})}
+    for case, (data, expect) in cases.items():
+        name = case.split("@")[0]
         base = BASELINES[name]
         cfg = base.make_config(data)
         prepared = base.prepare_items(cfg, tiny, tok, items, model_id="tiny")
         _, logs = base.make_step(cfg, tok.pad_token_id)(tiny, prepared)
         for key, value in expect.items():
-            assert logs[key] == pytest.approx(value, abs=1e-5), (name, key, logs)
+            assert logs[key] == pytest.approx(value, abs=1e-5), (case, key, logs)
 
 
 def test_ngdiff_step_gradient_is_the_normalised_difference(tok, tiny):

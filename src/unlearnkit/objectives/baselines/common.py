@@ -203,6 +203,14 @@ def place_topk(items: Sequence[Rendered], tops: Sequence, win: Window):
     return values.to(dev), indices.to(dev), mask.to(dev)
 
 
+def place_lse(items: Sequence[Rendered], tops: Sequence, win: Window) -> torch.Tensor | None:
+    """Each TopK's ``lse`` placed in ``win``'s columns, (B, W); None when one lacks it."""
+    if any(t.lse is None for t in tops):
+        return None
+    lse, _ = place(items, [t.lse for t in tops], win.offset, win.logits.shape[1])
+    return lse.to(win.logits.device)
+
+
 def response_tokens(item: Rendered) -> torch.Tensor:
     """The tokens each response position predicts, (L,)."""
     return torch.tensor(item.input_ids[item.response_start:])
@@ -224,18 +232,48 @@ def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor
     return -nll.sum(-1), mask.sum(-1)
 
 
-def topk_kl(student: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
-            mask: torch.Tensor) -> torch.Tensor:
-    """KL(q || p_S) on a reference's top-K, averaged over the masked positions.
+def tail_logmass(values: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    """log of the total exp-logit outside the top K: ``log(exp(lse) - sum_K exp(values))``.
 
-    student: (B, T, V) raw logits; values, indices: (B, T, K) reference logits and their ids;
-    mask: (B, T). ``q = softmax(values)`` over the K entries, ``p_S = softmax(student)`` over the
-    full vocabulary: per position ``sum_{i in K} q_i (log q_i - log p_S,i)``. With K = V this is
-    the exact KL; with K < V it is the KL of the truncated, renormalised reference.
+    values: (..., K) a distribution's top-K raw logits; lse: (...) the logsumexp of all its
+    logits. -inf when the top K hold all the mass (K = V, or rounding). No gradient is meant to
+    flow through it (a reference's numbers).
     """
-    log_q = values.float().log_softmax(-1)
-    log_p = student.float().log_softmax(-1).gather(-1, indices)
-    return masked_mean((log_q.exp() * (log_q - log_p)).sum(-1), mask)
+    gap = (values.float().logsumexp(-1) - lse.float()).clamp(max=0.0)
+    return lse.float() + torch.log(-torch.expm1(gap))
+
+
+def topk_kl(student: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
+            mask: torch.Tensor, lse: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(q || p_S) from a reference's top-K, averaged over the masked positions.
+
+    student: (B, T, V) raw logits; values, indices: (B, T, K) the reference's top-K logits and
+    their ids; mask: (B, T); lse: (B, T) the logsumexp of all the reference's logits, or None.
+
+    With ``lse`` (K < V), the reference's distribution is kept whole as K + 1 bins: its top-K
+    tokens, ``q_i = exp(values_i - lse)``, and one bin for every other token, and the
+    student's is binned the same way (``p_tail`` = its mass outside the K ids):
+    ``sum_{i in K} q_i log(q_i / p_i) + q_tail log(q_tail / p_tail)``. This is 0 exactly when
+    the student matches the reference on the top K and on the tail's total, so it keeps a
+    model where its reference is (the retain regulariser's job).
+
+    Without ``lse``: ``q = softmax(values)`` renormalised over the K entries, ``sum_{i in K}
+    q_i (log q_i - log p_S,i)``: minimised by moving all the student's mass onto the K ids,
+    so not 0 at the reference unless K = V. The injection's distilled replay uses this form
+    (training.sft; measured as it is, docs/RESULTS.md). With K = V both are the exact KL.
+    """
+    student = student.float()
+    log_p = student.log_softmax(-1).gather(-1, indices)
+    if lse is None or indices.shape[-1] >= student.shape[-1]:
+        log_q = values.float().log_softmax(-1)
+        return masked_mean((log_q.exp() * (log_q - log_p)).sum(-1), mask)
+    log_q = values.float() - lse.float().unsqueeze(-1)
+    q_tail = (tail_logmass(values, lse) - lse.float()).exp()
+    log_p_tail = (student.scatter(-1, indices, float("-inf")).logsumexp(-1)
+                  - student.logsumexp(-1))
+    per_position = ((log_q.exp() * (log_q - log_p)).sum(-1)
+                    + torch.xlogy(q_tail, q_tail) - q_tail * log_p_tail)
+    return masked_mean(per_position, mask)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,7 +313,8 @@ def retain_loss(model, items: Sequence[Item], pad_id: int, kind: str) -> torch.T
     if kind == "nll":
         return nll_loss(win.logits, win.labels)
     tops = [need(it, "ref_top", "retain KL") for it in items]
-    return topk_kl(win.logits, *place_topk(rendered, tops, win))
+    return topk_kl(win.logits, *place_topk(rendered, tops, win),
+                   lse=place_lse(rendered, tops, win))
 
 
 def add_retain(total: torch.Tensor, logs: dict[str, float], model, batch: dict, pad_id: int,

@@ -82,20 +82,24 @@ def sequence_logprobs(model, items: Sequence[Rendered], pad_id: int, *,
 
 def response_topk(model, items: Sequence[Rendered], pad_id: int, *, k: int,
                   model_id: str | None = None, batch_size: int = 8) -> dict[str, TopK]:
-    """Top-``k`` raw logits at each response position (k = 0: the full vocabulary, sorted)."""
+    """Top-``k`` raw logits at each response position (k = 0: the full vocabulary, sorted), with
+    the logsumexp of all logits there (``TopK.lse``)."""
 
     def compute() -> Tensors:
         tops = teacher_topk(model, list(items), None, k=k or 1 << 30, guidance=1.0,
                             pad_id=pad_id, batch_size=batch_size, desc="reference: top-k")
         out: Tensors = {}
         for it, top in zip(items, tops, strict=True):
-            out[f"{item_key(it)}/values"], out[f"{item_key(it)}/indices"] = top.values, top.indices
+            key = item_key(it)
+            out[f"{key}/values"], out[f"{key}/indices"] = top.values, top.indices
+            out[f"{key}/lse"] = top.lse
         return out
 
-    with eval_mode(model):
-        flat = _cached("topk", model_id, {"k": k}, items, compute)
+    with eval_mode(model):  # "lse": entries hold each position's log-normaliser too
+        flat = _cached("topk", model_id, {"k": k, "lse": True}, items, compute)
     keys = {name.rsplit("/", 1)[0] for name in flat}
-    return {key: TopK(flat[f"{key}/values"], flat[f"{key}/indices"].long()) for key in keys}
+    return {key: TopK(flat[f"{key}/values"], flat[f"{key}/indices"].long(), flat[f"{key}/lse"])
+            for key in keys}
 
 
 def response_hidden(model, items: Sequence[Rendered], pad_id: int, *, layer: int,

@@ -29,8 +29,10 @@ from unlearnkit.objectives.baselines.common import (
     forward,
     need,
     place,
+    place_lse,
     place_topk,
     response_tokens,
+    tail_logmass,
     topk_kl,
 )
 from unlearnkit.objectives.baselines.reference import attach_retain_reference, response_topk
@@ -44,15 +46,22 @@ def adjusted_logits(values: torch.Tensor, indices: torch.Tensor, true_next: torc
 
 
 def undial_loss(student: torch.Tensor, ref_values: torch.Tensor, ref_indices: torch.Tensor,
-                true_next: torch.Tensor, mask: torch.Tensor, *, gamma: float) -> torch.Tensor:
+                true_next: torch.Tensor, mask: torch.Tensor, *, gamma: float,
+                ref_lse: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over masked positions of KL(softmax(z_0 - gamma e_y) || softmax(z_S)) on the top-K.
 
     student: (B, T, V) raw logits; ref_values, ref_indices: (B, T, K) the starting model's
-    top-K logits and ids (K = V: exact); true_next: (B, T) the answer's next token; mask: (B, T).
-    fp32; 0 (with a graph) when no position is masked.
+    top-K logits and ids (K = V: exact); true_next: (B, T) the answer's next token; mask: (B, T);
+    ref_lse: (B, T) the logsumexp of all the starting model's logits. With it (K < V) the
+    target keeps its mass outside the top K as one bin (:func:`topk_kl`); the lowered logit
+    changes the normaliser to ``log(exp(tail) + sum_K exp(z'))``, and a true token outside the
+    top K stays in the tail unlowered. fp32; 0 (with a graph) when no position is masked.
     """
     target = adjusted_logits(ref_values, ref_indices, true_next, gamma=gamma)
-    return topk_kl(student, target, ref_indices, mask)
+    lse = None
+    if ref_lse is not None:
+        lse = torch.logaddexp(tail_logmass(ref_values, ref_lse), target.logsumexp(-1))
+    return topk_kl(student, target, ref_indices, mask, lse=lse)
 
 
 @dataclass
@@ -90,7 +99,7 @@ def make_step(cfg: UndialConfig, pad_id: int):
         nxt, _ = place(rendered, [response_tokens(r) for r in rendered], win.offset,
                        win.logits.shape[1])
         loss = undial_loss(win.logits, values, indices, nxt.to(mask.device), mask,
-                           gamma=cfg.gamma)
+                           gamma=cfg.gamma, ref_lse=place_lse(rendered, tops, win))
         logs = {"undial": float(loss.detach())}
         return add_retain(loss, logs, model, batch, pad_id, cfg.retain), logs
 
