@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from unlearnkit.errors import UnlearnError
-from unlearnkit.models.loader import load_model, save_trained
+from unlearnkit.models.loader import load_model, save_model_folder, save_trained
 from unlearnkit.models.lora import LoraSettings, apply_lora
 from unlearnkit.models.tiny import tiny_model
 from unlearnkit.pipeline.run import RunConfig
@@ -161,3 +161,20 @@ def test_run_config_checks_lora_output():
         RunConfig(lora_output="adapter")
     with pytest.raises(UnlearnError, match="lora_output must be one of both, merged, adapter"):
         RunConfig(lora_output="lora")
+
+
+def test_model_identity_of_a_folder_follows_its_weights(tok, tmp_path):
+    from unlearnkit.training.inject import model_identity
+
+    # two runs' model/ folders: same name, same config.json, other weights
+    names = []
+    for seed in (0, 1):
+        folder = tmp_path / f"run{seed}" / "model"
+        save_model_folder(tiny_model(len(tok), seed=seed), tok, folder)
+        names.append(model_identity(str(folder)))
+    assert (tmp_path / "run0/model/config.json").read_bytes() == \
+        (tmp_path / "run1/model/config.json").read_bytes()
+    assert names[0] != names[1]
+    # trained again in place: the identity follows the new weights
+    save_model_folder(tiny_model(len(tok), seed=1), tok, tmp_path / "run0" / "model")
+    assert model_identity(str(tmp_path / "run0" / "model")) == names[1]

@@ -64,6 +64,26 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+_DIGESTS: dict[tuple, str] = {}
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 over a model folder's ``config.json`` and ``*.safetensors`` files (names and
+    contents), remembered per process by each file's size and modification time, so a folder
+    trained again in place, or another run's ``model/``, never passes for the one before."""
+    files = sorted(p for p in folder.glob("*.safetensors") if p.is_file())
+    if (folder / "config.json").is_file():
+        files.append(folder / "config.json")
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    key = (str(folder.resolve()), stamp)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        for p in files:
+            h.update(f"{p.name}\0{_file_digest(p)}\0".encode())
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
 def default_model_dir() -> Path:
     """Convert the default GGUF model once (atomically) and return its cached folder."""
     gguf = find_default_gguf()

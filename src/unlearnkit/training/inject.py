@@ -34,6 +34,7 @@ from unlearnkit.models.loader import (
     load_model,
     resolve_model_path,
     save_model_folder,
+    weights_digest,
 )
 from unlearnkit.models.lora import LoraSettings, apply_lora, freeze, merged
 from unlearnkit.models.teacher_cache import TopK, teacher_topk
@@ -86,16 +87,22 @@ class InjectConfig:
 
 
 def model_identity(name: str) -> str:
-    """A string that changes when the model's weights change (for cache keys); a LoRA adapter
-    folder is named by its (small) weights file and its base model's identity."""
+    """A string that changes when the model's weights change (for cache keys): a folder's name
+    and the digest of its weights (:func:`~unlearnkit.models.loader.weights_digest`), or of
+    the file that already names them in the cache's own folders; a LoRA adapter folder is named
+    by its (small) weights file and its base model's identity; a hub id by itself."""
     path = Path(resolve_model_path(name))
     if is_adapter_folder(path):
         base = adapter_base(path)  # checks the weights file is there
         digest = hashlib.sha256((path / ADAPTER_WEIGHTS).read_bytes()).hexdigest()[:16]
         return f"{path.name}:{digest}+{model_identity(base)}"
-    for marker in ("unlearnkit.json", "config.json"):
-        if (path / marker).is_file():
+    # folders of the cache, named by a digest of what made them and never rewritten: the
+    # converted default model (unlearnkit.json holds its GGUF's digest) and injected models
+    for marker, sidecar in (("unlearnkit.json", "unlearnkit.json"), ("config.json", "inject.json")):
+        if (path / sidecar).is_file() and (path / marker).is_file():
             return f"{path.name}:{hashlib.sha256((path / marker).read_bytes()).hexdigest()[:16]}"
+    if path.is_dir():  # any other folder: its weights (another run's model/ has the same name)
+        return f"{path.name}:{weights_digest(path)[:16]}"
     return name
 
 
