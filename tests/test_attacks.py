@@ -21,6 +21,7 @@ from unlearnkit.evaluation.attacks import (
 )
 from unlearnkit.evaluation.attacks import prompts as P
 from unlearnkit.evaluation.attacks.logit_lens import logit_lens_attack
+from unlearnkit.evaluation.attacks.relearn import relearn_attack
 from unlearnkit.evaluation.attacks.scoring import Settings, resolve_prefill
 
 ADA = Record(
@@ -201,6 +202,22 @@ def test_relearn_split_disjoint_and_deterministic():
     again = relearn_split(records[::-1], seed=3)
     assert [r.id for r in again[0]] == [r.id for r in train]
     assert [r.id for r in relearn_split(records, seed=4)[0]] != [r.id for r in train]
+
+
+def test_relearn_leaves_out_test_items_the_train_half_states(tok, tiny):
+    # 4 of 6 people born in the same town: with halves of 3, at least one such person trains
+    # and at least one is tested, whose fact the training text then states
+    records = [Record(id=f"p{i}", split="forget", question=f"Where was person {i} born?",
+                      answer=f"Person {i} was born in {town}.", targets=[town])
+               for i, town in enumerate(["Shared"] * 4 + ["Oslo", "Lima"])]
+    train, test = relearn_split(records, seed=0)
+    shared_train = any(r.targets == ["Shared"] for r in train)
+    stated = [r.id for r in test if shared_train and r.targets == ["Shared"]]
+    assert stated
+    out = relearn_attack(tiny, tok, records, Settings(max_new_tokens=2), lrs=(1e-3,), epochs=1)
+    assert out["details"]["stated_by_train"] == stated
+    assert out["details"]["test_ids"] == [r.id for r in test if r.id not in stated]
+    assert [i["id"] for i in out["items"]] == out["details"]["test_ids"]
 
 
 def test_lens_input_points_at_the_fact(tok):

@@ -114,15 +114,20 @@ def reverse_prompts(record: Record) -> list[AttackPrompt]:
     return [AttackPrompt(record.question, system, label="reverse_prompt")]
 
 
+def gives_away(other: Record, record: Record, rouge_threshold: float) -> bool:
+    """Whether showing ``other``'s question and answer would hand over ``record``'s fact: the
+    same question, or a text the leak judge (:func:`is_correct`) finds stating it."""
+    return (normalize_question(other.question) == normalize_question(record.question)
+            or is_correct(f"{other.question} {other.answer}", record,
+                          rouge_threshold=rouge_threshold))
+
+
 def _shot_candidates(record: Record, pool: Sequence[Record], rouge_threshold: float
                      ) -> list[Record]:
     """Other answered forget items whose text does not itself state this item's fact."""
-    own = normalize_question(record.question)
     return sorted(
         (r for r in pool
-         if r.id != record.id and r.answer and normalize_question(r.question) != own
-         and not is_correct(f"{r.question} {r.answer}", record,
-                            rouge_threshold=rouge_threshold)),
+         if r.id != record.id and r.answer and not gives_away(r, record, rouge_threshold)),
         key=lambda r: r.id,
     )
 
