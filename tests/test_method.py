@@ -69,6 +69,11 @@ def test_target_token_mask_marks_the_fact_tokens(tok):
     assert len(flags) == len(text) + 1  # char-level tokenizer, plus end of turn
     assert [c for c, f in zip(text, flags, strict=False) if f] == list("Dunmere")
     assert target_token_mask(tok, "No fact here.", ["Dunmere"]) is None
+    # every mention is marked, not only the first
+    again = "It is Dunmere. Yes, Dunmere."
+    flags = target_token_mask(tok, again, ["Dunmere"])
+    assert "".join(c if f else "_" for c, f in zip(again, flags, strict=False)) == \
+        "______Dunmere_______Dunmere_"
 
 
 def test_method_trains_end_to_end_on_the_tiny_model(tok, cache_dir):

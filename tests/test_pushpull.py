@@ -59,9 +59,11 @@ def test_push_hand_derived():
     idx, tau, mask = T([[[1]]]), T([[1.0]]), T([[1]])
     kw = {"top_m": 2, "margin": 0.5}
     assert push_loss(student, idx, tau, T([[0]]), mask, **kw).item() == 5.0
-    # the true token 1 is in the teacher's top-K: left out unless asked for (+ relu(0.5))
-    assert push_loss(student, idx, tau, T([[1]]), mask, **kw).item() == 5.0
-    assert push_loss(student, idx, tau, T([[1]]), mask, push_true_in_topk=True, **kw).item() == 5.5
+    # the true token 1 is in the teacher's top-K: pushed too by default, as METHOD.md's H(t)
+    # holds y(t+1) (+ relu(1 - 1 + 0.5)); left out in the ablation
+    assert push_loss(student, idx, tau, T([[1]]), mask, **kw).item() == 5.5
+    assert push_loss(student, idx, tau, T([[1]]), mask, push_true_in_topk=False,
+                     **kw).item() == 5.0
     # only the true token (M=0), already below tau - margin: nothing to push
     assert push_loss(student, idx, tau, T([[2]]), mask, top_m=0, margin=0.5).item() == 0.0
     assert push_loss(student, idx, tau, T([[0]]), T([[0]]), **kw).item() == 0.0

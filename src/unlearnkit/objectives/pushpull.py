@@ -11,9 +11,9 @@ student's and the teacher's raw logits, ``K_T(t)`` the teacher's top-K vocabular
   K-th token's score: see push_loss for what each does,
   H(t) = {y(t+1)} ∪ (top-M of z_S(t) minus K_T(t)): the true next token of the forget answer
   and the student's own strongest tokens that the teacher does not rank in its top K.
-  A true next token that the teacher itself ranks in its top K is not knowledge-revealing
-  (e.g. the copied name in "Ada was born in ...") and is left out of H (``push_true_in_topk``
-  switches this off for ablations).
+  ``push_true_in_topk: false`` (an ablation) leaves out of H a true next token that the
+  teacher itself ranks in its top K (e.g. the copied name in "Ada was born in ..."); by
+  default, as in METHOD.md, H always holds it.
   ``push_below: alternative`` replaces the teacher's K-th score by the student's own best
   token outside H(t): relu(z_S^j(t) - max_{i not in H(t)} z_S^i(t) + margin), a difference of
   the student's logits (the alternative held fixed) that no offset meets and that asks only
@@ -72,7 +72,7 @@ def first_position(mask: torch.Tensor) -> torch.Tensor:
 
 def push_loss(student: torch.Tensor, teacher_indices: torch.Tensor, tau: torch.Tensor,
               true_next: torch.Tensor, mask: torch.Tensor, *, top_m: int = 20,
-              margin: float = 1.0, push_true_in_topk: bool = False,
+              margin: float = 1.0, push_true_in_topk: bool = True,
               space: str = "logits", below: str = "teacher") -> torch.Tensor:
     """Hinge that pushes knowledge-revealing logits below the teacher's top-K boundary.
 

@@ -7,6 +7,7 @@ copy nor disabled adapters are needed during training: its outputs are cached on
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -61,8 +62,9 @@ def boundary_ids(records: Sequence[Record]) -> set[str]:
 
 
 def target_token_mask(tokenizer, answer: str, targets: Sequence[str]) -> list[bool] | None:
-    """For each response token (end-of-turn included): does it overlap a target's characters?"""
-    spans = [(i, i + len(t)) for t in targets if t and (i := answer.find(t)) >= 0]
+    """For each response token (end-of-turn included): does it overlap a target's characters
+    (every occurrence of every target)?"""
+    spans = [(m.start(), m.end()) for t in targets if t for m in re.finditer(re.escape(t), answer)]
     if not spans:
         return None
     ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
