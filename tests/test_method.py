@@ -28,6 +28,20 @@ def records():
     return out
 
 
+def test_the_teacher_runs_without_dropout_and_keeps_the_models_mode(tok):
+    model = tiny_model(len(tok))
+    item = render(tok, "Where?", "In Keld.")
+    [expect] = teacher_topk(model, [item], None, k=3, guidance=1.0, pad_id=0)
+    for layer in model.model.layers:  # dropout as a LoRA's would be, in training mode
+        layer.self_attn.attention_dropout = 0.9
+    model.train()
+    torch.manual_seed(0)
+    tops = [teacher_topk(model, [item], None, k=3, guidance=1.0, pad_id=0)[0] for _ in range(2)]
+    assert model.training
+    for top in tops:
+        torch.testing.assert_close(top.values, expect.values)
+
+
 def test_teacher_positions_align_with_the_student_exactly(tok):
     model = tiny_model(len(tok))
     student = render(tok, "Where?", "In Keld.")

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from unlearnkit.data.render import Rendered, collate
 from unlearnkit.fsutil import atomic_dir
+from unlearnkit.models.engine import eval_mode
 
 
 @dataclass
@@ -84,7 +85,15 @@ def teacher_topk(model, instructed: Sequence[Rendered], plain: Sequence[Rendered
     """Top-K of ``z_plain + guidance * (z_instr - z_plain)`` (just z_instr when guidance=1).
 
     ``promote[i]`` makes item i's own response tokens top-1 (:func:`promote_response`).
+    The model runs in eval mode (no dropout, e.g. LoRA's) and is left in the mode it was in.
     """
+    with eval_mode(model):
+        return _teacher_topk(model, instructed, plain, k=k, guidance=guidance, pad_id=pad_id,
+                             batch_size=batch_size, promote=promote, boost=boost, desc=desc)
+
+
+def _teacher_topk(model, instructed, plain, *, k, guidance, pad_id, batch_size, promote, boost,
+                  desc) -> list[TopK]:
     out: list[TopK] = []
     use_plain = plain is not None and guidance != 1.0
     for start in tqdm(range(0, len(instructed), batch_size), desc=desc, unit="batch",
