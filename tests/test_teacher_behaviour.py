@@ -46,6 +46,19 @@ def test_no_demonstrations_is_the_template_alone_and_negative_is_an_error():
         TeacherConfig(demonstrations=-1)
 
 
+def test_templates_with_other_braces_are_refused_with_the_fix():
+    for kw, key in [({"template": "About {forget_scope}, not {keep_scope}; {json}"},
+                     "teacher.template"),
+                    ({"template": "{forget_scope} {keep_scope} {"}, "teacher.template"),
+                    ({"refusal_template": "I never met {name}."}, "teacher.refusal_template")]:
+        with pytest.raises(UnlearnError, match=key) as err:
+            TeacherConfig(**kw)
+        assert "{{" in str(err.value)
+    # literal braces written as the message says are kept
+    cfg = TeacherConfig(template="Forget {forget_scope}; keep {keep_scope}; {{json}}")
+    assert instruction(cfg, FORGET).endswith("; {json}")
+
+
 def test_scores_by_hand():
     """Two positions over a vocabulary of 2, uniform then certain: mean log-prob of tokens
     [0, 1] is (log 0.5 + log(e^5 / (1 + e^5))) / 2; the first argmax is 0 (a tie: the first)."""

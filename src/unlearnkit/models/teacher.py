@@ -73,6 +73,8 @@ class TeacherConfig:
                 f"teacher.template lacks the placeholder(s) {missing}; use a preset "
                 f"({', '.join(PRESETS)}) or include both {REQUIRED[0]} and {REQUIRED[1]}"
             )
+        _check_format("teacher.template", text, forget_scope="", keep_scope="")
+        _check_format("teacher.refusal_template", self.refusal_template, subject="")
         if self.top_k < 1:
             raise UnlearnError(f"teacher.top_k must be >= 1, got {self.top_k}")
         if self.demonstrations < 0:
@@ -81,6 +83,17 @@ class TeacherConfig:
     @property
     def template_text(self) -> str:
         return PRESETS.get(self.template, self.template)
+
+
+def _check_format(key: str, text: str, **fields: str) -> None:
+    """Refuse a template that ``str.format`` cannot fill with ``fields`` alone."""
+    try:
+        text.format(**fields)
+    except (KeyError, IndexError, ValueError) as err:
+        allowed = ", ".join("{" + f + "}" for f in fields)
+        raise UnlearnError(
+            f"{key} cannot be filled ({type(err).__name__}: {err}): its only placeholders may "
+            f"be {allowed}; write a literal brace as {{{{ or }}}}") from None
 
 
 def forget_scope(cfg: TeacherConfig, forget_records) -> str:
