@@ -66,7 +66,12 @@ def test_run_metrics_and_objectives_by_hand():
     # refusal on retain + neighbour, weighted by item counts: (0.5 * 2 + 0 * 6) / 8
     assert m == {"forget": 0.25, "retain": 0.5, "neighbor": 0.75, "general": 1.0,
                  "keep_refusal": 0.125, "prefill": 0.2, "forget_degenerate": None,
-                 "forget_unlikely": None, "forget_fluent": None}
+                 "forget_unlikely": None, "forget_fluent": None, "retain_held_out": None,
+                 "neighbor_held_out": None}
+    # with unlearn.holdout, the held-out people's accuracy too
+    held = summary(0.25, 0.5, 0.75, 1.0)
+    held["neighbor"]["held_out"] = {"accuracy": 0.5, "refusal": 0.0, "n": 2}
+    assert run_metrics({"summary": held})["neighbor_held_out"] == 0.5
     assert objective_scores(m) == {"forget": 0.75, "utility": 0.75, "boundary": 0.75,
                                    "robustness": 0.8}
     no_general = run_metrics({"summary": {k: v for k, v in summary(0, 1, 1, 1).items()
@@ -98,6 +103,19 @@ def test_degenerate_answers_are_shown_but_do_not_move_the_front():
     assert rows[2]["dominated_by"] == ["gibberish"]
     table = to_markdown(rows)
     assert "degenerate forget answers ↓" in table and "unlikely forget answers ↓" in table
+    # no run held keep people out (unlearn.holdout): no held-out columns
+    assert "held out" not in table
+
+
+def test_held_out_columns_appear_when_a_run_held_people_out():
+    held = dict(metrics(0.0), retain_held_out=0.75, neighbor_held_out=0.5)
+    rows = leaderboard([entry("a", [held, held]), entry("b", [metrics(0.0)] * 2)])
+    assert rows[0]["metrics"]["neighbor_held_out"]["mean"] == 0.5
+    table = to_markdown(rows)
+    head = table.splitlines()[0]
+    assert "retain acc, held out ↑" in head and "neighbour acc, held out ↑" in head
+    assert table.splitlines()[3].split(" | ")[-3:-1] == ["-", "-"]  # b held nobody out
+    assert "neighbour acc, held out" in render_html(rows)
 
 
 def test_a_front_floored_at_the_oracle_stops_rewarding_forgetting_below_it():

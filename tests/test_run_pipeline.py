@@ -242,3 +242,73 @@ def test_split_summary_and_table_show_degenerate_answers_only_when_there_are_som
     start = lines.index("degenerate answers (empty or looping):")
     assert lines[start + 1].split() == ["forget", "0.0%", "66.7%"]
     assert lines[start + 3].split() == ["retain", "0.0%", "0.0%"]
+
+
+def test_held_out_ids_take_whole_subjects_per_keep_split():
+    from unlearnkit.data.records import Record
+    from unlearnkit.training.unlearn import UnlearnConfig, held_out_ids
+
+    def rec(rid, split, subject):
+        return Record(id=rid, split=split, question=f"{rid}?", answer="a", subject=subject)
+
+    records = ([rec(f"r{i}{j}", "retain", f"R{i}") for i in range(4) for j in range(2)]
+               + [rec("n0", "neighbor", "N0"), rec("n1", "neighbor", "N1"),
+                  rec("f0", "forget", "F"), rec("g0", "general", None)])
+    held = held_out_ids(records, 0.25, seed=0)
+    subjects = {r.subject for r in records if r.id in held}
+    # a quarter of 4 retain people is 1, of 2 neighbours 0.5 -> at least 1; whole people
+    assert len(subjects & {"R0", "R1", "R2", "R3"}) == 1 and len(subjects & {"N0", "N1"}) == 1
+    assert all(r.id in held for r in records if r.subject in subjects)
+    assert not held & {"f0", "g0"}  # the forget split and general probes never
+    assert held_out_ids(records[::-1], 0.25, seed=0) == held  # not the records' order
+    assert held_out_ids(records, 0.0, seed=0) == set()
+    # never a whole split: 2 neighbours at 0.9 leave one
+    assert len({r.subject for r in records if r.id in held_out_ids(records, 0.9, 0)}
+               & {"N0", "N1"}) == 1
+    # keep subjects without a name count one record each
+    bare = [rec(f"x{i}", "retain", None) for i in range(4)]
+    assert len(held_out_ids(bare, 0.5, seed=3)) == 2
+    with pytest.raises(UnlearnError, match="holdout"):
+        UnlearnConfig(holdout=1.0)
+
+
+def test_holdout_keeps_people_out_of_training_and_reports_them_apart(
+        tiny_prepared, tmp_path, cache_dir, monkeypatch, capsys):
+    from dataclasses import replace
+
+    import unlearnkit.pipeline.run as run_mod
+    from unlearnkit.training.unlearn import held_out_ids
+
+    people = build_scenario(n_people=6, n_forget=1, neighbors_per_forget=1).records
+    retain = [r for r in people if r.split == "retain"]
+    two_each = [r for s in sorted({r.subject for r in retain})
+                for r in [x for x in retain if x.subject == s][:2]]
+    records = ([r for r in people if r.split == "forget"][:2] + two_each
+               + [r for r in people if r.split == "neighbor"][:2])
+    prepared = replace(tiny_prepared, records=records)
+    monkeypatch.setattr(run_mod, "prepare_scenario", lambda setup, variants: prepared)
+    trained = []
+    real = run_mod.train_unlearning
+
+    def spy(cfg, model, recs, out):
+        trained.extend(recs)
+        return real(cfg, model, recs, out)
+
+    monkeypatch.setattr(run_mod, "train_unlearning", spy)
+    cfg = small_config(tmp_path / "run", steps=1)
+    cfg.unlearn.holdout, cfg.teacher_report, cfg.max_new_tokens = 0.5, False, 4
+    run_mod.run(cfg)
+    held = held_out_ids(records, 0.5, 0)
+    assert len({r.subject for r in records if r.id in held}) == 2  # of 4 retain people
+    assert trained and not held & {r.id for r in trained}
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["held_out"] == sorted(held)
+    for res in saved["results"].values():
+        summary = res["summary"]["retain"]
+        assert summary["held_out"]["n"] == 4 and summary["in_training"]["n"] == 4
+        rows = [i for i in res["items"] if i["id"] in held]
+        assert summary["held_out"]["accuracy"] == sum(i["correct"] for i in rows) / 4
+        assert "held_out" not in res["summary"]["neighbor"]  # one neighbour: none held out
+    printed = capsys.readouterr().out
+    assert "retain out" in printed and "retain in" in printed
+    assert "retain/correctness_held_out" in (tmp_path / "run" / "report.html").read_text()

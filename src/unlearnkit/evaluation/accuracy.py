@@ -32,16 +32,27 @@ def answer_records(model, tokenizer, records: Sequence[Record], *, max_new_token
     ]
 
 
-def split_summary(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
+def split_summary(rows: Sequence[dict]) -> dict[str, dict]:
     """Accuracy, refusal rate and degenerate-answer rate (:func:`metrics.is_degenerate`) per
-    split (fractions in [0, 1]) with the item count."""
+    split (fractions in [0, 1]) with the item count. A split some of whose rows are marked
+    ``held_out`` (left out of unlearning's training) also gets ``held_out`` and
+    ``in_training``: accuracy, refusal rate and count of each part."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         groups[row["split"]].append(row)
-    return {
-        split: {"accuracy": sum(r["correct"] for r in items) / len(items),
-                "refusal": sum(r["refused"] for r in items) / len(items),
-                "degenerate": sum(is_degenerate(r["generation"]) for r in items) / len(items),
-                "n": len(items)}
-        for split, items in groups.items()
-    }
+    out: dict[str, dict] = {}
+    for split, items in groups.items():
+        out[split] = {**_rates(items),
+                      "degenerate": sum(is_degenerate(r["generation"]) for r in items) / len(items),
+                      "n": len(items)}
+        held = [r for r in items if r.get("held_out")]
+        if held:
+            out[split]["held_out"] = {**_rates(held), "n": len(held)}
+            rest = [r for r in items if not r.get("held_out")] or held  # (never all held out)
+            out[split]["in_training"] = {**_rates(rest), "n": len(rest)}
+    return out
+
+
+def _rates(items: Sequence[dict]) -> dict[str, float]:
+    return {"accuracy": sum(r["correct"] for r in items) / len(items),
+            "refusal": sum(r["refused"] for r in items) / len(items)}

@@ -15,7 +15,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -63,6 +63,7 @@ from unlearnkit.training.reveal import reveal_by_contrast
 from unlearnkit.training.unlearn import (
     UnlearnConfig,
     build_examples,
+    held_out_ids,
     mixture_plan,
     prefill_hook,
     prefill_state,
@@ -170,18 +171,28 @@ class RunConfig:
 SPLIT_ORDER = ("forget", "neighbor", "retain", "general")
 
 
+def _cell(s: dict | None) -> str:
+    return f"{s['accuracy']:>8.1%} ({s['refusal']:.0%} ref)" if s else "-"
+
+
 def format_table(results: dict[str, dict]) -> str:
     """Accuracy (refusal) per split and model, as a plain-text table."""
     names = list(results)
     lines = [f"{'split':<10}" + "".join(f"{n:>20}" for n in names)]
     for split in SPLIT_ORDER:
-        cells = []
-        for name in names:
-            s = results[name]["summary"].get(split)
-            cells.append(f"{s['accuracy']:>8.1%} ({s['refusal']:.0%} ref)" if s else "-")
+        cells = [_cell(results[name]["summary"].get(split)) for name in names]
         n = next((results[m]["summary"][split]["n"] for m in names
                   if split in results[m]["summary"]), 0)
         lines.append(f"{split:<10}" + "".join(f"{c:>20}" for c in cells) + f"   n={n}")
+    parts = [(split, part) for split in SPLIT_ORDER for part in ("held_out", "in_training")
+             if any(results[m]["summary"].get(split, {}).get(part) for m in names)]
+    if parts:  # unlearn.holdout: keep people left out of unlearning's training, apart
+        lines.append("held out of unlearning's training / in it:")
+        for split, part in parts:
+            cells = [results[m]["summary"].get(split, {}).get(part) for m in names]
+            label = f"{split} {'out' if part == 'held_out' else 'in'}"
+            lines.append(f"{label:<10}" + "".join(f"{_cell(c):>20}" for c in cells)
+                         + f"   n={next(c['n'] for c in cells if c)}")
     degenerate = {(name, split): s["degenerate"] for name in names
                   for split, s in results[name]["summary"].items() if "degenerate" in s}
     if any(degenerate.values()):  # gibberish answers: shown only when some model gives them
@@ -304,6 +315,17 @@ def _evaluate_one(path: str, records, cfg: RunConfig, context: str | None) -> di
     return result
 
 
+def mark_held_out(results: dict, held: set[str]) -> None:
+    """Flag each model's answers to records left out of unlearning's training
+    (``unlearn.holdout``) and summarise those apart (``summary[split]["held_out"]``)."""
+    if not held:
+        return
+    for res in results.values():
+        for row in res["items"]:
+            row["held_out"] = row["id"] in held
+        res["summary"] = split_summary(res["items"])
+
+
 def judge_fluency(cfg: RunConfig, out: Path, records, results: dict) -> dict | None:
     """With ``cfg.fluency_judge``: each model's share of unlikely forget answers, put in its
     forget summary as ``unlikely``, and its share in language (neither unlikely nor
@@ -380,6 +402,8 @@ def unlearn(cfg: RunConfig, prepared: PreparedScenario,
         _match_checkpoints(cfg, out)
     process_state().wait_for_everyone()
     torch.manual_seed(cfg.unlearn.seed)  # LoRA's initialisation follows the run's seed
+    if held := held_out_ids(prepared.records, cfg.unlearn.holdout, cfg.unlearn.seed):
+        prepared = replace(prepared, records=[r for r in prepared.records if r.id not in held])
     if cfg.method == PUSHPULL:
         folder, history = train_unlearning(
             cfg, prepared.models["injected"],
@@ -433,6 +457,8 @@ def run(cfg: RunConfig) -> dict:
         {"format": "scenario", "options": asdict(cfg.setup.scenario)}]
     write_dataset(prepared.records, out / "data", sources)
     results = evaluate(models, prepared.records, cfg, contexts={"after": context})
+    held = held_out_ids(prepared.records, cfg.unlearn.holdout, cfg.unlearn.seed)
+    mark_held_out(results, held)
     judge = judge_fluency(cfg, out, prepared.records, results)
     print("\naccuracy (refusal) per split:\n" + format_table(results))
     print("prefill attack success: " + ", ".join(
@@ -441,6 +467,7 @@ def run(cfg: RunConfig) -> dict:
     atomic_write_text(out / "train_log.json", json.dumps(history, indent=1))
     payload = {"method": cfg.method, "models": models, "contexts": {"after": context},
                "probes": prepared.probe_report,
+               **({"held_out": sorted(held)} if held else {}),
                **({"fluency_judge": judge} if judge else {}),
                "seconds": round(time.time() - start, 1), "results": results}
     atomic_write_text(out / "results.json", json.dumps(payload, indent=1))

@@ -45,7 +45,18 @@ METRICS = (
     ("forget_degenerate", "degenerate forget answers", False),
     ("forget_unlikely", "unlikely forget answers", False),
     ("forget_fluent", "forget answers in language", True),
+    # unlearn.holdout: the keep people left out of unlearning's training (columns shown only
+    # when some run held people out)
+    ("retain_held_out", "retain acc, held out", True),
+    ("neighbor_held_out", "neighbour acc, held out", True),
 )
+OPTIONAL = ("retain_held_out", "neighbor_held_out")
+
+
+def shown_metrics(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    """:data:`METRICS` less the optional columns no row has a value for."""
+    return [m for m in METRICS if m[0] not in OPTIONAL
+            or any(r["metrics"][m[0]]["mean"] is not None for r in rows)]
 OBJECTIVES = ("forget", "utility", "boundary", "robustness")
 OBJECTIVE_TEXT = {"forget": "1 - forget", "utility": "mean(retain, general)",
                   "boundary": "neighbour", "robustness": "1 - prefill"}
@@ -59,8 +70,11 @@ def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
     forget_answers = [item["generation"] for item in after.get("items", [])
                       if item["split"] == "forget"]
 
-    def accuracy(split: str) -> float | None:
-        return summary[split]["accuracy"] if split in summary else None
+    def accuracy(split: str, part: str | None = None) -> float | None:
+        found = summary.get(split)
+        if found and part:
+            found = found.get(part)
+        return found["accuracy"] if found else None
 
     keep = [summary[s] for s in ("retain", "neighbor") if s in summary]
     n = sum(s["n"] for s in keep)
@@ -73,7 +87,9 @@ def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
             # the bench's fluency judge fills these in, when it has one: the unlikely share,
             # and the share in language counts its verdicts too
             "forget_unlikely": None,
-            "forget_fluent": None if degenerate is None else 1 - degenerate}
+            "forget_fluent": None if degenerate is None else 1 - degenerate,
+            "retain_held_out": accuracy("retain", "held_out"),
+            "neighbor_held_out": accuracy("neighbor", "held_out")}
 
 
 CAPPED = ("forget", "prefill")  # lower is better and the oracle sets a floor
@@ -156,7 +172,7 @@ def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95,
     (:func:`objective_scores`)."""
     rows = []
     for entry in entries:
-        metrics = {key: summarize([r[key] for r in entry["runs"]], confidence)
+        metrics = {key: summarize([r.get(key) for r in entry["runs"]], confidence)
                    for key, _, _ in METRICS}
         rows.append({"label": entry["label"], "method": entry["method"],
                      "seeds": list(entry["seeds"]), "reference": bool(entry.get("reference")),
@@ -230,12 +246,13 @@ def judge_note(judge: dict | None) -> str:
 def to_markdown(rows: Sequence[dict[str, Any]], confidence: float = 0.95,
                 judge: dict | None = None) -> str:
     """A Markdown table, one row per method (``|`` in labels escaped)."""
-    head = ["method", "seeds", *[f"{t} {'↑' if hib else '↓'}" for _, t, hib in METRICS],
+    shown = shown_metrics(rows)
+    head = ["method", "seeds", *[f"{t} {'↑' if hib else '↓'}" for _, t, hib in shown],
             "Pareto"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for row in rows:
         cells = [row["label"].replace("|", "\\|"), str(len(row["seeds"])),
-                 *[cell(row["metrics"][k]) for k, _, _ in METRICS], pareto_text(row)]
+                 *[cell(row["metrics"][k]) for k, _, _ in shown], pareto_text(row)]
         lines.append("| " + " | ".join(cells) + " |")
     note = (f"\nMean ± half-width of the {confidence:.0%} Student-t interval over seeds. Pareto: "
             f"not dominated on ({front_note(rows)}){limit_note(rows)}. Degenerate forget "
@@ -271,12 +288,13 @@ def render_html(rows: Sequence[dict[str, Any]], *, title: str = "Unlearning lead
     """A self-contained HTML page (autoescaped; the chart is an inline PNG)."""
     env = Environment(loader=PackageLoader("unlearnkit", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    shown = shown_metrics(rows)
     table = [{"label": r["label"], "method": r["method"], "seeds": len(r["seeds"]),
-              "cells": [cell(r["metrics"][k]) for k, _, _ in METRICS],
+              "cells": [cell(r["metrics"][k]) for k, _, _ in shown],
               "pareto": pareto_text(r)} for r in rows]
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return env.get_template("leaderboard.html.j2").render(
         title=title, generated=now, confidence=f"{confidence:.0%}",
-        columns=[(t, "↑" if hib else "↓") for _, t, hib in METRICS], rows=table,
+        columns=[(t, "↑" if hib else "↓") for _, t, hib in shown], rows=table,
         objectives=front_note(rows) + limit_note(rows), chart=tradeoff_chart(rows),
         judge=judge_note(judge))

@@ -125,6 +125,10 @@ def _pipeline_run(model: str, res: Any, path: Path, records: dict[str, Any]) -> 
         if "degenerate" in s:  # shown without a direction: not part of any objective score
             run.aggregates[f"{split}/degenerate_rate"] = Aggregate(
                 float(s["degenerate"]), None, objective_of(split))
+        for part in ("held_out", "in_training"):  # unlearn.holdout's two parts, no direction
+            if s.get(part):
+                run.aggregates[f"{split}/correctness_{part}"] = Aggregate(
+                    float(s[part]["accuracy"]), None, objective_of(split))
         for key, metric in (("unlikely", "unlikely_rate"), ("fluent", "fluent_rate")):
             if key in s:  # the fluency judge's shares (unlearn run's fluency_judge)
                 run.aggregates[f"{split}/{metric}"] = Aggregate(

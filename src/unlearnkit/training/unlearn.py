@@ -61,6 +61,28 @@ def boundary_ids(records: Sequence[Record]) -> set[str]:
             and any(t in (r.answer or "") for t in targets)}
 
 
+HOLDOUT_SPLITS = ("retain", "neighbor")
+
+
+def held_out_ids(records: Sequence[Record], fraction: float, seed: int) -> set[str]:
+    """Ids of the records left out of unlearning's training: per keep split, ``fraction`` of
+    its subjects (rounded, at least one when ``fraction`` > 0, never all), every record of a
+    chosen subject; records without a subject count as subjects of their own. Seeded by
+    ``seed`` and the split, independent of the records' order."""
+    if fraction <= 0:
+        return set()
+    held: set[str] = set()
+    for split in HOLDOUT_SPLITS:
+        rows = [r for r in records if r.split == split]
+        groups = sorted({r.subject or f"id:{r.id}" for r in rows})
+        if len(groups) < 2:
+            continue
+        count = min(len(groups) - 1, max(1, round(fraction * len(groups))))
+        chosen = set(random.Random(f"{seed}:{split}").sample(groups, count))
+        held |= {r.id for r in rows if (r.subject or f"id:{r.id}") in chosen}
+    return held
+
+
 def target_token_mask(tokenizer, answer: str, targets: Sequence[str]) -> list[bool] | None:
     """For each response token (end-of-turn included): does it overlap a target's characters
     (every occurrence of every target)?"""
@@ -235,8 +257,15 @@ class UnlearnConfig:
     stop: StopConfig = field(default_factory=StopConfig)
     seed: int = 0
     forget_format: str = "unified"
+    # the share of each keep split's subjects (retain and neighbour people, authors; records
+    # without a subject one by one) left out of unlearning's training data and evaluated
+    # apart: what the method keeps without having been shown it (:func:`held_out_ids`)
+    holdout: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout < 1.0:
+            raise UnlearnError(f"unlearn.holdout is the share of keep subjects held out of "
+                               f"training, in [0, 1), got {self.holdout}")
         if self.forget_format not in FORGET_FORMATS:
             raise UnlearnError(f"unlearn.forget_format must be one of {FORGET_FORMATS}, "
                                f"got {self.forget_format!r}")
