@@ -62,6 +62,7 @@ FAKE_INPUTS = {
     "perturbed_logprobs": [[lp(0.25)]],
     "choice_scores": [[-1.0, -2.0]],
     "refusals": [False],
+    "chosen_letters": {},
 }
 
 
@@ -103,6 +104,39 @@ def test_correctness_containment_empty_and_no_reference():
     r = M.correctness(["It is Paris.", "", "whatever"], [rec(), rec("r1"), no_ref])
     assert r.values[:2] == [1.0, 0.0] and math.isnan(r.values[2])
     assert r.aggregate == 0.5 and r.n == 2
+
+
+def test_a_multiple_choice_record_is_judged_by_its_likeliest_letter():
+    """An MMLU-style record (its answer is one of its choices) is correct when the chosen
+    letter is the right one, whatever the generation says; an open question with choices as
+    extras (the scenario's: a sentence of its own) is judged on its generation."""
+    mcq = Record(id="m", split="general", question="Capital of France?",
+                 answer="Paris", choices=["Rome", "Paris"], answer_index=1)
+    open_q = rec("o", answer="It is Paris.", targets=["Paris"], choices=["Rome", "Paris"],
+                 answer_index=1)
+    assert mcq.multiple_choice and not open_q.multiple_choice
+    r = M.correctness(["Rome", "Paris"], [mcq, open_q], {"m": 1})
+    assert r.values == [1.0, 1.0]
+    assert M.correctness(["Paris", "Paris"], [mcq, open_q], {"m": 0}).values == [0.0, 1.0]
+
+
+def test_multiple_choice_records_are_asked_with_their_options(tok, tiny):
+    from unlearnkit.data.adapters import as_asked, format_mcq
+    from unlearnkit.data.render import render
+    from unlearnkit.evaluation.accuracy import answer_records
+
+    mcq = Record(id="m", split="general", question="Capital of France?",
+                 answer="Paris", choices=["Rome", "Paris", "Oslo"], answer_index=1)
+    asked = as_asked(mcq)
+    assert asked.question == format_mcq(mcq.question, mcq.choices)
+    # the likeliest letter, scored independently: log p of "A", "B", "C" as the whole answer
+    scores = [float(t[:-1].sum()) for t in token_logprobs(
+        tiny, tok, [render(tok, asked.question, letter) for letter in "ABC"])]
+    best = max(range(3), key=lambda i: (scores[i], -i))
+    [row] = answer_records(tiny, tok, [mcq], max_new_tokens=2)
+    assert row["chosen"] == "ABC"[best] and row["correct"] == (best == 1)
+    got = M.evaluate(tiny, tok, [mcq], ["correctness"])["correctness"]
+    assert got.values == [float(best == 1)]
 
 
 def test_rouge_l_recall_hand_computed():

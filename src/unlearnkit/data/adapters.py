@@ -17,6 +17,7 @@ import io
 import json
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,14 @@ def format_mcq(question: str, choices: list[str]) -> str:
     lines += [f"{LETTERS[i]}. {choice}" for i, choice in enumerate(choices)]
     lines.append("Answer with the letter.")
     return "\n".join(lines)
+
+
+def as_asked(record: Record) -> Record:
+    """The record as a model is asked it: a multiple-choice record
+    (:attr:`Record.multiple_choice`) with its lettered options in the question."""
+    if not record.multiple_choice:
+        return record
+    return replace(record, question=format_mcq(record.question, record.choices))
 
 
 # ----------------------------------------------------------------------------- reading files

@@ -73,6 +73,14 @@ class Record:
         if not isinstance(self.meta, dict):
             raise UnlearnError(f"{where}: 'meta' must be a JSON object")
 
+    @property
+    def multiple_choice(self) -> bool:
+        """A multiple-choice item (MMLU, WMDP): its answer is one of its choices, so the
+        question is asked with them (an open question with choices as extras, e.g. the
+        scenario's, answers in a sentence of its own)."""
+        return (self.answer_index is not None and bool(self.choices)
+                and self.answer == self.choices[self.answer_index])
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+from unlearnkit.data.adapters import LETTERS, as_asked
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render_record
 from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, is_correct
-from unlearnkit.evaluation.metrics import is_degenerate
+from unlearnkit.evaluation.metrics import chosen_letters, is_degenerate
 from unlearnkit.evaluation.refusal_judge import PatternJudge, RefusalJudge
 from unlearnkit.models.engine import generate
 
@@ -20,16 +21,28 @@ def answer_records(model, tokenizer, records: Sequence[Record], *, max_new_token
     """Generate an answer per record and judge it: ``{id, split, generation, correct, refused}``.
 
     ``correct``: :func:`correctness.is_correct` (``rouge_threshold`` for long answers without
-    targets); ``refused``: ``refusal_judge`` (default: the pattern detector)."""
-    prompts = [render_record(tokenizer, r, with_answer=False, **render_kwargs) for r in records]
+    targets); ``refused``: ``refusal_judge`` (default: the pattern detector). A
+    multiple-choice record (:attr:`Record.multiple_choice`: MMLU, WMDP) is asked with its
+    lettered options (:func:`~unlearnkit.data.adapters.as_asked`) and is correct when its
+    letter has the highest log-probability among the options' letters (``chosen``: that
+    letter), as MMLU and WMDP accuracy are measured; its generation is kept for the refusal
+    judge and for reading."""
+    asked = [as_asked(r) for r in records]
+    prompts = [render_record(tokenizer, r, with_answer=False, **render_kwargs) for r in asked]
     texts = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                      batch_size=batch_size, progress=progress)
-    refused = (refusal_judge or PatternJudge()).judge(texts, [r.question for r in records])
-    return [
-        {"id": r.id, "split": r.split, "generation": t,
-         "correct": is_correct(t, r, rouge_threshold=rouge_threshold), "refused": ref}
-        for r, t, ref in zip(records, texts, refused, strict=True)
-    ]
+    refused = (refusal_judge or PatternJudge()).judge(texts, [r.question for r in asked])
+    chosen = chosen_letters(model, tokenizer, asked, batch_size=batch_size, **render_kwargs)
+    rows = []
+    for r, t, ref in zip(records, texts, refused, strict=True):
+        row = {"id": r.id, "split": r.split, "generation": t, "refused": ref}
+        if r.id in chosen:
+            row["correct"] = chosen[r.id] == r.answer_index
+            row["chosen"] = LETTERS[chosen[r.id]]
+        else:
+            row["correct"] = is_correct(t, r, rouge_threshold=rouge_threshold)
+        rows.append(row)
+    return rows
 
 
 def split_summary(rows: Sequence[dict]) -> dict[str, dict]:

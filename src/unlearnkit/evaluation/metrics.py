@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from scipy.stats import hmean, ks_2samp
 
-from unlearnkit.data.adapters import LETTERS, format_mcq
+from unlearnkit.data.adapters import LETTERS, as_asked, format_mcq
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render, render_record
 from unlearnkit.errors import UnlearnError
@@ -50,7 +50,8 @@ from unlearnkit.models.engine import generate, token_logprobs
 
 INPUTS = {
     "records": "the Record objects themselves",
-    "generations": "greedy generation per record (str)",
+    "generations": "greedy generation per record (str; a multiple-choice record asked with "
+                   "its options)",
     "answer_logprobs": "per-token log p of the answer (+ end-of-turn), teacher-forced",
     "argmax_match": "per answer token: teacher-forced argmax == the token (bool tensor)",
     "standardized_logprobs": "per answer token: (log p - mu) / sigma (Min-K%++)",
@@ -58,6 +59,8 @@ INPUTS = {
     "perturbed_logprobs": "per record, one per-token log-p tensor per perturbed answer",
     "choice_scores": "per record, one float score per multiple-choice option",
     "refusals": "per generation: a refusal by the context's refusal judge (bool)",
+    "chosen_letters": "per multiple-choice record (answer among its choices): id -> the option "
+                      "index whose letter is likeliest",
 }
 
 
@@ -133,18 +136,24 @@ def normalized_prob(logprobs: torch.Tensor) -> float:
 # ------------------------------------------------------------------ generation metrics
 
 
-@register_metric("correctness", higher_is_better=True, needs=("generations", "records"))
-def correctness(generations: Sequence[str], records: Sequence[Record], *,
+@register_metric("correctness", higher_is_better=True,
+                 needs=("generations", "records", "chosen_letters"))
+def correctness(generations: Sequence[str], records: Sequence[Record],
+                chosen_letters: Mapping[str, int] | None = None, *,
                 rouge_threshold: float = grading.DEFAULT_ROUGE_THRESHOLD) -> MetricResult:
     """1 when the generation states the fact (:func:`correctness.is_correct`: containment of
-    a short target, else ROUGE-L recall of a long answer >= ``rouge_threshold``), else 0.
+    a short target, else ROUGE-L recall of a long answer >= ``rouge_threshold``), else 0; for
+    a multiple-choice record, 1 when the letter it is likeliest to answer with is the right
+    one (``chosen_letters``: record id -> option index).
 
     NaN for a record with neither targets nor answer. Empty output scores 0.
     """
     _check_items("correctness", generations, records)
+    chosen = chosen_letters or {}
     values = [
-        float(grading.is_correct(g, r, rouge_threshold=rouge_threshold)) if grading.judgeable(r)
-        else math.nan
+        float(chosen[r.id] == r.answer_index) if r.id in chosen
+        else float(grading.is_correct(g, r, rouge_threshold=rouge_threshold))
+        if grading.judgeable(r) else math.nan
         for g, r in zip(generations, records, strict=True)
     ]
     return MetricResult.of(values, higher_is_better=True)
@@ -560,7 +569,7 @@ def _records(ctx: EvalContext):
 
 @_provides("generations")
 def _generations(ctx: EvalContext):
-    prompts = [render_record(ctx.tokenizer, r, with_answer=False) for r in ctx.records]
+    prompts = [render_record(ctx.tokenizer, as_asked(r), with_answer=False) for r in ctx.records]
     return generate(ctx.model, ctx.tokenizer, prompts, max_new_tokens=ctx.max_new_tokens,
                     batch_size=ctx.batch_size)
 
@@ -625,6 +634,28 @@ def _choice_scores(ctx: EvalContext):
     scored = _grouped_logprobs(ctx, groups)
     reduce = (lambda t: float(t[:-1].sum())) if letter else (lambda t: _mean_logprob(t[:-1]))
     return [[reduce(t) for t in group] for group in scored]  # [:-1] drops end-of-turn
+
+
+def chosen_letters(model, tokenizer, asked: Sequence[Record], *, batch_size: int = 32,
+                   **render_kwargs) -> dict[str, int]:
+    """Per multiple-choice record (as asked: :func:`~unlearnkit.data.adapters.as_asked`), the
+    index of the option whose letter, as the whole answer, has the highest log-probability
+    (ties: the first); MMLU's and WMDP's accuracy."""
+    mcq = [r for r in asked if r.multiple_choice]
+    items = [render_record(tokenizer, r, answer=LETTERS[i], **render_kwargs)
+             for r in mcq for i in range(len(r.choices))]
+    scores = iter(token_logprobs(model, tokenizer, items, batch_size=batch_size) if items else [])
+    out = {}
+    for r in mcq:
+        letter = [float(next(scores)[:-1].sum()) for _ in r.choices]  # [:-1]: end of turn
+        out[r.id] = max(range(len(letter)), key=lambda i: (letter[i], -i))
+    return out
+
+
+@_provides("chosen_letters")
+def _chosen(ctx: EvalContext):
+    return chosen_letters(ctx.model, ctx.tokenizer, [as_asked(r) for r in ctx.records],
+                          batch_size=ctx.batch_size)
 
 
 def compute(ctx: EvalContext, metrics: Sequence[str],
