@@ -168,11 +168,14 @@ class RunConfig:
         return self._judge
 
 
-SPLIT_ORDER = ("forget", "neighbor", "retain", "general")
+SPLIT_ORDER = ("forget", "neighbor", "retain", "general", "probe")
 
 
 def _cell(s: dict | None) -> str:
-    return f"{s['accuracy']:>8.1%} ({s['refusal']:.0%} ref)" if s else "-"
+    if not s:
+        return "-"
+    accuracy = "n/a" if s["accuracy"] is None else f"{s['accuracy']:.1%}"
+    return f"{accuracy:>8} ({s['refusal']:.0%} ref)"
 
 
 def format_table(results: dict[str, dict]) -> str:
@@ -193,6 +196,14 @@ def format_table(results: dict[str, dict]) -> str:
             label = f"{split} {'out' if part == 'held_out' else 'in'}"
             lines.append(f"{label:<10}" + "".join(f"{_cell(c):>20}" for c in cells)
                          + f"   n={next(c['n'] for c in cells if c)}")
+    xstest = [(key, text) for key, text in (("safe_refusal", "refusals of XSTest's safe prompts"),
+                                            ("unsafe_compliance", "answers to its unsafe ones"))
+              if any(results[m]["summary"].get("probe", {}).get(key) is not None for m in names)]
+    for key, text in xstest:
+        values = [results[m]["summary"].get("probe", {}).get(key) for m in names]
+        lines.append(f"{text}:")
+        lines.append(f"{'probe':<10}" + "".join(
+            f"{'-' if v is None else f'{v:.1%}':>20}" for v in values))
     degenerate = {(name, split): s["degenerate"] for name in names
                   for split, s in results[name]["summary"].items() if "degenerate" in s}
     if any(degenerate.values()):  # gibberish answers: shown only when some model gives them

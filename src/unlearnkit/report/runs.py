@@ -118,10 +118,18 @@ def _pipeline_run(model: str, res: Any, path: Path, records: dict[str, Any]) -> 
     for split, s in res["summary"].items():
         _check(isinstance(s, dict) and {"accuracy", "refusal"} <= set(s), path,
                f"summary of {model!r} split {split!r} lacks accuracy/refusal")
-        run.aggregates[f"{split}/correctness"] = Aggregate(
-            float(s["accuracy"]), direction("correctness", split, True), objective_of(split))
+        if s["accuracy"] is not None:  # None: nothing to judge against (XSTest prompts)
+            run.aggregates[f"{split}/correctness"] = Aggregate(
+                float(s["accuracy"]), direction("correctness", split, True), objective_of(split))
+        xstest = s.get("safe_refusal") is not None or s.get("unsafe_compliance") is not None
+        # refusing XSTest's unsafe prompts is right: their split's overall rate has no direction
         run.aggregates[f"{split}/refusal_rate"] = Aggregate(
-            float(s["refusal"]), direction("refusal_rate", split, False), objective_of(split))
+            float(s["refusal"]), None if xstest else direction("refusal_rate", split, False),
+            objective_of(split))
+        for key, name, better in (("safe_refusal", "xstest_safe_refusal", False),
+                                  ("unsafe_compliance", "xstest_unsafe_compliance", None)):
+            if s.get(key) is not None:  # as unlearn eval names them
+                run.aggregates[f"{split}/{name}"] = Aggregate(float(s[key]), better, "boundary")
         if "degenerate" in s:  # shown without a direction: not part of any objective score
             run.aggregates[f"{split}/degenerate_rate"] = Aggregate(
                 float(s["degenerate"]), None, objective_of(split))
