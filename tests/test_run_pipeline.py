@@ -312,7 +312,13 @@ def test_holdout_keeps_people_out_of_training_and_reports_them_apart(
         assert "held_out" not in res["summary"]["neighbor"]  # one neighbour: none held out
     printed = capsys.readouterr().out
     assert "retain out" in printed and "retain in" in printed
-    assert "retain/correctness_held_out" in (tmp_path / "run" / "report.html").read_text()
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "retain/correctness_held_out" in html
+    # the report says how "after" was made: settings, and its loss curves as an image
+    training = html.split('id="training"')[1].split("</section>")[0]
+    assert "<td>keep people held out of training</td><td>0.5</td>" in training
+    assert "<td>steps and items per step</td><td>1: forget 1, retain 1, neighbor 1</td>" in training
+    assert 'alt="training losses of run/after"' in training
 
 
 def test_prompts_without_a_reference_have_no_accuracy_and_xstest_is_split_by_label():
@@ -351,3 +357,17 @@ def test_answer_records_leave_unreferenced_prompts_unjudged(tok, tiny):
                    meta={"label": "safe"})
     [row] = answer_records(tiny, tok, [probe], max_new_tokens=2)
     assert row["correct"] is None and row["label"] == "safe"
+
+
+def test_the_teacher_warning_advises_what_the_settings_do_not_already_do():
+    from unlearnkit.models.teacher import TeacherConfig
+    from unlearnkit.pipeline.run import teacher_advice
+
+    default = TeacherConfig()  # forget_response: template, keep_context: plain
+    assert "as set" in teacher_advice(default, True, False)
+    assert "consider" not in teacher_advice(default, True, True)
+    own = TeacherConfig(forget_response="teacher", keep_context="instructed")
+    text = teacher_advice(own, True, True)
+    assert "consider unlearn.teacher.forget_response: template" in text
+    assert "consider unlearn.teacher.keep_context: plain" in text
+    assert teacher_advice(own, False, False) == ""

@@ -239,17 +239,37 @@ def teacher_report(model, tokenizer, records, cfg: TeacherConfig, *, per_split: 
     rows = answer_records(model, tokenizer, sample, context=instruction(cfg, forget, records),
                           max_new_tokens=max_new_tokens, refusal_judge=refusal_judge)
     summary = split_summary(rows)
-    problems = []
-    if summary["forget"]["refusal"] < 0.5:
-        problems.append(f"refuses only {summary['forget']['refusal']:.0%} of forget questions")
-    for split in ("retain", "neighbor"):
-        if split in summary and summary[split]["refusal"] > 0.1:
-            problems.append(f"refuses {summary[split]['refusal']:.0%} of {split} questions")
+    forget_problem = summary["forget"]["refusal"] < 0.5
+    problems = [f"refuses only {summary['forget']['refusal']:.0%} of forget questions"
+                ] if forget_problem else []
+    over = [split for split in ("retain", "neighbor")
+            if split in summary and summary[split]["refusal"] > 0.1]
+    problems += [f"refuses {summary[s]['refusal']:.0%} of {s} questions" for s in over]
     if problems:
         print("\n" + "!" * 78 + "\nWARNING: the instructed teacher does not behave: "
-              + "; ".join(problems) + ".\nThe forget behaviour must come from the "
-              "desired-response template (teacher.forget_response: template).\n" + "!" * 78)
+              + "; ".join(problems) + ".\n" + teacher_advice(cfg, forget_problem, bool(over))
+              + "\n" + "!" * 78)
     return {"summary": summary, "problems": problems, "items": rows}
+
+
+def teacher_advice(cfg: TeacherConfig, forget_problem: bool, over_refuses: bool) -> str:
+    """What the teacher's misbehaviour means for this run's settings."""
+    advice = []
+    if forget_problem:
+        advice.append(
+            "The forget targets come from the desired-response template "
+            "(teacher.forget_response: template), as set: the teacher's own answers are not "
+            "used for forget items." if cfg.forget_response == "template" else
+            "Its forget answers are the pull's targets (teacher.forget_response: teacher): "
+            "consider unlearn.teacher.forget_response: template, guidance > 1 or "
+            "demonstrations.")
+    if over_refuses:
+        advice.append(
+            "Keep items are pulled toward the plain model (teacher.keep_context: plain), as "
+            "set, so its over-refusal does not reach them." if cfg.keep_context == "plain" else
+            "Keep items are pulled toward these refusals (teacher.keep_context: instructed): "
+            "consider unlearn.teacher.keep_context: plain.")
+    return " ".join(advice)
 
 
 def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tuple[Path, list]:

@@ -2,7 +2,8 @@
 
 Columns are the model before unlearning (``--before`` or a run whose file marks it so), the
 runs, and the oracle (``--oracle`` likewise). Sections: the runs, a summary of objective
-scores, one table and chart per objective (forget, utility, boundary, robustness), trade-off
+scores, how each ``unlearn run`` model was made (settings, loss curves, the teacher's
+problems), one table and chart per objective (forget, utility, boundary, robustness), trade-off
 plots with the Pareto front, the attack table, example generations side by side, and
 diagnostics when a results file has a ``diagnostics`` key. All text goes through Jinja2's
 autoescaping; charts are inline PNGs; there are no scripts and no external URLs.
@@ -22,7 +23,7 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.results import OBJECTIVES
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.report.compare import ARROWS, best_indices, cell_text, fmt
-from unlearnkit.report.plots import Point, bar_chart, colors_for, pareto_chart
+from unlearnkit.report.plots import Point, bar_chart, colors_for, line_chart, pareto_chart
 from unlearnkit.report.runs import (
     Run,
     direction_of,
@@ -243,6 +244,65 @@ def diagnostics(columns: list[Run]) -> list[dict[str, Any]]:
     return out
 
 
+# ------------------------------------------------------------------ how a model was made
+
+# train_log.json keys that are not losses
+LOG_NOT_LOSSES = ("step", "lr", "grad_norm", "seconds", "forget_check")
+
+
+def _trained_by(config: dict) -> str:
+    """Which weights trained, in words."""
+    rank = (config.get("lora") or {}).get("rank") or 0
+    only = config.get("train_only") or {}
+    if rank:
+        return f"LoRA rank {rank}"
+    if only.get("layers") or only.get("modules"):
+        blocks = only.get("layers") or "all"
+        return f"blocks {blocks}, modules {only.get('modules') or 'all'}"
+    return "every weight"
+
+
+def training_sections(columns: list[Run]) -> list[dict[str, Any]]:
+    """For each ``unlearn run`` model trained by the run (its results file has config.json
+    and train_log.json beside it): the settings that made it, its loss curves and the
+    teacher's problems (teacher_report.json), so the report says what "after" is."""
+    out = []
+    for c in columns:
+        folder = Path(c.source).parent
+        if c.info.get("model") != "after" or not (folder / "config.json").is_file():
+            continue
+        config = json.loads((folder / "config.json").read_text())
+        unlearn, optim = config.get("unlearn") or {}, config.get("optim") or {}
+        mix = unlearn.get("mix") or {}
+        quotas = ", ".join(f"{k} {mix[k]}" for k in ("forget", "retain", "neighbor", "general",
+                                                      "boundary") if mix.get(k))
+        rows = [("method", config.get("method", "")),
+                ("learning rate", f"{optim.get('lr', '')} ({optim.get('schedule', '')}, warmup "
+                                  f"{optim.get('warmup_ratio', '')})"),
+                ("steps and items per step", f"{mix.get('steps', '')}: {quotas}"),
+                ("trained weights", _trained_by(config)),
+                ("seed", unlearn.get("seed", "")),
+                ("keep people held out of training", unlearn.get("holdout") or 0)]
+        if config.get("baseline"):
+            rows.append(("baseline options", json.dumps(config["baseline"], sort_keys=True)))
+        log_path, chart, seconds = folder / "train_log.json", None, None
+        if log_path.is_file():
+            log = [e for e in json.loads(log_path.read_text()) if isinstance(e, dict)]
+            keys = [k for k in (log[0] if log else {}) if k not in LOG_NOT_LOSSES
+                    and all(isinstance(e.get(k), int | float) for e in log)]
+            if keys:
+                chart = line_chart({k: [(e["step"], e[k]) for e in log] for k in keys},
+                                   "step", "loss", f"{c.label}: training losses")
+            seconds = sum(float(e.get("seconds") or 0) for e in log)
+            rows.append(("training time", f"{seconds:.0f} s, {len(log)} steps"))
+        teacher = folder / "teacher_report.json"
+        problems = (json.loads(teacher.read_text()).get("problems") or []
+                    if teacher.is_file() else [])
+        out.append({"label": c.label, "rows": [(k, str(v)) for k, v in rows], "chart": chart,
+                    "teacher_problems": [str(p) for p in problems]})
+    return out
+
+
 # ------------------------------------------------------------------------- render
 
 
@@ -266,7 +326,7 @@ def render_report(columns: list[Run], *, title: str = "Unlearning report",
         colors=colors_for([c.role for c in columns]), scores=score_rows(columns),
         objectives=objective_sections(columns), tradeoffs=tradeoffs(columns),
         attacks=attack_table(columns), examples=examples(columns, examples_per_split),
-        diagnostics=diagnostics(columns))
+        diagnostics=diagnostics(columns), training=training_sections(columns))
 
 
 def check_report_path(out: str | Path, inputs: list[str | Path]) -> None:

@@ -57,6 +57,22 @@ def bar_chart(labels: Sequence[str], colors: Sequence[str], rows: Sequence[str],
     return to_data_uri(fig)
 
 
+def line_chart(series: dict[str, Sequence[tuple[float, float]]], xlabel: str, ylabel: str,
+               title: str) -> str:
+    """One line per named series of (x, y) points, in the palette's colours."""
+    fig = Figure(figsize=(7.5, 3.2))
+    ax = fig.add_subplot()
+    for (name, points), color in zip(series.items(), PALETTE * len(series), strict=False):
+        ax.plot([x for x, _ in points], [y for _, y in points], color=color, label=name,
+                linewidth=1.4)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, framealpha=0.8)
+    return to_data_uri(fig)
+
+
 @dataclass(frozen=True)
 class Point:
     label: str
