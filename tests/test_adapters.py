@@ -205,16 +205,42 @@ def test_text_corpus_txt_and_jsonl(tmp_path):
 def test_chat_system_user_assistant(tmp_path):
     rows = [{"messages": [{"role": "system", "content": "Be brief."},
                           {"role": "user", "content": "Capital of France?"},
-                          {"role": "assistant", "content": "Paris."},
-                          {"role": "user", "content": "And Spain?"}]},
+                          {"role": "assistant", "content": "Paris."}]},
             {"id": "c2", "messages": [{"role": "user", "content": "Hi?"}]}]
     path = write(tmp_path, "chat.jsonl", "\n".join(json.dumps(r) for r in rows))
-    with pytest.raises(UnlearnError, match=r"chat.jsonl:2: no assistant turn"):
+    with pytest.raises(UnlearnError, match=r"chat.jsonl:2: no assistant turn after user turn 1 "
+                                           r"\(messages\[0\]\)"):
         load_source("chat", path, split="retain")
     records = load_source("chat", path, split="retain", require_answer=False)
-    assert (records[0].system, records[0].question, records[0].answer) == (
-        "Be brief.", "Capital of France?", "Paris.")
+    assert (records[0].id, records[0].system, records[0].question, records[0].answer) == (
+        "chat-chat-0", "Be brief.", "Capital of France?", "Paris.")
     assert records[1].id == "c2" and records[1].answer is None and records[1].system is None
+
+
+def test_chat_every_exchange_is_a_record_without_the_earlier_turns(tmp_path):
+    """Conversation 1 has three user turns (the last unanswered), conversation 2 ("c9") two:
+    five records; the first exchange keeps the conversation's id, the k-th adds -turn<k>."""
+    rows = [{"messages": [{"role": "system", "content": "Be brief."},
+                          {"role": "user", "content": "Capital of France?"},
+                          {"role": "assistant", "content": "Paris."},
+                          {"role": "user", "content": "And Spain?"},
+                          {"role": "assistant", "content": "Madrid."},
+                          {"role": "user", "content": "Thanks!"}]},
+            {"id": "c9", "messages": [{"role": "user", "content": "Hi?"},
+                                      {"role": "assistant", "content": "Hello."},
+                                      {"role": "user", "content": "Who are you?"},
+                                      {"role": "assistant", "content": "A bot."}]}]
+    path = write(tmp_path, "log.jsonl", "\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(UnlearnError, match=r"log.jsonl:1: no assistant turn after user turn 3 "
+                                           r"\(messages\[5\]\).*require_answer=False"):
+        load_source("chat", path, split="forget")
+    records = load_source("chat", path, split="forget", require_answer=False)
+    assert [(r.id, r.system, r.question, r.answer) for r in records] == [
+        ("chat-log-0", "Be brief.", "Capital of France?", "Paris."),
+        ("chat-log-0-turn2", "Be brief.", "And Spain?", "Madrid."),  # earlier turns not in it
+        ("chat-log-0-turn3", "Be brief.", "Thanks!", None),
+        ("c9", None, "Hi?", "Hello."),
+        ("c9-turn2", None, "Who are you?", "A bot.")]
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -233,10 +259,26 @@ def test_load_source_checks_format_split_and_options(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(UnlearnError, match=r"nope\.json not found; check the path"):
+    with pytest.raises(UnlearnError, match=r"nope\.json not found; check the path$"):
         load_source("tofu", tmp_path / "nope.json", split="forget")
     with pytest.raises(UnlearnError, match="is not a file"):
         load_source("tofu", tmp_path, split="forget")
+
+
+def test_a_missing_relative_path_says_where_it_starts(tmp_path, monkeypatch):
+    """A relative path starts at the current folder, not at the data config's: said in the
+    message, with the two fixes."""
+    (tmp_path / "project" / "src").mkdir(parents=True)
+    write(tmp_path / "project", "src/forget_qa.jsonl", '{"question": "Q?", "answer": "A"}\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnlearnError) as info:
+        load_source("qa", "src/forget_qa.jsonl", split="forget")
+    message = str(info.value)
+    assert message.startswith("data file src/forget_qa.jsonl not found")
+    assert f"current folder ({tmp_path})" in message and "not at the data config's" in message
+    assert "give an absolute path or run from the folder the paths are relative to" in message
+    monkeypatch.chdir(tmp_path / "project")
+    assert load_source("qa", "src/forget_qa.jsonl", split="forget")[0].question == "Q?"
 
 
 @pytest.mark.parametrize(("fmt", "name"), [("tofu", "e.json"), ("qa", "e.csv"), ("mcq", "e.csv"),
@@ -350,3 +392,100 @@ def test_source_rows_that_select_nothing_are_an_error():
     with pytest.raises(UnlearnError, match="selects no record"):
         gather(DataConfig(sources=[SourceSpec(format="tofu", split="forget", rows="40:50",
                                               path=str(DATA / "tofu" / "forget01.json"))]))
+
+
+# ----------------------------------------------------------------------------- ids across sources
+
+
+def qa_file(folder: Path, rel: str, *questions: str, ids: list[str] | None = None) -> str:
+    """A JSON-lines QA file at ``folder/rel`` (ids only if given); its path."""
+    path = folder / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"question": q, "answer": "A.", **({"id": ids[i]} if ids else {})}
+            for i, q in enumerate(questions)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def test_sources_whose_files_share_a_stem_get_their_split_in_the_ids(tmp_path):
+    """forget/train.jsonl and retain/train.jsonl both number qa-train-0, 1: the first keeps its
+    ids, the second (retain) becomes qa-train-retain-0, 1, and its manifest entry says so."""
+    from unlearnkit.data.standardize import DataConfig, SourceSpec, gather
+
+    records, entries = gather(DataConfig(sources=[
+        SourceSpec(format="qa", path=qa_file(tmp_path, "forget/train.jsonl", "F1?", "F2?"),
+                   split="forget"),
+        SourceSpec(format="qa", path=qa_file(tmp_path, "retain/train.jsonl", "R1?", "R2?"),
+                   split="retain")]))
+    assert [r.id for r in records] == ["qa-train-0", "qa-train-1", "qa-train-retain-0",
+                                       "qa-train-retain-1"]
+    assert all(type(r.id) is str for r in records)  # plain strings leave gather
+    assert "id_tag" not in entries[0] and entries[1]["id_tag"] == "retain"
+
+
+def test_same_stem_and_same_split_fall_back_to_the_source_position(tmp_path):
+    """mcq.csv and mcq.jsonl (both general) give mcq-mcq-0; the second gets its split
+    (mcq-mcq-general-0). A third, a/mcq.csv, finds both taken and gets s3 (source 3)."""
+    from unlearnkit.data.standardize import DataConfig, SourceSpec, gather
+
+    csv = write(tmp_path, "mcq.csv", "question,choice0,choice1,answer\nPick a?,a,b,0\n")
+    jsonl = write(tmp_path, "mcq.jsonl", json.dumps(
+        {"question": "Pick b?", "choices": ["a", "b"], "answer": 1}) + "\n")
+    (tmp_path / "a").mkdir()
+    third = write(tmp_path / "a", "mcq.csv", "question,choice0,choice1,answer\nPick c?,c,d,0\n")
+    records, entries = gather(DataConfig(sources=[
+        SourceSpec(format="mcq", path=str(p), split="general") for p in (csv, jsonl, third)]))
+    assert [r.id for r in records] == ["mcq-mcq-0", "mcq-mcq-general-0", "mcq-mcq-s3-0"]
+    assert [e.get("id_tag") for e in entries] == [None, "general", "s3"]
+
+
+def test_a_generated_id_gives_way_to_a_written_one_in_a_later_source(tmp_path):
+    """The written id "qa-notes-0" (source 2) is kept; the generated one of source 1 moves."""
+    from unlearnkit.data.standardize import DataConfig, SourceSpec, gather
+
+    records, _ = gather(DataConfig(sources=[
+        SourceSpec(format="qa", path=qa_file(tmp_path, "notes.jsonl", "N?"), split="forget"),
+        SourceSpec(format="qa", path=qa_file(tmp_path, "mine.jsonl", "M?", ids=["qa-notes-0"]),
+                   split="retain")]))
+    assert [(r.id, r.question) for r in records] == [("qa-notes-forget-0", "N?"),
+                                                     ("qa-notes-0", "M?")]
+
+
+def test_written_ids_that_collide_name_both_sources_and_the_fix(tmp_path):
+    from unlearnkit.data.standardize import DataConfig, SourceSpec, gather
+
+    first = qa_file(tmp_path, "a.jsonl", "A1?", ids=["x1"])
+    second = qa_file(tmp_path, "b.jsonl", "B1?", "B2?", ids=["x2", "x1"])
+    with pytest.raises(UnlearnError) as info:
+        gather(DataConfig(sources=[SourceSpec(format="qa", path=first, split="forget"),
+                                   SourceSpec(format="qa", path=second, split="retain")]))
+    assert str(info.value) == (
+        f"duplicate record id 'x1' in both {first} (source 1) and {second} (source 2): ids "
+        "given in the data must be unique across all sources; change one of them, or leave the "
+        "id out so that unlearnkit numbers the records")
+    twice = qa_file(tmp_path, "c.jsonl", "C1?", "C2?", ids=["y", "y"])
+    with pytest.raises(UnlearnError,
+                       match=rf"duplicate record id 'y' twice in {twice} \(source 1\)"):
+        gather(DataConfig(sources=[SourceSpec(format="qa", path=twice, split="forget")]))
+
+
+def test_standardize_cli_on_a_same_stem_layout_and_on_colliding_ids(tmp_path, capsys):
+    """The audit's layout: sources stem/forget/train.jsonl and stem/retain/train.jsonl."""
+    from unlearnkit.cli import main
+    from unlearnkit.data.standardize import load_dataset
+
+    forget = qa_file(tmp_path, "stem/forget/train.jsonl", "Who is A?")
+    retain = qa_file(tmp_path, "stem/retain/train.jsonl", "Who is B?")
+    config = tmp_path / "data.yaml"
+    config.write_text(f"output: {tmp_path / 'out'}\nsources:\n"
+                      f"  - {{format: qa, path: {forget}, split: forget}}\n"
+                      f"  - {{format: qa, path: {retain}, split: retain}}\n")
+    assert main(["data", "standardize", str(config)]) == 0, capsys.readouterr().err
+    assert [r.id for r in load_dataset(tmp_path / "out")] == ["qa-train-0", "qa-train-retain-0"]
+    qa_file(tmp_path, "stem/retain/train.jsonl", "Who is B?", ids=["k"])
+    qa_file(tmp_path, "stem/forget/train.jsonl", "Who is A?", ids=["k"])
+    capsys.readouterr()
+    assert main(["data", "standardize", str(config), "--set", f"output={tmp_path / 'o2'}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and f"in both {forget} (source 1)" in err
+    assert not (tmp_path / "o2").exists()

@@ -1,5 +1,9 @@
+import json
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +176,91 @@ def test_the_cli_leaves_the_process_group_whatever_the_command_did(tmp_path, cap
         assert main(argv) == code
         assert not dist.is_initialized()
     capsys.readouterr()
+
+
+def test_a_run_folder_is_refused_with_what_to_pass_instead(tmp_path, capsys, monkeypatch):
+    """`unlearn eval` / `compare` / `report` given a run's output folder: one line naming the
+    model folder or the results.json in it (not "no *.safetensors" or "not found")."""
+    monkeypatch.chdir(tmp_path)
+    src = tmp_path / "f.jsonl"
+    src.write_text(GOOD_QA)
+    assert standardize(tmp_path, capsys, qa_source(src, "forget"), out="data")[0] == 0
+    run = Path("runs", "full")
+    (run / "model").mkdir(parents=True)
+    (run / "config.json").write_text("{}")  # unlearn run's own config, not a model's
+
+    def error(*argv):
+        code, err = main(list(argv)), capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        return err
+
+    err = error("eval", str(run), "--data", "data", "--out", "ev.json")
+    assert "runs/full is the output folder of unlearn run, not a model folder; pass the model " \
+           "it saved: runs/full/model" in err and "safetensors" not in err
+    assert not Path("ev.json").exists()
+    assert "evaluate it first (unlearn eval runs/full/model --data DATASET)" in error(
+        "compare", str(run))
+    (run / "results.json").write_text(json.dumps({"results": {"after": {"summary": {}}}}))
+    for argv in (("compare", str(run)), ("report", str(run / "results.json"), "--oracle",
+                                         str(run))):
+        assert "pass the results of the run in it: runs/full/results.json" in error(*argv)
+    (run / "model").rmdir()  # a bench run with keep_models: false
+    assert "holds no saved model" in error("eval", str(run), "--data", "data")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _unlearn_commands(text: str) -> list[list[str]]:
+    """The arguments of each `unlearn ...` command in shell text (continued lines joined,
+    comments dropped)."""
+    commands = []
+    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("unlearn "):
+            commands.append(shlex.split(line)[1:])
+    return commands
+
+
+def _check_tofu_example(commands: list[list[str]]) -> list[list[str]]:
+    """Every command parses; each TOFU evaluation reads the data TOFU's evaluation config
+    writes, the oracle's results file is written before it is used, and the report reads the
+    evaluations of the model before unlearning, the run's model and the oracle that the
+    preset names. Returns the eval and report commands."""
+    from unlearnkit.cli import build_parser
+    from unlearnkit.config import load_config
+    from unlearnkit.data.standardize import DataConfig
+    from unlearnkit.pipeline.run import RunConfig
+
+    parser, written, evals = build_parser(), {}, []
+    preset = load_config(RunConfig, ROOT / "configs" / "gpu" / "tofu-llama-3.2-1b.yaml")
+    eval_data = load_config(DataConfig, ROOT / "configs" / "data-tofu-eval.yaml").output
+    assert ["data", "standardize", "configs/data-tofu-eval.yaml"] in commands
+    for argv in commands:
+        args = parser.parse_args(argv)
+        sets = dict(s.split("=", 1) for s in getattr(args, "set", []))
+        if args.command == "eval":
+            assert args.suite == "tofu" and args.data == eval_data and args.out, argv
+            oracle = sets.get("oracle_results")
+            assert oracle is None or oracle in written.values(), f"{oracle} not written yet"
+            written[args.model] = args.out
+            evals.append(argv)
+        elif args.command == "report":
+            assert (args.runs, args.before, args.oracle) == (
+                [written[f"{preset.output}/model"]], written[preset.data.model],
+                written[preset.data.oracle])
+            evals.append(argv)
+    assert len(written) == 3 and evals[-1][0] == "report"
+    return evals
+
+
+def test_the_tofu_gpu_example_evaluates_and_reports_what_it_says():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Your own model and data on a GPU", 1)[1].split("\n## ", 1)[0]
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", section, re.S)
+                 if "unlearn eval" in b)
+    preset = (ROOT / "configs" / "gpu" / "tofu-llama-3.2-1b.yaml").read_text(encoding="utf-8")
+    comment = "\n".join(line.lstrip("#").strip() for line in preset.splitlines()
+                        if line.startswith("#"))
+    in_readme = _check_tofu_example(_unlearn_commands(block))
+    assert _check_tofu_example(_unlearn_commands(comment)) == in_readme

@@ -125,6 +125,68 @@ def test_reference_models():
     assert reference_models(prepared, "a") == {"before": "x", "after": "a", "oracle": "o"}
 
 
+def test_inline_sources_whose_files_share_a_stem_load(tmp_path):
+    """A run's data.sources with forget/train.jsonl and retain/train.jsonl: the retain ids get
+    the split (qa-train-retain-0) instead of failing as duplicates."""
+    for split, question in (("forget", "Who is A?"), ("retain", "Who is B?")):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / "train.jsonl").write_text(
+            json.dumps({"question": question, "answer": "X."}) + "\n")
+    sources = [{"format": "qa", "path": str(tmp_path / s / "train.jsonl"), "split": s}
+               for s in ("forget", "retain")]
+    source = from_dict(DataSource, {"kind": "dataset", "model": "m", "sources": sources})
+    records, entries = load_records(source)
+    assert [(r.id, r.split) for r in records] == [("qa-train-0", "forget"),
+                                                  ("qa-train-retain-0", "retain")]
+    assert entries[1]["id_tag"] == "retain"
+
+
+def test_a_missing_relative_dataset_folder_says_where_paths_start(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnlearnError) as info:
+        load_records(DataSource(kind="dataset", model="m", path="runs/data/mine"))
+    message = str(info.value)
+    assert message.startswith("runs/data/mine is not a dataset folder (it does not exist)")
+    assert f"current folder ({tmp_path}), not at the config's folder" in message
+    assert message.endswith("give an absolute path or run from the folder the paths are "
+                            "relative to")
+
+
+def test_the_raw_forget_format_refuses_forget_records_without_a_passage(monkeypatch):
+    """Two of three forget records come from raw text (meta.passage), one from a QA file: the
+    raw format would never train on it, so it is an error naming it, before any model work."""
+    import unlearnkit.training.raw as raw_mod
+
+    passage = "Ann Lee was born in Oslo."
+    forget = [Record(id="text-bio-0", split="forget", question="Where was Ann Lee born?",
+                     answer="Oslo", targets=["Oslo"], meta={"passage": passage}),
+              Record(id="text-bio-1", split="forget", question="Who is Ann Lee?",
+                     answer=passage, targets=["Oslo"], meta={"passage": passage}),
+              Record(id="qa-faq-0", split="forget", question="What is her job?",
+                     answer="Pilot", targets=["Pilot"])]
+    with pytest.raises(UnlearnError) as info:
+        raw_mod.with_raw_forget(None, None, [], forget, {}, None)
+    assert str(info.value) == (
+        "unlearn.forget_format: raw trains on each forget record's source passage, but 1 of 3 "
+        "forget records have none ('qa-faq-0'): no meta.passage (the text adapter writes one) "
+        "and no scenario biography; use unlearn.forget_format: unified, or give every forget "
+        "record a passage")
+    many = [rec(i, "forget") for i in range(5)]
+    with pytest.raises(UnlearnError, match=r"5 of 5 forget records have none \('r0', 'r1', "
+                                           r"'r2', \.\.\.\)"):
+        raw_mod.with_raw_forget(None, None, [], many, {}, None)
+    example = object()  # one passage, one raw example (faked: no model here)
+    seen = {}
+
+    def fake_raw_examples(model, tok, forget, passages, cfg, keep):
+        seen.update(passages)
+        return {rid: example for rid in passages}
+
+    monkeypatch.setattr(raw_mod, "raw_examples", fake_raw_examples)
+    assert raw_mod.with_raw_forget(None, None, [], forget[:2], {}, None) == [example]
+    assert seen == {"text-bio-0": passage, "text-bio-1": passage}
+
+
 @needs_tofu
 def test_records_from_inline_sources_a_data_config_and_a_folder_agree(tmp_path):
     sources = [{"format": "tofu", "path": str(TOFU / "forget01.json"), "split": "forget"},

@@ -442,3 +442,48 @@ def test_mia_attacks_identical_sets_give_chance(tok, tiny):
     assert set(out) == set(M.MIA_ATTACKS)
     for r in out.values():
         assert_close(r.aggregate, 0.5) and r.n == 4
+
+
+# ------------------------------------------- TOFU model utility: all nine parts or nothing
+
+
+def _qa(rid, *, perturbed=True):
+    return Record(id=rid, split="retain", question=f"Who wrote {rid}?", answer="Ann Lee",
+                  perturbed_answers=["Bob Ray"] if perturbed else [])
+
+
+def test_model_utility_gaps_name_the_missing_parts():
+    """TOFU's model utility needs the retain, real-author and world-fact sets, every record
+    with perturbed answers; anything else is named, part by part."""
+    full = {"retain": [_qa("r")], "ra": [_qa("a")], "wf": [_qa("w")]}
+    assert M.model_utility_gaps(full) == []
+    gaps = M.model_utility_gaps({"forget": [_qa("f")],
+                                 "retain": [_qa("r"), _qa("s", perturbed=False)]})
+    assert gaps == [
+        "no real-author or world-fact records, so no ra_Q_A_Prob_normalised, ra_Q_A_ROUGE, "
+        "ra_Truth_Ratio, wf_Q_A_Prob_normalised, wf_Q_A_ROUGE, wf_Truth_Ratio",
+        "1 of 2 retain records have no perturbed answers, which retain_Truth_Ratio cannot score"]
+    assert M.model_utility_gaps({**full, "wf": [_qa("w", perturbed=False)]}) == [
+        "1 of 1 world-fact records have no perturbed answers, which wf_Truth_Ratio and "
+        "wf_Q_A_Prob_normalised cannot score"]
+    assert M.missing_utility_parts({"retain_Q_A_Prob": 1.0, "forget_Q_A_Prob": 1.0}) == list(
+        M.MODEL_UTILITY_KEYS[1:])
+    assert M.tofu_perturbed_keys("retain") == ("retain_Q_A_PERT_Prob", "retain_Truth_Ratio")
+
+
+def test_tofu_metrics_give_model_utility_only_over_all_nine_parts(tok, tiny):
+    """With retain, real authors and world facts: the harmonic mean of exactly the nine parts
+    (a zero part gives 0). With retain alone: NaN, n 0, not the mean of the three parts
+    present under TOFU's name."""
+    sets = {"retain": [_qa("r")], "ra": [_qa("a")], "wf": [_qa("w")]}
+    out = M.tofu_metrics(tiny, tok, sets, max_new_tokens=2, batch_size=4)
+    parts = [out[k].aggregate for k in M.MODEL_UTILITY_KEYS]
+    utility = out["model_utility"]
+    assert utility.values == parts and utility.n == 9
+    expected = 0.0 if min(parts) <= 0 else 9 / sum(1 / p for p in parts)
+    assert_close(utility.aggregate, expected)
+    alone = M.tofu_metrics(tiny, tok, {"retain": sets["retain"]}, max_new_tokens=2)
+    assert math.isnan(alone["model_utility"].aggregate) and alone["model_utility"].n == 0
+    assert "retain_Truth_Ratio" in alone  # the parts are still there, each under its own key
+    assert "model_utility" not in M.tofu_metrics(tiny, tok, {"forget": [_qa("f")]},
+                                                 max_new_tokens=2)

@@ -175,6 +175,44 @@ def test_hf_generator_skips_malformed_reply(caplog):
     assert gen.malformed == 2 and "skipped (2 so far)" in caplog.text
 
 
+def test_a_text_source_that_yields_nothing_names_the_generator_and_its_reply(tmp_path):
+    """The error is about the generator that ran: the model's name and its last reply (cut
+    short), never the template method's rule; the template method keeps its own hint."""
+    from unlearnkit.data.adapters import load_source
+
+    docs = tmp_path / "docs.txt"
+    docs.write_text(CURIE + "\n")
+    refusal = "Sorry, I cannot help with that request. " * 4  # 40 characters each; cut at 77
+    gen = HFModelGenerator(FakeModel(), FakeTokenizer(refusal), name="my/model")
+    with pytest.raises(UnlearnError) as info:
+        load_source("text", docs, split="forget", generator=gen)
+    message = str(info.value)
+    assert message.startswith(f"{docs}: no QA pairs came out of 1 passage(s); generator hf "
+                              "(model my/model): its last reply is not a JSON list: 'Sorry, I "
+                              "cannot help with that request. Sorry, I cannot help with that "
+                              "reques...'; check that it answers with only a JSON list")
+    assert "template method" not in message and message.endswith("or use generator: template")
+    gen = HFModelGenerator(FakeModel(), FakeTokenizer('[{"question": "Q?"}]'), name="m")
+    with pytest.raises(UnlearnError, match=r"generator hf \(model m\): its last reply holds no "
+                                           r"pair with a question and an answer: "
+                                           r"'\[\{\"question\": \"Q\?\"\}\]'"):
+        load_source("text", docs, split="forget", generator=gen)
+    short = tmp_path / "short.txt"
+    short.write_text("it rained.\n")  # no subject, no sentence of 4+ words
+    with pytest.raises(UnlearnError, match=r"1 passage\(s\); the template method needs"):
+        load_source("text", short, split="forget")
+
+
+def test_an_endpoint_generator_is_named_by_model_and_address():
+    from unlearnkit.data.rawtext import describe_generator, no_pairs_reason
+
+    gen = OpenAIGenerator("http://h:1/v1/", "served", api_key_env=None)
+    assert describe_generator(gen) == "openai (model served at http://h:1/v1)"
+    gen.last_reply = "  \n"
+    assert no_pairs_reason(gen).startswith("generator openai (model served at http://h:1/v1): "
+                                           "its last reply was empty; ")
+
+
 # ----------------------------------------------------------------------------- HTTP generator
 
 

@@ -296,3 +296,22 @@ def test_clashing_labels_take_the_folders_above_then_a_count(tmp_path):
     assert [r.label for r in runs] == ["scen/rmu/seed-0/after", "tofu/rmu/seed-0/after"]
     runs = unique_labels([run("tofu/rmu/seed-0"), run("tofu/rmu/seed-0")])  # the same file
     assert [r.label for r in runs] == ["seed-0/after", "seed-0/after #2"]
+
+
+def test_a_folder_is_refused_naming_the_file_to_pass(files, tmp_path):
+    """A folder of results files, a model folder: the message says what to pass instead."""
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / "a-quick.fluency_judge.json").write_text("{}")  # unlearn eval's judge cache
+    with pytest.raises(UnlearnError, match=r"is a folder, not a results file; pass results "
+                                           r"files by name$"):
+        load_runs(folder)
+    (folder / "a-quick.json").write_bytes(Path(files["a"]).read_bytes())
+    with pytest.raises(UnlearnError, match=r"by name, e\.g\. .*eval/a-quick\.json$"):
+        load_runs(folder)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"")
+    with pytest.raises(UnlearnError, match=r"evaluate it first \(unlearn eval .*model --data"):
+        load_many([files["a"], model])

@@ -315,3 +315,154 @@ def test_xstest_prompts_get_safe_refusal_and_unsafe_compliance(tmp_path, tok, ti
     assert safe.values == [by_id[i] for i in safe.ids]
     assert unsafe.ids == [r.id for r in picked[3:]] and unsafe.higher_is_better is None
     assert unsafe.values == [1.0 - by_id[i] for i in unsafe.ids]
+
+
+# ------------------------------------------------- default file names, TOFU parts, directions
+
+
+@pytest.mark.parametrize(("model", "name"), [
+    ("runs/full/model", "full-model-tofu.json"),
+    ("runs/lora/adapter/", "lora-adapter-tofu.json"),
+    ("runs/bench-tofu/npo/seed-2/model", "npo-seed-2-model-tofu.json"),
+    ("HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct-tofu.json"),
+    ("/models/Llama 3.2", "Llama-3.2-tofu.json"),
+    ("smollm2-135m-instruct", "smollm2-135m-instruct-tofu.json"),
+])
+def test_default_output_names_a_runs_model_by_its_run(model, name):
+    """A run's model/ or adapter/ takes its run folder's name (a bench run's also its
+    method's); any other model keeps the name it had."""
+    assert E.EvalConfig(model=model, data="d", suite="tofu").output_path() == Path(
+        "runs/eval", name)
+
+
+def test_two_runs_models_get_their_own_default_files(tmp_path, counted, monkeypatch):
+    _, loader = counted
+    data = str(dataset(tmp_path))
+    (tmp_path / "runs" / "full" / "model").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "runs" / "full" / "model")
+    assert E.EvalConfig(model=".", data=data).output_path().name == "full-model-quick.json"
+    monkeypatch.chdir(tmp_path)
+    for run in ("full", "lora"):
+        E.run_eval(E.EvalConfig(model=f"runs/{run}/model", data=data, suite="counted"),
+                   loader=loader)
+    written = tmp_path / "runs" / "eval"
+    assert sorted(p.name for p in written.iterdir()) == ["full-model-counted.json",
+                                                          "lora-model-counted.json"]
+    assert load_results(written / "full-model-counted.json").config["model"] == "runs/full/model"
+    # another model's file is not offered to --recompute (which would replace its results)
+    other = E.EvalConfig(model="runs/lora/model", data=data, suite="counted",
+                         output=str(written / "full-model-counted.json"))
+    with pytest.raises(UnlearnError, match=r"\(model: runs/full/model\); give runs/lora/model "
+                                           r"its own file with --out FILE"):
+        E.run_eval(other, loader=loader)
+
+
+def partial_tofu_dataset(tmp_path):
+    """Forget records and 7 retain records of which only r-3 has perturbed answers; no real
+    authors, no world facts (a user's own data)."""
+    recs = [Record(id=f"f-{i}", split="forget", question=f"Who wrote book {i}?",
+                   answer=f"Author {i}.", perturbed_answers=[f"Writer {i}."],
+                   source="forget01.json") for i in range(2)]
+    recs += [Record(id=f"r-{i}", split="retain", question=f"Who wrote novel {i}?",
+                    answer=f"Novelist {i}.", perturbed_answers=[f"Poet {i}."] if i == 3 else [],
+                    source="retain.json") for i in range(7)]
+    return write_dataset(recs, tmp_path / "partial", [])
+
+
+def test_tofu_model_utility_is_skipped_not_also_computed_on_partial_data(tmp_path, tok, tiny,
+                                                                         monkeypatch, capsys):
+    from unlearnkit.models.loader import setup_tokenizer
+
+    monkeypatch.setattr(E, "load_model", lambda *a, **k: (tiny, setup_tokenizer(tok)))
+    out = tmp_path / "partial.json"
+    argv = ["eval", "tiny", "--data", str(partial_tofu_dataset(tmp_path)), "--suite", "tofu",
+            "--out", str(out), "--set", "max_new_tokens=2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "  model_utility" not in printed  # no table row
+    reason = next(line for line in printed.splitlines() if line.startswith("skipped model_util"))
+    assert ("ra_Q_A_Prob_normalised, ra_Q_A_ROUGE, ra_Truth_Ratio, wf_Q_A_Prob_normalised, "
+            "wf_Q_A_ROUGE, wf_Truth_Ratio" in reason)
+    assert "6 of 7 retain records have no perturbed answers" in reason
+    res = load_results(out)
+    assert "model_utility" not in res.metrics and "model_utility" in res.skipped
+    # the parts computed from perturbed answers hold the one record that has them
+    for key in ("retain_Truth_Ratio", "retain_Q_A_PERT_Prob"):
+        m = res.metrics[key]
+        assert (m.ids, m.n, len(m.values)) == (["r-3"], 1, 1), key
+    m = res.metrics["retain_Q_A_Prob"]
+    assert (len(m.ids), m.n) == (7, 7)
+    # a file an earlier version wrote with a model_utility of three parts loses it on resume
+    res.metrics["model_utility"] = MetricRecord("model_utility", "utility", 0.5, True, 3,
+                                                [0.5, 0.5, 0.5], ["a", "b", "c"])
+    save_results(out, res)
+    assert main(argv) == 0 and "model_utility" not in load_results(out).metrics
+
+
+def test_tofu_plan_skips_what_no_record_can_score(tmp_path):
+    """retain90-like retain records and forget records without perturbed answers: their
+    truth ratios and perturbed probabilities are skipped, and so is forget quality."""
+    import dataclasses
+
+    cfg = E.EvalConfig(data=str(tofu_dataset(tmp_path)), suite="tofu", limit=1,
+                       oracle_results="oracle.json")
+    splits, _ = E.load_splits(cfg)
+    for split in ("forget", "retain"):
+        splits[split] = [dataclasses.replace(r, perturbed_answers=[]) for r in splits[split]]
+    _, skipped = E.plan(E.SUITES["tofu"], splits, cfg)
+    assert {"forget_Q_A_PERT_Prob", "forget_truth_ratio", "retain_Q_A_PERT_Prob",
+            "retain_Truth_Ratio"} <= set(skipped)
+    assert "no forget truth ratios" in skipped["forget_quality"]
+    assert "1 of 1 retain records" in skipped["model_utility"]
+
+
+def test_tofu_model_utility_holds_the_nine_parts(tmp_path, tok, tiny):
+    from unlearnkit.models.loader import setup_tokenizer
+
+    cfg = E.EvalConfig(model="tiny", data=str(tofu_dataset(tmp_path)), suite="tofu", limit=1,
+                       max_new_tokens=2, output=str(tmp_path / "tofu.json"))
+    loader = lambda name, **kwargs: (tiny, setup_tokenizer(tok))  # noqa: E731
+    res = E.run_eval(cfg, loader=loader)
+    utility = res.metrics["model_utility"]
+    assert utility.ids == list(M.MODEL_UTILITY_KEYS) and utility.n == 9
+    assert utility.values == [res.metrics[k].aggregate for k in M.MODEL_UTILITY_KEYS]
+    assert "model_utility" not in res.skipped
+    cfg.oracle_results = cfg.output
+    assert "forget_quality" in E.run_eval(cfg, loader=loader).metrics
+    cfg.oracle_results = ""  # a forget quality against an oracle no longer given is dropped
+    res = E.run_eval(cfg, loader=loader)
+    assert "forget_quality" not in res.metrics and "oracle_results" in res.skipped[
+        "forget_quality"]
+
+
+def test_degenerate_rate_has_no_direction_as_in_unlearn_run(tmp_path, monkeypatch):
+    """Shown, not judged: · in eval results as in a run's results.json, whichever file
+    `unlearn compare` reads first, and in a file written when it had a direction."""
+    from unlearnkit.report.compare import compare_table
+    from unlearnkit.report.runs import load_many
+
+    def fake(records):
+        return M.MetricResult.of([0.0, 1.0], higher_is_better=False)
+
+    monkeypatch.setitem(M.METRICS, "degenerate_rate",
+                        M.MetricSpec("degenerate_rate", fake, False, ("records",)))
+    monkeypatch.setitem(E.SUITES, "deg", E.Suite("test", metrics=("degenerate_rate",)))
+    out = tmp_path / "deg.json"
+    cfg = E.EvalConfig(model="fake", data=str(dataset(tmp_path)), suite="deg", output=str(out))
+    loader = lambda name, **kwargs: (object(), object())  # noqa: E731
+    res = E.run_eval(cfg, loader=loader)
+    assert {k: m.higher_is_better for k, m in res.metrics.items()} == {
+        "forget/degenerate_rate": None, "retain/degenerate_rate": None,
+        "neighbor/degenerate_rate": None}
+    run = tmp_path / "run" / "results.json"
+    run.parent.mkdir()
+    run.write_text(json.dumps({"results": {"after": {"summary": {
+        "forget": {"accuracy": 0.5, "refusal": 0.0, "degenerate": 0.25}}}}}))
+    for order in ([out, run], [run, out]):
+        table = compare_table(load_many(order))
+        assert "forget/degenerate_rate ·" in table and "degenerate_rate ↓" not in table
+    old = load_results(out)
+    old.metrics["forget/degenerate_rate"].higher_is_better = False
+    save_results(out, old)
+    E.run_eval(cfg, loader=loader)
+    assert load_results(out).metrics["forget/degenerate_rate"].higher_is_better is None

@@ -167,14 +167,17 @@ def _add_eval(sub) -> None:
     p = _add(sub, "eval", cmd_eval, "evaluate a model on a dataset folder into a results file "
              "(resumable)", "none")
     p.add_argument("model", metavar="MODEL",
-                   help="the default model's name, a local model folder or a hub id")
+                   help="the default model's name, a local model folder (a run's model/ or "
+                        "adapter/, not the run folder) or a hub id")
     p.add_argument("--data", required=True, metavar="DATASET_FOLDER",
                    help="dataset folder written by unlearn data standardize")
     p.add_argument("--suite", default="quick",
                    help="quick: correctness and refusal per split + prefill attack; full: every "
                         "metric per split + all attacks + MIA; tofu: the TOFU protocol")
     p.add_argument("--out", metavar="FILE",
-                   help="results file (default runs/eval/<model>-<suite>.json)")
+                   help="results file (default runs/eval/<model>-<suite>.json, <model> the "
+                        "folder's name, with its run's before a run's model/ or adapter/: "
+                        "runs/full/model -> runs/eval/full-model-<suite>.json)")
     p.add_argument("--recompute", action="store_true",
                    help="recompute steps already in the results file")
 

@@ -7,6 +7,11 @@ unknown column) raises :class:`UnlearnError` naming the file, the line or item, 
 
 Formats: ``tofu``, ``qa``, ``mcq``, ``text``, ``chat``, ``xstest`` (see each function).
 Multiple-choice questions keep only the question text; :func:`format_mcq` renders the options.
+
+Record ids: an id the file gives (an ``id`` column or field) is kept as written; otherwise the
+adapter numbers the records ``<format>-<file stem>-<n>`` (:func:`generated_id`). Such an id is a
+:class:`GeneratedId`, so that :func:`unlearnkit.data.standardize.gather` can tell it from a
+written one and re-tag it (:func:`tag_generated_id`) when two sources' files share a stem.
 """
 
 from __future__ import annotations
@@ -21,7 +26,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from unlearnkit.data.rawtext import QAGenerator, passages_to_records
+from unlearnkit.data.rawtext import (
+    QAGenerator,
+    no_pairs_reason,
+    passages_to_records,
+    resolve_generator,
+)
 from unlearnkit.data.records import SPLITS, Record
 from unlearnkit.errors import UnlearnError
 
@@ -96,16 +106,66 @@ def as_asked(record: Record) -> Record:
     return replace(record, question=format_mcq(record.question, record.choices))
 
 
+# ----------------------------------------------------------------------------- record ids
+
+
+class GeneratedId(str):
+    """A record id an adapter made up (``<format>-<file stem>-<n>``), not one read from the file.
+
+    It is a plain ``str`` in every use (equality, hashing, JSON); the type only marks the ids
+    that :func:`unlearnkit.data.standardize.gather` may re-tag when two sources collide, since
+    an id the user wrote must never change behind their back.
+    """
+
+    __slots__ = ()
+
+
+def id_prefix(format: str, path: str | Path) -> str:
+    """What every id generated for ``path`` starts with: ``<format>-<file stem>``."""
+    return f"{format}-{Path(path).stem}"
+
+
+def generated_id(format: str, path: str | Path, n: int) -> GeneratedId:
+    """The id of the ``n``-th record (from 0) of ``path``: ``<format>-<file stem>-<n>``."""
+    return GeneratedId(f"{id_prefix(format, path)}-{n}")
+
+
+def tag_generated_id(record_id: GeneratedId, format: str, path: str | Path,
+                     tag: str) -> GeneratedId:
+    """``<format>-<stem>-<rest>`` -> ``<format>-<stem>-<tag>-<rest>``: the same numbering, told
+    apart from another source's whose file has the same stem (``qa-train-retain-0``)."""
+    prefix = id_prefix(format, path)
+    if not record_id.startswith(prefix + "-"):
+        raise ValueError(f"{record_id!r} is not an id generated for {format} {path}")
+    return GeneratedId(f"{prefix}-{tag}{record_id[len(prefix):]}")
+
+
+def _given_or_generated(raw_id: Any, format: str, path: Path, n: int) -> str:
+    """The id the file gives (as a string), else the generated one."""
+    return str(raw_id) if raw_id not in (None, "") else generated_id(format, path, n)
+
+
 # ----------------------------------------------------------------------------- reading files
 
 
 def _check_file(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
-        raise UnlearnError(f"data file {path} not found; check the path (cwd is {Path.cwd()})")
+        raise UnlearnError(f"data file {path} not found; {where_paths_start(path)}")
     if not path.is_file():
         raise UnlearnError(f"data path {path} is not a file; give the path of a data file")
     return path
+
+
+def where_paths_start(path: Path, config: str = "data config") -> str:
+    """The fix for a path that is not there. A relative one starts at the current folder, not
+    at the folder of the ``config`` that names it (presets rely on that), which is easy to miss
+    when running from elsewhere."""
+    if path.is_absolute():
+        return "check the path"
+    return (f"check the path: a relative path starts at the current folder ({Path.cwd()}), not "
+            f"at the {config}'s folder; give an absolute path or run from the folder the "
+            "paths are relative to")
 
 
 def _read_text(path: Path) -> str:
@@ -291,7 +351,7 @@ _TOFU_FIELDS = ("question", "answer", "paraphrased_answer", "perturbed_answer",
 
 @register_adapter("tofu")
 def read_tofu(path: Path, *, split: str) -> list[Record]:
-    """TOFU QA, a JSON array or JSON lines. Ids ``tofu-<stem>-<n>`` (n from 0).
+    """TOFU QA, a JSON array or JSON lines. Ids ``tofu-<stem>-<n>`` (n from 0, generated).
 
     Fields: question, answer (required); paraphrased_answer, perturbed_answer (list),
     paraphrased_question (str or list), subject; any other field goes to ``meta``.
@@ -300,7 +360,7 @@ def read_tofu(path: Path, *, split: str) -> list[Record]:
     for n, (where, row) in enumerate(_read_json_objects(path)):
         records.append(_make_record(
             where,
-            id=f"tofu-{path.stem}-{n}",
+            id=generated_id("tofu", path, n),
             split=split,
             question=_require_str(row, "question", where),
             answer=_require_str(row, "answer", where),
@@ -380,7 +440,7 @@ def _qa_record(path: Path, n: int, where: str, row: dict, mapping: dict, split: 
             raise UnlearnError(f"{where}: an answer_index needs choices; map a 'choices' column")
         fields["answer_index"] = _answer_index(raw_index, len(fields["choices"]), where)
     raw_id = row.get(mapping.get("id", ""))
-    fields["id"] = str(raw_id) if raw_id not in (None, "") else f"qa-{path.stem}-{n}"
+    fields["id"] = _given_or_generated(raw_id, "qa", path, n)
     used = set(mapping.values())
     meta = {k: v for k, v in row.items() if k not in used}
     return _make_record(where, split=split, source=path.name, meta=meta, **fields)
@@ -394,6 +454,7 @@ def read_mcq(path: Path, *, split: str, columns: dict | None = None) -> list[Rec
     one (original MMLU); ``answer`` is an index from 0 or a letter. JSON: objects with
     ``question``, ``choices`` (list) and ``answer`` (index or letter). The record's ``answer``
     is the correct choice's text; ``question`` stays bare (render it with :func:`format_mcq`).
+    Ids ``mcq-<stem>-<n>`` (generated).
 
     ``columns`` names other fields or columns: ``question`` and ``answer`` -> a column or
     field name, ``choices`` -> a JSON field (a list) or, for a CSV with a header, a list of
@@ -407,7 +468,7 @@ def read_mcq(path: Path, *, split: str, columns: dict | None = None) -> list[Rec
     for n, (where, question, choices, answer) in enumerate(rows):
         index = _answer_index(answer, len(choices), where)
         records.append(_make_record(
-            where, id=f"mcq-{path.stem}-{n}", split=split, question=question,
+            where, id=generated_id("mcq", path, n), split=split, question=question,
             answer=choices[index], choices=choices, answer_index=index,
             source=path.name, meta={"category": category},
         ))
@@ -517,7 +578,7 @@ def read_text_corpus(path: Path, *, split: str,
     text with passages separated by blank lines. Each record keeps its passage in
     ``meta["passage"]``. ``generator``: None or "template" (offline), a mapping (a YAML
     config: ``{kind: openai, ...}`` or ``{kind: hf, ...}``, :func:`~unlearnkit.data.rawtext.
-    generator_from_config`) or a QAGenerator.
+    generator_from_config`) or a QAGenerator. Ids ``text-<stem>-<n>`` (generated).
     """
     if path.suffix.lower() in (".json", ".jsonl"):
         passages = [_require_str(row, text_field, where)
@@ -525,40 +586,51 @@ def read_text_corpus(path: Path, *, split: str,
     else:
         chunks = re.split(r"\n\s*\n", _read_text(path))
         passages = [" ".join(c.split()) for c in chunks if c.strip()]
-    records = passages_to_records(passages, generator, split=split, source=path.name,
-                                  subject=subject)
+    gen = resolve_generator(generator, subject)
+    records = passages_to_records(passages, gen, split=split, source=path.name,
+                                  subject=subject, id_prefix=id_prefix("text", path))
     if not records:
-        raise UnlearnError(
-            f"{path}: no QA pairs came out of {len(passages)} passage(s); the template method "
-            "needs sentences of at least 4 words ending in . ! or ?"
-        )
-    return records
+        raise UnlearnError(f"{path}: no QA pairs came out of {len(passages)} passage(s); "
+                           f"{no_pairs_reason(gen)}")
+    return [replace(r, id=GeneratedId(r.id)) for r in records]
 
 
 @register_adapter("chat")
 def read_chat(path: Path, *, split: str, require_answer: bool = True) -> list[Record]:
     """Chat logs, JSON lines (or array) with ``messages``: [{role, content}, ...].
 
-    An optional system message before the first user turn -> ``system``; the first user turn
-    -> ``question``; the assistant turn right after it -> ``answer``. Later turns are ignored.
+    Every user turn becomes a record (:func:`_exchanges`): ``question`` is that turn alone (the
+    earlier turns are not part of it), ``answer`` the assistant turn right after it, ``system``
+    the conversation's first system message before it. A conversation's first exchange has its
+    id (the ``id`` field, else ``chat-<stem>-<n>``); its k-th has that id + ``-turn<k>``.
     """
     records = []
     for n, (where, row) in enumerate(_read_json_objects(path)):
-        system, question, answer = _first_exchange(row, where)
-        if answer is None and require_answer:
-            raise UnlearnError(
-                f"{where}: no assistant turn after the first user turn; add one, or pass "
-                "require_answer=False for prompts without a reference answer"
-            )
-        raw_id = row.get("id")
-        records.append(_make_record(
-            where, id=str(raw_id) if raw_id not in (None, "") else f"chat-{path.stem}-{n}",
-            split=split, question=question, answer=answer, system=system, source=path.name,
-        ))
+        conversation_id = _given_or_generated(row.get("id"), "chat", path, n)
+        for k, (i, system, question, answer) in enumerate(_exchanges(row, where), 1):
+            if answer is None and require_answer:
+                raise UnlearnError(
+                    f"{where}: no assistant turn after user turn {k} (messages[{i}]); add "
+                    "one, drop the turn, or pass require_answer=False for prompts without a "
+                    "reference answer"
+                )
+            records.append(_make_record(
+                where, id=_turn_id(conversation_id, k), split=split, question=question,
+                answer=answer, system=system, source=path.name,
+            ))
     return records
 
 
-def _first_exchange(row: dict, where: str) -> tuple[str | None, str, str | None]:
+def _turn_id(conversation_id: str, k: int) -> str:
+    """The id of a conversation's ``k``-th exchange (from 1): the first keeps the conversation's
+    id (as a one-exchange conversation always had it); a generated id stays generated."""
+    if k == 1:
+        return conversation_id
+    return type(conversation_id)(f"{conversation_id}-turn{k}")
+
+
+def _chat_messages(row: dict, where: str) -> list[dict]:
+    """The row's ``messages``, checked: a list of {role, content} strings."""
     messages = row.get("messages")
     if not isinstance(messages, list):
         raise UnlearnError(f"{where}: missing required field 'messages' (a list of turns)")
@@ -566,14 +638,28 @@ def _first_exchange(row: dict, where: str) -> tuple[str | None, str, str | None]
         if not (isinstance(msg, dict) and isinstance(msg.get("role"), str)
                 and isinstance(msg.get("content"), str)):
             raise UnlearnError(f"{where}: messages[{i}] needs string 'role' and 'content'")
-    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
-    if not users:
+    return messages
+
+
+def _exchanges(row: dict, where: str) -> list[tuple[int, str | None, str, str | None]]:
+    """(index of the user turn, system, question, answer or None) for every user turn.
+
+    The answer is the next message only if it is an assistant's; the system is the first
+    system message before the user turn. Other roles (tool, function) are skipped.
+    """
+    messages = _chat_messages(row, where)
+    out, system = [], None
+    for i, msg in enumerate(messages):
+        if msg["role"] == "system" and system is None:
+            system = msg["content"]
+        if msg["role"] != "user":
+            continue
+        nxt = messages[i + 1] if i + 1 < len(messages) else None
+        answer = nxt["content"] if nxt and nxt["role"] == "assistant" else None
+        out.append((i, system, msg["content"], answer))
+    if not out:
         raise UnlearnError(f"{where}: 'messages' has no user turn; add one with role 'user'")
-    first = users[0]
-    systems = [m["content"] for m in messages[:first] if m["role"] == "system"]
-    nxt = messages[first + 1] if first + 1 < len(messages) else None
-    answer = nxt["content"] if nxt and nxt["role"] == "assistant" else None
-    return (systems[0] if systems else None), messages[first]["content"], answer
+    return out
 
 
 @register_adapter("xstest")

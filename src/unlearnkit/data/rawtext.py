@@ -21,8 +21,10 @@ Template method (the default; deterministic, no model). Rules:
 
 Model generators (:class:`HFModelGenerator`, :class:`OpenAIGenerator`) prompt for a JSON list
 of ``{"question", "answer"}``; output that is not such a list is skipped and counted (a
-warning), never a crash. :func:`passages_to_records` validates every pair, drops duplicate
-questions (normalised) and keeps the source passage in ``meta["passage"]``.
+warning), never a crash, and the last reply is kept (``last_reply``) so that a source that
+yields nothing can say what the model answered (:func:`no_pairs_reason`).
+:func:`passages_to_records` validates every pair, drops duplicate questions (normalised) and
+keeps the source passage in ``meta["passage"]``.
 """
 
 from __future__ import annotations
@@ -204,6 +206,8 @@ def parse_qa_json(text: str) -> list | None:
 
 
 def _pairs_or_skip(generator: Any, reply: str) -> list:
+    """The pairs in ``reply``, or none (counted in ``generator.malformed``, with a warning)."""
+    generator.last_reply = reply
     pairs = parse_qa_json(reply)
     if pairs is None:
         generator.malformed += 1
@@ -217,14 +221,17 @@ class HFModelGenerator:
     """QA pairs from a local transformers causal LM, decoded greedily.
 
     :meth:`complete` is the only part that touches the model; ``malformed`` counts replies that
-    were not a JSON list.
+    were not a JSON list, ``last_reply`` is the latest reply. ``name`` names the model in
+    messages (default: the model's ``name_or_path``).
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, max_pairs: int = 5,
-                 max_new_tokens: int = 512) -> None:
+                 max_new_tokens: int = 512, name: str | None = None) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.max_pairs, self.max_new_tokens = max_pairs, max_new_tokens
+        self.name = name or getattr(model, "name_or_path", None) or type(model).__name__
         self.malformed = 0
+        self.last_reply: str | None = None
 
     def complete(self, prompt: str) -> str:
         """The model's greedy reply to ``prompt`` as a user turn (chat template if it has one)."""
@@ -277,6 +284,7 @@ class OpenAIGenerator:
         self.base_url, self.model, self.api_key_env = base_url.rstrip("/"), model, api_key_env
         self.max_pairs, self.max_tokens, self.timeout = max_pairs, max_tokens, timeout
         self.malformed = 0
+        self.last_reply: str | None = None
 
     def _key(self) -> str | None:
         if not self.api_key_env:
@@ -381,10 +389,12 @@ def generator_from_config(spec: dict, *, loader: Any = None) -> Any:
     model, tokenizer = loader(str(opts["model"]), dtype=opts["dtype"], device=opts["device"],
                               trust_remote_code=bool(opts["trust_remote_code"]))
     return HFModelGenerator(model, tokenizer, max_pairs=opts["max_pairs"],
-                            max_new_tokens=opts["max_new_tokens"])
+                            max_new_tokens=opts["max_new_tokens"], name=str(opts["model"]))
 
 
-def _resolve_generator(generator: Any, subject: str | None) -> Any:
+def resolve_generator(generator: Any, subject: str | None = None) -> Any:
+    """The :class:`QAGenerator` that ``generator`` (as :func:`passages_to_records` takes it)
+    stands for: the template method, one built from a config mapping, or the object itself."""
     if generator is None or generator == "template":
         return TemplateGenerator(subject)
     if isinstance(generator, dict):
@@ -398,6 +408,43 @@ def _resolve_generator(generator: Any, subject: str | None) -> Any:
             "object with generate(passage) -> list of {'question', 'answer'} dicts"
         )
     return generator
+
+
+def describe_generator(gen: Any) -> str:
+    """A generator as a user configured it, for messages: ``hf (model NAME)``, ``openai (model
+    NAME at URL)``, or the class name of an object given in code."""
+    if isinstance(gen, TemplateGenerator):
+        return "template"
+    if isinstance(gen, HFModelGenerator):
+        return f"hf (model {gen.name})"
+    if isinstance(gen, OpenAIGenerator):
+        return f"openai (model {gen.model} at {gen.base_url})"
+    return type(gen).__name__
+
+
+def _brief(text: str, limit: int = 80) -> str:
+    """``text`` on one line, cut to ``limit`` characters, quoted."""
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= limit else flat[:limit - 3] + "...")
+
+
+def no_pairs_reason(gen: Any) -> str:
+    """Why ``gen`` gave no usable QA pair, and the fix: the template method's rule, or the
+    generator's name and (briefly) its last reply, so the message is about what actually ran."""
+    if isinstance(gen, TemplateGenerator):
+        return "the template method needs sentences of at least 4 words ending in . ! or ?"
+    fix = ("check that it answers with only a JSON list of {\"question\", \"answer\"} objects "
+           "(an instruction-tuned model follows the prompt better), or use generator: template")
+    reply = getattr(gen, "last_reply", None)
+    if reply is None:
+        return f"generator {describe_generator(gen)} returned no valid question-answer pair; {fix}"
+    if not reply.strip():
+        said = "its last reply was empty"
+    elif parse_qa_json(reply) is None:
+        said = f"its last reply is not a JSON list: {_brief(reply)}"
+    else:
+        said = f"its last reply holds no pair with a question and an answer: {_brief(reply)}"
+    return f"generator {describe_generator(gen)}: {said}; {fix}"
 
 
 def _clean_pair(pair: Any) -> dict | None:
@@ -427,7 +474,7 @@ def passages_to_records(passages: Iterable[str], generator: Any = None, *, split
     Ids are ``<id_prefix>-<n>`` (default prefix ``text-<source stem>``). Invalid pairs are
     skipped with one warning; a question already seen (normalised) is dropped.
     """
-    gen = _resolve_generator(generator, subject)
+    gen = resolve_generator(generator, subject)
     prefix = id_prefix or f"text-{Path(source).stem or 'passages'}"
     records: list[Record] = []
     seen: set[str] = set()

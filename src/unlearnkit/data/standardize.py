@@ -3,17 +3,25 @@
 A dataset folder holds ``<split>.jsonl`` for each split present and ``manifest.json`` (format
 version, record counts per split, the sources with their sha256). It is written to a temporary
 folder and renamed into place, so a failed run leaves nothing half-written.
+
+Relative source paths start at ``base`` (the CLI passes the current folder, not the data
+config's folder). Record ids are made unique across sources by :func:`unique_ids`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from unlearnkit.data.adapters import load_source
+from unlearnkit.data.adapters import (
+    GeneratedId,
+    load_source,
+    tag_generated_id,
+    where_paths_start,
+)
 from unlearnkit.data.records import (
     FORMAT_VERSION,
     SPLITS,
@@ -106,14 +114,78 @@ def load_spec(spec: SourceSpec, base: Path) -> tuple[list[Record], dict]:
 
 
 def gather(cfg: DataConfig, base: Path = Path()) -> tuple[list[Record], list[dict]]:
+    """Every source's records (ids unique, validated) and the sources' manifest entries."""
     if not cfg.sources:
         raise UnlearnError("data.sources is empty: list at least one source")
-    records, entries = [], []
-    for spec in cfg.sources:
-        recs, entry = load_spec(spec, base)
-        records += recs
-        entries.append(entry)
-    return validate_records(records), entries
+    loaded = [load_spec(spec, base) for spec in cfg.sources]
+    records = unique_ids(cfg.sources, [recs for recs, _ in loaded], [e for _, e in loaded])
+    return validate_records(records), [entry for _, entry in loaded]
+
+
+def unique_ids(specs: list[SourceSpec], parts: list[list[Record]],
+               entries: list[dict]) -> list[Record]:
+    """The sources' records (``parts``, one list per spec) with ids unique across sources.
+
+    An id written in a file is kept and must be unique (else an error naming both files). A
+    generated id (``<format>-<file stem>-<n>``) is kept unless another source has it already:
+    then all of that source's generated ids get its split after the stem
+    (``qa-train-retain-0``), or, if those are taken too, ``s<k>``, its position in the sources
+    from 1 (``qa-train-s3-0``); the tag is recorded in the source's manifest entry as
+    ``id_tag``. Ids that never collide, like TOFU's ``tofu-forget01-0``, never change.
+    """
+    taken = _written_ids(specs, parts)
+    out: list[Record] = []
+    for k, (spec, records, entry) in enumerate(zip(specs, parts, entries, strict=True), 1):
+        records, tag = _free_generated_ids(spec, k, records, taken)
+        if tag:
+            entry["id_tag"] = tag
+        taken.update((r.id, _describe(spec, k)) for r in records
+                     if isinstance(r.id, GeneratedId))
+        out += [replace(r, id=str(r.id)) for r in records]  # plain strings from here on
+    return out
+
+
+def _describe(spec: SourceSpec, k: int) -> str:
+    """Source ``k`` (from 1) as the user wrote it, for messages: its path and position."""
+    return f"{spec.path or spec.format + ' source'} (source {k})"
+
+
+def _written_ids(specs: list[SourceSpec], parts: list[list[Record]]) -> dict[str, str]:
+    """Id -> its source, for every id written in a file (not generated); a clear error when
+    one appears twice, since only the user can say which of the two should change."""
+    owner: dict[str, str] = {}
+    for k, (spec, records) in enumerate(zip(specs, parts, strict=True), 1):
+        where = _describe(spec, k)
+        for rec in records:
+            if isinstance(rec.id, GeneratedId):
+                continue
+            if rec.id in owner:
+                places = f"twice in {where}" if owner[rec.id] == where \
+                    else f"in both {owner[rec.id]} and {where}"
+                raise UnlearnError(
+                    f"duplicate record id {rec.id!r} {places}: ids given in the data must be "
+                    "unique across all sources; change one of them, or leave the id out so "
+                    "that unlearnkit numbers the records")
+            owner[rec.id] = where
+    return owner
+
+
+def _free_generated_ids(spec: SourceSpec, k: int, records: list[Record],
+                        taken: dict[str, str]) -> tuple[list[Record], str | None]:
+    """``records`` with their generated ids re-tagged if any is ``taken`` (see
+    :func:`unique_ids`), and the tag used (None: unchanged)."""
+    generated = [r.id for r in records if isinstance(r.id, GeneratedId)]
+    clash = next((rid for rid in generated if rid in taken), None)
+    if clash is None:
+        return records, None
+    for tag in (records[0].split, f"s{k}"):
+        new = {rid: tag_generated_id(rid, spec.format, spec.path, tag) for rid in generated}
+        if not any(rid in taken for rid in new.values()):
+            return [replace(r, id=new[r.id]) if isinstance(r.id, GeneratedId) else r
+                    for r in records], tag
+    raise UnlearnError(
+        f"record id {clash!r} of {_describe(spec, k)} is also in {taken[clash]}, and tagging it "
+        f"({new[clash]!r}) collides too; rename one of the files or give the records ids")
 
 
 DATASET_MARKERS = ("manifest.json",)  # what an earlier dataset folder holds
@@ -142,6 +214,9 @@ def standardize(cfg: DataConfig, base: Path = Path()) -> Path:
 def load_dataset(folder: str | Path) -> list[Record]:
     """Read a dataset folder back (same records, same order within each split)."""
     folder = Path(folder)
+    if not folder.exists():
+        raise UnlearnError(f"{folder} is not a dataset folder (it does not exist); "
+                           f"{where_paths_start(folder, 'config')}")
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         raise UnlearnError(f"{folder} is not a dataset folder (no manifest.json); "

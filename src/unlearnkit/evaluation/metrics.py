@@ -420,6 +420,7 @@ MODEL_UTILITY_KEYS = (
     "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio",
     "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio",
 )
+UTILITY_SETS = {"retain": "retain", "ra": "real-author", "wf": "world-fact"}  # by key prefix
 
 
 def forget_quality(model_truth_ratios: Sequence[float],
@@ -439,9 +440,14 @@ def forget_quality(model_truth_ratios: Sequence[float],
 
 
 def model_utility(components: Mapping[str, float]) -> MetricResult:
-    """TOFU model utility (Sec. 2.5.2): the harmonic mean of the utility aggregates present
-    among :data:`MODEL_UTILITY_KEYS` (retain probability, ROUGE-L recall and truth ratio,
-    the same on real authors and world facts). A zero component gives 0; NaN gives NaN."""
+    """The harmonic mean of the utility aggregates present among :data:`MODEL_UTILITY_KEYS`
+    (retain probability, ROUGE-L recall and truth ratio, the same on real authors and world
+    facts). A zero component gives 0; NaN gives NaN. ``values`` are the parts in that order.
+
+    TOFU's model utility (Sec. 2.5.2) is this over all nine parts: report a result under the
+    name ``model_utility`` only when :func:`missing_utility_parts` is empty and every part
+    covers its whole TOFU set (:func:`model_utility_gaps`), as :func:`tofu_metrics` and
+    ``unlearn eval --suite tofu`` do."""
     present = {k: components[k] for k in MODEL_UTILITY_KEYS if k in components}
     if not present:
         raise UnlearnError(f"model utility needs at least one of {MODEL_UTILITY_KEYS}")
@@ -451,6 +457,42 @@ def model_utility(components: Mapping[str, float]) -> MetricResult:
     else:
         agg = 0.0 if min(vals) <= 0 else float(hmean(vals))
     return MetricResult(vals, agg, True, len(vals))
+
+
+def missing_utility_parts(components: Mapping[str, Any]) -> list[str]:
+    """The keys of :data:`MODEL_UTILITY_KEYS` that ``components`` lacks, in that order."""
+    return [k for k in MODEL_UTILITY_KEYS if k not in components]
+
+
+def tofu_perturbed_keys(prefix: str) -> tuple[str, ...]:
+    """The result keys of TOFU set ``prefix`` computed from perturbed answers: NaN for a
+    record without them, so over a set where some lack them they cover only the others."""
+    if prefix in ("forget", "retain"):
+        return (f"{prefix}_Q_A_PERT_Prob",
+                "forget_truth_ratio" if prefix == "forget" else "retain_Truth_Ratio")
+    return (f"{prefix}_Truth_Ratio", f"{prefix}_Q_A_Prob_normalised")
+
+
+def model_utility_gaps(sets: Mapping[str, Sequence[Record]]) -> list[str]:
+    """Why TOFU's model utility cannot be computed from these TOFU sets (prefix -> records;
+    see :func:`tofu_metrics`), one phrase per problem; empty when it can. It needs retain,
+    real-author (ra) and world-fact (wf) records, all with perturbed answers: without them a
+    set's truth ratio (and, on ra / wf, normalised probability) would cover only part of it
+    while its probability and ROUGE cover all of it."""
+    gaps = []
+    absent = [p for p in UTILITY_SETS if not sets.get(p)]
+    if absent:
+        parts = [k for k in MODEL_UTILITY_KEYS if k.split("_", 1)[0] in absent]
+        gaps.append(f"no {' or '.join(UTILITY_SETS[p] for p in absent)} records, so no "
+                    f"{', '.join(parts)}")
+    for prefix, name in UTILITY_SETS.items():
+        records = sets.get(prefix) or []
+        without = sum(not r.perturbed_answers for r in records)
+        if without:
+            keys = [k for k in tofu_perturbed_keys(prefix) if k in MODEL_UTILITY_KEYS]
+            gaps.append(f"{without} of {len(records)} {name} records have no perturbed answers, "
+                        f"which {' and '.join(keys)} cannot score")
+    return gaps
 
 
 # ------------------------------------------------------- refusal detector validation
@@ -719,12 +761,15 @@ def tofu_metrics(model, tokenizer, splits: Mapping[str, Sequence[Record]], *,
     """The TOFU protocol (Maini et al., 2024) with OpenUnlearning's result keys.
 
     ``splits`` maps "forget", "retain", "ra" (real authors) and "wf" (world facts) to records
-    (any subset; "retain" is needed for model utility). Per split: ``<p>_Q_A_Prob``,
-    ``<p>_Q_A_ROUGE``, ``<p>_Q_A_PARA_Prob`` and ``<p>_Q_A_PERT_Prob`` on forget/retain, a
-    truth ratio (``forget_truth_ratio`` / ``<p>_Truth_Ratio``), ``<p>_Q_A_Prob_normalised``
-    on ra/wf, ``extraction_strength`` and ``exact_memorization`` on forget. Then
-    ``model_utility``; ``forget_quality`` when the oracle's per-item forget truth ratios (its
-    ``forget_truth_ratio.values``) are given; ``mia_*`` AUCs when ``holdout`` records are given.
+    (any subset). Per split: ``<p>_Q_A_Prob``, ``<p>_Q_A_ROUGE``, ``<p>_Q_A_PARA_Prob`` and
+    ``<p>_Q_A_PERT_Prob`` on forget/retain, a truth ratio (``forget_truth_ratio`` /
+    ``<p>_Truth_Ratio``), ``<p>_Q_A_Prob_normalised`` on ra/wf, ``extraction_strength`` and
+    ``exact_memorization`` on forget. Then
+    ``model_utility`` when any of retain, ra, wf is given: TOFU's harmonic mean of the nine
+    parts when all three are given, every record with perturbed answers, else NaN with n 0
+    (undefined: :func:`model_utility_gaps` says what is missing); ``forget_quality`` when the
+    oracle's per-item forget truth ratios (its ``forget_truth_ratio.values``) are given;
+    ``mia_*`` AUCs when ``holdout`` records are given.
     """
     unknown = sorted(set(splits) - {"forget", "retain", "ra", "wf"})
     if unknown:
@@ -734,9 +779,10 @@ def tofu_metrics(model, tokenizer, splits: Mapping[str, Sequence[Record]], *,
                 for p, recs in splits.items()}
     for prefix, ctx in contexts.items():
         out |= _tofu_split(ctx, prefix)
-    if "retain" in splits:
-        out["model_utility"] = model_utility(
-            {k: out[k].aggregate for k in MODEL_UTILITY_KEYS if k in out})
+    if set(splits) & set(UTILITY_SETS):
+        out["model_utility"] = (
+            MetricResult([], math.nan, True, 0) if model_utility_gaps(splits)
+            else model_utility({k: out[k].aggregate for k in MODEL_UTILITY_KEYS}))
     if reference_forget_truth_ratios is not None and "forget" in splits:
         out["forget_quality"] = forget_quality(out["forget_truth_ratio"].values,
                                                reference_forget_truth_ratios)

@@ -138,6 +138,9 @@ def resolve_model_path(name: str) -> str:
         return str(default_model_dir())
     path = Path(name).expanduser()
     if path.exists():
+        run_folder = _run_folder_problem(path)
+        if run_folder:
+            raise UnlearnError(run_folder)
         if not ((path / "config.json").is_file() or is_adapter_folder(path)):
             raise UnlearnError(f"model folder {path} has no config.json; point at a Hugging Face "
                                "model folder (config.json, tokenizer files, *.safetensors) or a "
@@ -153,6 +156,22 @@ def resolve_model_path(name: str) -> str:
     if name.count("/") == 1 and not name.startswith((".", "/")):
         return name  # a hub id: loads when online, with the user's HF_TOKEN from the environment
     raise UnlearnError(f"model {name!r} is neither {DEFAULT_MODEL!r}, a local folder, nor a hub id")
+
+
+def _run_folder_problem(path: Path) -> str | None:
+    """What to pass instead of the output folder of ``unlearn run`` (a folder without weights
+    of its own that holds ``results.json``, ``model/`` or ``adapter/``); None for another."""
+    if any(path.glob("*.safetensors")) or is_adapter_folder(path):
+        return None
+    saved = [path / sub for sub in ("model", "adapter") if (path / sub).is_dir()]
+    if saved:
+        return (f"{path} is the output folder of unlearn run, not a model folder; pass the "
+                f"model it saved: {' or '.join(map(str, saved))}")
+    if (path / "results.json").is_file():
+        return (f"{path} is the output folder of unlearn run and holds no saved model (no "
+                f"model/ or adapter/: keep_models: false deletes them); its results are in "
+                f"{path / 'results.json'}")
+    return None
 
 
 def setup_tokenizer(tokenizer):

@@ -16,7 +16,8 @@ Kinds (``data.kind``):
 Records come from ``path`` (a dataset folder written by ``unlearn data standardize``, or a data
 config ``.yaml`` file, standardised in memory) or from inline ``sources`` (the data config's
 schema). ``max_per_split`` keeps a seeded sample of a split (e.g. TOFU's 3,600 retain items ->
-300) before anything trains. Relative paths are relative to where the command runs.
+300) before anything trains. Relative paths (``path``, and the paths inside a data config) are
+relative to where the command runs, not to the config file's folder.
 """
 
 from __future__ import annotations

@@ -10,11 +10,21 @@ A file written for another model, dataset or generation setting is refused rathe
 Splits map to objectives: forget -> forget; retain, general -> utility; neighbor, probe ->
 boundary; attacks and membership inference -> robustness. TOFU's real-author and world-fact
 sets are the ``general`` records whose ``source`` names real_authors / world_facts files.
+TOFU's ``model_utility`` is reported only over all nine of its parts (the retain, real-author
+and world-fact sets, every record with perturbed answers); otherwise it is skipped, the reason
+naming what is missing. A TOFU metric computed from perturbed answers lists (ids, values) only
+the records that have them.
+
+Without ``output`` the file is ``runs/eval/<model>-<suite>.json`` (:func:`default_output_name`:
+a run's ``model/`` or ``adapter/`` is named with its run). Degenerate-answer shares are shown
+without a direction (:data:`SHOWN_NOT_JUDGED`), as ``unlearn run`` shows them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import random
 import re
 import time
@@ -38,8 +48,11 @@ from unlearnkit.evaluation.metrics import (
     compute,
     forget_quality,
     mia_attacks,
+    missing_utility_parts,
     model_utility,
+    model_utility_gaps,
     tofu_metrics,
+    tofu_perturbed_keys,
 )
 from unlearnkit.evaluation.refusal_judge import RefusalConfig, RefusalJudge, build_judge
 from unlearnkit.evaluation.results import (
@@ -86,6 +99,10 @@ LIKELIHOOD_INPUTS = frozenset({"answer_logprobs", "argmax_match", "standardized_
                                "paraphrased_logprobs", "perturbed_logprobs"})
 TOFU_FORGET_FLIP = frozenset({"forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Q_A_PARA_Prob",
                               "extraction_strength", "exact_memorization"})
+# Shown, not judged (no direction), as in unlearn run's and bench's tables: a degenerate
+# answer is how some methods "forget", and is in no objective's score
+SHOWN_NOT_JUDGED = frozenset({"degenerate_rate"})
+RUN_WEIGHTS = ("model", "adapter")  # the folders unlearn run saves its model in
 
 
 @dataclass
@@ -95,7 +112,7 @@ class EvalConfig:
     model: str = DEFAULT_MODEL  # anything models.loader.load_model takes
     data: str = ""  # a dataset folder (unlearn data standardize)
     suite: str = "quick"
-    output: str = ""  # default: runs/eval/<model>-<suite>.json
+    output: str = ""  # default: runs/eval/<model>-<suite>.json (default_output_name)
     name: str = ""  # the label reports use (default: the file stem)
     recompute: bool = False
     seed: int = 0
@@ -139,8 +156,26 @@ class EvalConfig:
     def output_path(self) -> Path:
         if self.output:
             return Path(self.output)
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(self.model).name or self.model).strip("-")
-        return Path("runs/eval") / f"{slug}-{self.suite}.json"
+        return Path("runs/eval") / default_output_name(self.model, self.suite)
+
+
+def default_output_name(model: str, suite: str) -> str:
+    """``<model>-<suite>.json``, <model> the model folder's (or hub id's) last name. A run's
+    ``model/`` or ``adapter/`` folder (:data:`RUN_WEIGHTS`) is named with its run folder
+    (``runs/full/model`` -> ``full-model``), and a bench run's with its method too
+    (``runs/bench/npo/seed-0/model`` -> ``npo-seed-0-model``), so two runs' models do not
+    share a file."""
+    path = Path(os.path.abspath(model)) if Path(model).is_dir() else Path(model)
+    names = [path.name or model]
+    if names[0] in RUN_WEIGHTS:
+        for folder in path.parents:
+            if not folder.name:
+                break
+            names.insert(0, folder.name)
+            if not re.fullmatch(r"seed-\d+", folder.name):
+                break
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(names)).strip("-")
+    return f"{slug}-{suite}.json"
 
 
 @dataclass(frozen=True)
@@ -232,22 +267,51 @@ def _attack_steps(suite: Suite, splits: dict, skipped: dict) -> list[Step]:
     return [Step(f"attack/{n}", "attack", n) for n in names]
 
 
+def tofu_sets(splits: dict[str, list[Record]]) -> dict[str, list[Record]]:
+    """The records of each TOFU set present (:func:`tofu_prefix`), in protocol order."""
+    sets: dict[str, list[Record]] = {}
+    for rec in (r for recs in splits.values() for r in recs):
+        prefix = tofu_prefix(rec)
+        if prefix:
+            sets.setdefault(prefix, []).append(rec)
+    return {p: sets[p] for p in ("forget", "retain", "ra", "wf") if p in sets}
+
+
+def _model_utility_skip(sets: dict[str, list[Record]]) -> str | None:
+    """Why TOFU's model utility cannot be computed here, with the fix (None: it can)."""
+    gaps = model_utility_gaps(sets)
+    if not gaps:
+        return None
+    return ("TOFU's model utility is the harmonic mean of 9 parts over the retain, real-author "
+            f"and world-fact sets, and here {'; '.join(gaps)} (the parts present are reported "
+            "on their own); for TOFU's number evaluate on its evaluation sets "
+            "(configs/data-tofu-eval.yaml: retain_perturbed.json as the retain split, as "
+            "retain90 has no perturbed answers, and real_authors_perturbed.json and "
+            "world_facts_perturbed.json as general records)")
+
+
 def _tofu_steps(splits: dict, cfg: EvalConfig, skipped: dict) -> list[Step]:
-    prefixes = {tofu_prefix(r) for recs in splits.values() for r in recs} - {None}
-    steps = [Step(f"tofu/{p}", "tofu", p) for p in ("forget", "retain", "ra", "wf")
-             if p in prefixes]
-    if not steps:
+    sets = tofu_sets(splits)
+    if not sets:
         skipped["tofu"] = "no forget, retain, real-author or world-fact records"
         return []
-    if not cfg.oracle_results:
-        skipped["forget_quality"] = "give the oracle's results file: --set oracle_results=FILE"
-    retain = [r for recs in splits.values() for r in recs if tofu_prefix(r) == "retain"]
-    if retain and not all(r.perturbed_answers for r in retain):
-        skipped["model_utility"] = (
-            "retain records without perturbed answers (TOFU's retain90) have no truth ratio; "
-            "evaluate with retain_perturbed.json as the retain split "
-            "(configs/data-tofu-eval.yaml)")
-    return [*steps, Step("tofu/summary", "tofu_summary", derived=True)]
+    for prefix, records in sets.items():
+        if not any(r.perturbed_answers for r in records):
+            skipped |= {key: f"no {prefix} record has perturbed answers"
+                        for key in tofu_perturbed_keys(prefix)}
+    if "forget" not in sets:
+        skipped["forget_quality"] = "no forget records"
+    elif "forget_truth_ratio" in skipped:
+        skipped["forget_quality"] = ("no forget record has perturbed answers, so there are no "
+                                     "forget truth ratios to compare with the oracle's")
+    elif not cfg.oracle_results:
+        skipped["forget_quality"] = ("give the oracle's results file (unlearn eval ORACLE "
+                                     "--suite tofu): --set oracle_results=FILE")
+    reason = _model_utility_skip(sets)
+    if reason:
+        skipped["model_utility"] = reason
+    return [*[Step(f"tofu/{p}", "tofu", p) for p in sets],
+            Step("tofu/summary", "tofu_summary", derived=True)]
 
 
 def plan(suite: Suite, splits: dict[str, list[Record]], cfg: EvalConfig
@@ -332,10 +396,11 @@ def _run_metric(st: _State, step: Step) -> None:
         ctx.refusal_judge = st.refusal_judge()
     options = {"correctness": {"rouge_threshold": st.cfg.correct_rouge_threshold}}
     result = compute(ctx, [step.name], options)[step.name]
+    hib = (None if step.name in SHOWN_NOT_JUDGED
+           else direction(step.name, step.split, result.higher_is_better))
     st.results.metrics[step.key] = _record(
         step.name, result, objective=objective_of(step.split), split=step.split,
-        ids=[r.id for r in records],
-        higher_is_better=direction(step.name, step.split, result.higher_is_better))
+        ids=[r.id for r in records], higher_is_better=hib)
     if step.name == "refusal_rate":
         _xstest_breakdown(st, step.split, records, result)
     if ctx.has("generations") and step.split not in st.results.generations:
@@ -385,30 +450,48 @@ def _run_mia(st: _State, step: Step) -> None:
 
 
 def _run_tofu(st: _State, step: Step) -> None:
-    records = [r for recs in st.splits.values() for r in recs if tofu_prefix(r) == step.name]
+    """One TOFU set's metrics. Those computed from perturbed answers cover the records that
+    have them: their ids and values are those records' only (the others' values are NaN)."""
+    records = tofu_sets(st.splits)[step.name]
     out = tofu_metrics(st.model, st.tokenizer, {step.name: records},
                        batch_size=st.cfg.batch_size, max_new_tokens=st.cfg.max_new_tokens)
     out.pop("model_utility", None)  # computed over every utility split in tofu/summary
-    split = records[0].split
+    split, perturbed = records[0].split, tofu_perturbed_keys(step.name)
     for key, result in out.items():
+        if key in st.results.skipped:  # no record of the set has perturbed answers
+            continue
         hib = result.higher_is_better
         if key == "forget_Q_A_PERT_Prob":
             hib = None
         elif key in TOFU_FORGET_FLIP:
             hib = not hib
+        ids = [r.id for r in records]
+        if key in perturbed:
+            kept = [i for i, r in enumerate(records) if r.perturbed_answers]
+            ids = [ids[i] for i in kept]
+            values = [result.values[i] for i in kept]
+            result = MetricResult(values, result.aggregate, result.higher_is_better,
+                                  sum(not math.isnan(v) for v in values))
         st.results.metrics[key] = _record(key, result, objective=objective_of(split),
-                                          split=split, ids=[r.id for r in records],
-                                          higher_is_better=hib)
+                                          split=split, ids=ids, higher_is_better=hib)
 
 
 def _run_tofu_summary(st: _State, step: Step) -> None:
-    metrics = st.results.metrics
+    """TOFU's model utility over its nine parts (ids: the parts' keys) unless the plan skipped
+    it, and forget quality against the oracle's results file when one is given."""
+    metrics, skipped = st.results.metrics, st.results.skipped
     parts = {k: metrics[k].aggregate for k in MODEL_UTILITY_KEYS if k in metrics}
-    if parts:
+    missing = missing_utility_parts(parts)
+    if "model_utility" not in skipped and missing:  # the plan saw every set: not expected
+        skipped["model_utility"] = f"TOFU's model utility lacks {', '.join(missing)}"
+    if "model_utility" in skipped:
+        metrics.pop("model_utility", None)
+    else:
         metrics["model_utility"] = _record(
             "model_utility", model_utility(parts), objective="utility", split=None,
             ids=list(parts), higher_is_better=True)
-    if st.cfg.oracle_results and "forget_truth_ratio" in metrics:
+    if ("forget_quality" not in skipped and st.cfg.oracle_results
+            and "forget_truth_ratio" in metrics):
         oracle = load_results(st.cfg.oracle_results).metrics.get("forget_truth_ratio")
         if oracle is None:
             raise UnlearnError(f"{st.cfg.oracle_results} has no forget_truth_ratio; "
@@ -469,6 +552,11 @@ def _start(cfg: EvalConfig, fingerprint: str) -> EvalResults:
     changed = [k for k in RESUME_KEYS if old.config.get(k, defaults.get(k)) != config[k]]
     if old.data_fingerprint != fingerprint:
         changed.append("the dataset's contents")
+    if "model" in changed:  # another model's results: --recompute would throw them away
+        changed[changed.index("model")] = f"model: {old.config.get('model')}"
+        raise UnlearnError(f"{out} holds results with other settings ({', '.join(changed)}); "
+                           f"give {cfg.model} its own file with --out FILE (--recompute would "
+                           "replace those results)")
     if changed:
         raise UnlearnError(f"{out} holds results with other settings ({', '.join(changed)}); "
                            "pass --recompute to start over or choose another --out")
@@ -494,8 +582,17 @@ def run_eval(cfg: EvalConfig, *, loader: Callable[..., tuple[Any, Any]] | None =
     splits, holdout = load_splits(cfg)
     results = _start(cfg, data_fingerprint(cfg.data))
     steps, results.skipped = plan(SUITES[cfg.suite], splits, cfg)
+    # what an existing file holds against these settings: a value the plan now skips (a
+    # forget quality against an oracle no longer given), a direction given before
+    dropped = [results.metrics.pop(k) for k in results.skipped if k in results.metrics]
+    undirected = [m for m in results.metrics.values()
+                  if m.metric in SHOWN_NOT_JUDGED and m.higher_is_better is not None]
+    for record in undirected:
+        record.higher_is_better = None
     todo = [s for s in steps if s.derived or not results.done(s.key)]
     out = cfg.output_path()  # written after each finished step: a failed start leaves nothing
+    if (dropped or undirected) and not todo:
+        save_results(out, results)
     finished = len(steps) - len(todo)
     if finished:
         print(f"{out}: {finished} of {len(steps)} steps already done")

@@ -178,6 +178,8 @@ def from_pipeline(data: dict[str, Any], path: Path) -> list[Run]:
 def load_runs(path: str | Path) -> list[Run]:
     """The runs in one results file of either kind (see the module docstring)."""
     path = Path(path)
+    if path.is_dir():
+        raise UnlearnError(_folder_problem(path))
     data = read_json(path)
     if "schema_version" in data:
         return [from_results(load_results(path), path)]
@@ -185,6 +187,24 @@ def load_runs(path: str | Path) -> list[Run]:
         return from_pipeline(data, path)
     raise UnlearnError(f"{path} is neither a results file of unlearn eval (no schema_version) "
                        "nor the results.json of unlearn demo/run (no 'results')")
+
+
+def _folder_problem(path: Path) -> str:
+    """What to pass instead of folder ``path``: a run's results.json, or a results file of
+    ``unlearn eval`` (made from a model folder first)."""
+    if (path / "results.json").is_file():
+        return (f"{path} is a folder, not a results file; pass the results of the run in it: "
+                f"{path / 'results.json'}")
+    saved = [path / sub for sub in ("model", "adapter") if (path / sub).is_dir()]
+    if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
+        saved = [path]  # a model folder itself
+    if saved:
+        return (f"{path} is a folder with a model but no results; evaluate it first (unlearn "
+                f"eval {saved[0]} --data DATASET) and pass the results file it writes")
+    found = sorted(f.name for f in path.glob("*.json")
+                   if not f.name.endswith(".fluency_judge.json"))  # evaluate.py's judge cache
+    return (f"{path} is a folder, not a results file; pass results files by name"
+            + (f", e.g. {path / found[0]}" if found else ""))
 
 
 def load_many(paths: list[str | Path]) -> list[Run]:

@@ -63,13 +63,38 @@ def raw_examples(model, tokenizer, forget: list[Record], passages: dict[str, str
 def with_raw_forget(model, tokenizer, examples: list[Example], forget: list[Record],
                     biographies: dict[str, str], cfg: TeacherConfig,
                     keep: Sequence[Record] = ()) -> list[Example]:
-    """``examples`` with the unified forget items replaced by one raw example per passage."""
+    """``examples`` with the unified forget items replaced by one raw example per passage.
+
+    Every forget record needs a passage (:func:`passage_of`): one without would silently never
+    be trained on, so a forget set only partly made from raw text is an error."""
     passages = {r.id: p for r in forget if (p := passage_of(r, biographies))}
+    check_passages_match(forget, passages)
+    check_every_forget_record_has_a_passage(forget, passages)
+    raw = raw_examples(model, tokenizer, forget, passages, cfg, keep)
+    unique = list({id(e): e for e in raw.values()}.values())
+    return unique + [e for e in examples if e.kind != "forget"]
+
+
+def check_passages_match(forget: list[Record], passages: dict[str, str]) -> None:
+    """A passage must mention its record's answer; else the passages come from another scenario
+    than the records, and the raw format would train on the wrong text."""
     for r in forget:
         if r.id in passages and r.targets and not any(t in passages[r.id] for t in r.targets):
             raise UnlearnError(f"forget record {r.id!r}: its raw passage does not mention its "
                                f"answer {r.targets}; the passages come from another scenario "
                                "than the records (check setup.scenario)")
-    raw = raw_examples(model, tokenizer, forget, passages, cfg, keep)
-    unique = list({id(e): e for e in raw.values()}.values())
-    return unique + [e for e in examples if e.kind != "forget"]
+
+
+def check_every_forget_record_has_a_passage(forget: list[Record],
+                                            passages: dict[str, str]) -> None:
+    """The raw format trains on passages only: name the forget records without one (a few ids)
+    and the two ways out, instead of leaving them out of training unsaid."""
+    missing = [r.id for r in forget if r.id not in passages]
+    if not missing:
+        return
+    shown = ", ".join(repr(i) for i in missing[:3]) + (", ..." if len(missing) > 3 else "")
+    raise UnlearnError(
+        f"unlearn.forget_format: raw trains on each forget record's source passage, but "
+        f"{len(missing)} of {len(forget)} forget records have none ({shown}): no meta.passage "
+        "(the text adapter writes one) and no scenario biography; use unlearn.forget_format: "
+        "unified, or give every forget record a passage")
