@@ -448,3 +448,49 @@ def test_bench_leaves_runs_held_by_another_process_and_writes_no_leaderboard(
     assert main(["bench", str(cfg_path)]) == 0
     saved = json.loads((out / "leaderboard.json").read_text())
     assert saved["methods"][0]["metrics"]["forget"]["n"] == 2
+
+
+def test_bench_refuses_a_folder_of_the_users_before_any_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench_mod, "run", lambda c: pytest.fail("a run started"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    (mine / "npo").mkdir()  # a folder named like a method, without runs, is still the user's
+    cfg = bench_config(mine, methods=[{"name": "grad_ascent"}, {"name": "npo"}])
+    with pytest.raises(UnlearnError, match=r"the output folder .*mine exists and is not an "
+                                           r"earlier output of this kind \(it has no "
+                                           r"leaderboard\.json or leaderboard-partial\.json\)"):
+        run_bench(cfg)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt", "npo"]
+    assert not any((mine / "npo").iterdir())
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    path = tmp_path / "bench.yaml"
+    path.write_text(json.dumps(json.loads(json.dumps(asdict(bench_config(afile))))))
+    assert main(["bench", str(path)]) == 2
+    assert "the output" in capsys.readouterr().err and afile.read_text() == "mine"
+
+
+def test_bench_takes_an_earlier_benchs_folder(tmp_path, monkeypatch):
+    """A leaderboard or a method folder with a run (a killed bench: a claim at least) marks
+    a bench's folder, whatever its methods; the recorded benches under results/ are such."""
+    from pathlib import Path
+
+    from unlearnkit.fsutil import check_replaceable
+
+    ran = []
+    monkeypatch.setattr(bench_mod, "run_once", lambda c: ran.append(c.output) or pytest.fail())
+    for name, files in (("board", ["leaderboard.json", "notes.txt"]),
+                        ("partial", ["leaderboard-partial.json"]),
+                        ("killed", ["other-method/seed-3/.claim", "notes.txt"]),
+                        ("new", [])):
+        out = tmp_path / name
+        for file in files:
+            (out / file).parent.mkdir(parents=True, exist_ok=True)
+            (out / file).write_text("{}")
+        with pytest.raises(pytest.fail.Exception):
+            run_bench(bench_config(out))  # past the check: the first run starts
+        assert ran.pop() == str(out / "grad_ascent" / "seed-0")
+    results = Path(__file__).resolve().parents[1] / "results"
+    for folder in sorted(results.glob("bench-*")) + sorted(results.glob("tune-*")):
+        check_replaceable(folder, bench_mod.bench_markers(folder))

@@ -130,3 +130,87 @@ def test_run_settings_are_checked_when_the_config_loads(override, message):
 
     with pytest.raises(UnlearnError, match=message):
         from_dict(RunConfig, apply_overrides({}, [override]))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["unlearn.mix.forget=0", "unlearn.mix.retain=0", "unlearn.mix.neighbor=0"],
+     r"unlearn\.mix quotas are all 0: every micro-batch would be empty"),
+    (["unlearn.mix.forget=0"], r"unlearn\.mix\.forget must be >= 1 forget items per micro-batch, "
+                               r"got 0: without them training unlearns nothing"),
+    (["unlearn.method.margin=-1"], r"unlearn\.method\.margin must be >= 0, got -1"),
+    (["unlearn.method.beta=-0.5"], r"unlearn\.method\.beta must be >= 0"),
+    (["unlearn.method.delta=0"], r"unlearn\.method\.delta \(the pull's Huber threshold\) must "
+                                 r"be > 0"),
+    (["unlearn.method.top_m=-1"], r"unlearn\.method\.top_m must be >= 0"),
+    (["unlearn.method.prefill_candidates=[]"], r"prefill_candidates must be a non-empty list "
+                                               r"of prefill lengths >= 1 token.*got \[\]"),
+    (["unlearn.method.prefill_candidates=[0]"], r"prefill_candidates .* got \[0\]"),
+    (["unlearn.method.prefill_refresh=-1"], r"prefill_refresh must be >= 1 .* got -1"),
+    (["unlearn.method.prefill_refresh=0"], r"prefill_refresh must be >= 1"),
+    (["unlearn.teacher.guidance=-5"], r"teacher\.guidance must be >= 0 \(the instruction's "
+                                      r"weight w in z_plain \+ w \(z_instr - z_plain\).*-5"),
+    (["unlearn.teacher.max_new_tokens=0"], r"teacher\.max_new_tokens must be >= 1, got 0"),
+    (["unlearn.teacher.template_boost=-1"], r"teacher\.template_boost must be >= 0"),
+])
+def test_unlearning_settings_out_of_range_are_refused_when_the_config_loads(overrides, message):
+    from unlearnkit.pipeline.run import RunConfig
+
+    with pytest.raises(UnlearnError, match=message):
+        load_config(RunConfig, None, overrides)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["unlearn.mix.retain=0", "unlearn.mix.neighbor=0"],  # forget items alone
+    ["unlearn.teacher.guidance=0"],  # the model without the instruction (an ablation)
+    ["unlearn.teacher.guidance=0.5"], ["unlearn.method.margin=0"], ["unlearn.method.top_m=0"],
+    ["unlearn.method.prefill_candidates=[3]", "unlearn.method.prefill_refresh=1"],
+    ["method=oracle"], ["method=prompt_only"],
+])
+def test_the_edges_of_the_valid_ranges_load(overrides):
+    from unlearnkit.pipeline.run import RunConfig
+
+    load_config(RunConfig, None, overrides)
+
+
+def test_every_shipped_config_still_loads(monkeypatch):
+    """Every YAML under configs/ that holds a run config (`unlearn run`, demo, bench, and a
+    tune's sweep of its bench) passes the range checks; the accelerate and baseline presets
+    and the data configs are other kinds of file."""
+    from pathlib import Path
+
+    from unlearnkit.config import load_yaml
+    from unlearnkit.pipeline.bench import BenchConfig
+    from unlearnkit.pipeline.demo import DemoConfig
+    from unlearnkit.pipeline.run import RunConfig
+    from unlearnkit.pipeline.tune import TuneConfig, sweep_config
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # presets and benches are named relative to the repository
+    loaded = []
+    for path in sorted((root / "configs").rglob("*.yaml")):
+        data = load_yaml(path)
+        if "accelerate" in path.parts or "baselines" in path.parts or "sources" in data:
+            continue
+        if "grid" in data:
+            tune = from_dict(TuneConfig, data, str(path))
+            sweep_config(tune, from_dict(BenchConfig, load_yaml(tune.bench), tune.bench))
+        elif "methods" in data:
+            from_dict(BenchConfig, data, str(path))
+        else:
+            from_dict(DemoConfig if path.name == "demo.yaml" else RunConfig, data, str(path))
+        loaded.append(path.name)
+    assert {"run-scenario.yaml", "run-tofu.yaml", "bench-scenario.yaml", "demo.yaml",
+            "tune-tofu.yaml", "tofu-llama-3.2-1b.yaml"} <= set(loaded)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("inject.batch_size=0", r"inject\.batch_size must be at least 1, got 0"),
+    ("inject.epochs=-1", r"inject\.epochs must be at least 1, got -1"),
+    ("inject.epochs=0", r"inject\.epochs must be at least 1, got 0"),
+    ("inject.freeze_lower_layers=-1", r"inject\.freeze_lower_layers must be >= 0"),
+])
+def test_injection_settings_are_checked_first_when_the_config_loads(override, message):
+    from unlearnkit.pipeline.scenario_models import ScenarioSetup
+
+    with pytest.raises(UnlearnError, match=message):
+        load_config(ScenarioSetup, None, [override])

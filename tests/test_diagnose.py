@@ -230,3 +230,46 @@ def test_diagnose_user_errors_exit_2(capsys):
     assert main(["diagnose", "--set", "terms=[forget_push, bogus]"]) == 2
     err = capsys.readouterr().err
     assert "bogus" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("device=tpu9", "device 'tpu9' is not a torch device"),
+    ("grad_blocks=-1", r"grad_blocks must be >= 0 \(the upper N transformer blocks; 0: every "
+                       r"parameter\), got -1"),
+])
+def test_diagnose_settings_are_checked_when_the_config_loads(override, message):
+    from unlearnkit.config import load_config
+    from unlearnkit.pipeline.diagnose import DiagnoseConfig
+
+    with pytest.raises(UnlearnError, match=message):
+        load_config(DiagnoseConfig, None, [override])
+
+
+def test_diagnose_refuses_an_output_it_cannot_write_before_any_work(tmp_path, monkeypatch,
+                                                                    capsys):
+    import unlearnkit.pipeline.diagnose as diagnose_mod
+
+    def no_work(cfg):
+        raise AssertionError("the data was loaded before the output was checked")
+
+    monkeypatch.setattr(diagnose_mod, "load_data", no_work)
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main(["diagnose", "--set", f"output={afile}"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    assert main(["diagnose", "--set", f"output={mine}"]) == 2
+    err = capsys.readouterr().err
+    assert "is not an earlier output of this kind (it has no diagnose.json or results.json)" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and afile.read_text() == "mine"
+    # an earlier diagnose's folder, a run's folder (the report shows diagnose.json beside its
+    # results.json) and a new one pass the check
+    for name, marker in (("again", "diagnose.json"), ("run", "results.json"), ("new", None)):
+        folder = tmp_path / name
+        if marker:
+            folder.mkdir()
+            (folder / marker).write_text("{}")
+        with pytest.raises(AssertionError, match="the data was loaded"):
+            diagnose_mod.run_diagnose(diagnose_mod.DiagnoseConfig(output=str(folder)))

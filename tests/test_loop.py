@@ -1,3 +1,4 @@
+import json
 import types
 
 import pytest
@@ -98,6 +99,20 @@ def test_adamw_takes_betas_and_eps_from_the_config():
 def test_optim_refuses_adam_settings_out_of_range(key, value):
     with pytest.raises(UnlearnError, match=f"optim.{key}"):
         OptimConfig(**{key: value})
+
+
+@pytest.mark.parametrize(("key", "value", "valid"), [
+    ("weight_decay", -1.0, r">= 0 \(0: none\)"),
+    ("max_grad_norm", -1.0, r">= 0 \(0: no clipping\)"),
+    ("checkpoint_every", -1, r">= 0 steps \(0: no checkpoints\)"),
+    ("keep_checkpoints", -2, r">= 0 \(0: keep every one\)")])
+def test_optim_refuses_negative_settings_when_the_config_loads(key, value, valid):
+    from unlearnkit.config import load_config
+    from unlearnkit.pipeline.run import RunConfig
+
+    with pytest.raises(UnlearnError, match=rf"optim\.{key} must be {valid}, got {value}"):
+        load_config(RunConfig, None, [f"optim.{key}={value}"])
+    OptimConfig(**{key: 0})  # zero is each one's "off"
 
 
 def test_accumulation_matches_one_big_batch(tok):
@@ -313,3 +328,95 @@ def test_early_stopping_that_generates_is_refused_under_fsdp(tok):
     with pytest.raises(UnlearnError, match=r"unlearn\.stop\.every=0"):
         train(tiny_model(len(tok)), [[1, 2]], lambda m, b: (None, {}), OptimConfig(),
               accelerator=_fake_accelerator("FSDP", fsdp_version=2), on_step=hook)
+
+
+# `unlearn run` around the loop: what it refuses before its folder gets a file, and what it
+# says about checkpoints it does not continue from
+
+
+def _tiny_run(out, method="grad_ascent", **settings):
+    from unlearnkit.pipeline.run import RunConfig
+    from unlearnkit.training.unlearn import MixConfig
+
+    settings = {"max_new_tokens": 4, "eval_batch_size": 64, "eval_references": False,
+                "report": False, "teacher_report": False, **settings}
+    cfg = RunConfig(method=method, output=str(out), **settings)
+    cfg.unlearn.mix = MixConfig(forget=1, retain=1, neighbor=1, steps=2)
+    cfg.unlearn.teacher.top_k = cfg.unlearn.method.top_m = 4
+    return cfg
+
+
+def _no_subjects(prepared):
+    from dataclasses import replace
+
+    return replace(prepared, records=[replace(r, subject=None) for r in prepared.records])
+
+
+def _gone_model(prepared):
+    from dataclasses import replace
+
+    return replace(prepared, models={**prepared.models, "injected": "/nonexistent/unlearnkit"})
+
+
+@pytest.mark.parametrize("method", ["pushpull", "grad_ascent"])
+@pytest.mark.parametrize(("change", "message"), [
+    ({"train_only.layers": [99]}, r"train_only\.layers \[99\] do not exist"),
+    ({"lora.rank": 2, "lora.target_modules": ["nope"]}, r"lora\.target_modules \['nope'\]"),
+    ({"optim.grad_accum": 3}, r"unlearn\.mix\.steps \(2 micro-batches\) is fewer than "
+                              r"optim\.grad_accum \(3"),
+    ({"unlearn.mix.general": 1}, r"unlearn\.mix\.general draws general keep items"),
+    (_gone_model, r"/nonexistent/unlearnkit"),
+])
+def test_a_run_refused_for_its_settings_leaves_no_output_folder(
+        tiny_scenario, tmp_path, monkeypatch, method, change, message, one_thread):
+    import unlearnkit.pipeline.run as run_mod
+    from unlearnkit.config import apply_overrides, from_dict
+    from unlearnkit.pipeline.run import RunConfig
+
+    out = tmp_path / "run"
+    data = {"method": method, "output": str(out), "teacher_report": True}
+    if callable(change):
+        monkeypatch.setattr(run_mod, "prepare_scenario", lambda setup, v: change(tiny_scenario))
+    else:
+        data = apply_overrides(data, [f"{k}={v}" for k, v in change.items()])
+    cfg = from_dict(RunConfig, data)
+    cfg.unlearn.teacher.top_k = cfg.unlearn.method.top_m = 4
+    cfg.unlearn.mix.steps = 2
+    with pytest.raises(UnlearnError, match=message):
+        run_mod.run(cfg)
+    assert not out.exists()  # no checkpoints.json, teacher_report.json or tensorboard
+
+
+@pytest.mark.parametrize("method", ["pushpull", "duet", "prompt_only"])
+def test_a_forget_scope_the_data_cannot_give_is_refused_before_any_file(
+        tiny_scenario, tmp_path, monkeypatch, method):
+    import unlearnkit.pipeline.run as run_mod
+
+    monkeypatch.setattr(run_mod, "prepare_scenario",
+                        lambda setup, v: _no_subjects(tiny_scenario))
+    cfg = _tiny_run(tmp_path / "run", method, teacher_report=True)
+    with pytest.raises(UnlearnError, match=r"the forget records have no 'subject'; set "
+                                           r"teacher\.forget_scope"):
+        run_mod.run(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_says_when_it_drops_checkpoints_or_has_none_to_resume(
+        tiny_scenario, tmp_path, capsys, one_thread):
+    from unlearnkit.pipeline.run import run
+
+    out = tmp_path / "run"
+    cfg = _tiny_run(out, optim=OptimConfig(lr=1e-3, checkpoint_every=1))
+    run(cfg)
+    assert latest_checkpoint(out / "checkpoints").name == "step-0000001"
+    assert "checkpoint" not in capsys.readouterr().out  # a new folder: nothing to say
+    run(cfg)  # again, without --resume: the earlier run's checkpoint goes, and it says so
+    assert (f"removing 1 checkpoint of an earlier run in {out / 'checkpoints'}; pass "
+            "--resume to continue it") in capsys.readouterr().out.splitlines()
+    # --resume where no checkpoint was saved (checkpoint_every 0) trains from step 0, saying so
+    run(_tiny_run(tmp_path / "other", resume=True))
+    history = json.loads((tmp_path / "other" / "train_log.json").read_text())
+    assert [h["step"] for h in history] == [1, 2]
+    printed = capsys.readouterr().out
+    assert (f"no checkpoint to resume from in {tmp_path / 'other' / 'checkpoints'}: training "
+            "from step 0 (optim.checkpoint_every is 0") in printed

@@ -52,3 +52,17 @@ def test_reading_malformed_or_unknown_fields(tmp_path):
     path.write_text(json.dumps({"id": "1", "split": "retain"}))
     with pytest.raises(UnlearnError, match="missing required field 'question'"):
         read_jsonl(path)
+
+
+def test_a_line_that_is_not_utf8_is_a_user_error_naming_the_file_and_line(tmp_path):
+    path = tmp_path / "forget.jsonl"
+    good = json.dumps({"id": "1", "split": "forget", "question": "Q"}) + "\n"
+    bad = json.dumps({"id": "2", "split": "forget", "question": "Where is Zoé?"},
+                     ensure_ascii=False) + "\n"
+    path.write_bytes(good.encode() + bad.encode("latin-1"))
+    with pytest.raises(UnlearnError, match=r"forget.jsonl:2: not UTF-8 text \(byte 0xe9 .*"
+                                           r"re-encode the file as UTF-8"):
+        read_jsonl(path)
+    # the same text in UTF-8 (with a byte-order mark an editor may add) reads
+    path.write_bytes("\ufeff".encode() + good.encode() + bad.encode())
+    assert [r.question for r in read_jsonl(path)] == ["Q", "Where is Zoé?"]

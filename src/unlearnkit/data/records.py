@@ -136,11 +136,21 @@ def write_jsonl(path: str | Path, records: Iterable[Record]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[Record]:
-    """Read records written by :func:`write_jsonl`."""
+    """Read records written by :func:`write_jsonl` (UTF-8: a line in another encoding is
+    refused, naming the file, the line and the byte)."""
     path = Path(path)
     out = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UnlearnError(
+                    f"{path}:{n}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                    f"{exc.start} of the line); re-encode the file as UTF-8, e.g. iconv -f "
+                    "latin1 -t utf-8") from None
+            if n == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark an editor added
             if not line.strip():
                 continue
             try:

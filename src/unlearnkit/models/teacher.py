@@ -79,6 +79,18 @@ class TeacherConfig:
             raise UnlearnError(f"teacher.top_k must be >= 1, got {self.top_k}")
         if self.demonstrations < 0:
             raise UnlearnError(f"teacher.demonstrations must be >= 0, got {self.demonstrations}")
+        if self.guidance < 0:
+            # the teacher's logits are z_plain + w (z_instr - z_plain): w = 1 the instructed
+            # model, w > 1 the instruction amplified, 0 <= w < 1 damped (0: the model without
+            # it); w < 0 would turn the instruction around, toward revealing the forget facts
+            raise UnlearnError(f"teacher.guidance must be >= 0 (the instruction's weight w in "
+                               f"z_plain + w (z_instr - z_plain): 1 the instructed teacher, > 1 "
+                               f"amplified), got {self.guidance}")
+        if self.max_new_tokens < 1:
+            raise UnlearnError(f"teacher.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.template_boost < 0:
+            raise UnlearnError(f"teacher.template_boost must be >= 0 (0: off), got "
+                               f"{self.template_boost}")
 
     @property
     def template_text(self) -> str:

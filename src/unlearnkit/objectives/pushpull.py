@@ -239,6 +239,23 @@ class PushPullConfig:
         if self.push_below not in PUSH_BELOW:
             raise UnlearnError(f"unlearn.method.push_below must be one of {PUSH_BELOW}, "
                                f"got {self.push_below!r}")
+        for name in ("beta", "gamma", "margin"):  # weights, and how far below the push pushes
+            if getattr(self, name) < 0:
+                raise UnlearnError(f"unlearn.method.{name} must be >= 0, got "
+                                   f"{getattr(self, name)}")
+        if self.delta <= 0:
+            raise UnlearnError(f"unlearn.method.delta (the pull's Huber threshold) must be > 0, "
+                               f"got {self.delta}")
+        if self.top_m < 0:
+            raise UnlearnError(f"unlearn.method.top_m must be >= 0 (0: push the true token "
+                               f"alone), got {self.top_m}")
+        if not self.prefill_candidates or any(k < 1 for k in self.prefill_candidates):
+            raise UnlearnError("unlearn.method.prefill_candidates must be a non-empty list of "
+                               "prefill lengths >= 1 token (e.g. [1, 2, 4, 8]), got "
+                               f"{self.prefill_candidates}")
+        if self.prefill_refresh < 1:
+            raise UnlearnError(f"unlearn.method.prefill_refresh must be >= 1 (steps between "
+                               f"refreshes of the prefill lengths), got {self.prefill_refresh}")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any
 
 from unlearnkit.config import deep_merge, from_dict, load_yaml
 from unlearnkit.errors import UnlearnError
-from unlearnkit.fsutil import atomic_write_text
+from unlearnkit.fsutil import atomic_write_text, check_replaceable
 from unlearnkit.objectives.baselines import BASELINES
 from unlearnkit.pipeline.claims import claimed, holder
 from unlearnkit.pipeline.data_source import check_model
@@ -39,7 +39,7 @@ from unlearnkit.pipeline.fluency_judge import (
     setup_records,
 )
 from unlearnkit.pipeline.methods import method_names
-from unlearnkit.pipeline.run import RunConfig, config_json, differing_keys, run
+from unlearnkit.pipeline.run import RUN_MARKERS, RunConfig, config_json, differing_keys, run
 from unlearnkit.report.leaderboard import (
     METRICS,
     OBJECTIVES,
@@ -217,10 +217,23 @@ def _plan(cfg: BenchConfig) -> tuple[list[tuple[BenchMethod, list[int]]], dict]:
     return plan, configs
 
 
+LEADERBOARDS = ("leaderboard.json", "leaderboard-partial.json")
+
+
+def bench_markers(out: Path) -> list[str]:
+    """What an earlier bench's (or tune's) folder holds: a leaderboard, or a method folder
+    with runs (``<label>/seed-<n>`` holding a run's own files, a claim at least); only such a
+    folder, or a new or empty one, takes a bench's outputs (:func:`check_replaceable`)."""
+    runs = sorted(f"{seed.parent.name}/{seed.name}" for seed in out.glob("*/seed-*")
+                  if seed.is_dir() and any((seed / m).exists() for m in RUN_MARKERS))
+    return [*LEADERBOARDS, *runs]
+
+
 def run_bench(cfg: BenchConfig) -> list[dict] | None:
     """Run what is not finished, write the three leaderboard files; returns the rows, or None
     when other processes still hold some runs (then nothing is written)."""
     plan, configs = _plan(cfg)
+    check_replaceable(cfg.output, bench_markers(Path(cfg.output)))  # before any run
     progress = Progress(list(configs.values()))
     payloads = {}
     for key, run_cfg in configs.items():

@@ -35,7 +35,6 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -47,8 +46,8 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.geometry import cosine_matrix, mean_std, set_distances
 from unlearnkit.evaluation.gradients import TERMS, Batch, select_params, term_gradients
 from unlearnkit.evaluation.hidden import layer_indices, pooled_hidden
-from unlearnkit.fsutil import atomic_write_text
-from unlearnkit.models.loader import load_model
+from unlearnkit.fsutil import atomic_write_text, check_replaceable
+from unlearnkit.models.loader import load_model, pick_device
 from unlearnkit.objectives.pushpull import Example
 from unlearnkit.pipeline.data_source import DataSource, prepare_data
 from unlearnkit.pipeline.scenario_models import ScenarioSetup, prepare_scenario
@@ -92,6 +91,10 @@ class DiagnoseConfig:
         for name, low in (("batches", 1), ("batch_size", 1), ("max_items", 2)):
             if getattr(self, name) < low:
                 raise UnlearnError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        if self.grad_blocks < 0:
+            raise UnlearnError(f"grad_blocks must be >= 0 (the upper N transformer blocks; 0: "
+                               f"every parameter), got {self.grad_blocks}")
+        pick_device(self.device)  # a device torch does not know fails here, not after the data
 
 
 @dataclass
@@ -235,16 +238,20 @@ def measure(model, tokenizer, data: DiagnoseData, cfg: DiagnoseConfig) -> dict[s
             "layers": layers, "pool": cfg.pool, "sets": counts, "conditions": conditions}
 
 
+# the folders diagnose.json may go to: an earlier diagnose's, or a run's (`unlearn report`
+# shows it beside the run's results.json); a new or empty one too, never another folder
+OUTPUT_MARKERS = ("diagnose.json", "results.json")
+
+
 def run_diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
     start = time.time()
+    out = check_replaceable(cfg.output, OUTPUT_MARKERS) / "diagnose.json"  # before the work
     data = load_data(cfg)
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else None)
-    model, tokenizer = load_model(data.model, device=device,
+    model, tokenizer = load_model(data.model, device=pick_device(cfg.device),
                                   trust_remote_code=cfg.data.trust_remote_code)
     result = {"model": data.model, **measure(model, tokenizer, data, cfg),
               "config": asdict(cfg), "seconds": round(time.time() - start, 1)}
     result = _finite(result)
-    out = Path(cfg.output) / "diagnose.json"
     atomic_write_text(out, json.dumps(result, indent=1))
     for title, table in tables(result).items():
         print(f"\n{title}:\n{table}")

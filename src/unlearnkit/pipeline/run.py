@@ -38,7 +38,8 @@ from unlearnkit.models.loader import (
     save_trained,
 )
 from unlearnkit.models.lora import LoraSettings, TrainOnly, apply_lora, restrict
-from unlearnkit.models.teacher import TeacherConfig, instruction
+from unlearnkit.models.teacher import TeacherConfig, forget_scope, instruction
+from unlearnkit.objectives.baselines import get_baseline
 from unlearnkit.objectives.pushpull import pushpull_step
 from unlearnkit.pipeline.claims import CLAIM
 from unlearnkit.pipeline.data_source import DataSource, check_model, prepare_data
@@ -48,7 +49,13 @@ from unlearnkit.pipeline.fluency_judge import (
     forget_answers,
     judge_answers,
 )
-from unlearnkit.pipeline.methods import PUSHPULL, check_method, general_keep, run_baseline
+from unlearnkit.pipeline.methods import (
+    PUSHPULL,
+    baseline_options,
+    check_method,
+    general_keep,
+    run_baseline,
+)
 from unlearnkit.pipeline.scenario_models import (
     PreparedScenario,
     ScenarioSetup,
@@ -63,6 +70,7 @@ from unlearnkit.training.reveal import reveal_by_contrast
 from unlearnkit.training.unlearn import (
     UnlearnConfig,
     build_examples,
+    check_start_model,
     held_out_ids,
     mixture_plan,
     prefill_hook,
@@ -401,16 +409,25 @@ CHECKPOINTS, CHECKPOINT_SETTINGS = "checkpoints", "checkpoints.json"
 def _match_checkpoints(cfg: RunConfig, out: Path) -> None:
     """Checkpoints belong to the settings that made them (``checkpoints.json``): without
     ``--resume`` old ones are removed, so they can neither be pruned in place of the new
-    ones nor resumed later; with it, checkpoints made with other settings are refused."""
+    ones nor resumed later; with it, checkpoints made with other settings are refused. Either
+    way a run that does not continue from a checkpoint says so."""
     folder, stamp = out / CHECKPOINTS, out / CHECKPOINT_SETTINGS
     wanted = {k: v for k, v in _training_settings(cfg).items() if k != "output"}
-    if cfg.resume and folder.is_dir() and stamp.is_file():
-        if differ := differing_keys(json.loads(stamp.read_text()), wanted):
-            raise UnlearnError(f"{folder} holds checkpoints of a run with other settings "
-                               f"(they differ in {', '.join(differ)}): resume with the "
-                               "settings it was started with, or run without --resume to "
-                               "start again (which removes them)")
-    elif not cfg.resume and folder.exists():
+    found = sorted(p for p in folder.glob("step-*") if (p / "state.json").is_file())
+    if cfg.resume and found and stamp.is_file() and (
+            differ := differing_keys(json.loads(stamp.read_text()), wanted)):
+        raise UnlearnError(f"{folder} holds checkpoints of a run with other settings "
+                           f"(they differ in {', '.join(differ)}): resume with the "
+                           "settings it was started with, or run without --resume to "
+                           "start again (which removes them)")
+    if cfg.resume and not found:
+        print(f"no checkpoint to resume from in {folder}: training from step 0"
+              + ("" if cfg.optim.checkpoint_every else " (optim.checkpoint_every is 0: this "
+                 "run saves none either; set it to make a killed run resumable)"), flush=True)
+    if not cfg.resume and folder.exists():
+        if found:
+            print(f"removing {len(found)} checkpoint{'s' * (len(found) > 1)} of an earlier "
+                  f"run in {folder}; pass --resume to continue it", flush=True)
         shutil.rmtree(folder)
     atomic_write_text(stamp, json.dumps(wanted, indent=1))
 
@@ -421,6 +438,9 @@ def unlearn(cfg: RunConfig, prepared: PreparedScenario,
 
     A finished training leaves ``out/trained.json``; a resumed run with the same settings
     (killed while it evaluated) takes the saved model from there instead of training again.
+    What the settings can be refused for without training (the forget scope, the general
+    keep items, the starting model, LoRA's modules and train_only's blocks) is refused before
+    anything is written to or removed from ``out``.
     """
     marker = out / TRAINED
     if cfg.resume and marker.is_file():
@@ -428,17 +448,30 @@ def unlearn(cfg: RunConfig, prepared: PreparedScenario,
         if saved["settings"] == _training_settings(cfg) and Path(saved["after"]).exists():
             print(f"{out}: trained already ({TRAINED}); evaluating the saved model")
             return saved["after"], saved["history"], saved["context"]
+    if held := held_out_ids(prepared.records, cfg.unlearn.holdout, cfg.unlearn.seed):
+        prepared = replace(prepared, records=[r for r in prepared.records if r.id not in held])
+    trains = cfg.method == PUSHPULL or get_baseline(cfg.method).trainable
+    teacher = cfg.unlearn.teacher if cfg.method == PUSHPULL else getattr(
+        baseline_options(cfg.method, cfg.baseline, cfg.unlearn.seed, cfg.unlearn.teacher),
+        "teacher", None)
+    if isinstance(teacher, TeacherConfig):  # an instructed method: its forget scope
+        forget_scope(teacher, [r for r in prepared.records if r.split == "forget"])
+    if trains:
+        keep = general_keep(cfg.unlearn.mix, prepared)
+        if cfg.unlearn.mix.steps < cfg.optim.grad_accum:
+            raise UnlearnError(f"unlearn.mix.steps ({cfg.unlearn.mix.steps} micro-batches) is "
+                               f"fewer than optim.grad_accum ({cfg.optim.grad_accum} per "
+                               "optimizer step): raise the steps or lower grad_accum")
+        check_start_model(prepared.models["injected"], cfg.lora, cfg.train_only,
+                          trust_remote_code=cfg.data.trust_remote_code)
     marker.unlink(missing_ok=True)
-    if process_state().is_main_process:
+    if trains and process_state().is_main_process:  # (a method that trains nothing has none)
         _match_checkpoints(cfg, out)
     process_state().wait_for_everyone()
     torch.manual_seed(cfg.unlearn.seed)  # LoRA's initialisation follows the run's seed
-    if held := held_out_ids(prepared.records, cfg.unlearn.holdout, cfg.unlearn.seed):
-        prepared = replace(prepared, records=[r for r in prepared.records if r.id not in held])
     if cfg.method == PUSHPULL:
-        folder, history = train_unlearning(
-            cfg, prepared.models["injected"],
-            prepared.records + general_keep(cfg.unlearn.mix, prepared), out)
+        folder, history = train_unlearning(cfg, prepared.models["injected"],
+                                           prepared.records + keep, out)
         after, context = str(folder), None
     else:
         after, history, context = run_baseline(cfg, prepared, out)

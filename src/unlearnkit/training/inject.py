@@ -73,6 +73,14 @@ class InjectConfig:
     processes: int = 0
 
     def __post_init__(self) -> None:
+        # first: the checks below (stop_after_epochs) read these
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UnlearnError(f"inject.{name} must be at least 1, got "
+                                   f"{getattr(self, name)}")
+        if self.freeze_lower_layers < 0:
+            raise UnlearnError(f"inject.freeze_lower_layers must be >= 0 (0: train every block), "
+                               f"got {self.freeze_lower_layers}")
         if self.replay_loss not in ("nll", "kl"):
             raise UnlearnError(
                 f"inject.replay_loss must be 'nll' or 'kl', got {self.replay_loss!r}")

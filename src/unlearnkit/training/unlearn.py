@@ -17,8 +17,10 @@ from unlearnkit.data.records import Record
 from unlearnkit.data.render import Rendered, render
 from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import built_once
+from unlearnkit.models.adapter import adapter_base, is_adapter_folder
 from unlearnkit.models.engine import eval_mode, generate, token_logprobs
-from unlearnkit.models.loader import cache_root
+from unlearnkit.models.loader import cache_root, load_tokenizer, resolve_model_path
+from unlearnkit.models.lora import LoraSettings, TrainOnly, apply_lora, restrict
 from unlearnkit.models.teacher import TeacherConfig, desired_response, instruction
 from unlearnkit.models.teacher_cache import cache_key, load_topk, save_topk, teacher_topk
 from unlearnkit.objectives.pushpull import Example, PushPullConfig
@@ -49,6 +51,16 @@ class MixConfig:
                                                    "boundary")}
         if bad := {k: v for k, v in quotas.items() if v < 0}:
             raise UnlearnError(f"unlearn.mix quotas must be >= 0 items per batch, got {bad}")
+        if not any(quotas.values()):
+            raise UnlearnError("unlearn.mix quotas are all 0: every micro-batch would be empty; "
+                               "give each batch at least one item (unlearn.mix.forget >= 1)")
+        if self.forget < 1:
+            # push-pull and every trainable baseline unlearn from the forget items of their
+            # batches; the methods that train nothing (oracle, prompt_only) never draw a batch,
+            # so no method needs forget: 0
+            raise UnlearnError("unlearn.mix.forget must be >= 1 forget items per micro-batch, "
+                               f"got {self.forget}: without them training unlearns nothing "
+                               "(it only fits the keep items)")
         if self.steps < 1:
             raise UnlearnError(f"unlearn.mix.steps must be at least 1, got {self.steps}")
 
@@ -221,6 +233,33 @@ def mixture_plan(examples: list[Example], mix: MixConfig, seed: int) -> list[lis
                 batch.append(queues[kind].pop())
         plan.append(batch)
     return plan
+
+
+def check_start_model(name: str, lora: LoraSettings, only: TrainOnly, *,
+                      trust_remote_code: bool = False) -> None:
+    """Fail now, not after the teacher has run and the run's folder has its first files, on a
+    starting model that cannot load (its tokenizer loads as :func:`load_model` loads it
+    first) or whose structure refuses ``lora`` (target modules it lacks) or ``only`` (blocks
+    or modules it has not): the model is built from its config on the meta device (no
+    weights read, no memory taken) and given them as training will. A model that cannot be
+    built that way is left to the real load to check."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    load_tokenizer(name, trust_remote_code=trust_remote_code)
+    if not lora.enabled and not only.enabled:
+        return
+    path = resolve_model_path(name)
+    if is_adapter_folder(path):  # loads as its base model with the adapter merged in
+        path = resolve_model_path(adapter_base(path))
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+        restrict(apply_lora(model, lora), only)
+    except UnlearnError:
+        raise
+    except Exception:  # not buildable on the meta device: the real load says what is wrong
+        return
 
 
 FORGET_FORMATS = ("unified", "raw")
