@@ -264,3 +264,12 @@ def test_the_tofu_gpu_example_evaluates_and_reports_what_it_says():
                         if line.startswith("#"))
     in_readme = _check_tofu_example(_unlearn_commands(block))
     assert _check_tofu_example(_unlearn_commands(comment)) == in_readme
+
+
+@pytest.mark.parametrize("command", [["data", "standardize"], ["run"], ["bench"]])
+def test_a_folder_given_as_the_config_is_named_as_a_folder(tmp_path, capsys, command):
+    (tmp_path / "adir").mkdir()
+    assert main([*command, str(tmp_path / "adir")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'adir'} is a folder, not a config file; give the command's YAML " \
+        "config file" in err and "not found" not in err and len(err.strip().splitlines()) == 1

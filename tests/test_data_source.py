@@ -346,3 +346,62 @@ def test_cli_rejects_bad_data_in_one_line_and_writes_nothing(tok, tmp_path, cach
         assert code == 2 and message in err, (message, err)
         assert len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "out").exists() and not cache_dir.exists()
+
+
+def _edit_forget_file(folder, edit):
+    path = Path(folder) / "forget.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(edit(lines)), encoding="utf-8")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda lines: [*lines, lines[0]], r"forget\.jsonl holds 4 records and manifest\.json says 3"),
+    (lambda lines: [], r"forget\.jsonl holds 0 records and manifest\.json says 3"),
+    (lambda lines: [lines[0], lines[0], lines[1]], r"record id '.+' appears twice in "
+                                                   r"\S+/forget\.jsonl: ids must be unique"),
+    (lambda lines: [lines[0].replace('"split": "forget"', '"split": "retain"'), *lines[1:]],
+     r"forget\.jsonl: record '.+' has split 'retain' but is in the forget file"),
+])
+def test_a_dataset_folder_edited_since_it_was_written_is_refused(tmp_path, capsys, edit,
+                                                                 message):
+    """A folder that no longer matches its manifest (a line repeated, the forget file emptied,
+    a record moved to another split) is refused by every command that reads it, naming the
+    file and the fix; unlearn eval writes nothing."""
+    from unlearnkit.data.standardize import load_dataset
+
+    folder = write_dataset(small_records(), tmp_path / "dataset", [])
+    _edit_forget_file(folder, edit)
+    with pytest.raises(UnlearnError, match=message + r".*unlearn data standardize CONFIG"):
+        load_dataset(folder)
+    with pytest.raises(UnlearnError, match=message):
+        load_records(DataSource(kind="dataset", model="m", path=str(folder)))
+    out = tmp_path / "eval.json"
+    assert main(["eval", "tiny", "--data", str(folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "forget.jsonl" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_dataset_folder_whose_files_and_manifest_disagree_is_refused(tmp_path):
+    """A split file missing or not listed, an id in two split files, a damaged count."""
+    from unlearnkit.data.standardize import load_dataset
+
+    folder = write_dataset(small_records(), tmp_path / "dataset", [])
+    (folder / "retain.jsonl").unlink()
+    with pytest.raises(UnlearnError, match=r"retain\.jsonl is missing, and .*lists 3 retain"):
+        load_dataset(folder)
+    write_dataset(small_records(), folder, [])
+    (folder / "probe.jsonl").write_text((folder / "general.jsonl").read_text())
+    with pytest.raises(UnlearnError, match=r"holds probe\.jsonl, which manifest\.json does not"):
+        load_dataset(folder)
+    (folder / "probe.jsonl").unlink()
+    retain = (folder / "retain.jsonl").read_text().splitlines(keepends=True)
+    _edit_forget_file(folder, lambda lines: [
+        *lines[:-1], retain[0].replace('"split": "retain"', '"split": "forget"')])
+    with pytest.raises(UnlearnError, match=r"record id '.+' appears in both \S+/forget\.jsonl "
+                                           r"and \S+/retain\.jsonl"):
+        load_dataset(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["counts"]["forget"] = "3"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UnlearnError, match=r"not a dataset manifest .*counts 'forget': '3'"):
+        load_dataset(folder)

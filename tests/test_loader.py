@@ -87,3 +87,52 @@ def test_a_folder_with_pickle_weights_only_is_refused_before_loading(tiny_folder
     (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")  # any bytes will do
     with pytest.raises(UnlearnError, match=r"only pytorch_model\.bin, a pickle format"):
         loader.resolve_model_path(str(pickled))
+
+
+def test_a_missing_local_path_is_named_as_one_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    """``runs/model`` with a ``runs`` folder here, ``./x``, ``../x/y``, an absolute path: the
+    folder does not exist (and how much of it does), not a failed hub download; ``org/name``
+    with nothing named ``org`` here is still a hub id."""
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "full").mkdir(parents=True)
+    (tmp_path / "notes").write_text("x")
+    for name, detail in [
+        ("runs/model", "runs has no model"), ("runs/full/model", "runs/full has no model"),
+        ("./nothere", "the current folder has no nothere"), ("notes/m", "notes is a file"),
+        ("../nothere/m", ".. has no nothere"),
+        (str(tmp_path / "a" / "b"), f"{tmp_path} has no a"),
+    ]:
+        with pytest.raises(UnlearnError, match=re.escape(
+                f"nor an existing folder: the folder {name} does not exist ({detail}); check "
+                "the path")):
+            loader.resolve_model_path(name)
+    assert loader.resolve_model_path("org/model") == "org/model"
+    assert loader.resolve_model_path("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+
+
+def test_a_hub_id_that_cannot_be_fetched_is_not_told_about_folder_files(monkeypatch, tmp_path):
+    from transformers import AutoTokenizer
+
+    def offline(name, **kwargs):
+        raise OSError(f"We couldn't connect to 'https://huggingface.co' to load {name}.\nmore")
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", offline)
+    with pytest.raises(UnlearnError, match=r"cannot load a tokenizer from org/model: We "
+                                           r"couldn't connect .*; check the hub id") as info:
+        loader.load_tokenizer("org/model")
+    assert "saved with the model" not in str(info.value)
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setattr(loader, "load_tokenizer", lambda name, **kwargs: object())
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", offline)
+    with pytest.raises(UnlearnError, match=r"cannot load model weights from org/model: .*; "
+                                           "check the hub id"):
+        loader.load_model("org/model")
+    monkeypatch.undo()
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(UnlearnError, match="the folder needs the tokenizer files"):
+        loader.load_tokenizer(str(tmp_path / "m"))

@@ -110,3 +110,22 @@ def test_cli_rejects_bad_settings(tmp_path, capsys):
     assert "refusal.mode 'vote' is not one of" in capsys.readouterr().err
     assert main(["refusal-agreement", str(csv), "--set", "mode=judge"]) == 2
     assert "give refusal.KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_file_not_in_utf8_is_a_one_line_error_naming_it(tmp_path, capsys):
+    """A completion saved in Latin-1 (byte 0xe9): an error naming the file, line and byte
+    with the fix, from the function and the command alike; a BOM is fine."""
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"completion,final_label\nNo.,2_full_refusal\n"
+                      b"Caf\xe9 open.,1_full_compliance\n")
+    with pytest.raises(UnlearnError, match=r"latin\.csv:3: not UTF-8 text \(byte 0xe9\); "
+                                           "re-encode"):
+        validate_refusal_detector([latin])
+    assert main(["refusal-agreement", str(latin)]) == 2
+    err = capsys.readouterr().err
+    assert "latin.csv:3: not UTF-8" in err and len(err.strip().splitlines()) == 1
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes("\ufeffcompletion,final_label\nNo.,2_full_refusal\n".encode())
+    assert validate_refusal_detector([bom])["overall"]["n"] == 1
+    with pytest.raises(UnlearnError, match="is a folder"):
+        validate_refusal_detector([tmp_path])

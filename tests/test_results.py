@@ -404,8 +404,9 @@ def test_tofu_plan_skips_what_no_record_can_score(tmp_path):
     truth ratios and perturbed probabilities are skipped, and so is forget quality."""
     import dataclasses
 
+    (tmp_path / "oracle.json").write_text("{}")  # only its name is read here
     cfg = E.EvalConfig(data=str(tofu_dataset(tmp_path)), suite="tofu", limit=1,
-                       oracle_results="oracle.json")
+                       oracle_results=str(tmp_path / "oracle.json"))
     splits, _ = E.load_splits(cfg)
     for split in ("forget", "retain"):
         splits[split] = [dataclasses.replace(r, perturbed_answers=[]) for r in splits[split]]
@@ -466,3 +467,111 @@ def test_degenerate_rate_has_no_direction_as_in_unlearn_run(tmp_path, monkeypatc
     save_results(out, old)
     E.run_eval(cfg, loader=loader)
     assert load_results(out).metrics["forget/degenerate_rate"].higher_is_better is None
+
+
+# ------------------------------------------------- bad settings fail before anything is written
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("dtype=float33", r"dtype 'float33' is not one of float32, bfloat16, float16"),
+    ("attack_options.prefil.k=3", r"attack_options\.prefil: no attack is named 'prefil'; "
+                                  r"choose from .*prefill"),
+    ("attack_options.prefill.kk=3", r"attack 'prefill' has no option\(s\) kk; it accepts ks, "
+                                    "fractions"),
+    ("attack_options.prefill.ks=3", r"attack_options\.prefill\.ks must be a list like \[1, 2, 4\]"),
+    ("attack_options.prefill.fractions=[half]", r"prefill\.fractions must be a list whose items "
+                                                "are each a number"),
+    ("attack_options.relearn.epochs=1.5", r"relearn\.epochs must be an integer"),
+    ("attack_options.quantize_8bit.include_head=1", "include_head must be true or false"),
+    ("attack_options.plain.k=1", "it accepts none"),
+    ("oracle_results=nothere.json", r"oracle_results nothere\.json not found; give the oracle's "
+                                    "results file"),
+])
+def test_bad_eval_settings_fail_at_once_and_a_corrected_rerun_works(tmp_path, monkeypatch,
+                                                                   capsys, setting, message):
+    """A misspelled dtype, attack, attack option or a missing oracle file: a one-line error
+    before any step runs, nothing written, so the corrected command is not told that the
+    file "holds results with other settings"."""
+    monkeypatch.chdir(tmp_path)
+    given = {"model": "fake", "data": str(dataset(tmp_path)), "output": "eval.json"}
+    from unlearnkit.config import apply_overrides, from_dict
+
+    with pytest.raises(UnlearnError, match=message):
+        from_dict(E.EvalConfig, apply_overrides(given, [setting]))
+    code = main(["eval", "fake", "--data", given["data"], "--out", "eval.json", "--set", setting])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "eval.json").exists()
+
+
+def test_good_attack_options_and_dtypes_pass(tmp_path):
+    for dtype in E.DTYPES:
+        E.EvalConfig(data="d", dtype=dtype, attack_options={
+            "prefill": {"ks": [1], "fractions": [0.5, 1]}, "relearn": {"lrs": [1e-4, 1],
+                                                                    "epochs": 1},
+            "quantize_4bit": {"include_head": True}, "in_context": {"shots": 2, "seed": 1}})
+
+
+def test_a_misspelled_attack_option_leaves_no_results_behind(tmp_path, tok, tiny):
+    """Before, the quick suite saved its metrics, then failed at attack/prefill, and the
+    corrected rerun was refused for its other attack_options."""
+    from unlearnkit.models.loader import setup_tokenizer
+
+    loader = lambda name, **kwargs: (tiny, setup_tokenizer(tok))  # noqa: E731
+    out = tmp_path / "quick.json"
+    base = {"model": "tiny", "data": str(dataset(tmp_path)), "max_new_tokens": 2,
+            "output": str(out)}
+    with pytest.raises(UnlearnError, match="no option"):
+        E.run_eval(E.EvalConfig(**base, attack_options={"prefill": {"kk": [1]}}), loader=loader)
+    assert not out.exists()
+    res = E.run_eval(E.EvalConfig(**base, attack_options={"prefill": {"ks": [1]}}),
+                     loader=loader)
+    assert "prefill" in res.attacks and out.is_file()
+
+
+def test_an_oracle_without_truth_ratios_fails_before_any_tofu_step(tmp_path):
+    oracle = tmp_path / "oracle.json"
+    save_results(oracle, sample_results())  # a results file, but not of the tofu suite
+    loads = []
+    cfg = E.EvalConfig(model="tiny", data=str(tofu_dataset(tmp_path)), suite="tofu", limit=1,
+                       oracle_results=str(oracle), output=str(tmp_path / "tofu.json"))
+    with pytest.raises(UnlearnError, match=r"oracle_results .*oracle\.json has no "
+                                           "forget_truth_ratio; evaluate the oracle"):
+        E.run_eval(cfg, loader=lambda name, **kw: loads.append(name))
+    assert loads == [] and not (tmp_path / "tofu.json").exists()
+    with pytest.raises(UnlearnError, match=r"oracle_results .* is a folder"):
+        E.EvalConfig(data="d", suite="tofu", oracle_results=str(tmp_path))
+
+
+def test_an_out_that_is_a_folder_is_named_as_one(tmp_path, capsys):
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    data = str(dataset(tmp_path))
+    code = main(["eval", "m", "--data", data, "--out", str(tmp_path / "adir")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"output (--out) {tmp_path / 'adir'} is a folder; give the results " \
+        f"file to write, e.g. --out {tmp_path / 'adir' / 'm-quick.json'}" in err
+    code = main(["eval", "m", "--data", data, "--out", str(tmp_path / "afile" / "x.json")])
+    assert code == 2 and "afile is a file, not a folder" in capsys.readouterr().err
+
+
+def test_compare_reads_an_old_eval_files_degenerate_rate_without_a_direction(tmp_path, capsys):
+    """A file an older unlearn eval wrote (degenerate_rate ↓), read without re-evaluating:
+    no direction, as in a run's results.json, whichever file `unlearn compare` reads first."""
+    from unlearnkit.report.runs import load_runs
+
+    old = new_results({"model": "m", "suite": "full"}, seed=0, name="old")
+    old.metrics["forget/degenerate_rate"] = MetricRecord(
+        "degenerate_rate", "forget", 0.25, False, 4, [0.0, 1.0, 0.0, 0.0], list("abcd"),
+        "forget")
+    save_results(tmp_path / "old.json", old)
+    [run] = load_runs(tmp_path / "old.json")
+    assert run.aggregates["forget/degenerate_rate"].higher_is_better is None
+    pipeline = tmp_path / "run" / "results.json"
+    pipeline.parent.mkdir()
+    pipeline.write_text(json.dumps({"results": {"after": {"summary": {
+        "forget": {"accuracy": 0.5, "refusal": 0.0, "degenerate": 0.5}}}}}))
+    for order in ([tmp_path / "old.json", pipeline], [pipeline, tmp_path / "old.json"]):
+        assert main(["compare", *map(str, order)]) == 0
+        table = capsys.readouterr().out
+        assert "forget/degenerate_rate ·" in table and "degenerate_rate ↓" not in table

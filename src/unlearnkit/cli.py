@@ -254,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_config_path(config: str | None) -> None:
+    """A folder given where a command takes its YAML config file is named as a folder (the
+    config loader would only say that no config file is there)."""
+    if config and os.path.isdir(config):
+        raise UnlearnError(f"{config} is a folder, not a config file; give the command's "
+                           "YAML config file (examples in configs/)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -261,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
+        _check_config_path(getattr(args, "config", None))
         _quiet_libraries()
         return int(args.handler(args) or 0)
     except UnlearnError as exc:

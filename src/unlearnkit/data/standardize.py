@@ -212,7 +212,11 @@ def standardize(cfg: DataConfig, base: Path = Path()) -> Path:
 
 
 def load_dataset(folder: str | Path) -> list[Record]:
-    """Read a dataset folder back (same records, same order within each split)."""
+    """Read a dataset folder back (same records, same order within each split), checked
+    against its manifest: each split file holds as many records as the manifest counts, all
+    of that split, and no id appears twice; a folder edited since it was written fails here,
+    naming the file. (Questions in both forget and another split are for the commands that
+    train to refuse: :func:`~unlearnkit.data.records.validate_records`.)"""
     folder = Path(folder)
     if not folder.exists():
         raise UnlearnError(f"{folder} is not a dataset folder (it does not exist); "
@@ -231,9 +235,52 @@ def load_dataset(folder: str | Path) -> list[Record]:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise UnlearnError(f"{folder} has format version {manifest.get('format_version')}, "
                            f"this unlearnkit reads {FORMAT_VERSION}; standardize it again")
-    records = []
-    for split in manifest["counts"]:
-        records += read_jsonl(folder / f"{split}.jsonl")
+    unlisted = [f"{s}.jsonl" for s in SPLITS
+                if s not in manifest["counts"] and (folder / f"{s}.jsonl").exists()]
+    if unlisted:
+        raise UnlearnError(f"{folder} holds {', '.join(unlisted)}, which manifest.json does not "
+                           f"list (edited by hand?); {RESTANDARDIZE}")
+    records, where = [], {}
+    for split, count in _manifest_counts(manifest, manifest_path).items():
+        path = folder / f"{split}.jsonl"
+        for rec in _read_split(path, split, count):
+            if rec.id in where:
+                twice = "twice in" if where[rec.id] == path else f"in both {where[rec.id]} and"
+                raise UnlearnError(f"record id {rec.id!r} appears {twice} {path}: ids must be "
+                                   f"unique; {RESTANDARDIZE}")
+            where[rec.id] = path
+            records.append(rec)
+    return records
+
+
+RESTANDARDIZE = ("fix the sources and write the folder again with unlearn data standardize "
+                 "CONFIG, rather than editing its files")
+
+
+def _manifest_counts(manifest: dict, path: Path) -> dict[str, int]:
+    """The manifest's record count per split, checked."""
+    counts = manifest["counts"]
+    for split, count in counts.items():
+        if split not in SPLITS or isinstance(count, bool) or not isinstance(count, int):
+            raise UnlearnError(f"{path} is not a dataset manifest (damaged or edited: counts "
+                               f"{split!r}: {count!r}); write the folder again with unlearn "
+                               "data standardize CONFIG")
+    return counts
+
+
+def _read_split(path: Path, split: str, count: int) -> list[Record]:
+    """The records of ``<split>.jsonl``: as many as the manifest says, all of that split."""
+    if not path.is_file():
+        raise UnlearnError(f"{path} is missing, and manifest.json beside it lists {count} "
+                           f"{split} records; {RESTANDARDIZE}")
+    records = read_jsonl(path)
+    if len(records) != count:
+        raise UnlearnError(f"{path} holds {len(records)} records and manifest.json says {count} "
+                           f"(edited since it was written?); {RESTANDARDIZE}")
+    for rec in records:
+        if rec.split != split:
+            raise UnlearnError(f"{path}: record {rec.id!r} has split {rec.split!r} but is in "
+                               f"the {split} file; {RESTANDARDIZE}")
     return records
 
 

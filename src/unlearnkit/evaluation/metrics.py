@@ -26,6 +26,7 @@ defined for the forget set.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -510,6 +511,23 @@ def _agreement(pairs: list[tuple[bool, bool]]) -> dict[str, float]:
             "recall": tp / human if human else math.nan}
 
 
+def _xstest_text(path: Path) -> str:
+    """The text of an XSTest completions CSV, strictly UTF-8 (a byte-order mark is dropped);
+    a clear :class:`UnlearnError` naming the file, the line and the byte otherwise."""
+    if not path.is_file():
+        raise UnlearnError(f"XSTest file {path} " + ("is a folder" if path.is_dir() else
+                           "not found") + "; give the CSV files of XSTest completions, e.g. "
+                           "../shared/data/xstest/completions_*.csv")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UnlearnError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); re-encode the file "
+            "as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+
+
 def validate_refusal_detector(csv_paths: Sequence[str | Path],
                               judge: RefusalJudge | None = None) -> dict[str, Any]:
     """Agreement of a refusal judge (default: the pattern detector :func:`refusal.is_refusal`)
@@ -522,8 +540,7 @@ def validate_refusal_detector(csv_paths: Sequence[str | Path],
         raise UnlearnError("validate_refusal_detector needs at least one XSTest CSV file")
     files, everything = {}, []
     for path in map(Path, csv_paths):
-        with path.open(encoding="utf-8", newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        rows = list(csv.DictReader(io.StringIO(_xstest_text(path), newline="")))
         if not rows or not {"completion", "final_label"} <= set(rows[0]):
             raise UnlearnError(f"{path}: expected XSTest columns 'completion' and 'final_label'")
         bad = sorted({r["final_label"] for r in rows} - set(_REFUSAL_LABELS))

@@ -153,9 +153,33 @@ def resolve_model_path(name: str) -> str:
                    if pickled else "")
                 + f": {SAFETENSORS_ONLY}")
         return str(path)
-    if name.count("/") == 1 and not name.startswith((".", "/")):
+    local = _missing_local_path(name, path)
+    if local:
+        raise UnlearnError(f"model {name!r} is neither {DEFAULT_MODEL!r}, a hub id, nor an "
+                           f"existing folder: {local}; check the path")
+    if name.count("/") == 1:
         return name  # a hub id: loads when online, with the user's HF_TOKEN from the environment
-    raise UnlearnError(f"model {name!r} is neither {DEFAULT_MODEL!r}, a local folder, nor a hub id")
+    raise UnlearnError(f"model {name!r} is neither {DEFAULT_MODEL!r}, a local folder (there is "
+                       "none of that name here), nor a hub id (org/name)")
+
+
+def _missing_local_path(name: str, path: Path) -> str | None:
+    """Why ``name`` (which does not exist) is read as a local path rather than a hub id, and
+    how much of it exists; None when it may be a hub id (``org/name``, nothing named ``org``
+    here). Local: absolute, ``./`` or ``../`` or ``~``, a backslash, more than one slash, or a
+    first part that exists here (``runs/model`` with a ``runs`` folder)."""
+    parts = Path(name).parts
+    looks_local = (path.is_absolute() or name.startswith((".", "~")) or "\\" in name
+                   or name.count("/") > 1 or (len(parts) > 1 and Path(parts[0]).exists()))
+    if not looks_local:
+        return None
+    above = next((p for p in path.parents if p.exists()), Path())
+    if not above.is_dir():
+        detail = f"{above} is a file"
+    else:
+        missing = path.relative_to(above).parts[0]
+        detail = f"{'the current folder' if above == Path() else above} has no {missing}"
+    return f"the folder {name} does not exist ({detail})"
 
 
 def _run_folder_problem(path: Path) -> str | None:
@@ -303,18 +327,24 @@ SAFETENSORS_ONLY = ("unlearnkit reads safetensors only, never pickle .bin files:
                     "trust them")
 
 
+HUB_HINT = ("check the hub id, and that the hub can be reached (HF_HUB_OFFLINE unset) or the "
+            "model is in the Hugging Face cache; or give a local model folder")
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _load_hint(exc: BaseException) -> str:
-    """What to do about a model folder transformers could not load."""
+def _load_hint(exc: BaseException, local: bool = True) -> str:
+    """What to do about a model folder (``local``) or hub id transformers could not load."""
     text = str(exc)
     if "trust_remote_code" in text:
         return ("the model needs its own code from the folder; if you trust it, set "
                 "data.trust_remote_code: true")
     if "safetensors" in text:
         return SAFETENSORS_ONLY
+    if not local:
+        return HUB_HINT
     return ("check that config.json matches the weights and that the weights file is "
             "complete (safetensors only)")
 
@@ -328,8 +358,10 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False):
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise UnlearnError(f"cannot load a tokenizer from {path}: {_first_line(exc)}; the "
-                           "folder needs the tokenizer files saved with the model") from None
+        fix = ("the folder needs the tokenizer files saved with the model" if Path(path).is_dir()
+               else HUB_HINT)
+        raise UnlearnError(f"cannot load a tokenizer from {path}: {_first_line(exc)}; "
+                           f"{fix}") from None
     return setup_tokenizer(tok)
 
 
@@ -354,7 +386,7 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32",
         )
     except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
         raise UnlearnError(f"cannot load model weights from {path}: {_first_line(exc)}; "
-                           f"{_load_hint(exc)}") from None
+                           f"{_load_hint(exc, local=Path(path).is_dir())}") from None
     if device:
         model.to(device)
     model.eval()

@@ -23,6 +23,7 @@ without a direction (:data:`SHOWN_NOT_JUDGED`), as ``unlearn run`` shows them.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import os
 import random
@@ -38,7 +39,7 @@ import torch
 from unlearnkit.data.records import SPLITS, Record
 from unlearnkit.data.standardize import load_dataset
 from unlearnkit.errors import UnlearnError
-from unlearnkit.evaluation.attacks import get_attacks, run_attacks
+from unlearnkit.evaluation.attacks import ATTACKS, get_attacks, run_attacks
 from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, check_threshold
 from unlearnkit.evaluation.metrics import (
     METRICS,
@@ -68,6 +69,7 @@ from unlearnkit.evaluation.results import (
 from unlearnkit.models.loader import DEFAULT_MODEL, load_model
 from unlearnkit.pipeline.data_source import check_model
 from unlearnkit.pipeline.fluency_judge import GOLD_SPLITS, judge_answers
+from unlearnkit.report.runs import SHOWN_NOT_JUDGED  # no direction, as unlearn run shows them
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,7 @@ SUITES: dict[str, Suite] = {
                   tofu=True),
 }
 
+DTYPES = ("float32", "bfloat16", "float16")  # the torch dtypes a model is evaluated in
 # Settings that change the numbers: a results file written with others cannot be resumed.
 RESUME_KEYS = ("model", "data", "limit", "seed", "max_new_tokens", "dtype", "attack_options",
                "correct_rouge_threshold", "refusal", "fluency_judge")
@@ -99,9 +102,6 @@ LIKELIHOOD_INPUTS = frozenset({"answer_logprobs", "argmax_match", "standardized_
                                "paraphrased_logprobs", "perturbed_logprobs"})
 TOFU_FORGET_FLIP = frozenset({"forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_Q_A_PARA_Prob",
                               "extraction_strength", "exact_memorization"})
-# Shown, not judged (no direction), as in unlearn run's and bench's tables: a degenerate
-# answer is how some methods "forget", and is in no objective's score
-SHOWN_NOT_JUDGED = frozenset({"degenerate_rate"})
 RUN_WEIGHTS = ("model", "adapter")  # the folders unlearn run saves its model in
 
 
@@ -150,6 +150,14 @@ class EvalConfig:
             if getattr(self, key) < low:
                 raise UnlearnError(f"{key} must be at least {low}, got {getattr(self, key)}")
         check_threshold(self.correct_rouge_threshold)
+        if self.dtype not in DTYPES:
+            raise UnlearnError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}; "
+                               "set e.g. --set dtype=bfloat16")
+        check_attack_options(self.attack_options)
+        if self.oracle_results:
+            _check_file_to_read(Path(self.oracle_results), "oracle_results",
+                                "the oracle's results file of unlearn eval ORACLE --suite tofu")
+        _check_file_to_write(self.output_path(), default_output_name(self.model, self.suite))
         if self.fluency_judge:
             check_model(self.fluency_judge, "fluency_judge")
 
@@ -157,6 +165,69 @@ class EvalConfig:
         if self.output:
             return Path(self.output)
         return Path("runs/eval") / default_output_name(self.model, self.suite)
+
+
+def check_attack_options(options: dict[str, Any]) -> None:
+    """Each ``attack_options`` key names a registered attack, and each option one of the
+    attack function's keyword parameters (what :func:`run_attacks` passes it), with a value
+    of its default's type, so a typo fails before any step runs, not when the attack does."""
+    for name, given in options.items():
+        if name not in ATTACKS:
+            raise UnlearnError(f"attack_options.{name}: no attack is named {name!r}; "
+                               f"choose from {', '.join(sorted(ATTACKS))}")
+        if not isinstance(given, dict):
+            raise UnlearnError(f"attack_options.{name} must map option names to values, got "
+                               f"{given!r}; e.g. --set attack_options.{name}.OPTION=VALUE")
+        attack = ATTACKS[name]
+        accepted = attack.option_names()
+        unknown = sorted(set(given) - set(accepted))
+        if unknown:
+            raise UnlearnError(f"attack_options.{name}: attack {name!r} has no option(s) "
+                               f"{', '.join(unknown)}; it accepts "
+                               f"{', '.join(accepted) or 'none'}")
+        params = inspect.signature(attack.fn).parameters
+        for key, value in given.items():
+            problem = _option_type_problem(value, params[key].default)
+            if problem:
+                raise UnlearnError(f"attack_options.{name}.{key} must be {problem}, got "
+                                   f"{value!r} (default {params[key].default!r})")
+
+
+def _option_type_problem(value: Any, default: Any) -> str | None:
+    """What ``value`` should be to stand in for an option's ``default`` (None: it may)."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if isinstance(default, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return None if ok else "a number"
+    if isinstance(default, tuple | list):
+        if not isinstance(value, list | tuple):
+            return f"a list like {list(default)}"
+        if default:
+            inner = [_option_type_problem(v, default[0]) for v in value]
+            problem = next((p for p in inner if p), None)
+            return f"a list whose items are each {problem}" if problem else None
+    return None
+
+
+def _check_file_to_read(path: Path, key: str, what: str) -> None:
+    if path.is_dir():
+        raise UnlearnError(f"{key} {path} is a folder; give {what}")
+    if not path.is_file():
+        raise UnlearnError(f"{key} {path} not found; give {what}")
+
+
+def _check_file_to_write(out: Path, name: str) -> None:
+    """The results file can be written: not a folder, under no file."""
+    if out.is_dir():
+        raise UnlearnError(f"output (--out) {out} is a folder; give the results file to "
+                           f"write, e.g. --out {out / name}")
+    above = next((p for p in out.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise UnlearnError(f"cannot write {out}: {above} is a file, not a folder; choose "
+                           "another --out")
 
 
 def default_output_name(model: str, suite: str) -> str:
@@ -492,13 +563,19 @@ def _run_tofu_summary(st: _State, step: Step) -> None:
             ids=list(parts), higher_is_better=True)
     if ("forget_quality" not in skipped and st.cfg.oracle_results
             and "forget_truth_ratio" in metrics):
-        oracle = load_results(st.cfg.oracle_results).metrics.get("forget_truth_ratio")
-        if oracle is None:
-            raise UnlearnError(f"{st.cfg.oracle_results} has no forget_truth_ratio; "
-                               "evaluate the oracle with --suite tofu first")
+        oracle = _oracle_truth_ratios(st.cfg.oracle_results)
         result = forget_quality(metrics["forget_truth_ratio"].values, oracle.values)
         metrics["forget_quality"] = _record("forget_quality", result, objective="forget",
                                             split="forget", ids=[], higher_is_better=True)
+
+
+def _oracle_truth_ratios(path: str) -> MetricRecord:
+    """The oracle's forget truth ratios, from its results file of the tofu suite."""
+    oracle = load_results(path).metrics.get("forget_truth_ratio")
+    if oracle is None:
+        raise UnlearnError(f"oracle_results {path} has no forget_truth_ratio; evaluate the "
+                           "oracle with --suite tofu first and give that results file")
+    return oracle
 
 
 def _run_fluency(st: _State, step: Step) -> None:
@@ -582,6 +659,8 @@ def run_eval(cfg: EvalConfig, *, loader: Callable[..., tuple[Any, Any]] | None =
     splits, holdout = load_splits(cfg)
     results = _start(cfg, data_fingerprint(cfg.data))
     steps, results.skipped = plan(SUITES[cfg.suite], splits, cfg)
+    if any(s.kind == "tofu_summary" for s in steps) and "forget_quality" not in results.skipped:
+        _oracle_truth_ratios(cfg.oracle_results)  # a bad oracle fails before any step runs
     # what an existing file holds against these settings: a value the plan now skips (a
     # forget quality against an oracle no longer given), a direction given before
     dropped = [results.metrics.pop(k) for k in results.skipped if k in results.metrics]

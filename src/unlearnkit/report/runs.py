@@ -36,6 +36,9 @@ from unlearnkit.evaluation.results import (
 from unlearnkit.report.diagnose import load_beside
 
 ROLES = ("before", "run", "oracle")
+# Shown without a direction in every table, as unlearn run shows them: a degenerate answer is
+# how some methods "forget", and is in no objective's score
+SHOWN_NOT_JUDGED = frozenset({"degenerate_rate"})
 PIPELINE_ROLES = {"before": "before", "injected": "before", "oracle": "oracle"}
 
 
@@ -79,7 +82,9 @@ def from_results(results: EvalResults, path: Path) -> Run:
     """The run of an ``unlearn eval`` results file."""
     run = Run(label=results.name or path.stem, source=path, diagnostics=results.diagnostics)
     for key, m in results.metrics.items():
-        run.aggregates[key] = Aggregate(m.aggregate, m.higher_is_better, m.objective)
+        # shown, not judged, whatever direction an older unlearn eval wrote in the file
+        better = None if m.metric in SHOWN_NOT_JUDGED else m.higher_is_better
+        run.aggregates[key] = Aggregate(m.aggregate, better, m.objective)
     _add_attacks(run, {k: a.success_rate for k, a in results.attacks.items()})
     for split, rows in results.generations.items():
         judged = results.metrics.get(f"{split}/correctness")
