@@ -296,8 +296,8 @@ class UnlearnConfig:
     stop: StopConfig = field(default_factory=StopConfig)
     seed: int = 0
     forget_format: str = "unified"
-    # the share of each keep split's subjects (retain and neighbour people, authors; records
-    # without a subject one by one) left out of unlearning's training data and evaluated
+    # the share of each keep split's subjects (retain and neighbour people; records without a
+    # subject, as TOFU's, one by one) left out of unlearning's training data and evaluated
     # apart: what the method keeps without having been shown it (:func:`held_out_ids`)
     holdout: float = 0.0
 
