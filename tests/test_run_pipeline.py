@@ -237,6 +237,7 @@ def test_split_summary_and_table_show_degenerate_answers_only_when_there_are_som
     assert summary["retain"]["degenerate"] == 0.0
     clean = format_table({"before": {"summary": split_summary(fluent)}})
     assert "degenerate" not in clean
+    assert [line.split()[0] for line in clean.splitlines()[1:]] == ["forget", "retain"]
     table = format_table({"before": {"summary": split_summary(fluent)},
                           "after": {"summary": summary}})
     lines = table.splitlines()

@@ -191,6 +191,8 @@ def format_table(results: dict[str, dict]) -> str:
     names = list(results)
     lines = [f"{'split':<10}" + "".join(f"{n:>20}" for n in names)]
     for split in SPLIT_ORDER:
+        if not any(split in results[m]["summary"] for m in names):
+            continue  # (a split the data does not have: the probes, usually)
         cells = [_cell(results[name]["summary"].get(split)) for name in names]
         n = next((results[m]["summary"][split]["n"] for m in names
                   if split in results[m]["summary"]), 0)
