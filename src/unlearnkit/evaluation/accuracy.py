@@ -32,7 +32,7 @@ def answer_records(model, tokenizer, records: Sequence[Record], *, max_new_token
     texts = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
                      batch_size=batch_size, progress=progress)
     refused = (refusal_judge or PatternJudge()).judge(texts, [r.question for r in asked])
-    chosen = chosen_letters(model, tokenizer, asked, batch_size=batch_size, **render_kwargs)
+    chosen = chosen_letters(model, tokenizer, records, batch_size=batch_size, **render_kwargs)
     rows = []
     for r, t, ref in zip(records, texts, refused, strict=True):
         row = {"id": r.id, "split": r.split, "generation": t, "refused": ref}

@@ -40,7 +40,7 @@ from scipy.stats import hmean, ks_2samp
 
 from unlearnkit.data.adapters import LETTERS, as_asked, format_mcq
 from unlearnkit.data.records import Record
-from unlearnkit.data.render import render, render_record
+from unlearnkit.data.render import render_record
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation import correctness as grading
 from unlearnkit.evaluation import mia
@@ -681,40 +681,40 @@ def _perturbed(ctx: EvalContext):
     return _grouped_logprobs(ctx, groups)
 
 
+def choice_scores(model, tokenizer, records: Sequence[Record], *, letter: bool = True,
+                  batch_size: int = 16, **render_kwargs) -> list[list[float]]:
+    """Per record, one score per option after :func:`format_mcq`'s prompt (none without
+    choices): the log-probability of the option's letter as the whole answer (``letter``),
+    else the mean token log-probability of the option's text. ``render_kwargs`` go to
+    :func:`render_record` (e.g. an evaluation context)."""
+    items = [render_record(tokenizer, r, question=format_mcq(r.question, r.choices),
+                           answer=LETTERS[i] if letter else choice, **render_kwargs)
+             for r in records for i, choice in enumerate(r.choices)]
+    scored = iter(token_logprobs(model, tokenizer, items, batch_size=batch_size) if items
+                  else [])
+    reduce = (lambda t: float(t[:-1].sum())) if letter else (lambda t: _mean_logprob(t[:-1]))
+    return [[reduce(next(scored)) for _ in r.choices] for r in records]  # [:-1]: end of turn
+
+
 @_provides("choice_scores")
 def _choice_scores(ctx: EvalContext):
-    letter = ctx.mcq_mode == "letter"
-    groups = [
-        [render(ctx.tokenizer, format_mcq(r.question, r.choices),
-                LETTERS[i] if letter else choice, system=r.system)
-         for i, choice in enumerate(r.choices)]
-        for r in ctx.records
-    ]
-    scored = _grouped_logprobs(ctx, groups)
-    reduce = (lambda t: float(t[:-1].sum())) if letter else (lambda t: _mean_logprob(t[:-1]))
-    return [[reduce(t) for t in group] for group in scored]  # [:-1] drops end-of-turn
+    return choice_scores(ctx.model, ctx.tokenizer, ctx.records,
+                         letter=ctx.mcq_mode == "letter", batch_size=ctx.batch_size)
 
 
-def chosen_letters(model, tokenizer, asked: Sequence[Record], *, batch_size: int = 32,
+def chosen_letters(model, tokenizer, records: Sequence[Record], *, batch_size: int = 32,
                    **render_kwargs) -> dict[str, int]:
-    """Per multiple-choice record (as asked: :func:`~unlearnkit.data.adapters.as_asked`), the
-    index of the option whose letter, as the whole answer, has the highest log-probability
-    (ties: the first); MMLU's and WMDP's accuracy."""
-    mcq = [r for r in asked if r.multiple_choice]
-    items = [render_record(tokenizer, r, answer=LETTERS[i], **render_kwargs)
-             for r in mcq for i in range(len(r.choices))]
-    scores = iter(token_logprobs(model, tokenizer, items, batch_size=batch_size) if items else [])
-    out = {}
-    for r in mcq:
-        letter = [float(next(scores)[:-1].sum()) for _ in r.choices]  # [:-1]: end of turn
-        out[r.id] = max(range(len(letter)), key=lambda i: (letter[i], -i))
-    return out
+    """Per multiple-choice record (:attr:`Record.multiple_choice`), the index of the option
+    whose letter, as the whole answer, is likeliest (:func:`choice_scores`; ties: the first):
+    MMLU's and WMDP's accuracy."""
+    mcq = [r for r in records if r.multiple_choice]
+    scores = choice_scores(model, tokenizer, mcq, batch_size=batch_size, **render_kwargs)
+    return {r.id: int(np.argmax(s)) for r, s in zip(mcq, scores, strict=True)}
 
 
 @_provides("chosen_letters")
 def _chosen(ctx: EvalContext):
-    return chosen_letters(ctx.model, ctx.tokenizer, [as_asked(r) for r in ctx.records],
-                          batch_size=ctx.batch_size)
+    return chosen_letters(ctx.model, ctx.tokenizer, ctx.records, batch_size=ctx.batch_size)
 
 
 def compute(ctx: EvalContext, metrics: Sequence[str],

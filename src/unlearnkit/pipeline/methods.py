@@ -133,13 +133,15 @@ def general_keep(mix: MixConfig, prepared: PreparedScenario) -> list:
     return list(prepared.replay)
 
 
-def run_baseline(cfg: RunConfig, prepared: PreparedScenario,
-                 out: Path) -> tuple[str, list, str | None]:
-    """The model to evaluate as "after", the training log and the evaluation context."""
+def run_baseline(cfg: RunConfig, prepared: PreparedScenario, out: Path,
+                 keep: list | None = None) -> tuple[str, list, str | None]:
+    """The model to evaluate as "after", the training log and the evaluation context;
+    ``keep``: the run's general keep items (:func:`general_keep`, drawn here when None)."""
     base = get_baseline(cfg.method)
     if base.trainable:
-        records = prepared.records + general_keep(cfg.unlearn.mix, prepared)
-        folder, history = train_baseline(cfg, prepared.models["injected"], records, out)
+        keep = general_keep(cfg.unlearn.mix, prepared) if keep is None else keep
+        folder, history = train_baseline(cfg, prepared.models["injected"],
+                                         prepared.records + keep, out)
         return str(folder), history, None
     options = baseline_options(cfg.method, cfg.baseline, cfg.unlearn.seed, cfg.unlearn.teacher)
     if cfg.method == "prompt_only":

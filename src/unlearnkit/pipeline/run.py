@@ -434,6 +434,28 @@ def _match_checkpoints(cfg: RunConfig, out: Path) -> None:
     atomic_write_text(stamp, json.dumps(wanted, indent=1))
 
 
+def _checked_keep(cfg: RunConfig, prepared: PreparedScenario) -> list | None:
+    """What the settings can be refused for without training, refused: an instructed
+    method's forget scope, the general keep items, fewer steps than grad_accum, the starting
+    model with LoRA's modules and train_only's blocks. Returns the general keep items a
+    method that trains draws (:func:`general_keep`), None for one that trains nothing."""
+    teacher = cfg.unlearn.teacher if cfg.method == PUSHPULL else getattr(
+        baseline_options(cfg.method, cfg.baseline, cfg.unlearn.seed, cfg.unlearn.teacher),
+        "teacher", None)
+    if isinstance(teacher, TeacherConfig):  # an instructed method: its forget scope
+        forget_scope(teacher, [r for r in prepared.records if r.split == "forget"])
+    if cfg.method != PUSHPULL and not get_baseline(cfg.method).trainable:
+        return None
+    keep = general_keep(cfg.unlearn.mix, prepared)
+    if cfg.unlearn.mix.steps < cfg.optim.grad_accum:
+        raise UnlearnError(f"unlearn.mix.steps ({cfg.unlearn.mix.steps} micro-batches) is "
+                           f"fewer than optim.grad_accum ({cfg.optim.grad_accum} per "
+                           "optimizer step): raise the steps or lower grad_accum")
+    check_start_model(prepared.models["injected"], cfg.lora, cfg.train_only,
+                      trust_remote_code=cfg.data.trust_remote_code)
+    return keep
+
+
 def unlearn(cfg: RunConfig, prepared: PreparedScenario,
             out: Path) -> tuple[str, list, str | None]:
     """Run ``cfg.method``: the "after" model, the training log and its evaluation context.
@@ -452,22 +474,9 @@ def unlearn(cfg: RunConfig, prepared: PreparedScenario,
             return saved["after"], saved["history"], saved["context"]
     if held := held_out_ids(prepared.records, cfg.unlearn.holdout, cfg.unlearn.seed):
         prepared = replace(prepared, records=[r for r in prepared.records if r.id not in held])
-    trains = cfg.method == PUSHPULL or get_baseline(cfg.method).trainable
-    teacher = cfg.unlearn.teacher if cfg.method == PUSHPULL else getattr(
-        baseline_options(cfg.method, cfg.baseline, cfg.unlearn.seed, cfg.unlearn.teacher),
-        "teacher", None)
-    if isinstance(teacher, TeacherConfig):  # an instructed method: its forget scope
-        forget_scope(teacher, [r for r in prepared.records if r.split == "forget"])
-    if trains:
-        keep = general_keep(cfg.unlearn.mix, prepared)
-        if cfg.unlearn.mix.steps < cfg.optim.grad_accum:
-            raise UnlearnError(f"unlearn.mix.steps ({cfg.unlearn.mix.steps} micro-batches) is "
-                               f"fewer than optim.grad_accum ({cfg.optim.grad_accum} per "
-                               "optimizer step): raise the steps or lower grad_accum")
-        check_start_model(prepared.models["injected"], cfg.lora, cfg.train_only,
-                          trust_remote_code=cfg.data.trust_remote_code)
+    keep = _checked_keep(cfg, prepared)
     marker.unlink(missing_ok=True)
-    if trains and process_state().is_main_process:  # (a method that trains nothing has none)
+    if keep is not None and process_state().is_main_process:  # (nothing trains: none)
         _match_checkpoints(cfg, out)
     process_state().wait_for_everyone()
     torch.manual_seed(cfg.unlearn.seed)  # LoRA's initialisation follows the run's seed
@@ -476,7 +485,7 @@ def unlearn(cfg: RunConfig, prepared: PreparedScenario,
                                            prepared.records + keep, out)
         after, context = str(folder), None
     else:
-        after, history, context = run_baseline(cfg, prepared, out)
+        after, history, context = run_baseline(cfg, prepared, out, keep)
     if process_state().is_main_process:
         atomic_write_text(marker, json.dumps({"after": after, "history": history,
                                               "context": context,

@@ -50,6 +50,10 @@ METRICS = (
     ("retain_held_out", "retain acc, held out", True),
     ("neighbor_held_out", "neighbour acc, held out", True),
 )
+OBJECTIVES = ("forget", "utility", "boundary", "robustness")
+OBJECTIVE_TEXT = {"forget": "1 - forget", "utility": "mean(retain, general)",
+                  "boundary": "neighbour", "robustness": "1 - prefill"}
+FLUENT_UTILITY = "mean(retain, general, forget answers in language)"
 OPTIONAL = ("retain_held_out", "neighbor_held_out")
 
 
@@ -57,10 +61,6 @@ def shown_metrics(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, bool]]
     """:data:`METRICS` less the optional columns no row has a value for."""
     return [m for m in METRICS if m[0] not in OPTIONAL
             or any(r["metrics"][m[0]]["mean"] is not None for r in rows)]
-OBJECTIVES = ("forget", "utility", "boundary", "robustness")
-OBJECTIVE_TEXT = {"forget": "1 - forget", "utility": "mean(retain, general)",
-                  "boundary": "neighbour", "robustness": "1 - prefill"}
-FLUENT_UTILITY = "mean(retain, general, forget answers in language)"
 
 
 def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
