@@ -64,18 +64,13 @@ class OptimConfig:
                 raise UnlearnError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
         if self.eps <= 0:
             raise UnlearnError(f"optim.eps must be positive, got {self.eps}")
-        if self.weight_decay < 0:
-            raise UnlearnError(f"optim.weight_decay must be >= 0 (0: none), got "
-                               f"{self.weight_decay}")
-        if self.max_grad_norm < 0:
-            raise UnlearnError(f"optim.max_grad_norm must be >= 0 (0: no clipping), got "
-                               f"{self.max_grad_norm}")
-        if self.checkpoint_every < 0:
-            raise UnlearnError(f"optim.checkpoint_every must be >= 0 steps (0: no checkpoints), "
-                               f"got {self.checkpoint_every}")
-        if self.keep_checkpoints < 0:
-            raise UnlearnError(f"optim.keep_checkpoints must be >= 0 (0: keep every one), got "
-                               f"{self.keep_checkpoints}")
+        for name, unit, zero in (("weight_decay", "", "none"),
+                                 ("max_grad_norm", "", "no clipping"),
+                                 ("checkpoint_every", " steps", "no checkpoints"),
+                                 ("keep_checkpoints", "", "keep every one")):
+            if getattr(self, name) < 0:
+                raise UnlearnError(f"optim.{name} must be >= 0{unit} (0: {zero}), got "
+                                   f"{getattr(self, name)}")
 
 
 StepFn = Callable[[Any, Any], tuple[torch.Tensor, dict[str, float]]]
