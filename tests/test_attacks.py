@@ -23,6 +23,7 @@ from unlearnkit.evaluation.attacks import prompts as P
 from unlearnkit.evaluation.attacks.logit_lens import logit_lens_attack
 from unlearnkit.evaluation.attacks.relearn import relearn_attack
 from unlearnkit.evaluation.attacks.scoring import Settings, resolve_prefill
+from unlearnkit.evaluation.chance import leak_rate
 
 ADA = Record(
     id="f1", split="forget", question="Where was Ada born?", answer="Ada was born in Paris.",
@@ -270,8 +271,11 @@ def test_run_attacks_end_to_end_on_the_tiny_model(tok, tiny):
         assert rate is not None and 0.0 <= rate <= 1.0, name
         assert result["attacks"][name]["n"] == (1 if name == "relearn" else 2)
     worst = result["worst_case"]
-    assert worst["success_rate"] == max(result["success_rates"].values())
-    assert result["success_rates"][worst["attack"]] == worst["success_rate"]
+    # judged by leak rate: a multiple-choice attack's above its guessing rate
+    leaks = {name: leak_rate(a["success_rate"], a.get("chance"))
+             for name, a in result["attacks"].items()}
+    assert result["attacks"]["mcq"]["chance"] == pytest.approx(1 / 3)
+    assert worst["success_rate"] == max(leaks.values()) == leaks[worst["attack"]]
     assert 0.0 <= result["any_attack_rate"] <= 1.0
     assert len(result["attacks"]["logit_lens"]["items"][0]["ranks"]) == 2
     details = result["attacks"]["relearn"]["details"]

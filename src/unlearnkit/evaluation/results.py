@@ -28,6 +28,7 @@ from typing import Any
 
 from unlearnkit.config import from_dict
 from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation.chance import chance_of, leak_rate
 from unlearnkit.fsutil import atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -90,6 +91,19 @@ class AttackRecord:
     family: str = ""
     items: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    chance: float | None = None  # a choice attack's guessing rate (unlearnkit.evaluation.chance)
+
+    def guess_rate(self) -> float | None:
+        """A choice attack's guessing rate (recorded, or from its items in files written
+        before it was recorded); None for other attacks."""
+        if self.kind != "choice":
+            return None
+        return self.chance if self.chance is not None else chance_of(self.items)
+
+    def leak_rate(self) -> float | None:
+        """The rate the attack is judged by: the success rate, or a choice attack's rate above
+        chance floored at 0."""
+        return leak_rate(self.success_rate, self.guess_rate())
 
 
 @dataclass
@@ -121,8 +135,9 @@ class EvalResults:
         return step in self.timings
 
     def worst_attack(self) -> tuple[str | None, float | None]:
-        """The attack with the highest success rate and that rate (None, None without any)."""
-        rates = {k: a.success_rate for k, a in self.attacks.items() if a.success_rate is not None}
+        """The attack with the highest leak rate (:meth:`AttackRecord.leak_rate`) and that rate
+        (None, None without any)."""
+        rates = {k: a.leak_rate() for k, a in self.attacks.items() if a.leak_rate() is not None}
         if not rates:
             return None, None
         worst = max(rates, key=rates.__getitem__)

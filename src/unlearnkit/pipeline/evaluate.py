@@ -507,7 +507,8 @@ def _run_attack(st: _State, step: Step) -> None:
     report = out["attacks"][step.name]
     st.results.attacks[step.name] = AttackRecord(
         success_rate=report["success_rate"], n=report["n"], kind=report["kind"],
-        family=report["family"], items=report["items"], details=report["details"])
+        family=report["family"], items=report["items"], details=report["details"],
+        chance=report.get("chance"))
 
 
 def _run_mia(st: _State, step: Step) -> None:
@@ -645,8 +646,11 @@ def _describe(results: EvalResults, step: Step) -> str:
     if step.kind in ("metric", "fluency"):
         return f"{results.metrics[step.key].aggregate:.4g}"
     if step.kind == "attack":
-        rate = results.attacks[step.name].success_rate
-        return "not applicable" if rate is None else f"success {rate:.1%}"
+        attack = results.attacks[step.name]
+        rate, chance = attack.success_rate, attack.guess_rate()
+        if rate is None:
+            return "not applicable"
+        return f"success {rate:.1%}" + (f" (chance {chance:.1%})" if chance is not None else "")
     return "done"
 
 

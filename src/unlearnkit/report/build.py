@@ -158,25 +158,30 @@ def tradeoffs(columns: list[Run]) -> list[dict[str, Any]]:
 def _rate_text(run: Run, attack: str) -> str:
     if attack not in run.attacks:
         return "-"
-    rate = run.attacks[attack]
-    return "n/a" if rate is None else f"{rate:.0%}"
+    rate, chance = run.attacks[attack], run.chance.get(attack)
+    if rate is None:
+        return "n/a"
+    return f"{rate:.0%}" if chance is None else f"{rate:.0%} (chance {chance:.0%})"
 
 
 def attack_table(columns: list[Run]) -> dict[str, Any]:
-    """Success rate per attack (lower is better) and the worst case per column."""
+    """Success rate per attack (lower is better; a multiple-choice attack's beside its guessing
+    rate) and the worst case per column, judged by leak rate (a multiple-choice attack's rate
+    above chance: :mod:`unlearnkit.evaluation.chance`)."""
     names = list(dict.fromkeys(name for c in columns for name in c.attacks))
     rows = []
     for name in names:
-        values = [c.attacks.get(name) for c in columns]
+        values = [c.leak_rates().get(name) for c in columns]
         best = best_indices(values, False)
         rows.append({"key": name, "cells": [
             {"text": _rate_text(c, name), "best": i in best}
             for i, c in enumerate(columns)]})
     worst = []
     for c in columns:
-        scored = {k: v for k, v in c.attacks.items() if v is not None}
+        scored = c.leak_rates()
         name = max(scored, key=scored.__getitem__) if scored else None
-        worst.append({"text": f"{scored[name]:.0%} ({name})" if name else "-"})
+        above = " above chance" if name in c.chance else ""
+        worst.append({"text": f"{scored[name]:.0%} ({name}{above})" if name else "-"})
     return {"rows": rows, "worst": worst}
 
 

@@ -12,7 +12,9 @@ direction), attack success rates, generations by item id and optional diagnostic
   quick suite writes, so old and new files line up.
 
 Attack rates appear among the aggregates as ``attack/<name>`` and ``attack/worst_case``
-(robustness, lower is better).
+(robustness, lower is better). A multiple-choice attack's rate is its raw accuracy, with its
+guessing rate in :attr:`Run.chance`; the worst case judges it above chance
+(:mod:`unlearnkit.evaluation.chance`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 from unlearnkit.data.standardize import load_dataset
 from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation.chance import leak_rate
 from unlearnkit.evaluation.results import (
     OBJECTIVES,
     EvalResults,
@@ -59,6 +62,7 @@ class Run:
     role: str = "run"
     aggregates: dict[str, Aggregate] = field(default_factory=dict)
     attacks: dict[str, float | None] = field(default_factory=dict)
+    chance: dict[str, float] = field(default_factory=dict)  # choice attacks' guessing rates
     generations: dict[str, dict[str, Any]] = field(default_factory=dict)
     diagnostics: Any = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -67,14 +71,21 @@ class Run:
         agg = self.aggregates.get(key)
         return None if agg is None or math.isnan(agg.value) else agg.value
 
+    def leak_rates(self) -> dict[str, float]:
+        """Per attack that applied, the rate it is judged by: the success rate, or a choice
+        attack's rate above chance floored at 0."""
+        rates = {k: leak_rate(v, self.chance.get(k)) for k, v in self.attacks.items()}
+        return {k: v for k, v in rates.items() if v is not None}
 
-def _add_attacks(run: Run, rates: dict[str, float | None]) -> None:
-    run.attacks = dict(rates)
+
+def _add_attacks(run: Run, rates: dict[str, float | None],
+                 chance: dict[str, float] | None = None) -> None:
+    run.attacks, run.chance = dict(rates), dict(chance or {})
     scored = {k: v for k, v in rates.items() if v is not None}
     for name, rate in scored.items():
         run.aggregates[f"attack/{name}"] = Aggregate(rate, False, "robustness")
     if scored:
-        run.aggregates["attack/worst_case"] = Aggregate(max(scored.values()), False,
+        run.aggregates["attack/worst_case"] = Aggregate(max(run.leak_rates().values()), False,
                                                         "robustness")
 
 
@@ -85,7 +96,8 @@ def from_results(results: EvalResults, path: Path) -> Run:
         # shown, not judged, whatever direction an older unlearn eval wrote in the file
         better = None if m.metric in SHOWN_NOT_JUDGED else m.higher_is_better
         run.aggregates[key] = Aggregate(m.aggregate, better, m.objective)
-    _add_attacks(run, {k: a.success_rate for k, a in results.attacks.items()})
+    _add_attacks(run, {k: a.success_rate for k, a in results.attacks.items()},
+                 {k: c for k, a in results.attacks.items() if (c := a.guess_rate()) is not None})
     for split, rows in results.generations.items():
         judged = results.metrics.get(f"{split}/correctness")
         correct = dict(zip(judged.ids, judged.values, strict=False)) if judged else {}

@@ -16,6 +16,7 @@ from unlearnkit.evaluation.attacks.scoring import (
     score_plain,
     score_prompt_attacks,
 )
+from unlearnkit.evaluation.chance import above_chance, chance_of, leak_rate
 from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, check_threshold, judgeable
 
 
@@ -88,10 +89,14 @@ def run_attacks(model, tokenizer, forget_records: Sequence[Record],
     every attack that takes one. ``rouge_threshold``: the leak judge's threshold for long
     answers without targets (:func:`~unlearnkit.evaluation.correctness.is_correct`). Other
     keywords are per-attack options, e.g. ``relearn={"lrs": (1e-4,)}``. Returns ``attacks``
-    (per attack: kind, family, success_rate, n items, per-item results, details),
-    ``success_rates``, ``worst_case`` (the attack with the highest rate), ``any_attack_rate``
-    (items revealed by at least one attack, among the items some attack applied to) and
-    ``config``. A rate is None when no item applied.
+    (per attack: kind, family, success_rate, n items, per-item results, details; a choice
+    attack also its guessing ``chance`` and its rate ``above_chance``:
+    :mod:`unlearnkit.evaluation.chance`),
+    ``success_rates``, ``worst_case`` (the attack with the highest leak rate: the success rate,
+    a choice attack's rate above chance floored at 0; ``success_rate`` is that leak rate),
+    ``any_attack_rate`` (items revealed by at least one generated-answer attack, among the
+    items some such attack applied to; choice attacks are left out, as an item they reveal
+    may be a guess) and ``config``. A rate is None when no item applied.
     """
     records = _check_records(forget_records)
     check_threshold(rouge_threshold, "rouge_threshold")
@@ -118,12 +123,18 @@ def _summary(attacks: list[Attack], outputs: dict, settings: Settings, given: di
             "success_rate": _rate(items), "n": len(items), "items": items,
             "details": outputs[attack.name].get("details", {}),
         }
+        if attack.kind == "choice":
+            chance = chance_of(items)
+            report[attack.name].update(
+                chance=chance, above_chance=above_chance(report[attack.name]["success_rate"],
+                                                         chance))
     rates = {name: r["success_rate"] for name, r in report.items()}
-    scored = {name: rate for name, rate in rates.items() if rate is not None}
+    leaks = {name: leak_rate(r["success_rate"], r.get("chance")) for name, r in report.items()}
+    scored = {name: rate for name, rate in leaks.items() if rate is not None}
     worst = max(scored, key=scored.get) if scored else None
     revealed: dict[str, bool] = {}
     for r in report.values():
-        for item in r["items"]:
+        for item in r["items"] if r["kind"] != "choice" else ():
             revealed[item["id"]] = revealed.get(item["id"], False) or bool(item["success"])
     return {
         "attacks": report, "success_rates": rates,

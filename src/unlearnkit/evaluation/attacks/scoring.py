@@ -20,6 +20,7 @@ from unlearnkit.data.records import Record
 from unlearnkit.data.render import IGNORE_INDEX, Rendered, render
 from unlearnkit.evaluation.attacks.prompts import plain_prompts
 from unlearnkit.evaluation.attacks.registry import Attack, AttackPrompt
+from unlearnkit.evaluation.chance import item_chance
 from unlearnkit.evaluation.correctness import (
     DEFAULT_ROUGE_THRESHOLD,
     is_correct,
@@ -142,7 +143,9 @@ def score_choice_attack(model, tokenizer, records: Sequence[Record], attack: Att
 
     For each prompt, every letter A, B, ... is rendered as the assistant's answer and scored by
     the log-probability of its first token; the item is revealed when the argmax is the letter
-    of ``answer_index``. Always picks a letter, so chance level is 1 / number of choices.
+    of ``answer_index``. Always picks a letter, so an item's ``chance`` of being revealed by
+    guessing is 1 / its number of choices
+    (:func:`~unlearnkit.evaluation.chance.item_chance` over its prompts).
     """
     rows = []  # (record index, prompt, first rendered index, number of letters)
     rendered: list[Rendered] = []
@@ -163,4 +166,6 @@ def score_choice_attack(model, tokenizer, records: Sequence[Record], attack: Att
                                  "answer": LETTERS[records[i].answer_index],
                                  "logprobs": logps, "success": ok})
         item["success"] = item["success"] or ok
+    for item in items.values():
+        item["chance"] = item_chance([len(v["logprobs"]) for v in item["variants"]])
     return [items[i] for i in sorted(items)]
