@@ -118,6 +118,33 @@ def test_held_out_columns_appear_when_a_run_held_people_out():
     assert "neighbour acc, held out" in render_html(rows)
 
 
+def test_the_front_judges_keep_splits_on_held_out_people_when_every_method_has_them():
+    """"shown" keeps all its people (retain and neighbour 1.0) but 0.6 and 0.5 of those held
+    out; "general" keeps 0.9 of either. Judged on the held-out people: boundary 0.5 against
+    0.9, utility (0.6 + 1) / 2 = 0.8 against (0.9 + 1) / 2 = 0.95 (on all people "shown"
+    would dominate)."""
+    shown = dict(metrics(0.0, retain=1.0, neighbor=1.0, prefill=0.1), retain_held_out=0.6,
+                 neighbor_held_out=0.5)
+    general = dict(metrics(0.0, retain=0.9, neighbor=0.9, prefill=0.2), retain_held_out=0.9,
+                   neighbor_held_out=0.9)
+    oracle = metrics(0.0)  # a reference, without held-out people: does not switch it off
+    rows = leaderboard([entry("shown", [shown] * 2), entry("general", [general] * 2),
+                        entry("oracle", [oracle] * 2, reference=True)])
+    assert rows[0]["objectives"]["boundary"] == pytest.approx(0.5)
+    assert rows[0]["objectives"]["utility"] == pytest.approx(0.8)
+    assert rows[1]["objectives"]["utility"] == pytest.approx(0.95)
+    assert rows[2]["objectives"]["boundary"] == 1.0  # the oracle's on all its people
+    # "shown" keeps only its lower attack success (0.1 < 0.2): both on the front
+    assert [r["pareto"] for r in rows[:2]] == [True, True]
+    assert "neighbour accuracy of the people held out of training" in to_markdown(rows)
+    assert "retain and neighbour accuracy" in to_markdown(rows)
+    # one method without held-out people: every method judged on all its people
+    rows = leaderboard([entry("shown", [shown] * 2), entry("plain", [metrics(0.0)] * 2)])
+    assert rows[0]["objectives"]["boundary"] == 1.0
+    assert "held out of training" not in to_markdown(rows)
+    assert objective_scores(dict(shown), held_out=frozenset({"neighbor"}))["boundary"] == 0.5
+
+
 def test_a_front_floored_at_the_oracle_stops_rewarding_forgetting_below_it():
     """The oracle forgets to 0.2 (attack 0.2). "salad" forgets to 0 with utility 0.8, "fluent"
     to 0.15 with utility 0.9 (attack 0.2 each way). Plain, each is better on something: both

@@ -18,7 +18,9 @@ oracle's by more than the margin has not unlearned and is not a candidate either
 model that was never touched (or a method that does nothing at its rate) would sit on the front
 by keeping everything. With ``floor_at_oracle`` the front's objectives also count forget
 accuracy and prefill success as at least the oracle's (:func:`capped_means`): forgetting past
-a model never trained on the forget set then earns nothing."""
+a model never trained on the forget set then earns nothing. When every method held keep people
+out of training (``unlearn.holdout``), retain accuracy in utility and neighbour accuracy in the
+boundary are those of the held-out people (:func:`held_out_splits`)."""
 
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ OBJECTIVE_TEXT = {"forget": "1 - forget", "utility": "mean(retain, general)",
                   "boundary": "neighbour", "robustness": "1 - prefill"}
 FLUENT_UTILITY = "mean(retain, general, forget answers in language)"
 OPTIONAL = ("retain_held_out", "neighbor_held_out")
+HELD_TEXT = {"retain": "retain", "neighbor": "neighbour"}
 
 
 def shown_metrics(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str, bool]]:
@@ -107,11 +110,14 @@ def capped_means(means: dict[str, float | None], oracle: dict[str, float | None]
     return out
 
 
-def objective_scores(means: dict[str, float | None], fluency: bool = False
-                     ) -> dict[str, float | None]:
+def objective_scores(means: dict[str, float | None], fluency: bool = False,
+                     held_out: frozenset[str] = frozenset()) -> dict[str, float | None]:
     """The four objectives (higher is better) from mean metrics; None where a metric is.
     ``fluency``: utility also averages the share of forget answers in language (METHOD.md's
-    utility is "retain set, general knowledge, fluency")."""
+    utility is "retain set, general knowledge, fluency"). ``held_out``: the keep splits
+    (``retain``, ``neighbor``) judged on their people held out of training alone
+    (:func:`held_out_splits`)."""
+    means = {**means, **{k: means[f"{k}_held_out"] for k in held_out}}
     parts = ("retain", "general", "forget_fluent") if fluency else ("retain", "general")
     kept = [v for v in (means.get(k) for k in parts) if v is not None]
     return {
@@ -120,6 +126,15 @@ def objective_scores(means: dict[str, float | None], fluency: bool = False
         "boundary": means["neighbor"],
         "robustness": None if means["prefill"] is None else 1 - means["prefill"],
     }
+
+
+def held_out_splits(rows: Sequence[dict[str, Any]]) -> frozenset[str]:
+    """The keep splits whose people held out of training (``unlearn.holdout``) every method
+    row measures: the front judges those splits on them alone, as what a method keeps of
+    people it was shown says little about the people it was not."""
+    methods = [r for r in rows if not r["reference"]]
+    return frozenset(k for k in ("retain", "neighbor") if methods and all(
+        r["metrics"][f"{k}_held_out"]["mean"] is not None for r in methods))
 
 
 def front_objectives(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -133,6 +148,10 @@ def front_note(rows: Sequence[dict[str, Any]]) -> str:
     words = OBJECTIVE_TEXT | ({"utility": FLUENT_UTILITY}
                               if rows and rows[0].get("fluent_utility") else {})
     text = ", ".join(words[k] for k in front_objectives(rows)) or "no objective measured"
+    held = sorted(held_out_splits(rows), reverse=True)  # retain, then neighbor
+    if held:
+        text += (f"; {' and '.join(HELD_TEXT[k] for k in held)} accuracy of the people held "
+                 "out of training")
     if rows and rows[0].get("floored"):
         text += "; forget accuracy and prefill success counted as at least the oracle's"
     return text
@@ -181,9 +200,11 @@ def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95,
     if floor_at_oracle and floor is None:
         raise UnlearnError("floor_at_oracle needs the oracle among the bench's methods "
                            "(a reference row with a forget accuracy)")
+    held = held_out_splits(rows)
     for row in rows:
         row["objectives"] = objective_scores(capped_means(
-            {k: v["mean"] for k, v in row["metrics"].items()}, floor), utility_fluency)
+            {k: v["mean"] for k, v in row["metrics"].items()}, floor), utility_fluency,
+            held if not row["reference"] else frozenset())
         row["floored"] = floor is not None
         row["fluent_utility"] = utility_fluency
     limit = forget_limit(rows, forget_margin)
@@ -279,8 +300,9 @@ def tradeoff_chart(rows: Sequence[dict[str, Any]]) -> str | None:
     roles = ["oracle" if r["reference"] else "run" for r in shown]
     points = [Point(r["label"], r["objectives"]["forget"], r["objectives"]["utility"], color, role)
               for r, color, role in zip(shown, colors_for(roles), roles, strict=True)]
+    retain = "held-out retain" if "retain" in held_out_splits(rows) else "retain"
     return pareto_chart(points, "forget score (1 - forget accuracy)",
-                        "utility (mean of retain and general accuracy)", "forget vs utility")
+                        f"utility (mean of {retain} and general accuracy)", "forget vs utility")
 
 
 def render_html(rows: Sequence[dict[str, Any]], *, title: str = "Unlearning leaderboard",
