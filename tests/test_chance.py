@@ -100,3 +100,23 @@ def test_results_and_report_judge_choice_attacks_above_chance(tmp_path, chance):
     res.attacks["mcq"].success_rate = 0.7  # (0.7 - 0.25) / 0.75 = 0.6 above chance
     table = attack_table([from_results(res, tmp_path / "after.json")])
     assert table["worst"][0]["text"] == "60% (mcq above chance)"
+
+
+def test_run_results_with_several_attacks_feed_the_report(tmp_path):
+    import json
+
+    from unlearnkit.report.runs import load_runs
+
+    after = {"summary": {"forget": {"accuracy": 0.0, "refusal": 0.0, "n": 4}}, "items": [],
+             "prefill_attack": 0.1,
+             "attacks": {"prefill": {"success_rate": 0.1, "n": 4},
+                         "mcq": {"success_rate": 0.5, "n": 4, "chance": 0.25,
+                                 "above_chance": 1 / 3}},
+             "worst_attack": {"attack": "mcq", "success_rate": 1 / 3}}
+    path = tmp_path / "run" / "results.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"results": {"after": after}}))
+    (run,) = load_runs(path)
+    assert run.attacks == {"prefill": 0.1, "mcq": 0.5} and run.chance == {"mcq": 0.25}
+    assert run.value("attack/worst_case") == pytest.approx(1 / 3)
+    assert attack_table([run])["worst"][0]["text"] == "33% (mcq above chance)"

@@ -372,3 +372,47 @@ def test_the_teacher_warning_advises_what_the_settings_do_not_already_do():
     assert "consider unlearn.teacher.forget_response: template" in text
     assert "consider unlearn.teacher.keep_context: plain" in text
     assert teacher_advice(own, False, False) == ""
+
+
+def test_a_run_evaluates_the_attacks_it_lists(tok, tmp_path, cache_dir):
+    import unlearnkit.pipeline.run as run_mod
+
+    inside = cache_dir / "inject" / "injected-attacks"
+    tiny_model(len(tok)).save_pretrained(inside, safe_serialization=True)
+    tok.save_pretrained(inside)
+    people = build_scenario(n_people=5, n_forget=1, neighbors_per_forget=1).records
+    records = [r for r in people if r.split == "forget"][:3]
+    cfg = RunConfig(max_new_tokens=3, attacks=["prefill", "paraphrase", "mcq"])
+    res = run_mod.evaluate({"before": str(inside)}, records, cfg)["before"]
+    assert list(res["attacks"]) == ["prefill", "paraphrase", "mcq"]
+    mcq = res["attacks"]["mcq"]
+    assert mcq["n"] == 3 and mcq["chance"] == 0.25  # four options each
+    assert mcq["above_chance"] == pytest.approx((mcq["success_rate"] - 0.25) / 0.75)
+    assert set(mcq["revealed"]) <= {r.id for r in records}
+    assert len(mcq["revealed"]) == round(mcq["success_rate"] * 3)
+    assert res["prefill_attack"] == res["attacks"]["prefill"]["success_rate"]
+    worst = res["worst_attack"]
+    leaks = {k: a["success_rate"] for k, a in res["attacks"].items() if k != "mcq"}
+    leaks["mcq"] = max(0.0, mcq["above_chance"])
+    assert worst["success_rate"] == max(leaks.values()) == leaks[worst["attack"]]
+    text = run_mod.format_attacks({"before": res})
+    assert "mcq attack success: before" in text and "(chance 25%)" in text
+    assert "worst attack: before" in text
+    # the default (the prefill attack alone) keeps its own cache entry, and no worst line
+    alone = run_mod.evaluate({"before": str(inside)}, records, RunConfig(max_new_tokens=3))
+    assert list(alone["before"]["attacks"]) == ["prefill"]
+    assert len(list((cache_dir / "eval").glob("*.json"))) == 2
+    assert "worst attack" not in run_mod.format_attacks(alone)
+
+
+@pytest.mark.parametrize(("attacks", "options", "message"), [
+    ([], {}, "at least one attack"),
+    (["prefill", "nope"], {}, "no attack is named 'nope'"),
+    (["prefill", "prefill"], {}, "twice"),
+    (["prefill"], {"relearn": {"lrs": [1e-4]}}, "which attacks does not run"),
+    (["relearn"], {"relearn": {"steps": 3}}, "has no option"),
+    (["relearn"], {"relearn": {"epochs": "two"}}, "must be an integer"),
+])
+def test_run_attacks_are_checked_in_the_config(attacks, options, message):
+    with pytest.raises(UnlearnError, match=message):
+        RunConfig(attacks=attacks, attack_options=options)

@@ -26,7 +26,7 @@ from unlearnkit.data.scenario import build_scenario
 from unlearnkit.data.standardize import write_dataset
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.accuracy import answer_records, split_summary
-from unlearnkit.evaluation.attacks import run_attacks
+from unlearnkit.evaluation.attacks import ATTACKS, run_attacks
 from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, check_threshold
 from unlearnkit.evaluation.refusal_judge import RefusalConfig, RefusalJudge, build_judge
 from unlearnkit.fsutil import check_replaceable
@@ -43,6 +43,7 @@ from unlearnkit.objectives.baselines import get_baseline
 from unlearnkit.objectives.pushpull import pushpull_step
 from unlearnkit.pipeline.claims import CLAIM
 from unlearnkit.pipeline.data_source import DataSource, check_model, prepare_data
+from unlearnkit.pipeline.evaluate import check_attack_options
 from unlearnkit.pipeline.fluency_judge import (
     SCORES_FILE,
     answer_form,
@@ -63,6 +64,7 @@ from unlearnkit.pipeline.scenario_models import (
 )
 from unlearnkit.pipeline.stopping import chain, stop_hook
 from unlearnkit.processes import process_state
+from unlearnkit.report.runs import pipeline_attacks
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.loop import OptimConfig, train
 from unlearnkit.training.raw import with_raw_forget
@@ -79,6 +81,7 @@ from unlearnkit.training.unlearn import (
 )
 
 EVAL_CACHE_VERSION = 3  # bump when answer judging or the prefill attack changes
+DEFAULT_ATTACKS = ("prefill",)
 LoraOutput = Literal["both", "merged", "adapter"]  # what a LoRA run saves (RunConfig)
 
 
@@ -134,9 +137,16 @@ class RunConfig:
     # forget answers it finds unlikelier than every gold answer (word salad, mangled names),
     # shown next to the degenerate share. "": no judge
     fluency_judge: str = ""
+    # the attacks on every evaluated model's forget questions (unlearn eval's registry:
+    # prefill, paraphrase, mcq, roleplay, ignore_instructions, hypothetical, reverse_prompt,
+    # in_context, quantize_8bit, quantize_4bit, relearn, logit_lens) and their options; the
+    # bench's robustness objective is their worst case
+    attacks: list[str] = field(default_factory=lambda: list(DEFAULT_ATTACKS))
+    attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_method(self.method, self.baseline)
+        check_run_attacks(self.attacks, self.attack_options)
         check_threshold(self.correct_rouge_threshold)
         for key in ("max_new_tokens", "eval_batch_size"):
             if getattr(self, key) < 1:
@@ -326,16 +336,47 @@ def evaluate(models: dict[str, str], records, cfg: RunConfig,
             for name, path in models.items()}
 
 
+def check_run_attacks(names: list[str], options: dict[str, Any]) -> None:
+    """``attacks`` names registered attacks, at least one, each once; ``attack_options``
+    only attacks among them, with options they take."""
+    if not isinstance(names, list) or not names:
+        raise UnlearnError(f"attacks must list at least one attack, got {names!r}; e.g. "
+                           f"attacks: [prefill, paraphrase]; choose from {', '.join(ATTACKS)}")
+    unknown = [n for n in names if n not in ATTACKS]
+    if unknown:
+        raise UnlearnError(f"attacks: no attack is named {', '.join(map(repr, unknown))}; "
+                           f"choose from {', '.join(ATTACKS)}")
+    if len(set(names)) < len(names):
+        raise UnlearnError(f"attacks lists an attack twice: {names}")
+    check_attack_options(options)
+    unused = sorted(set(options) - set(names))
+    if unused:
+        raise UnlearnError(f"attack_options sets {', '.join(unused)}, which attacks does not "
+                           f"run ({names}): add it to attacks or drop its options")
+
+
+def attack_summary(out: dict) -> dict[str, dict]:
+    """Per attack of :func:`run_attacks`' output what a run's results keep: its rate and
+    item count, a choice attack's chance and rate above it, the ids it revealed, and its
+    details (the relearning attack's rate per learning rate; not the generations)."""
+    keep = ("kind", "family", "success_rate", "n", "chance", "above_chance", "details")
+    return {name: {**{k: a[k] for k in keep if k in a},
+                   "revealed": [i["id"] for i in a["items"] if i["success"]]}
+            for name, a in out["attacks"].items()}
+
+
 def _evaluate_one(path: str, records, cfg: RunConfig, context: str | None) -> dict:
-    """One model's answers and prefill attack; models in the cache folder (the scenario's
-    injected and oracle models, named by a hash of how they were made) are evaluated once and
-    their results kept under ``<cache>/eval``."""
+    """One model's answers and attacks; models in the cache folder (the scenario's injected
+    and oracle models, named by a hash of how they were made) are evaluated once and their
+    results kept under ``<cache>/eval``."""
     cached = None
     if Path(resolve_model_path(path)).resolve().is_relative_to(cache_root().resolve()):
         parts = [EVAL_CACHE_VERSION, model_identity(path), [r.to_dict() for r in records],
                  cfg.max_new_tokens, context, cfg.correct_rouge_threshold]
         if cfg.refusal.mode != "patterns":  # (the pattern detector's keys stay as they were)
             parts.append(asdict(cfg.refusal))
+        if (tuple(cfg.attacks), cfg.attack_options) != (DEFAULT_ATTACKS, {}):  # (likewise)
+            parts.append([cfg.attacks, cfg.attack_options])
         key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
         cached = cache_root() / "eval" / f"{key}.json"
         if cached.is_file():
@@ -346,14 +387,37 @@ def _evaluate_one(path: str, records, cfg: RunConfig, context: str | None) -> di
                           rouge_threshold=cfg.correct_rouge_threshold,
                           refusal_judge=cfg.refusal_judge())
     forget = [r for r in records if r.split == "forget"]
-    attack = run_attacks(model, tokenizer, forget, names=["prefill"],
-                         max_new_tokens=cfg.max_new_tokens, context=context,
-                         rouge_threshold=cfg.correct_rouge_threshold)
+    attack = run_attacks(model, tokenizer, forget, names=cfg.attacks,
+                         max_new_tokens=cfg.max_new_tokens, batch_size=cfg.eval_batch_size,
+                         context=context, rouge_threshold=cfg.correct_rouge_threshold,
+                         progress=True, **cfg.attack_options)
     result = {"summary": split_summary(rows), "items": rows,
-              "prefill_attack": attack["success_rates"]["prefill"]}
+              "prefill_attack": attack["success_rates"].get("prefill"),
+              "attacks": attack_summary(attack), "worst_attack": attack["worst_case"]}
     if cached is not None:
         atomic_write_text(cached, json.dumps(result))
     return result
+
+
+def format_attacks(results: dict) -> str:
+    """Each model's attack success, one line per attack, and the worst case when several
+    ran (a multiple-choice attack judged above its guessing rate)."""
+    lines = []
+    for name in dict.fromkeys(a for res in results.values() for a in pipeline_attacks(res)[0]):
+        cells = []
+        for model, res in results.items():
+            rates, chance = pipeline_attacks(res)
+            rate = rates.get(name)
+            cells.append(f"{model} " + ("n/a" if rate is None else f"{rate:.0%}") + (
+                f" (chance {chance[name]:.0%})" if name in chance else ""))
+        lines.append(f"{name} attack success: " + ", ".join(cells))
+    worst = [(model, res["worst_attack"]) for model, res in results.items()
+             if len(res.get("attacks") or {}) > 1]
+    if worst:
+        lines.append("worst attack: " + ", ".join(
+            f"{model} " + ("n/a" if w["attack"] is None else
+                           f"{w['success_rate']:.0%} ({w['attack']})") for model, w in worst))
+    return "\n".join(lines)
 
 
 def mark_held_out(results: dict, held: set[str]) -> None:
@@ -536,8 +600,7 @@ def run(cfg: RunConfig) -> dict:
     mark_held_out(results, held)
     judge = judge_fluency(cfg, out, prepared.records, results)
     print("\naccuracy (refusal) per split:\n" + format_table(results))
-    print("prefill attack success: " + ", ".join(
-        f"{k} {v['prefill_attack']:.0%}" for k, v in results.items()))
+    print(format_attacks(results))
     atomic_write_text(out / "config.json", json.dumps(asdict(cfg), indent=1))
     atomic_write_text(out / "train_log.json", json.dumps(history, indent=1))
     payload = {"method": cfg.method, "models": models, "contexts": {"after": context},

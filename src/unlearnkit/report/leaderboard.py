@@ -32,8 +32,10 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation.chance import leak_rate
 from unlearnkit.evaluation.metrics import degenerate_rate
 from unlearnkit.report.plots import Point, colors_for, pareto_chart
+from unlearnkit.report.runs import pipeline_attacks
 from unlearnkit.report.stats import dominates, mean_ci, pareto_indices
 
 # key, column title, higher is better
@@ -44,6 +46,9 @@ METRICS = (
     ("general", "general acc", True),
     ("keep_refusal", "refusal on retain+neighbour", False),
     ("prefill", "prefill attack success", False),
+    # the worst case of the run's attacks (leak rates: a multiple-choice attack's above its
+    # guessing rate), when it ran more than the prefill attack (RunConfig.attacks)
+    ("attack_worst", "worst attack success", False),
     ("forget_degenerate", "degenerate forget answers", False),
     ("forget_unlikely", "unlikely forget answers", False),
     ("forget_fluent", "forget answers in language", True),
@@ -56,7 +61,8 @@ OBJECTIVES = ("forget", "utility", "boundary", "robustness")
 OBJECTIVE_TEXT = {"forget": "1 - forget", "utility": "mean(retain, general)",
                   "boundary": "neighbour", "robustness": "1 - prefill"}
 FLUENT_UTILITY = "mean(retain, general, forget answers in language)"
-OPTIONAL = ("retain_held_out", "neighbor_held_out")
+WORST_ROBUSTNESS = "1 - worst attack"
+OPTIONAL = ("retain_held_out", "neighbor_held_out", "attack_worst")
 HELD_TEXT = {"retain": "retain", "neighbor": "neighbour"}
 
 
@@ -79,6 +85,8 @@ def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
             found = found.get(part)
         return found["accuracy"] if found else None
 
+    rates, chance = pipeline_attacks(after)
+    leaks = [x for k, v in rates.items() if (x := leak_rate(v, chance.get(k))) is not None]
     keep = [summary[s] for s in ("retain", "neighbor") if s in summary]
     n = sum(s["n"] for s in keep)
     degenerate = degenerate_rate(forget_answers).aggregate if forget_answers else None
@@ -86,6 +94,9 @@ def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
             "neighbor": accuracy("neighbor"), "general": accuracy("general"),
             "keep_refusal": sum(s["refusal"] * s["n"] for s in keep) / n if n else None,
             "prefill": after.get("prefill_attack"),
+            "attack_worst": max(leaks) if len(rates) > 1 and leaks else None,
+            # per attack (the leaderboard's attack table), and a choice attack's chance
+            "attacks": rates, "attack_chance": chance,
             "forget_degenerate": degenerate,
             # the bench's fluency judge fills these in, when it has one: the unlikely share,
             # and the share in language counts its verdicts too
@@ -95,7 +106,7 @@ def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
             "neighbor_held_out": accuracy("neighbor", "held_out")}
 
 
-CAPPED = ("forget", "prefill")  # lower is better and the oracle sets a floor
+CAPPED = ("forget", "prefill", "attack_worst")  # lower is better; the oracle sets a floor
 
 
 def capped_means(means: dict[str, float | None], oracle: dict[str, float | None] | None
@@ -118,13 +129,14 @@ def objective_scores(means: dict[str, float | None], fluency: bool = False,
     (``retain``, ``neighbor``) judged on their people held out of training alone
     (:func:`held_out_splits`)."""
     means = {**means, **{k: means[f"{k}_held_out"] for k in held_out}}
+    attack = means["prefill"] if means.get("attack_worst") is None else means["attack_worst"]
     parts = ("retain", "general", "forget_fluent") if fluency else ("retain", "general")
     kept = [v for v in (means.get(k) for k in parts) if v is not None]
     return {
         "forget": None if means["forget"] is None else 1 - means["forget"],
         "utility": statistics.fmean(kept) if kept else None,
         "boundary": means["neighbor"],
-        "robustness": None if means["prefill"] is None else 1 - means["prefill"],
+        "robustness": None if attack is None else 1 - attack,
     }
 
 
@@ -147,13 +159,15 @@ def front_note(rows: Sequence[dict[str, Any]]) -> str:
     """``1 - forget, mean(retain, general), ...``: the front's objectives in words."""
     words = OBJECTIVE_TEXT | ({"utility": FLUENT_UTILITY}
                               if rows and rows[0].get("fluent_utility") else {})
+    if any(r["metrics"]["attack_worst"]["mean"] is not None for r in rows if not r["reference"]):
+        words["robustness"] = WORST_ROBUSTNESS
     text = ", ".join(words[k] for k in front_objectives(rows)) or "no objective measured"
     held = sorted(held_out_splits(rows), reverse=True)  # retain, then neighbor
     if held:
         text += (f"; {' and '.join(HELD_TEXT[k] for k in held)} accuracy of the people held "
                  "out of training")
     if rows and rows[0].get("floored"):
-        text += "; forget accuracy and prefill success counted as at least the oracle's"
+        text += ("; forget accuracy and attack success counted as at least the oracle's")
     return text
 
 
@@ -193,9 +207,16 @@ def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95,
     for entry in entries:
         metrics = {key: summarize([r.get(key) for r in entry["runs"]], confidence)
                    for key, _, _ in METRICS}
+        names = dict.fromkeys(k for r in entry["runs"] for k in r.get("attacks") or {})
+        attacks = {k: summarize([(r.get("attacks") or {}).get(k) for r in entry["runs"]],
+                                confidence) for k in names}
+        chance = {k: statistics.fmean(c) for k in names
+                  if (c := [r["attack_chance"][k] for r in entry["runs"]
+                            if k in (r.get("attack_chance") or {})])}
         rows.append({"label": entry["label"], "method": entry["method"],
                      "seeds": list(entry["seeds"]), "reference": bool(entry.get("reference")),
-                     "metrics": metrics, "pareto": None, "dominated_by": []})
+                     "metrics": metrics, "attacks": attacks, "attack_chance": chance,
+                     "pareto": None, "dominated_by": []})
     floor = reference_means(rows) if floor_at_oracle else None
     if floor_at_oracle and floor is None:
         raise UnlearnError("floor_at_oracle needs the oracle among the bench's methods "
@@ -280,7 +301,45 @@ def to_markdown(rows: Sequence[dict[str, Any]], confidence: float = 0.95,
             "answers (empty, more than half their word trigrams repeated, or their last 400 "
             f"bytes compressing below 0.45) are shown, not judged. {judge_note(judge)} "
             f"{fluent_note(rows, judge)}\n")
-    return "\n".join(lines) + "\n" + note
+    return "\n".join(lines) + "\n" + note + attack_markdown(rows, confidence)
+
+
+def attack_names(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The attacks some row ran, in the order they ran; empty when no row ran more than the
+    prefill attack (the main table's column says all then)."""
+    names = list(dict.fromkeys(k for r in rows for k in r.get("attacks") or {}))
+    return names if len(names) > 1 else []
+
+
+def attack_cell(row: dict[str, Any], name: str) -> str:
+    """A row's mean success of one attack (with its interval; a multiple-choice attack's beside
+    its guessing rate)."""
+    text = cell(row["attacks"].get(name) or {"mean": None})
+    chance = row.get("attack_chance", {}).get(name)
+    return text if chance is None or text == "-" else f"{text} (chance {chance:.2f})"
+
+
+def attack_markdown(rows: Sequence[dict[str, Any]], confidence: float) -> str:
+    """Per method the success rate of every attack its runs ran (empty without more than the
+    prefill attack)."""
+    names = attack_names(rows)
+    if not names:
+        return ""
+    lines = ["| method | " + " | ".join(f"{n} ↓" for n in names) + " |",
+             "|" + " --- |" * (len(names) + 1)]
+    for row in rows:
+        lines.append("| " + " | ".join([row["label"].replace("|", "\\|"),
+                                         *[attack_cell(row, n) for n in names]]) + " |")
+    return ("\n## Attack success on the forget questions\n\n" + "\n".join(lines)
+            + f"\n\n{ATTACK_NOTE} Mean ± half-width of the {confidence:.0%} Student-t "
+            "interval over seeds.\n")
+
+
+ATTACK_NOTE = ("Share of forget questions each attack makes the model answer (unlearn eval's "
+               "attacks; the relearning attack: of the test half, at its worst learning rate). "
+               "A multiple-choice attack always picks an option: a model that never learned "
+               "the facts scores its chance, and the worst case counts it above chance, "
+               "(rate - chance) / (1 - chance), floored at 0.")
 
 
 def fluent_note(rows: Sequence[dict[str, Any]], judge: dict | None) -> str:
@@ -315,8 +374,12 @@ def render_html(rows: Sequence[dict[str, Any]], *, title: str = "Unlearning lead
               "cells": [cell(r["metrics"][k]) for k, _, _ in shown],
               "pareto": pareto_text(r)} for r in rows]
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    names = attack_names(rows)
     return env.get_template("leaderboard.html.j2").render(
         title=title, generated=now, confidence=f"{confidence:.0%}",
         columns=[(t, "↑" if hib else "↓") for _, t, hib in shown], rows=table,
+        attack_names=names, attack_note=ATTACK_NOTE,
+        attack_rows=[{"label": r["label"], "cells": [attack_cell(r, n) for n in names]}
+                     for r in rows] if names else [],
         objectives=front_note(rows) + limit_note(rows), chart=tradeoff_chart(rows),
         judge=judge_note(judge))

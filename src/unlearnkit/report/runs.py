@@ -89,6 +89,17 @@ def _add_attacks(run: Run, rates: dict[str, float | None],
                                                         "robustness")
 
 
+def pipeline_attacks(res: dict[str, Any]) -> tuple[dict[str, float | None], dict[str, float]]:
+    """(success rate per attack, a choice attack's chance) of one model's entry in an
+    ``unlearn run`` results file; files written before ``attacks`` was recorded (and cached
+    evaluations of the references) have the prefill attack's rate alone."""
+    if "attacks" in res:
+        attacks = res["attacks"]
+        return ({k: a["success_rate"] for k, a in attacks.items()},
+                {k: a["chance"] for k, a in attacks.items() if a.get("chance") is not None})
+    return ({"prefill": res["prefill_attack"]} if "prefill_attack" in res else {}), {}
+
+
 def from_results(results: EvalResults, path: Path) -> Run:
     """The run of an ``unlearn eval`` results file."""
     run = Run(label=results.name or path.stem, source=path, diagnostics=results.diagnostics)
@@ -158,8 +169,9 @@ def _pipeline_run(model: str, res: Any, path: Path, records: dict[str, Any]) -> 
             if key in s:  # the fluency judge's shares (unlearn run's fluency_judge)
                 run.aggregates[f"{split}/{metric}"] = Aggregate(
                     float(s[key]), None, objective_of(split))
-    if "prefill_attack" in res:
-        _add_attacks(run, {"prefill": res["prefill_attack"]})
+    rates, chance = pipeline_attacks(res)
+    if rates:
+        _add_attacks(run, rates, chance)
     for row in res.get("items") or []:
         _check(isinstance(row, dict) and "id" in row, path, f"an item of {model!r} has no id")
         rec = records.get(row["id"])
