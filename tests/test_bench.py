@@ -391,6 +391,23 @@ def test_bench_writes_the_leaderboard_and_skips_finished_runs(tiny_scenario, tmp
         run_bench(changed)
 
 
+def test_a_bench_with_several_attacks_judges_robustness_on_the_worst(tiny_scenario, tmp_path):
+    cfg = bench_config(tmp_path / "bench", methods=[{"name": "grad_ascent"}])
+    cfg.seeds = [0]
+    cfg.run.attacks = ["prefill", "paraphrase", "mcq"]
+    (row,) = run_bench(cfg)
+    after = json.loads((tmp_path / "bench" / "grad_ascent" / "seed-0" / "results.json")
+                       .read_text())["results"]["after"]
+    assert list(after["attacks"]) == ["prefill", "paraphrase", "mcq"]
+    assert list(row["attacks"]) == ["prefill", "paraphrase", "mcq"]
+    worst = row["metrics"]["attack_worst"]["mean"]
+    assert worst == after["worst_attack"]["success_rate"]
+    assert row["objectives"]["robustness"] == pytest.approx(1 - worst)
+    md = (tmp_path / "bench" / "leaderboard.md").read_text()
+    assert "worst attack success ↓" in md and "## Attack success on the forget questions" in md
+    assert "(chance 0.25)" in md  # the scenario's four options
+
+
 def test_a_bench_that_keeps_no_models_deletes_their_weights_after_each_run(
         tiny_scenario, tmp_path, monkeypatch):
     out = tmp_path / "bench"
