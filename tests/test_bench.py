@@ -194,6 +194,37 @@ def test_the_leaderboard_shows_every_attack_and_judges_the_worst():
     assert "worst attack" not in to_markdown(plain) and "1 - prefill" in to_markdown(plain)
 
 
+def test_with_the_oracle_attacked_too_robustness_is_the_worst_attack_beyond_it():
+    """The oracle, which never learned the facts, reads 0.6 of them off some layer (logit
+    lens) and guesses the multiple choice at chance. "lens" reaches 0.8 on the lens and 0.1
+    on paraphrases: 0.2 beyond the oracle; "para" 0.6 on the lens, 0.3 on paraphrases: 0.3
+    beyond (the oracle's paraphrase rate is 0). Their raw worst cases are 0.8 and 0.6."""
+    def run(lens, para, mcq=0.25):
+        after = attacked(0.0, para, mcq)
+        after["attacks"]["logit_lens"] = {"success_rate": lens}
+        return run_metrics(after)
+
+    rows = leaderboard([entry("lens", [run(0.8, 0.1)] * 2), entry("para", [run(0.6, 0.3)] * 2),
+                        entry("oracle", [run(0.6, 0.0)], reference=True)])
+    assert [r["metrics"]["attack_worst"]["mean"] for r in rows] == [pytest.approx(0.8),
+                                                                    pytest.approx(0.6),
+                                                                    pytest.approx(0.6)]
+    assert rows[0]["metrics"]["attack_excess"]["mean"] == pytest.approx(0.2)
+    assert rows[1]["metrics"]["attack_excess"]["mean"] == pytest.approx(0.3)
+    assert rows[2]["metrics"]["attack_excess"]["mean"] is None  # the reference itself
+    assert [r["objectives"]["robustness"] for r in rows[:2]] == [pytest.approx(0.8),
+                                                                 pytest.approx(0.7)]
+    # on the raw worst case "para" (0.4) would beat "lens" (0.2): the order flips
+    assert [r["pareto"] for r in rows[:2]] == [True, False]
+    table = to_markdown(rows)
+    assert "worst attack beyond the oracle ↓" in table
+    assert "1 - worst attack beyond the oracle's rate" in table
+    # without the oracle row: the raw worst case
+    plain = leaderboard([entry("lens", [run(0.8, 0.1)] * 2), entry("para", [run(0.6, 0.3)] * 2)])
+    assert plain[0]["objectives"]["robustness"] == pytest.approx(0.2)
+    assert "beyond the oracle" not in to_markdown(plain)
+
+
 def test_a_front_floored_at_the_oracle_stops_rewarding_forgetting_below_it():
     """The oracle forgets to 0.2 (attack 0.2). "salad" forgets to 0 with utility 0.8, "fluent"
     to 0.15 with utility 0.9 (attack 0.2 each way). Plain, each is better on something: both

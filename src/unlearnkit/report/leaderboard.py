@@ -20,7 +20,11 @@ by keeping everything. With ``floor_at_oracle`` the front's objectives also coun
 accuracy and prefill success as at least the oracle's (:func:`capped_means`): forgetting past
 a model never trained on the forget set then earns nothing. When every method held keep people
 out of training (``unlearn.holdout``), retain accuracy in utility and neighbour accuracy in the
-boundary are those of the held-out people (:func:`held_out_splits`)."""
+boundary are those of the held-out people (:func:`held_out_splits`). When the runs attacked
+with more than the prefill attack (``run.attacks``), robustness is 1 - the worst attack's leak
+rate, or, when the oracle ran the same attacks, 1 - the largest amount by which an attack's
+rate exceeds the oracle's (:func:`with_excess`): some attacks "succeed" on a model that never
+learned the facts."""
 
 from __future__ import annotations
 
@@ -49,6 +53,8 @@ METRICS = (
     # the worst case of the run's attacks (leak rates: a multiple-choice attack's above its
     # guessing rate), when it ran more than the prefill attack (RunConfig.attacks)
     ("attack_worst", "worst attack success", False),
+    # the same, each attack's rate less the oracle's (floored at 0), when the oracle ran them
+    ("attack_excess", "worst attack beyond the oracle", False),
     ("forget_degenerate", "degenerate forget answers", False),
     ("forget_unlikely", "unlikely forget answers", False),
     ("forget_fluent", "forget answers in language", True),
@@ -62,7 +68,8 @@ OBJECTIVE_TEXT = {"forget": "1 - forget", "utility": "mean(retain, general)",
                   "boundary": "neighbour", "robustness": "1 - prefill"}
 FLUENT_UTILITY = "mean(retain, general, forget answers in language)"
 WORST_ROBUSTNESS = "1 - worst attack"
-OPTIONAL = ("retain_held_out", "neighbor_held_out", "attack_worst")
+EXCESS_ROBUSTNESS = "1 - worst attack beyond the oracle's rate"
+OPTIONAL = ("retain_held_out", "neighbor_held_out", "attack_worst", "attack_excess")
 HELD_TEXT = {"retain": "retain", "neighbor": "neighbour"}
 
 
@@ -129,7 +136,8 @@ def objective_scores(means: dict[str, float | None], fluency: bool = False,
     (``retain``, ``neighbor``) judged on their people held out of training alone
     (:func:`held_out_splits`)."""
     means = {**means, **{k: means[f"{k}_held_out"] for k in held_out}}
-    attack = means["prefill"] if means.get("attack_worst") is None else means["attack_worst"]
+    attack = next((means[k] for k in ("attack_excess", "attack_worst", "prefill")
+                   if means.get(k) is not None), None)
     parts = ("retain", "general", "forget_fluent") if fluency else ("retain", "general")
     kept = [v for v in (means.get(k) for k in parts) if v is not None]
     return {
@@ -138,6 +146,34 @@ def objective_scores(means: dict[str, float | None], fluency: bool = False,
         "boundary": means["neighbor"],
         "robustness": None if attack is None else 1 - attack,
     }
+
+
+def leak_rates(run: dict[str, Any]) -> dict[str, float]:
+    """One run's leak rate per attack (:func:`~unlearnkit.evaluation.chance.leak_rate`)."""
+    chance = run.get("attack_chance") or {}
+    return {k: x for k, v in (run.get("attacks") or {}).items()
+            if (x := leak_rate(v, chance.get(k))) is not None}
+
+
+def oracle_leaks(entries: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    """The first reference entry's (the oracle's) mean leak rate per attack, when its runs ran
+    more than the prefill attack; else None."""
+    for entry in entries:
+        runs = [leak_rates(r) for r in entry["runs"] if len(r.get("attacks") or {}) > 1]
+        if entry.get("reference") and runs:
+            names = dict.fromkeys(k for r in runs for k in r)
+            return {k: statistics.fmean(r[k] for r in runs if k in r) for k in names}
+    return None
+
+
+def with_excess(run: dict[str, Any], oracle: dict[str, float]) -> dict[str, Any]:
+    """``run`` with ``attack_excess``: the largest amount by which one of its attacks' leak
+    rates exceeds the oracle's (0 when none does; None when it ran no attack the oracle ran).
+    An attack a model that never learned the facts also "wins" (a multiple-choice guess, a
+    common first token read off some layer) then counts only for what it recovers beyond."""
+    excess = [max(0.0, v - oracle[k]) for k, v in leak_rates(run).items() if k in oracle]
+    return {**run, "attack_excess": max(excess) if excess and len(run.get("attacks") or {}) > 1
+            else None}
 
 
 def held_out_splits(rows: Sequence[dict[str, Any]]) -> frozenset[str]:
@@ -159,8 +195,9 @@ def front_note(rows: Sequence[dict[str, Any]]) -> str:
     """``1 - forget, mean(retain, general), ...``: the front's objectives in words."""
     words = OBJECTIVE_TEXT | ({"utility": FLUENT_UTILITY}
                               if rows and rows[0].get("fluent_utility") else {})
-    if any(r["metrics"]["attack_worst"]["mean"] is not None for r in rows if not r["reference"]):
-        words["robustness"] = WORST_ROBUSTNESS
+    for key, text in (("attack_worst", WORST_ROBUSTNESS), ("attack_excess", EXCESS_ROBUSTNESS)):
+        if any(r["metrics"][key]["mean"] is not None for r in rows if not r["reference"]):
+            words["robustness"] = text
     text = ", ".join(words[k] for k in front_objectives(rows)) or "no objective measured"
     held = sorted(held_out_splits(rows), reverse=True)  # retain, then neighbor
     if held:
@@ -204,7 +241,10 @@ def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95,
     ``utility_fluency``: utility averages the share of forget answers in language too
     (:func:`objective_scores`)."""
     rows = []
+    oracle = oracle_leaks(entries)
     for entry in entries:
+        if oracle and not entry.get("reference"):
+            entry = {**entry, "runs": [with_excess(r, oracle) for r in entry["runs"]]}
         metrics = {key: summarize([r.get(key) for r in entry["runs"]], confidence)
                    for key, _, _ in METRICS}
         names = dict.fromkeys(k for r in entry["runs"] for k in r.get("attacks") or {})
