@@ -379,7 +379,8 @@ ATTACK_NOTE = ("Share of forget questions each attack makes the model answer (un
                "attacks; the relearning attack: of the test half, at its worst learning rate). "
                "A multiple-choice attack always picks an option: a model that never learned "
                "the facts scores its chance, and the worst case counts it above chance, "
-               "(rate - chance) / (1 - chance), floored at 0.")
+               "(rate - chance) / (1 - chance), floored at 0. With the oracle among the rows, "
+               "the worst case beyond the oracle takes each attack's rate less the oracle's.")
 
 
 def fluent_note(rows: Sequence[dict[str, Any]], judge: dict | None) -> str:
