@@ -223,7 +223,7 @@ def test_with_the_oracle_attacked_too_robustness_is_the_worst_attack_beyond_it()
     plain = leaderboard([entry("lens", [run(0.8, 0.1)] * 2), entry("para", [run(0.6, 0.3)] * 2)])
     assert plain[0]["objectives"]["robustness"] == pytest.approx(0.2)
     assert "beyond the oracle ↓" not in to_markdown(plain)
-    assert "1 - worst attack," in to_markdown(plain)
+    assert "1 - worst attack)" in to_markdown(plain)
 
 
 def test_a_front_floored_at_the_oracle_stops_rewarding_forgetting_below_it():
