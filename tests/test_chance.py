@@ -120,3 +120,24 @@ def test_run_results_with_several_attacks_feed_the_report(tmp_path):
     assert run.attacks == {"prefill": 0.1, "mcq": 0.5} and run.chance == {"mcq": 0.25}
     assert run.value("attack/worst_case") == pytest.approx(1 / 3)
     assert attack_table([run])["worst"][0]["text"] == "33% (mcq above chance)"
+
+
+def test_the_report_names_the_worst_attack_beyond_the_oracle(tmp_path):
+    from unlearnkit.report.build import beyond_oracle
+
+    def column(label, role, lens, relearn, mcq):
+        res = new_results({"model": label}, seed=0, name=label)
+        res.attacks["logit_lens"] = AttackRecord(lens, 10, "custom", "logit-lens")
+        res.attacks["relearn"] = AttackRecord(relearn, 10, "custom", "relearning")
+        res.attacks["mcq"] = AttackRecord(mcq, 10, "choice", "multiple-choice", chance=0.25)
+        run = from_results(res, tmp_path / f"{label}.json")
+        run.role = role
+        return run
+
+    # the oracle reads 0.6 off some layer and guesses the choices at chance; "after" 0.7 and
+    # 0.3 relearned (0.1 and 0.3 beyond), its mcq 0.55 is (0.55 - 0.25) / 0.75 = 0.4 above
+    # chance: 0.4 beyond the oracle's 0
+    cols = [column("after", "run", 0.7, 0.3, 0.55), column("oracle", "oracle", 0.6, 0.0, 0.25)]
+    assert attack_table(cols)["worst"][0]["text"] == "70% (logit_lens)"
+    assert [c["text"] for c in beyond_oracle(cols)] == ["40% (mcq)", "-"]
+    assert beyond_oracle(cols[:1]) is None  # no oracle column

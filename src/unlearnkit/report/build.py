@@ -182,7 +182,24 @@ def attack_table(columns: list[Run]) -> dict[str, Any]:
         name = max(scored, key=scored.__getitem__) if scored else None
         above = " above chance" if name in c.chance else ""
         worst.append({"text": f"{scored[name]:.0%} ({name}{above})" if name else "-"})
-    return {"rows": rows, "worst": worst}
+    return {"rows": rows, "worst": worst, "beyond": beyond_oracle(columns)}
+
+
+def beyond_oracle(columns: list[Run]) -> list[dict[str, str]] | None:
+    """Per column the largest amount by which an attack's leak rate exceeds the oracle
+    column's (as the bench leaderboard judges robustness), when an oracle column ran more than
+    one attack; None otherwise. Some attacks "succeed" on a model that never learned the facts
+    (a multiple-choice guess, a common first token read off some layer)."""
+    oracle = next((c for c in columns if c.role == "oracle" and len(c.attacks) > 1), None)
+    if oracle is None:
+        return None
+    floor = oracle.leak_rates()
+    cells = []
+    for c in columns:
+        excess = {k: max(0.0, v - floor[k]) for k, v in c.leak_rates().items() if k in floor}
+        name = max(excess, key=excess.__getitem__) if excess and c is not oracle else None
+        cells.append({"text": f"{excess[name]:.0%} ({name})" if name else "-"})
+    return cells
 
 
 # --------------------------------------------------------------- examples, diagnostics
