@@ -234,6 +234,11 @@ def test_demo_runs_inject_unlearn_evaluate_and_report(tiny_scenario, tmp_path, m
     assert (out / "data" / "manifest.json").is_file()
     html = (out / "report.html").read_text()
     assert "after" in html and "oracle" in html
+    # every attack on every model; the report judges the worst beyond the oracle
+    from unlearnkit.pipeline.demo import DEMO_ATTACKS
+
+    assert all(list(r["attacks"]) == list(DEMO_ATTACKS) for r in payload["results"].values())
+    assert "worst beyond the oracle" in html and "logit_lens" in html
 
 
 def test_baselines_draw_the_general_keep_items_as_retain_items(tok, tiny_prepared):

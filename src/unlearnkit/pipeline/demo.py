@@ -31,6 +31,13 @@ def _demo_train_only() -> TrainOnly:
     return TrainOnly(layers=[4, 5, 6, 7, 8, 9], modules=["mlp"])
 
 
+# every attack of unlearn eval on every model's forget questions (about 2 minutes a model on
+# 2 cores; the cached models' results are kept)
+DEMO_ATTACKS = ("prefill", "paraphrase", "mcq", "roleplay", "ignore_instructions",
+                "hypothetical", "reverse_prompt", "in_context", "quantize_8bit", "quantize_4bit",
+                "relearn", "logit_lens")
+
+
 @dataclass
 class DemoConfig(RunConfig):
     """`unlearn run`'s settings with the demo's output folder and the base model evaluated,
@@ -44,7 +51,8 @@ class DemoConfig(RunConfig):
     lr chosen by `unlearn tune` on the validation people); the same as configs/demo.yaml.
     Blocks 4-9 exist in the default model (30 blocks); for a model with fewer than 10, set
     ``train_only.layers``. The base model judges each model's forget answers for word salad
-    (``fluency_judge``: it never saw the scenario's facts)."""
+    (``fluency_judge``: it never saw the scenario's facts). Every model is attacked with all
+    of ``unlearn eval``'s attacks (:data:`DEMO_ATTACKS`)."""
 
     output: str = "runs/demo"
     fluency_judge: str = DEFAULT_MODEL
@@ -52,6 +60,7 @@ class DemoConfig(RunConfig):
     unlearn: UnlearnConfig = field(default_factory=_demo_unlearn)
     optim: OptimConfig = field(default_factory=_demo_optim)
     train_only: TrainOnly = field(default_factory=_demo_train_only)
+    attacks: list[str] = field(default_factory=lambda: list(DEMO_ATTACKS))
 
 
 def run_demo(cfg: DemoConfig) -> dict:
