@@ -177,6 +177,21 @@ def test_quantize_rtn_8bit_by_hand_and_dtype():
         quantize_rtn(w, 1)
 
 
+def test_quantize_rtn_groups_by_hand():
+    # group_size 2 on a row of 5: groups [3.5, -0.7], [0.14, 0.07], [1.4] (the last shorter).
+    # 4 bits: scales 0.5, 0.02, 0.2; W/s = [7, -1.4], [7, 3.5], [7] -> round (half to even)
+    # [7, -1], [7, 4], [7] -> [3.5, -0.5], [0.14, 0.08], [1.4]. Per row (group_size 0), one
+    # scale 0.5: 0.14 / 0.5 = 0.28 and 0.07 / 0.5 = 0.14 both round to 0.
+    w = torch.tensor([[3.5, -0.7, 0.14, 0.07, 1.4]])
+    torch.testing.assert_close(quantize_rtn(w, 4, group_size=2),
+                               torch.tensor([[3.5, -0.5, 0.14, 0.08, 1.4]]))
+    torch.testing.assert_close(quantize_rtn(w, 4), torch.tensor([[3.5, -0.5, 0.0, 0.0, 1.5]]))
+    assert torch.equal(quantize_rtn(w, 4, group_size=5), quantize_rtn(w, 4))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(UnlearnError, match="group_size"):
+            quantize_rtn(w, 4, group_size=bad)
+
+
 def test_quantized_copy_changes_linears_only(tiny):
     before = {k: v.clone() for k, v in tiny.state_dict().items()}
     twin = quantized_copy(tiny, 4)

@@ -16,29 +16,42 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.attacks.registry import register_attack
 
 
-def quantize_rtn(weight: torch.Tensor, bits: int) -> torch.Tensor:
-    """Quantise then dequantise ``weight`` [out, ...] per output channel (row), symmetric absmax.
+def quantize_rtn(weight: torch.Tensor, bits: int, group_size: int = 0) -> torch.Tensor:
+    """Quantise then dequantise ``weight`` [out, ...] per output channel (row), symmetric absmax;
+    with ``group_size`` > 0 per group of that many consecutive inputs of a row instead (a row
+    whose length is not a multiple has a shorter last group), as 4-bit formats do (GPTQ and
+    AWQ use 128).
 
     With ``qmax = 2**(bits-1) - 1`` (7 for 4 bits, 127 for 8 bits), each row r gets
     ``scale_r = max|W_r| / qmax`` and ``W_hat = clamp(round(W / scale_r), -qmax, qmax) * scale_r``.
     The grid is symmetric, [-7, 7] for 4 bits (the two's-complement -8 is unused), so zero and
     the row's absmax are represented exactly. ``torch.round`` rounds halves to even. An all-zero
-    row stays zero. Computed in fp32, returned in the weight's dtype; the input is not modified.
+    row (group) stays zero. Computed in fp32, returned in the weight's dtype; the input is not
+    modified.
     """
     if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
         raise UnlearnError(f"quantisation bits must be an integer in [2, 16], got {bits!r}")
     if weight.ndim < 1 or weight.numel() == 0:
         raise UnlearnError(f"cannot quantise a weight of shape {tuple(weight.shape)}")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 0:
+        raise UnlearnError(f"quantisation group_size must be an integer >= 0 (0: one group per "
+                           f"row), got {group_size!r}")
     qmax = 2 ** (bits - 1) - 1
     rows = weight.detach().float().reshape(weight.shape[0], -1)
-    absmax = rows.abs().amax(dim=1, keepdim=True)
+    width = rows.shape[1] if group_size == 0 else group_size
+    groups = [_round_group(part, qmax) for part in rows.split(width, dim=1)]
+    return torch.cat(groups, dim=1).reshape(weight.shape).to(weight.dtype)
+
+
+def _round_group(part: torch.Tensor, qmax: int) -> torch.Tensor:
+    absmax = part.abs().amax(dim=1, keepdim=True)
     scale = torch.where(absmax > 0, absmax / qmax, torch.ones_like(absmax))
-    q = torch.clamp(torch.round(rows / scale), -qmax, qmax)
-    return (q * scale).reshape(weight.shape).to(weight.dtype)
+    return torch.clamp(torch.round(part / scale), -qmax, qmax) * scale
 
 
-def quantized_copy(model, bits: int, *, include_head: bool = False):
-    """A deep copy of ``model`` with every ``nn.Linear`` weight replaced by :func:`quantize_rtn`.
+def quantized_copy(model, bits: int, *, include_head: bool = False, group_size: int = 0):
+    """A deep copy of ``model`` with every ``nn.Linear`` weight replaced by :func:`quantize_rtn`
+    (per row, or per ``group_size`` inputs).
 
     Embeddings, norms and biases stay in full precision, and so does the output head unless
     ``include_head`` (a head tied to the input embedding is never quantised: it *is* the
@@ -53,17 +66,22 @@ def quantized_copy(model, bits: int, *, include_head: bool = False):
     with torch.no_grad():
         for module in twin.modules():
             if isinstance(module, nn.Linear) and id(module.weight) not in skip:
-                module.weight.copy_(quantize_rtn(module.weight, bits))
+                module.weight.copy_(quantize_rtn(module.weight, bits, group_size))
     return twin.eval()
 
 
 @register_attack("quantize_8bit", kind="weights", family="quantisation")
-def quantize_8bit(model, *, include_head: bool = False):
-    """8-bit per-channel symmetric round-to-nearest weights (:func:`quantized_copy`)."""
-    return quantized_copy(model, 8, include_head=include_head)
+def quantize_8bit(model, *, include_head: bool = False, group_size: int = 0):
+    """8-bit per-channel symmetric round-to-nearest weights (:func:`quantized_copy`);
+    ``group_size`` > 0: per group of that many inputs."""
+    return quantized_copy(model, 8, include_head=include_head, group_size=group_size)
 
 
 @register_attack("quantize_4bit", kind="weights", family="quantisation")
-def quantize_4bit(model, *, include_head: bool = False):
-    """4-bit per-channel symmetric round-to-nearest weights (:func:`quantized_copy`)."""
-    return quantized_copy(model, 4, include_head=include_head)
+def quantize_4bit(model, *, include_head: bool = False, group_size: int = 0):
+    """4-bit per-channel symmetric round-to-nearest weights (:func:`quantized_copy`);
+    ``group_size`` > 0: per group of that many inputs (128 as GPTQ and AWQ). Per channel, 4
+    bits break a small model itself (SmolLM2-135M before unlearning keeps 21% of the forget
+    facts it states at full precision; docs/RESULTS.md), so its 0 after unlearning says
+    nothing; ``attack_options.quantize_4bit.group_size: 128`` keeps the model working."""
+    return quantized_copy(model, 4, include_head=include_head, group_size=group_size)
