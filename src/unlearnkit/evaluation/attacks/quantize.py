@@ -82,6 +82,7 @@ def quantize_4bit(model, *, include_head: bool = False, group_size: int = 0):
     """4-bit per-channel symmetric round-to-nearest weights (:func:`quantized_copy`);
     ``group_size`` > 0: per group of that many inputs (128 as GPTQ and AWQ). Per channel, 4
     bits break a small model itself (SmolLM2-135M before unlearning keeps 21% of the forget
-    facts it states at full precision; docs/RESULTS.md), so its 0 after unlearning says
-    nothing; ``attack_options.quantize_4bit.group_size: 128`` keeps the model working."""
+    facts it states at full precision, per 128 inputs 75%; docs/RESULTS.md), so its 0 after
+    unlearning says nothing; ``attack_options.quantize_4bit.group_size: 128`` (the demo's)
+    keeps the model working."""
     return quantized_copy(model, 4, include_head=include_head, group_size=group_size)
