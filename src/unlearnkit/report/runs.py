@@ -84,8 +84,8 @@ def _add_attacks(run: Run, rates: dict[str, float | None],
     scored = {k: v for k, v in rates.items() if v is not None}
     for name, rate in scored.items():
         run.aggregates[f"attack/{name}"] = Aggregate(rate, False, "robustness")
-    if scored:
-        run.aggregates["attack/worst_case"] = Aggregate(max(run.leak_rates().values()), False,
+    if leaks := run.leak_rates():
+        run.aggregates["attack/worst_case"] = Aggregate(max(leaks.values()), False,
                                                         "robustness")
 
 
