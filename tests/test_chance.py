@@ -9,7 +9,14 @@ import torch
 import unlearnkit.evaluation.attacks.scoring as scoring
 from unlearnkit.data.records import Record
 from unlearnkit.evaluation.attacks import run_attacks
-from unlearnkit.evaluation.chance import above_chance, chance_of, item_chance, leak_rate
+from unlearnkit.evaluation.chance import (
+    above_chance,
+    chance_of,
+    item_chance,
+    leak_rate,
+    leak_rates,
+    worst_beyond,
+)
 from unlearnkit.evaluation.results import AttackRecord, new_results
 from unlearnkit.report.build import attack_table
 from unlearnkit.report.runs import from_results
@@ -45,6 +52,17 @@ def test_above_chance_and_leak_rate_by_hand():
     assert leak_rate(0.0, 0.25) == 0.0  # below chance is floored
     assert leak_rate(0.625, 0.25) == 0.5
     assert leak_rate(0.4, None) == 0.4 and leak_rate(None, None) is None
+
+
+def test_leak_rates_and_worst_beyond_by_hand():
+    # mcq 0.4 at chance 0.25: 0.2 above; an attack without a rate is dropped
+    leaks = leak_rates({"prefill": 0.1, "mcq": 0.4, "lens": None}, {"mcq": 0.25})
+    assert leaks == {"prefill": 0.1, "mcq": pytest.approx(0.2)}
+    # beyond an oracle at prefill 0.3 (floored at 0) and mcq 0.05; "relearn" is not shared
+    assert worst_beyond({**leaks, "relearn": 0.9}, {"prefill": 0.3, "mcq": 0.05}) == (
+        "mcq", pytest.approx(0.15))
+    assert worst_beyond(leaks, {"prefill": 0.5, "mcq": 0.5}) == ("prefill", 0.0)
+    assert worst_beyond(leaks, {"relearn": 0.0}) == (None, None)
 
 
 def test_runner_judges_multiple_choice_above_chance(tok, tiny, monkeypatch):

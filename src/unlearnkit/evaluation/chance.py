@@ -61,3 +61,20 @@ def leak_rate(rate: float | None, chance: float | None) -> float | None:
     rate above chance, floored at 0, of a choice attack."""
     above = above_chance(rate, chance)
     return None if above is None else max(0.0, above) if chance is not None else above
+
+
+def leak_rates(rates: dict[str, float | None], chance: dict[str, float]) -> dict[str, float]:
+    """Per attack with a rate, its :func:`leak_rate` (``chance``: the choice attacks')."""
+    out = {k: leak_rate(v, chance.get(k)) for k, v in rates.items()}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def worst_beyond(leaks: dict[str, float], floor: dict[str, float]
+                 ) -> tuple[str | None, float | None]:
+    """The attack whose leak rate most exceeds ``floor``'s (the oracle's), and by how much
+    (floored at 0), over the attacks both have; (None, None) when they share none."""
+    excess = {k: max(0.0, v - floor[k]) for k, v in leaks.items() if k in floor}
+    if not excess:
+        return None, None
+    name = max(excess, key=excess.__getitem__)
+    return name, excess[name]

@@ -403,13 +403,11 @@ def format_attacks(results: dict) -> str:
     """Each model's attack success, one line per attack, and the worst case when several
     ran (a multiple-choice attack judged above its guessing rate)."""
     lines = []
-    for name in dict.fromkeys(a for res in results.values() for a in pipeline_attacks(res)[0]):
-        cells = []
-        for model, res in results.items():
-            rates, chance = pipeline_attacks(res)
-            rate = rates.get(name)
-            cells.append(f"{model} " + ("n/a" if rate is None else f"{rate:.0%}") + (
-                f" (chance {chance[name]:.0%})" if name in chance else ""))
+    attacks = {model: pipeline_attacks(res) for model, res in results.items()}
+    for name in dict.fromkeys(a for rates, _ in attacks.values() for a in rates):
+        cells = [f"{model} " + ("n/a" if rates.get(name) is None else f"{rates[name]:.0%}")
+                 + (f" (chance {chance[name]:.0%})" if name in chance else "")
+                 for model, (rates, chance) in attacks.items()]
         lines.append(f"{name} attack success: " + ", ".join(cells))
     worst = [(model, res["worst_attack"]) for model, res in results.items()
              if len(res.get("attacks") or {}) > 1]

@@ -20,6 +20,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation.chance import worst_beyond
 from unlearnkit.evaluation.results import OBJECTIVES
 from unlearnkit.fsutil import atomic_write_text
 from unlearnkit.report.compare import ARROWS, best_indices, cell_text, fmt
@@ -169,16 +170,15 @@ def attack_table(columns: list[Run]) -> dict[str, Any]:
     rate) and the worst case per column, judged by leak rate (a multiple-choice attack's rate
     above chance: :mod:`unlearnkit.evaluation.chance`)."""
     names = list(dict.fromkeys(name for c in columns for name in c.attacks))
+    leaks = [c.leak_rates() for c in columns]
     rows = []
     for name in names:
-        values = [c.leak_rates().get(name) for c in columns]
-        best = best_indices(values, False)
+        best = best_indices([scored.get(name) for scored in leaks], False)
         rows.append({"key": name, "cells": [
             {"text": _rate_text(c, name), "best": i in best}
             for i, c in enumerate(columns)]})
     worst = []
-    for c in columns:
-        scored = c.leak_rates()
+    for c, scored in zip(columns, leaks, strict=True):
         name = max(scored, key=scored.__getitem__) if scored else None
         above = " above chance" if name in c.chance else ""
         worst.append({"text": f"{scored[name]:.0%} ({name}{above})" if name else "-"})
@@ -193,12 +193,10 @@ def beyond_oracle(columns: list[Run]) -> list[dict[str, str]] | None:
     oracle = next((c for c in columns if c.role == "oracle" and len(c.attacks) > 1), None)
     if oracle is None:
         return None
-    floor = oracle.leak_rates()
     cells = []
     for c in columns:
-        excess = {k: max(0.0, v - floor[k]) for k, v in c.leak_rates().items() if k in floor}
-        name = max(excess, key=excess.__getitem__) if excess and c is not oracle else None
-        cells.append({"text": f"{excess[name]:.0%} ({name})" if name else "-"})
+        name, excess = worst_beyond(c.leak_rates(), oracle.leak_rates())
+        cells.append({"text": f"{excess:.0%} ({name})" if name and c is not oracle else "-"})
     return cells
 
 

@@ -36,7 +36,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from unlearnkit.errors import UnlearnError
-from unlearnkit.evaluation.chance import leak_rate
+from unlearnkit.evaluation.chance import leak_rates, worst_beyond
 from unlearnkit.evaluation.metrics import degenerate_rate
 from unlearnkit.report.plots import Point, colors_for, pareto_chart
 from unlearnkit.report.runs import pipeline_attacks
@@ -93,7 +93,7 @@ def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
         return found["accuracy"] if found else None
 
     rates, chance = pipeline_attacks(after)
-    leaks = [x for k, v in rates.items() if (x := leak_rate(v, chance.get(k))) is not None]
+    leaks = leak_rates(rates, chance)
     keep = [summary[s] for s in ("retain", "neighbor") if s in summary]
     n = sum(s["n"] for s in keep)
     degenerate = degenerate_rate(forget_answers).aggregate if forget_answers else None
@@ -101,7 +101,7 @@ def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
             "neighbor": accuracy("neighbor"), "general": accuracy("general"),
             "keep_refusal": sum(s["refusal"] * s["n"] for s in keep) / n if n else None,
             "prefill": after.get("prefill_attack"),
-            "attack_worst": max(leaks) if len(rates) > 1 and leaks else None,
+            "attack_worst": max(leaks.values()) if len(rates) > 1 and leaks else None,
             # per attack (the leaderboard's attack table), and a choice attack's chance
             "attacks": rates, "attack_chance": chance,
             "forget_degenerate": degenerate,
@@ -148,18 +148,16 @@ def objective_scores(means: dict[str, float | None], fluency: bool = False,
     }
 
 
-def leak_rates(run: dict[str, Any]) -> dict[str, float]:
-    """One run's leak rate per attack (:func:`~unlearnkit.evaluation.chance.leak_rate`)."""
-    chance = run.get("attack_chance") or {}
-    return {k: x for k, v in (run.get("attacks") or {}).items()
-            if (x := leak_rate(v, chance.get(k))) is not None}
+def run_leaks(run: dict[str, Any]) -> dict[str, float]:
+    """One run's leak rate per attack (:func:`~unlearnkit.evaluation.chance.leak_rates`)."""
+    return leak_rates(run.get("attacks") or {}, run.get("attack_chance") or {})
 
 
 def oracle_leaks(entries: Sequence[dict[str, Any]]) -> dict[str, float] | None:
     """The first reference entry's (the oracle's) mean leak rate per attack, when its runs ran
     more than the prefill attack; else None."""
     for entry in entries:
-        runs = [leak_rates(r) for r in entry["runs"] if len(r.get("attacks") or {}) > 1]
+        runs = [run_leaks(r) for r in entry["runs"] if len(r.get("attacks") or {}) > 1]
         if entry.get("reference") and runs:
             names = dict.fromkeys(k for r in runs for k in r)
             return {k: statistics.fmean(r[k] for r in runs if k in r) for k in names}
@@ -171,9 +169,8 @@ def with_excess(run: dict[str, Any], oracle: dict[str, float]) -> dict[str, Any]
     rates exceeds the oracle's (0 when none does; None when it ran no attack the oracle ran).
     An attack a model that never learned the facts also "wins" (a multiple-choice guess, a
     common first token read off some layer) then counts only for what it recovers beyond."""
-    excess = [max(0.0, v - oracle[k]) for k, v in leak_rates(run).items() if k in oracle]
-    return {**run, "attack_excess": max(excess) if excess and len(run.get("attacks") or {}) > 1
-            else None}
+    excess = worst_beyond(run_leaks(run), oracle)[1]
+    return {**run, "attack_excess": excess if len(run.get("attacks") or {}) > 1 else None}
 
 
 def held_out_splits(rows: Sequence[dict[str, Any]]) -> frozenset[str]:

@@ -27,7 +27,7 @@ from typing import Any
 
 from unlearnkit.data.standardize import load_dataset
 from unlearnkit.errors import UnlearnError
-from unlearnkit.evaluation.chance import leak_rate
+from unlearnkit.evaluation.chance import leak_rates
 from unlearnkit.evaluation.results import (
     OBJECTIVES,
     EvalResults,
@@ -74,8 +74,7 @@ class Run:
     def leak_rates(self) -> dict[str, float]:
         """Per attack that applied, the rate it is judged by: the success rate, or a choice
         attack's rate above chance floored at 0."""
-        rates = {k: leak_rate(v, self.chance.get(k)) for k, v in self.attacks.items()}
-        return {k: v for k, v in rates.items() if v is not None}
+        return leak_rates(self.attacks, self.chance)
 
 
 def _add_attacks(run: Run, rates: dict[str, float | None],

@@ -16,7 +16,7 @@ from unlearnkit.evaluation.attacks.scoring import (
     score_plain,
     score_prompt_attacks,
 )
-from unlearnkit.evaluation.chance import above_chance, chance_of, leak_rate
+from unlearnkit.evaluation.chance import above_chance, chance_of, leak_rates
 from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, check_threshold, judgeable
 
 
@@ -129,8 +129,7 @@ def _summary(attacks: list[Attack], outputs: dict, settings: Settings, given: di
                 chance=chance, above_chance=above_chance(report[attack.name]["success_rate"],
                                                          chance))
     rates = {name: r["success_rate"] for name, r in report.items()}
-    leaks = {name: leak_rate(r["success_rate"], r.get("chance")) for name, r in report.items()}
-    scored = {name: rate for name, rate in leaks.items() if rate is not None}
+    scored = leak_rates(rates, {k: r["chance"] for k, r in report.items() if "chance" in r})
     worst = max(scored, key=scored.get) if scored else None
     revealed: dict[str, bool] = {}
     for r in report.values():
