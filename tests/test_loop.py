@@ -105,7 +105,8 @@ def test_optim_refuses_adam_settings_out_of_range(key, value):
     ("weight_decay", -1.0, r">= 0 \(0: none\)"),
     ("max_grad_norm", -1.0, r">= 0 \(0: no clipping\)"),
     ("checkpoint_every", -1, r">= 0 steps \(0: no checkpoints\)"),
-    ("keep_checkpoints", -2, r">= 0 \(0: keep every one\)")])
+    ("keep_checkpoints", -2, r">= 0 \(0: keep every one\)"),
+    ("sam_rho", -0.1, r">= 0 \(0: plain steps\)")])
 def test_optim_refuses_negative_settings_when_the_config_loads(key, value, valid):
     from unlearnkit.config import load_config
     from unlearnkit.pipeline.run import RunConfig
@@ -229,6 +230,79 @@ def test_full_weight_setups_pass_and_deepspeed_gets_its_micro_batch():
     _check_unsharded(zero2)
     _set_deepspeed_micro_batch(zero2, [[1, 2, 3, 4, 5, 6]])
     assert zero2.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == 3
+
+
+def test_sam_shift_by_hand():
+    from unlearnkit.training.loop import sam_shift
+
+    # ||g|| over both tensors: sqrt(3^2 + 4^2 + 12^2) = 13
+    shifts = sam_shift([torch.tensor([3.0, 4.0]), None, torch.tensor([12.0])], rho=0.26)
+    torch.testing.assert_close(shifts[0], torch.tensor([0.06, 0.08]))
+    assert shifts[1] is None
+    torch.testing.assert_close(shifts[2], torch.tensor([0.24]))
+    assert sam_shift([torch.zeros(3)], rho=1.0)[0].abs().sum() == 0  # no gradient, no shift
+    assert sam_shift([None], rho=1.0) == [None]
+
+
+class _Quadratic(torch.nn.Module):
+    """L(w) = 1/2 (1 w0^2 + 2 w1^2), from w = (3, 4): gradient a * w = (3, 8)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+        self.a = torch.tensor([1.0, 2.0])
+
+
+def _quadratic_step(model, _batch):
+    loss = 0.5 * (model.a * model.w ** 2).sum()
+    return loss, {}
+
+
+class _Recorder:
+    """An optimizer that only records the gradient it is asked to apply."""
+
+    def __init__(self, params):
+        self.params, self.seen = params, None
+
+    def step(self):
+        self.seen = [p.grad.clone() for p in self.params]
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.params:
+            p.grad = None
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.5])
+def test_a_sharpness_aware_step_takes_the_gradient_at_the_shifted_weights(rho):
+    model = _Quadratic()
+    params = [model.w]
+    cfg = OptimConfig(sam_rho=rho, max_grad_norm=0.0)
+    recorder = _Recorder(params)
+    logs = loop._optimizer_step(model, [[0]], 0, _quadratic_step, cfg, loop.make_accelerator(cfg),
+                                recorder, params)
+    g = torch.tensor([3.0, 8.0])
+    shifted = torch.tensor([3.0, 4.0]) + rho * g / 73 ** 0.5  # ||g|| = sqrt(9 + 64)
+    torch.testing.assert_close(recorder.seen[0], torch.tensor([1.0, 2.0]) * shifted)
+    torch.testing.assert_close(model.w.detach(), torch.tensor([3.0, 4.0]))  # moved back
+    assert logs["loss"] == pytest.approx(0.5 * (9 + 2 * 16))  # the loss at w itself
+    if rho:
+        assert logs["sam_loss"] == pytest.approx(0.5 * float((torch.tensor([1.0, 2.0])
+                                                              * shifted ** 2).sum()))
+    else:
+        assert "sam_loss" not in logs
+
+
+def test_sharpness_aware_training_learns_and_is_refused_where_gradients_are_sharded(tok):
+    model = tiny_model(len(tok))
+    plan = epoch_plan(items(tok), 4, epochs=10, seed=0)
+    hist = train(model, plan, sft_step(tok.pad_token_id), OptimConfig(lr=3e-3, sam_rho=0.05))
+    assert hist[-1]["loss"] < 0.7 * hist[0]["loss"]
+    assert all(h["sam_loss"] >= h["loss"] - 1e-3 for h in hist[:3])  # uphill, to first order
+    for kind, stage, name in (("FSDP", 0, "FSDP"), ("DEEPSPEED", 2, "DeepSpeed")):
+        with pytest.raises(UnlearnError, match=f"optim.sam_rho needs .* {name} shards"):
+            loop._check_sam(OptimConfig(sam_rho=0.05),
+                            _fake_accelerator(kind, stage, fsdp_version=2))
+    loop._check_sam(OptimConfig(sam_rho=0.05), _fake_accelerator("MULTI_GPU"))  # DDP is fine
 
 
 def test_sft_step_distills_marked_rows_and_trains_the_rest_by_nll(tok):

@@ -51,6 +51,10 @@ class OptimConfig:
     mixed_precision: Literal["no", "bf16"] = "no"
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
+    # sharpness-aware minimisation: each step's gradient is taken at the weights moved a
+    # distance sam_rho along their normalised gradient (sam_shift); 0 = off. Two forward and
+    # backward passes per step (docs/DESIGN.md, "Sharpness-aware steps")
+    sam_rho: float = 0.0
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -67,7 +71,8 @@ class OptimConfig:
         for name, unit, zero in (("weight_decay", "", "none"),
                                  ("max_grad_norm", "", "no clipping"),
                                  ("checkpoint_every", " steps", "no checkpoints"),
-                                 ("keep_checkpoints", "", "keep every one")):
+                                 ("keep_checkpoints", "", "keep every one"),
+                                 ("sam_rho", "", "plain steps")):
             if getattr(self, name) < 0:
                 raise UnlearnError(f"optim.{name} must be >= 0{unit} (0: {zero}), got "
                                    f"{getattr(self, name)}")
@@ -128,6 +133,16 @@ def make_adamw(params: list[torch.Tensor], cfg: OptimConfig, accelerator=None):
         p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
                              weight_decay=cfg.weight_decay, fused=fused or None)
+
+
+def _check_sam(cfg: OptimConfig, accelerator) -> None:
+    """Sharpness-aware steps move every trainable weight along the whole gradient, which
+    FSDP's shards and DeepSpeed's engine hold apart from the parameters."""
+    name = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}.get(_distributed_kind(accelerator))
+    if cfg.sam_rho > 0 and name:
+        raise UnlearnError(f"optim.sam_rho needs the whole gradient on every process, which "
+                           f"{name} shards: set optim.sam_rho=0, or launch with "
+                           "configs/accelerate/ddp.yaml")
 
 
 def _check_unsharded(accelerator) -> None:
@@ -214,6 +229,7 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
                            f"({cfg.grad_accum}): add data or lower optim.grad_accum")
     accelerator = accelerator or make_accelerator(cfg, out_dir)
     _check_unsharded(accelerator)
+    _check_sam(cfg, accelerator)
     fsdp = _distributed_kind(accelerator) == "FSDP"
     if getattr(step_fn, "own_gradients", False) and fsdp:
         raise UnlearnError("this method takes its gradients itself (torch.autograd.grad), and "
@@ -288,7 +304,9 @@ def _agreed(accelerator, stop: bool) -> bool:
     return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
 
-def _optimizer_step(model, plan, step, step_fn, cfg, accelerator, optimizer, params) -> dict:
+def _accumulate(model, plan, step, step_fn, cfg, accelerator) -> dict:
+    """Forward and backward over the step's micro-batches (gradients summed into ``.grad``);
+    the mean of their logs."""
     sums: dict[str, float] = {}
     for micro in range(cfg.grad_accum):
         batch = _shard(plan[step * cfg.grad_accum + micro], accelerator)
@@ -300,6 +318,46 @@ def _optimizer_step(model, plan, step, step_fn, cfg, accelerator, optimizer, par
         accelerator.backward(loss / cfg.grad_accum)
         for key, value in {"loss": float(loss.detach()), **logs}.items():
             sums[key] = sums.get(key, 0.0) + value / cfg.grad_accum
+    return sums
+
+
+def sam_shift(grads: Sequence[torch.Tensor | None], rho: float,
+              eps: float = 1e-12) -> list[torch.Tensor | None]:
+    """SAM's ascent step (Foret et al. 2021, eq. 2): ``rho * g / ||g||``, per tensor, with
+    ``||g||`` the norm of all of them together (None stays None: a weight without a gradient
+    does not move). A zero gradient gives zero shifts."""
+    present = [g.float() for g in grads if g is not None]
+    if not present:
+        return [None for _ in grads]
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in present]))
+    scale = rho / norm.clamp(min=eps)
+    return [None if g is None else (g.float() * scale).to(g.dtype) for g in grads]
+
+
+def _sam_pass(model, plan, step, step_fn, cfg, accelerator, optimizer, params) -> dict:
+    """Replace the step's gradient by SAM's: the gradient at the weights shifted by
+    :func:`sam_shift` of the current one, the weights then moved back. Under DDP the first
+    gradient is already averaged over the processes, so every process shifts alike."""
+    shifts = sam_shift([p.grad for p in params], cfg.sam_rho)
+    with torch.no_grad():
+        for p, e in zip(params, shifts, strict=True):
+            if e is not None:
+                p.add_(e)
+    optimizer.zero_grad(set_to_none=True)
+    try:
+        logs = _accumulate(model, plan, step, step_fn, cfg, accelerator)
+    finally:
+        with torch.no_grad():
+            for p, e in zip(params, shifts, strict=True):
+                if e is not None:
+                    p.sub_(e)
+    return {"sam_loss": logs["loss"]}
+
+
+def _optimizer_step(model, plan, step, step_fn, cfg, accelerator, optimizer, params) -> dict:
+    sums = _accumulate(model, plan, step, step_fn, cfg, accelerator)
+    if cfg.sam_rho > 0:
+        sums |= _sam_pass(model, plan, step, step_fn, cfg, accelerator, optimizer, params)
     if cfg.max_grad_norm > 0:
         norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
         if norm is not None:  # DeepSpeed clips inside its engine and returns None
