@@ -56,6 +56,21 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert any(not torch.allclose(start[k], one[k]) for k in one)
 
 
+def test_sharpness_aware_steps_under_two_processes_match_one(tmp_path):
+    """Each process shifts its weights by the all-reduced gradient, so DDP takes the same SAM
+    steps as one process with the whole batch (to 1e-4: AdamW's normalised steps carry the
+    reduction's rounding further than plain steps do), and SAM moves the weights ten times
+    further from the plain steps' than that."""
+    run([sys.executable, str(SCRIPT), str(tmp_path / "plain.safetensors")], tmp_path)
+    run([sys.executable, str(SCRIPT), str(tmp_path / "one.safetensors"), "sam"], tmp_path)
+    run(launch(SCRIPT, tmp_path / "two.safetensors", "sam", port=29543), tmp_path)
+    plain, one, two = (load_file(tmp_path / f"{name}.safetensors")
+                       for name in ("plain", "one", "two"))
+    for key in one:
+        torch.testing.assert_close(one[key], two[key], atol=1e-4, rtol=1e-4)
+    assert max(float((plain[k] - one[k]).abs().max()) for k in one) > 1e-3
+
+
 def test_fsdp2_shards_the_weights_and_saves_them_whole_like_one_process(tmp_path):
     """FSDP2 (accelerate's fsdp_version 2, switched on by hand on CPU processes: see
     scripts/fsdp2.py): each process holds half of each weight, training matches one process

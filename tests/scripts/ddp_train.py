@@ -1,12 +1,13 @@
 """Train the tiny model on a fixed plan; run alone or under `accelerate launch` (DDP, gloo).
 
-Usage: python ddp_train.py OUT.safetensors [fsdp2|stop0] [--checkpoints DIR] [--resume]
+Usage: python ddp_train.py OUT.safetensors [fsdp2|stop0|sam] [--checkpoints DIR] [--resume]
 
 With ``fsdp2`` (under `accelerate launch`, 2 CPU processes) the model is sharded in place by
 FSDP2 (:mod:`fsdp2`) and saved through ``save_trained``, which gathers the shards.
 ``--checkpoints DIR`` checkpoints every 2 steps under DIR (``--resume``: from the last one).
 With ``stop0`` only the main process asks to stop early, after step 2; each process writes
-how many steps it ran to OUT-<rank>.json.
+how many steps it ran to OUT-<rank>.json. With ``sam`` the steps are sharpness-aware
+(``optim.sam_rho`` 0.05).
 """
 
 import json
@@ -31,7 +32,8 @@ def main(out: str, mode: str = "", ckpt: str | None = None, resume: bool = False
     # equal-length items: per-process token means average to the global token mean
     items = [render(tok, f"Question {i}?", f"Answer {i}.") for i in range(8)]
     plan = [items[:4], items[4:], items[2:6], [*items[6:], *items[:2]]]
-    cfg = OptimConfig(lr=2e-3, warmup_ratio=0.0, checkpoint_every=2 if ckpt else 0)
+    cfg = OptimConfig(lr=2e-3, warmup_ratio=0.0, checkpoint_every=2 if ckpt else 0,
+                      sam_rho=0.05 if mode == "sam" else 0.0)
     accelerator = make_accelerator(cfg)
     if mode == "fsdp2":
         as_fsdp2(accelerator)
