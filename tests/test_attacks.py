@@ -236,6 +236,44 @@ def test_relearn_leaves_out_test_items_the_train_half_states(tok, tiny):
     assert [i["id"] for i in out["items"]] == out["details"]["test_ids"]
 
 
+def test_answer_nll_is_the_mean_token_nll_of_the_true_answer(tok, tiny):
+    from unlearnkit.data.render import render
+    from unlearnkit.evaluation.attacks.relearn import answer_nll
+    from unlearnkit.models.engine import token_logprobs
+
+    records = _forget(2)
+    got = answer_nll(tiny, tok, records)
+    for rec, value in zip(records, got, strict=True):
+        logps = token_logprobs(tiny, tok, [render(tok, rec.question, rec.answer)])[0]
+        assert value == pytest.approx(-float(logps.sum()) / len(logps))
+        assert value > 0
+
+
+def test_relearn_over_several_splits_pools_their_test_items(tok, tiny):
+    records = _forget(6)
+    out = relearn_attack(tiny, tok, records, Settings(max_new_tokens=2), lrs=(1e-3, 1e-2),
+                         epochs=1, splits=3)
+    details = out["details"]
+    splits = details["splits"]
+    assert [d["seed"] for d in splits] == [0, 1, 2]
+    for d in splits:  # each split is relearn_split's for its seed, halves of 3
+        train, test = relearn_split(records, d["seed"])
+        assert d["train_ids"] == [r.id for r in train] and d["test_ids"] == [r.id for r in test]
+    assert [i["id"] for i in out["items"]] == [i for d in splits for i in d["test_ids"]]
+    for lr in ("0.001", "0.01"):  # pooled: the splits' rates weighted by their test halves
+        assert details["rate_by_lr"][lr] == pytest.approx(
+            sum(d["rate_by_lr"][lr] * len(d["test_ids"]) for d in splits) / 9)
+    assert details["rate_by_lr"][str(details["worst_lr"])] == max(details["rate_by_lr"].values())
+    # a step at 1e-2 on three other people's sentences of the same form: the test answers'
+    # NLL falls (the random model has seen none of them)
+    assert details["answer_nll_by_lr"]["0.01"] < details["answer_nll_before"]
+    single = relearn_attack(tiny, tok, records, Settings(max_new_tokens=2), lrs=(1e-3,),
+                            epochs=1)
+    assert "splits" not in single["details"] and single["details"]["test_ids"]
+    with pytest.raises(UnlearnError, match="'splits' is the number of train/test splits"):
+        relearn_attack(tiny, tok, records, Settings(), splits=0)
+
+
 def test_lens_input_points_at_the_fact(tok):
     rendered, t = lens_input(tok, ADA)
     ids = rendered.input_ids

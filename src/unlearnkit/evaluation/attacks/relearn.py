@@ -5,6 +5,10 @@ If unlearning only hid the knowledge, a few steps on *some* forget facts bring b
 reports the worst case (highest success rate) over the learning rates. A test item whose fact
 a train item's question and answer already state (the leak judge, as the in-context attack
 uses it) is left out: relearning it would be plain fine-tuning on its answer.
+
+Half of a small forget set is few facts (11 on the scenario), so one split measures coarsely:
+``splits`` repeats the attack over several splits and pools them, and the details keep the
+test answers' mean NLL before and after relearning, which moves before a greedy answer flips.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import random
 from collections.abc import Sequence
 
 from unlearnkit.data.records import Record
+from unlearnkit.data.render import render
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.attacks.prompts import gives_away
 from unlearnkit.evaluation.attacks.registry import register_attack
 from unlearnkit.evaluation.attacks.scoring import Settings, score_plain
+from unlearnkit.models.engine import token_logprobs
 from unlearnkit.training.loop import OptimConfig
 from unlearnkit.training.sft import finetune
 
@@ -35,40 +41,93 @@ def _rate(items: list[dict]) -> float:
     return sum(item["success"] for item in items) / len(items) if items else 0.0
 
 
-@register_attack("relearn", kind="custom", family="relearning")
-def relearn_attack(model, tokenizer, records: Sequence[Record], settings: Settings, *,
-                   lrs: Sequence[float] = (1e-5, 1e-4), epochs: int = 2, batch_size: int = 4,
-                   seed: int = 0) -> dict:
-    """For each lr: a deep copy, :func:`finetune` (constant lr, no warmup) for ``epochs`` over
-    the train half, then the plain probes of the test half (less the items the train half
-    states, listed in ``details`` as ``stated_by_train``). Items: those of the worst lr;
-    ``details`` has the test half's rate before relearning and the rate at every lr."""
-    if not lrs:
-        raise UnlearnError("relearn: 'lrs' is empty; give at least one learning rate")
-    answered = [r for r in records if r.answer]
+def answer_nll(model, tokenizer, records: Sequence[Record], context: str | None = None
+               ) -> list[float]:
+    """Per record, the mean negative log-likelihood (nats per token) of its true answer after
+    its question, teacher-forced: how far the model is from stating the fact, which moves
+    before the greedy answer does."""
+    rendered = [render(tokenizer, r.question, r.answer, system=r.system, context=context)
+                for r in records]
+    return [float(-lp.mean()) for lp in token_logprobs(model, tokenizer, rendered)]
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _one_split(model, tokenizer, answered: list[Record], settings: Settings, lrs, epochs: int,
+               batch_size: int, seed: int) -> dict | None:
+    """One train/test split: the test half's items at every lr, its answers' NLL before and
+    after, and what the details name (None when the split leaves nothing to train or test)."""
     train_set, halves = relearn_split(answered, seed)
     test_set = [r for r in halves
                 if not any(gives_away(t, r, settings.rouge_threshold) for t in train_set)]
     stated = [r.id for r in halves if r.id not in {x.id for x in test_set}]
     if not train_set or not test_set:
-        return {"items": [], "details": {
-            "skipped": "needs two answered forget records, one of whose facts no other states",
-            "stated_by_train": stated}}
-    before = _rate(score_plain(model, tokenizer, test_set, settings))
+        return {"stated": stated} if stated else None
+    before = score_plain(model, tokenizer, test_set, settings)
+    nll_before = answer_nll(model, tokenizer, test_set, settings.context)
     runs = {}
     for lr in lrs:
         twin = copy.deepcopy(model)
         cfg = OptimConfig(lr=lr, warmup_ratio=0.0, schedule="constant")
         log = finetune(twin, tokenizer, train_set, cfg, epochs=epochs, batch_size=batch_size,
                        seed=seed, desc=f"relearn lr={lr:g}")
-        runs[lr] = (score_plain(twin, tokenizer, test_set, settings), len(log))
+        runs[lr] = (score_plain(twin, tokenizer, test_set, settings), len(log),
+                    answer_nll(twin, tokenizer, test_set, settings.context))
         del twin
-    worst = max(runs, key=lambda lr: _rate(runs[lr][0]))
+    return {"train": train_set, "test": test_set, "stated": stated, "before": before,
+            "nll_before": nll_before, "runs": runs}
+
+
+@register_attack("relearn", kind="custom", family="relearning")
+def relearn_attack(model, tokenizer, records: Sequence[Record], settings: Settings, *,
+                   lrs: Sequence[float] = (1e-5, 1e-4), epochs: int = 2, batch_size: int = 4,
+                   seed: int = 0, splits: int = 1) -> dict:
+    """For each lr: a deep copy, :func:`finetune` (constant lr, no warmup) for ``epochs`` over
+    the train half, then the plain probes of the test half (less the items the train half
+    states, listed in ``details`` as ``stated_by_train``). Items: those of the worst lr;
+    ``details`` has the test half's rate before relearning and the rate at every lr, and the
+    mean NLL of the test answers before and at every lr (``answer_nll_before``, ``_by_lr``).
+
+    ``splits`` > 1 repeats that over that many splits (seeds ``seed``, ``seed + 1``, ...), each
+    relearning from the unlearned model: the items are every split's test items at the lr that
+    is worst over all of them (a record tested in two splits counts twice), and ``details``
+    pools the rates and NLLs and lists each split's own under ``splits``."""
+    if not lrs:
+        raise UnlearnError("relearn: 'lrs' is empty; give at least one learning rate")
+    if splits < 1:
+        raise UnlearnError(f"relearn: 'splits' is the number of train/test splits, at least 1; "
+                           f"got {splits}")
+    answered = [r for r in records if r.answer]
+    done = [_one_split(model, tokenizer, answered, settings, lrs, epochs, batch_size, seed + i)
+            for i in range(splits)]
+    used = [d for d in done if d is not None and "runs" in d]
+    stated = sorted({i for d in done if d for i in d["stated"]})
+    if not used:
+        return {"items": [], "details": {
+            "skipped": "needs two answered forget records, one of whose facts no other states",
+            "stated_by_train": stated}}
+    pooled = {lr: [it for d in used for it in d["runs"][lr][0]] for lr in lrs}
+    worst = max(lrs, key=lambda lr: _rate(pooled[lr]))
     details = {
-        "train_ids": [r.id for r in train_set], "test_ids": [r.id for r in test_set],
-        "stated_by_train": stated,
-        "rate_before": before,
-        "rate_by_lr": {str(lr): _rate(items) for lr, (items, _) in runs.items()},
-        "steps": runs[worst][1], "worst_lr": worst,
+        "rate_before": _rate([it for d in used for it in d["before"]]),
+        "rate_by_lr": {str(lr): _rate(items) for lr, items in pooled.items()},
+        "answer_nll_before": _mean([x for d in used for x in d["nll_before"]]),
+        "answer_nll_by_lr": {str(lr): _mean([x for d in used for x in d["runs"][lr][2]])
+                             for lr in lrs},
+        "worst_lr": worst,
     }
-    return {"items": runs[worst][0], "details": details}
+    if splits == 1:
+        one = used[0]
+        details = {"train_ids": [r.id for r in one["train"]],
+                   "test_ids": [r.id for r in one["test"]], "stated_by_train": stated,
+                   **details, "steps": one["runs"][worst][1]}
+    else:
+        details |= {"stated_by_train": stated, "splits": [
+            {"seed": seed + i, "train_ids": [r.id for r in d["train"]],
+             "test_ids": [r.id for r in d["test"]],
+             "rate_by_lr": {str(lr): _rate(d["runs"][lr][0]) for lr in lrs},
+             "steps": d["runs"][worst][1]}
+            for i, d in enumerate(done) if d is not None and "runs" in d]}
+    return {"items": pooled[worst], "details": details}
