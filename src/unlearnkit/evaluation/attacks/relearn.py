@@ -58,7 +58,8 @@ def _mean(values: list[float]) -> float | None:
 def _one_split(model, tokenizer, answered: list[Record], settings: Settings, lrs, epochs: int,
                batch_size: int, seed: int) -> dict | None:
     """One train/test split: the test half's items at every lr, its answers' NLL before and
-    after, and what the details name (None when the split leaves nothing to train or test)."""
+    after, and what the details name. When the split leaves nothing to train or test: only
+    the ids the train half states (``{"stated": [...]}``), or None when there are none."""
     train_set, halves = relearn_split(answered, seed)
     test_set = [r for r in halves
                 if not any(gives_away(t, r, settings.rouge_threshold) for t in train_set)]
