@@ -21,7 +21,8 @@ KINDS = {"demo.yaml": DemoConfig, "data-tofu.yaml": DataConfig,
          "tune-scenario.yaml": TuneConfig, "data-tofu-val.yaml": DataConfig,
          "tune-tofu.yaml": TuneConfig, "bench-tofu-capped.yaml": BenchConfig,
          "bench-scenario-capped.yaml": BenchConfig, "bench-tofu-fluent.yaml": BenchConfig,
-         "bench-scenario-holdout.yaml": BenchConfig, "bench-scenario-attacks.yaml": BenchConfig}
+         "bench-scenario-holdout.yaml": BenchConfig, "bench-scenario-attacks.yaml": BenchConfig,
+         "bench-scenario-relearn.yaml": BenchConfig}
 PRESETS = sorted(str(p.relative_to(CONFIGS)) for pattern in ("*.yaml", "gpu/*.yaml")
                  for p in CONFIGS.glob(pattern))
 
