@@ -238,7 +238,7 @@ def test_relearn_leaves_out_test_items_the_train_half_states(tok, tiny):
 
 def test_answer_nll_is_the_mean_token_nll_of_the_true_answer(tok, tiny):
     from unlearnkit.data.render import render
-    from unlearnkit.evaluation.attacks.relearn import answer_nll
+    from unlearnkit.evaluation.attacks.relearn import true_answer_nll as answer_nll
     from unlearnkit.models.engine import token_logprobs
 
     records = _forget(2)

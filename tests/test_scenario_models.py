@@ -158,9 +158,9 @@ def test_long_replay_answers_are_cut_to_sentences_cached_and_kept_apart(monkeypa
 
 def test_injected_models_keep_their_cache_keys_across_new_optimiser_settings():
     """Keys computed by the code before ``optim.beta1/beta2/eps`` (and ``sam_rho``) existed
-    (commit 3c5ceb5): at
-    their defaults the new settings stay out of the key, so cached models are found after an
-    upgrade (an injection takes 10-20 minutes on 2 cores); another value makes a new key."""
+    (commit 3c5ceb5): at their defaults the new settings stay out of the key, so cached models
+    are found after an upgrade (an injection takes 10-20 minutes on 2 cores); another value
+    makes a new key."""
     import dataclasses
 
     from unlearnkit.data.records import Record

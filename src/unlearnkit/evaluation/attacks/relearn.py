@@ -23,6 +23,7 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.attacks.prompts import gives_away
 from unlearnkit.evaluation.attacks.registry import register_attack
 from unlearnkit.evaluation.attacks.scoring import Settings, score_plain
+from unlearnkit.evaluation.mia import loss_score
 from unlearnkit.models.engine import token_logprobs
 from unlearnkit.training.loop import OptimConfig
 from unlearnkit.training.sft import finetune
@@ -41,14 +42,15 @@ def _rate(items: list[dict]) -> float:
     return sum(item["success"] for item in items) / len(items) if items else 0.0
 
 
-def answer_nll(model, tokenizer, records: Sequence[Record], context: str | None = None
-               ) -> list[float]:
-    """Per record, the mean negative log-likelihood (nats per token) of its true answer after
-    its question, teacher-forced: how far the model is from stating the fact, which moves
-    before the greedy answer does."""
+def true_answer_nll(model, tokenizer, records: Sequence[Record], context: str | None = None
+                    ) -> list[float]:
+    """Per record, the mean negative log-likelihood (nats per token, end of turn included:
+    :func:`~unlearnkit.evaluation.mia.loss_score`) of its true answer after its question,
+    teacher-forced: how far the model is from stating the fact, which moves before the greedy
+    answer does."""
     rendered = [render(tokenizer, r.question, r.answer, system=r.system, context=context)
                 for r in records]
-    return [float(-lp.mean()) for lp in token_logprobs(model, tokenizer, rendered)]
+    return [loss_score(lp) for lp in token_logprobs(model, tokenizer, rendered)]
 
 
 def _mean(values: list[float]) -> float | None:
@@ -67,7 +69,7 @@ def _one_split(model, tokenizer, answered: list[Record], settings: Settings, lrs
     if not train_set or not test_set:
         return {"stated": stated} if stated else None
     before = score_plain(model, tokenizer, test_set, settings)
-    nll_before = answer_nll(model, tokenizer, test_set, settings.context)
+    nll_before = true_answer_nll(model, tokenizer, test_set, settings.context)
     runs = {}
     for lr in lrs:
         twin = copy.deepcopy(model)
@@ -75,10 +77,10 @@ def _one_split(model, tokenizer, answered: list[Record], settings: Settings, lrs
         log = finetune(twin, tokenizer, train_set, cfg, epochs=epochs, batch_size=batch_size,
                        seed=seed, desc=f"relearn lr={lr:g}")
         runs[lr] = (score_plain(twin, tokenizer, test_set, settings), len(log),
-                    answer_nll(twin, tokenizer, test_set, settings.context))
+                    true_answer_nll(twin, tokenizer, test_set, settings.context))
         del twin
-    return {"train": train_set, "test": test_set, "stated": stated, "before": before,
-            "nll_before": nll_before, "runs": runs}
+    return {"seed": seed, "train": train_set, "test": test_set, "stated": stated,
+            "before": before, "nll_before": nll_before, "runs": runs}
 
 
 @register_attack("relearn", kind="custom", family="relearning")
@@ -126,9 +128,9 @@ def relearn_attack(model, tokenizer, records: Sequence[Record], settings: Settin
                    **details, "steps": one["runs"][worst][1]}
     else:
         details |= {"stated_by_train": stated, "splits": [
-            {"seed": seed + i, "train_ids": [r.id for r in d["train"]],
+            {"seed": d["seed"], "train_ids": [r.id for r in d["train"]],
              "test_ids": [r.id for r in d["test"]],
              "rate_by_lr": {str(lr): _rate(d["runs"][lr][0]) for lr in lrs},
              "steps": d["runs"][worst][1]}
-            for i, d in enumerate(done) if d is not None and "runs" in d]}
+            for d in used]}
     return {"items": pooled[worst], "details": details}
