@@ -68,7 +68,7 @@ def test_run_metrics_and_objectives_by_hand():
                  "keep_refusal": 0.125, "prefill": 0.2, "forget_degenerate": None,
                  "forget_unlikely": None, "forget_fluent": None, "retain_held_out": None,
                  "neighbor_held_out": None, "attack_worst": None, "attacks": {"prefill": 0.2},
-                 "attack_chance": {}}
+                 "attack_chance": {}, "relearn": None}
     # with unlearn.holdout, the held-out people's accuracy too
     held = summary(0.25, 0.5, 0.75, 1.0)
     held["neighbor"]["held_out"] = {"accuracy": 0.5, "refusal": 0.0, "n": 2}
