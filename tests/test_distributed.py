@@ -71,6 +71,20 @@ def test_sharpness_aware_steps_under_two_processes_match_one(tmp_path):
     assert max(float((plain[k] - one[k]).abs().max()) for k in one) > 1e-3
 
 
+def test_forget_term_sharpness_aware_steps_under_two_processes_match_one(tmp_path):
+    """optim.sam_scope: forget under DDP, with a micro-batch whose forget rows all sit on one
+    process (the other's forget term is a constant): both processes backpropagate every pass
+    alike, and the weights match one process's, which differ from the whole loss's SAM."""
+    run([sys.executable, str(SCRIPT), str(tmp_path / "whole.safetensors"), "sam"], tmp_path)
+    run([sys.executable, str(SCRIPT), str(tmp_path / "one.safetensors"), "fsam"], tmp_path)
+    run(launch(SCRIPT, tmp_path / "two.safetensors", "fsam", port=29547), tmp_path)
+    whole, one, two = (load_file(tmp_path / f"{name}.safetensors")
+                       for name in ("whole", "one", "two"))
+    for key in one:
+        torch.testing.assert_close(one[key], two[key], atol=1e-4, rtol=1e-4)
+    assert max(float((whole[k] - one[k]).abs().max()) for k in one) > 1e-3
+
+
 def test_fsdp2_shards_the_weights_and_saves_them_whole_like_one_process(tmp_path):
     """FSDP2 (accelerate's fsdp_version 2, switched on by hand on CPU processes: see
     scripts/fsdp2.py): each process holds half of each weight, training matches one process

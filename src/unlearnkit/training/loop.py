@@ -144,19 +144,14 @@ def make_adamw(params: list[torch.Tensor], cfg: OptimConfig, accelerator=None):
 def _check_sam(cfg: OptimConfig, accelerator, step_fn=None) -> None:
     """Sharpness-aware steps move every trainable weight along the whole gradient, which
     FSDP's shards and DeepSpeed's engine hold apart from the parameters. The forget term's
-    alone runs on one process (untested under DDP) and needs a step that leaves its backward
-    pass to the loop."""
+    alone needs a step that leaves its backward pass to the loop."""
     if cfg.sam_rho <= 0:
         return
-    kind = _distributed_kind(accelerator)
-    name = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}.get(kind)
+    name = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}.get(_distributed_kind(accelerator))
     if name:
         raise UnlearnError(f"optim.sam_rho needs the whole gradient on every process, which "
                            f"{name} shards: set optim.sam_rho=0, or launch with "
                            "configs/accelerate/ddp.yaml")
-    if cfg.sam_scope == "forget" and getattr(accelerator, "num_processes", 1) > 1:
-        raise UnlearnError("optim.sam_scope=forget runs on one process: launch without "
-                           "accelerate's several processes, or set optim.sam_scope=all")
     if cfg.sam_scope == "forget" and getattr(step_fn, "own_gradients", False):
         raise UnlearnError("optim.sam_scope=forget: this method takes its gradients itself, "
                            "so its forget term's cannot be taken apart; set "
@@ -348,7 +343,11 @@ def _accumulate(model, plan, step, step_fn, cfg, accelerator, part: str = "all")
             raise UnlearnError(f"non-finite loss at step {step + 1} ({logs}); lower optim.lr "
                                "or switch off mixed precision")
         target = _part(loss, part)
-        if target.requires_grad:  # a micro-batch without forget rows has no forget term
+        if part != "all" and loss.requires_grad:
+            # through the whole loss's graph at weight 0: under DDP every process then
+            # backpropagates alike, one whose rows hold no forget item too
+            target = target + 0.0 * loss
+        if target.requires_grad:
             accelerator.backward(target / cfg.grad_accum)
         if part != "all":
             logs = {**logs, "forget_term": float(forget_term(loss).detach())}
