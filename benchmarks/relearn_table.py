@@ -6,7 +6,8 @@ Reads each finished run's results.json (``<label>/seed-<n>``) and prints a Markd
 forget, retain, neighbour and general accuracy of the unlearned model, the prefill,
 hypothetical and 4-bit attacks' success, and the relearning attack's success over its test
 items with the mean NLL (nats per token) of the test answers before relearning and after it at
-the worst learning rate (docs/RESULTS.md, "Sharpness-aware push-pull against relearning").
+the worst learning rate, and of their fact tokens alone where the run recorded it (runs from
+the twenty-sixth session on; docs/RESULTS.md, "Sharpness-aware push-pull against relearning").
 Trains and evaluates nothing.
 """
 
@@ -16,7 +17,8 @@ from pathlib import Path
 from statistics import mean
 
 COLUMNS = ("forget", "retain", "neighbor", "general", "prefill", "hypothetical",
-           "quantize_4bit", "relearn", "relearn tests", "NLL before", "NLL after")
+           "quantize_4bit", "relearn", "relearn tests", "NLL before", "NLL after",
+           "fact NLL before", "fact NLL after")
 
 
 def row(results: dict) -> dict:
@@ -33,6 +35,9 @@ def row(results: dict) -> dict:
         if details.get("answer_nll_before") is not None:
             out["NLL before"] = details["answer_nll_before"]
             out["NLL after"] = details["answer_nll_by_lr"][str(details["worst_lr"])]
+        if details.get("target_nll_before") is not None:
+            out["fact NLL before"] = details["target_nll_before"]
+            out["fact NLL after"] = details["target_nll_by_lr"][str(details["worst_lr"])]
     return out
 
 

@@ -236,17 +236,32 @@ def test_relearn_leaves_out_test_items_the_train_half_states(tok, tiny):
     assert [i["id"] for i in out["items"]] == out["details"]["test_ids"]
 
 
-def test_answer_nll_is_the_mean_token_nll_of_the_true_answer(tok, tiny):
+def test_answer_nll_is_the_mean_token_nll_of_the_whole_answer_and_of_its_fact(tok, tiny):
     from unlearnkit.data.render import render
-    from unlearnkit.evaluation.attacks.relearn import true_answer_nll as answer_nll
+    from unlearnkit.evaluation.attacks.relearn import true_answer_nll
     from unlearnkit.models.engine import token_logprobs
 
-    records = _forget(2)
-    got = answer_nll(tiny, tok, records)
-    for rec, value in zip(records, got, strict=True):
+    bare = Record(id="b", split="forget", question="Who?", answer="Nobody we know.",
+                  targets=["Dunmere"])
+    records = [*_forget(2), bare]
+    got = true_answer_nll(tiny, tok, records)
+    for rec, (whole, fact) in zip(records, got, strict=True):
         logps = token_logprobs(tiny, tok, [render(tok, rec.question, rec.answer)])[0]
-        assert value == pytest.approx(-float(logps.sum()) / len(logps))
-        assert value > 0
+        assert whole == pytest.approx(-float(logps.sum()) / len(logps))
+        assert whole > 0
+        if rec is bare:  # the answer states no target: no fact tokens
+            assert fact is None
+            continue
+        # char-level tokenizer: the fact's tokens are the characters of "Town<i>", which
+        # end the answer before its "." and the end of turn
+        start = rec.answer.index(rec.targets[0])
+        span = logps[start:start + len(rec.targets[0])]
+        assert fact == pytest.approx(-float(span.sum()) / len(span))
+        assert fact != pytest.approx(whole)
+    # pooled: the whole answers over every answer, the facts over the answers stating one
+    from unlearnkit.evaluation.attacks.relearn import _nll_means
+    assert _nll_means([(1.0, None), (3.0, 2.0), (5.0, 6.0)]) == (3.0, 4.0)
+    assert _nll_means([(1.0, None)]) == (1.0, None)
 
 
 def test_relearn_over_several_splits_pools_their_test_items(tok, tiny):
@@ -267,6 +282,9 @@ def test_relearn_over_several_splits_pools_their_test_items(tok, tiny):
     # a step at 1e-2 on three other people's sentences of the same form: the test answers'
     # NLL falls (the random model has seen none of them)
     assert details["answer_nll_by_lr"]["0.01"] < details["answer_nll_before"]
+    # the fact tokens' NLL is pooled over the same test answers (each states its town)
+    assert set(details["target_nll_by_lr"]) == {"0.001", "0.01"}
+    assert details["target_nll_before"] > 0
     single = relearn_attack(tiny, tok, records, Settings(max_new_tokens=2), lrs=(1e-3,),
                             epochs=1)
     assert "splits" not in single["details"] and single["details"]["test_ids"]

@@ -68,7 +68,7 @@ def test_run_metrics_and_objectives_by_hand():
                  "keep_refusal": 0.125, "prefill": 0.2, "forget_degenerate": None,
                  "forget_unlikely": None, "forget_fluent": None, "retain_held_out": None,
                  "neighbor_held_out": None, "attack_worst": None, "attacks": {"prefill": 0.2},
-                 "attack_chance": {}}
+                 "attack_chance": {}, "relearn": None}
     # with unlearn.holdout, the held-out people's accuracy too
     held = summary(0.25, 0.5, 0.75, 1.0)
     held["neighbor"]["held_out"] = {"accuracy": 0.5, "refusal": 0.0, "n": 2}
@@ -192,6 +192,42 @@ def test_the_leaderboard_shows_every_attack_and_judges_the_worst():
     plain = leaderboard([entry("a", [metrics(0.0, prefill=0.2)] * 2)])
     assert "Attack success" not in to_markdown(plain)
     assert "worst attack" not in to_markdown(plain) and "1 - prefill" in to_markdown(plain)
+
+
+def relearned(rate, before, nll_before, nll_after, fact=None):
+    """An ``after`` entry that ran the prefill and the relearning attack (worst lr 1e-4; the
+    other lr's figures must not be shown); ``fact``: (fact NLL before, after), if recorded."""
+    details = {"rate_before": before, "rate_by_lr": {"1e-05": 0.0, "0.0001": rate},
+               "answer_nll_before": nll_before,
+               "answer_nll_by_lr": {"1e-05": 9.0, "0.0001": nll_after}, "worst_lr": 1e-4}
+    if fact:
+        details |= {"target_nll_before": fact[0], "target_nll_by_lr": {"1e-05": 9.0,
+                                                                      "0.0001": fact[1]}}
+    return {"summary": summary(0.0, 1.0, 1.0, 1.0), "prefill_attack": 0.0,
+            "attacks": {"prefill": {"success_rate": 0.0},
+                        "relearn": {"success_rate": rate, "details": details}}}
+
+
+def test_the_leaderboard_tables_relearning_before_and_after():
+    a = [run_metrics(relearned(0.2, 0.0, 2.0, 1.0)), run_metrics(relearned(0.4, 0.1, 4.0, 3.0))]
+    assert a[0]["relearn"] == {"rate_before": 0.0, "rate": 0.2, "answer_nll_before": 2.0,
+                               "answer_nll": 1.0, "target_nll_before": None,
+                               "target_nll": None}
+    b = [run_metrics(relearned(0.1, 0.0, 5.0, 4.0, fact=(6.0, 5.0)))]
+    rows = leaderboard([entry("a", a), entry("b", b), entry("c", [metrics(0.0)])])
+    assert rows[2]["relearn"] is None  # never relearned: no row in the table
+    table = to_markdown(rows)
+    part = table[table.index("## Relearning"):]
+    # two seeds: t_1 = 12.706 times the standard error, sd(0.2, 0.4) / sqrt(2) = 0.1
+    assert "| a | 0.050 ± 0.635 | 0.300 ± 1.271 | 3.000 ± 12.706 | 2.000 ± 12.706 | - | - |" \
+        in part
+    assert "| b | 0.000 | 0.100 | 5.000 | 4.000 | 6.000 | 5.000 |" in part
+    assert "| c |" not in part
+    # no run recorded the fact tokens' NLL: their columns are left out
+    only_a = to_markdown(leaderboard([entry("a", a)]))
+    assert "answer NLL after" in only_a and "fact NLL" not in only_a
+    assert "Relearning" in render_html(rows)
+    assert "## Relearning" not in to_markdown(leaderboard([entry("c", [metrics(0.0)])]))
 
 
 def test_with_the_oracle_attacked_too_robustness_is_the_worst_attack_beyond_it():

@@ -18,7 +18,7 @@ from unlearnkit.evaluation.chance import (
     worst_beyond,
 )
 from unlearnkit.evaluation.results import AttackRecord, new_results
-from unlearnkit.report.build import attack_table
+from unlearnkit.report.build import attack_table, relearn_table
 from unlearnkit.report.runs import from_results
 
 
@@ -138,6 +138,28 @@ def test_run_results_with_several_attacks_feed_the_report(tmp_path):
     assert run.attacks == {"prefill": 0.1, "mcq": 0.5} and run.chance == {"mcq": 0.25}
     assert run.value("attack/worst_case") == pytest.approx(1 / 3)
     assert attack_table([run])["worst"][0]["text"] == "33% (mcq above chance)"
+    assert run.relearn is None and relearn_table([run]) == []
+    # the relearning attack: its figures at the worst lr, per column
+    after["attacks"]["relearn"] = {"success_rate": 0.25, "n": 4, "details": {
+        "rate_before": 0.0, "rate_by_lr": {"0.0001": 0.25}, "answer_nll_before": 2.5,
+        "answer_nll_by_lr": {"0.0001": 1.25}, "target_nll_before": None,
+        "target_nll_by_lr": {"0.0001": None}, "worst_lr": 0.0001}}
+    path.write_text(json.dumps({"results": {"after": after}}))
+    (run,) = load_runs(path)
+    res = new_results({"model": "m"}, seed=0, name="skipped")  # relearning had too few items
+    res.attacks["relearn"] = AttackRecord(None, 0, "custom", "relearning",
+                                          details={"skipped": "too few"})
+    skipped = from_results(res, tmp_path / "skipped.json")
+    assert skipped.relearn is None
+    assert relearn_table([run, skipped]) == [
+        {"key": "success before", "cells": ["0.000", "-"]},
+        {"key": "success after", "cells": ["0.250", "-"]},
+        {"key": "answer NLL before", "cells": ["2.500", "-"]},
+        {"key": "answer NLL after", "cells": ["1.250", "-"]}]  # no fact NLL: no rows
+    from unlearnkit.report.build import render_report
+    html = render_report([run, skipped])
+    assert "<h3>Relearning</h3>" in html and "answer NLL after" in html
+    assert "<h3>Relearning</h3>" not in render_report([skipped])
 
 
 def test_the_report_names_the_worst_attack_beyond_the_oracle(tmp_path):

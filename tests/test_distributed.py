@@ -56,19 +56,25 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert any(not torch.allclose(start[k], one[k]) for k in one)
 
 
-def test_sharpness_aware_steps_under_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize(("mode", "reference", "port"), [("sam", "", 29543),
+                                                      ("fsam", "sam", 29547)])
+def test_sharpness_aware_steps_under_two_processes_match_one(tmp_path, mode, reference, port):
     """Each process shifts its weights by the all-reduced gradient, so DDP takes the same SAM
     steps as one process with the whole batch (to 1e-4: AdamW's normalised steps carry the
     reduction's rounding further than plain steps do), and SAM moves the weights ten times
-    further from the plain steps' than that."""
-    run([sys.executable, str(SCRIPT), str(tmp_path / "plain.safetensors")], tmp_path)
-    run([sys.executable, str(SCRIPT), str(tmp_path / "one.safetensors"), "sam"], tmp_path)
-    run(launch(SCRIPT, tmp_path / "two.safetensors", "sam", port=29543), tmp_path)
-    plain, one, two = (load_file(tmp_path / f"{name}.safetensors")
-                       for name in ("plain", "one", "two"))
+    further from the plain steps' than that. ``fsam``: on the forget term alone
+    (optim.sam_scope: forget), with a micro-batch whose forget rows all sit on one process
+    (the other's forget term is a constant), every process backpropagates every pass alike,
+    and the weights differ from the whole loss's SAM."""
+    run([sys.executable, str(SCRIPT), str(tmp_path / "reference.safetensors"),
+         *([reference] if reference else [])], tmp_path)
+    run([sys.executable, str(SCRIPT), str(tmp_path / "one.safetensors"), mode], tmp_path)
+    run(launch(SCRIPT, tmp_path / "two.safetensors", mode, port=port), tmp_path)
+    other, one, two = (load_file(tmp_path / f"{name}.safetensors")
+                       for name in ("reference", "one", "two"))
     for key in one:
         torch.testing.assert_close(one[key], two[key], atol=1e-4, rtol=1e-4)
-    assert max(float((plain[k] - one[k]).abs().max()) for k in one) > 1e-3
+    assert max(float((other[k] - one[k]).abs().max()) for k in one) > 1e-3
 
 
 def test_fsdp2_shards_the_weights_and_saves_them_whole_like_one_process(tmp_path):

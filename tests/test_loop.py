@@ -11,6 +11,7 @@ from unlearnkit.models.teacher_cache import teacher_topk
 from unlearnkit.models.tiny import tiny_model
 from unlearnkit.objectives.baselines.common import place_topk, topk_kl
 from unlearnkit.objectives.nll import nll_loss
+from unlearnkit.objectives.terms import with_forget_term
 from unlearnkit.training import loop
 from unlearnkit.training.checkpoint import latest_checkpoint
 from unlearnkit.training.loop import OptimConfig, _lr_lambda, make_adamw, train
@@ -290,6 +291,62 @@ def test_a_sharpness_aware_step_takes_the_gradient_at_the_shifted_weights(rho):
                                                               * shifted ** 2).sum()))
     else:
         assert "sam_loss" not in logs
+
+
+def _split_quadratic_step(model, _batch):
+    """Forget term f(w) = 1/2 (1 w0^2 + 2 w1^2); keep term r(w) = 1/2 |w - (1, 1)|^2."""
+    forget = 0.5 * (model.a * model.w ** 2).sum()
+    keep = 0.5 * ((model.w - 1.0) ** 2).sum()
+    return with_forget_term(forget + keep, forget), {"keep": float(keep.detach())}
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.5])
+def test_a_forget_term_sharpness_aware_step_shifts_along_the_forget_gradient_alone(rho):
+    """Fan et al. 2025: g = grad f(w + rho grad f / |grad f|) + grad r(w). From w = (3, 4):
+    grad f = (3, 8), |grad f| = sqrt(73); grad r = w - 1 = (2, 3), taken at w itself."""
+    model = _Quadratic()
+    params = [model.w]
+    cfg = OptimConfig(sam_rho=rho, sam_scope="forget", max_grad_norm=0.0)
+    recorder = _Recorder(params)
+    logs = loop._optimizer_step(model, [[0]], 0, _split_quadratic_step, cfg,
+                                loop.make_accelerator(cfg), recorder, params)
+    a, w = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])
+    shifted = w + rho * torch.tensor([3.0, 8.0]) / 73 ** 0.5
+    torch.testing.assert_close(recorder.seen[0], a * shifted + torch.tensor([2.0, 3.0]))
+    torch.testing.assert_close(model.w.detach(), w)  # moved back
+    assert logs["loss"] == pytest.approx(0.5 * (9 + 2 * 16) + 0.5 * (4 + 9))  # at w itself
+    if rho:
+        assert logs["forget_term"] == pytest.approx(0.5 * (9 + 2 * 16))
+        assert logs["sam_loss"] == pytest.approx(0.5 * float((a * shifted ** 2).sum()))
+    else:  # sam_rho 0: a plain step, whatever the scope
+        assert "forget_term" not in logs and "sam_loss" not in logs
+    # the whole loss's shift (sam_scope all) climbs the keep term too: another gradient
+    whole = OptimConfig(sam_rho=rho, max_grad_norm=0.0)
+    loop._optimizer_step(model, [[0]], 0, _split_quadratic_step, whole,
+                         loop.make_accelerator(whole), recorder, params)
+    g = torch.tensor([3.0 + 2.0, 8.0 + 3.0])
+    at = w + rho * g / float(g.norm())
+    torch.testing.assert_close(recorder.seen[0], a * at + (at - 1.0))
+
+
+def test_a_forget_term_shift_needs_a_step_that_names_its_forget_term():
+    model = _Quadratic()
+    cfg = OptimConfig(sam_rho=0.1, sam_scope="forget")
+    with pytest.raises(UnlearnError, match="does not name its forget term"):
+        loop._optimizer_step(model, [[0]], 0, _quadratic_step, cfg, loop.make_accelerator(cfg),
+                             _Recorder([model.w]), [model.w])
+    with pytest.raises(UnlearnError, match="sam_scope must be 'all'"):
+        OptimConfig(sam_scope="keep")
+
+    def own(model, batch):
+        return _quadratic_step(model, batch)
+
+    own.own_gradients = True  # NGDiff takes its gradients itself
+    with pytest.raises(UnlearnError, match="takes its gradients itself"):
+        loop._check_sam(cfg, _fake_accelerator("NO", processes=1), own)
+    loop._check_sam(OptimConfig(sam_rho=0.1), _fake_accelerator("NO", processes=1), own)
+    loop._check_sam(OptimConfig(sam_scope="forget"), _fake_accelerator("NO"), own)  # no shift
+    loop._check_sam(cfg, _fake_accelerator("MULTI_GPU"), _split_quadratic_step)  # DDP is fine
 
 
 def test_sharpness_aware_training_learns_and_is_refused_where_gradients_are_sharded(tok):

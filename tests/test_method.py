@@ -8,6 +8,7 @@ from unlearnkit.models.teacher import TeacherConfig, instruction
 from unlearnkit.models.teacher_cache import response_logits, teacher_topk
 from unlearnkit.models.tiny import tiny_model
 from unlearnkit.objectives.pushpull import PushPullConfig, _aligned, _window, pushpull_step
+from unlearnkit.objectives.terms import forget_term
 from unlearnkit.training.loop import OptimConfig, train
 from unlearnkit.training.unlearn import (
     MixConfig,
@@ -110,6 +111,16 @@ def test_method_trains_end_to_end_on_the_tiny_model(tok, cache_dir):
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in hist)
     assert {"pull", "push", "adv"} <= set(hist[0])
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    # the forget term is push + adv (beta = gamma = 1), the pull stays with the keep terms
+    step = pushpull_step(0, PushPullConfig(top_m=3))
+    loss, logs = step(model, plan[0])
+    forget, loss = forget_term(loss).detach(), loss.detach()
+    assert float(forget) == pytest.approx(logs["push"] + logs["adv"], rel=1e-5)
+    assert float(loss - forget) == pytest.approx(logs["pull"], rel=1e-5)
+    # sharpness-aware on the forget term alone (Fan et al. 2025) trains end to end too
+    hist = train(model, plan, step, OptimConfig(lr=1e-3, sam_rho=0.05, sam_scope="forget"))
+    assert all(torch.isfinite(torch.tensor(h["sam_loss"])) for h in hist)
+    assert all(h["forget_term"] == pytest.approx(h["push"] + h["adv"], rel=1e-5) for h in hist)
 
 
 def test_promote_response_makes_each_token_top1_by_the_boost():

@@ -157,7 +157,8 @@ def test_long_replay_answers_are_cut_to_sentences_cached_and_kept_apart(monkeypa
 
 
 def test_injected_models_keep_their_cache_keys_across_new_optimiser_settings():
-    """Keys computed by the code before ``optim.beta1/beta2/eps`` (and ``sam_rho``) existed
+    """Keys computed by the code before ``optim.beta1/beta2/eps`` (and ``sam_rho``,
+    ``sam_scope``) existed
     (commit 3c5ceb5): at their defaults the new settings stay out of the key, so cached models
     are found after an upgrade (an injection takes 10-20 minutes on 2 cores); another value
     makes a new key."""
@@ -170,6 +171,6 @@ def test_injected_models_keep_their_cache_keys_across_new_optimiser_settings():
     assert cache_key("acme/tiny-model", InjectConfig(), records, "injected") == "b61e910ca86cce66"
     assert cache_key("acme/tiny-model", InjectConfig(stop_after_epochs=5), records,
                      "oracle") == "a8e398edaba66a33"
-    for change in ({"eps": 1e-6}, {"sam_rho": 0.05}):
+    for change in ({"eps": 1e-6}, {"sam_rho": 0.05}, {"sam_scope": "forget"}):
         other = InjectConfig(optim=dataclasses.replace(InjectConfig().optim, **change))
         assert cache_key("acme/tiny-model", other, records, "injected") != "b61e910ca86cce66"

@@ -1,13 +1,15 @@
 """Train the tiny model on a fixed plan; run alone or under `accelerate launch` (DDP, gloo).
 
-Usage: python ddp_train.py OUT.safetensors [fsdp2|stop0|sam] [--checkpoints DIR] [--resume]
+Usage: python ddp_train.py OUT.safetensors [fsdp2|stop0|sam|fsam] [--checkpoints DIR] [--resume]
 
 With ``fsdp2`` (under `accelerate launch`, 2 CPU processes) the model is sharded in place by
 FSDP2 (:mod:`fsdp2`) and saved through ``save_trained``, which gathers the shards.
 ``--checkpoints DIR`` checkpoints every 2 steps under DIR (``--resume``: from the last one).
 With ``stop0`` only the main process asks to stop early, after step 2; each process writes
 how many steps it ran to OUT-<rank>.json. With ``sam`` the steps are sharpness-aware
-(``optim.sam_rho`` 0.05).
+(``optim.sam_rho`` 0.05); with ``fsam`` on the forget term alone (``optim.sam_scope: forget``):
+the answers to questions 0-3 are the forget items, the second micro-batch holds none, and the
+third's are all on the first of two processes (rows ``rank::2``).
 """
 
 import json
@@ -21,8 +23,27 @@ from safetensors.torch import save_file
 from unlearnkit.data.render import render
 from unlearnkit.models.loader import save_trained
 from unlearnkit.models.tiny import tiny_model, tiny_tokenizer
+from unlearnkit.objectives.terms import with_forget_term
 from unlearnkit.training.loop import OptimConfig, make_accelerator, train
 from unlearnkit.training.sft import sft_step
+
+
+def split_step(step_fn, forget: set[int]):
+    """``step_fn``'s mean NLL as forget rows' share plus keep rows' share (equal-length rows:
+    the same loss), marked with the forget rows' share as the forget term."""
+
+    def step(model, batch):
+        parts = {}
+        for name, rows in (("forget", [it for it in batch if id(it) in forget]),
+                           ("keep", [it for it in batch if id(it) not in forget])):
+            loss = step_fn(model, rows)[0] * (len(rows) / len(batch)) if rows else None
+            parts[name] = loss
+        zero = torch.zeros(())
+        forget_loss = parts["forget"] if parts["forget"] is not None else zero
+        keep_loss = parts["keep"] if parts["keep"] is not None else zero
+        return with_forget_term(forget_loss + keep_loss, forget_loss), {}
+
+    return step
 
 
 def main(out: str, mode: str = "", ckpt: str | None = None, resume: bool = False) -> None:
@@ -33,11 +54,15 @@ def main(out: str, mode: str = "", ckpt: str | None = None, resume: bool = False
     items = [render(tok, f"Question {i}?", f"Answer {i}.") for i in range(8)]
     plan = [items[:4], items[4:], items[2:6], [*items[6:], *items[:2]]]
     cfg = OptimConfig(lr=2e-3, warmup_ratio=0.0, checkpoint_every=2 if ckpt else 0,
-                      sam_rho=0.05 if mode == "sam" else 0.0)
+                      sam_rho=0.05 if mode in ("sam", "fsam") else 0.0,
+                      sam_scope="forget" if mode == "fsam" else "all")
     accelerator = make_accelerator(cfg)
     if mode == "fsdp2":
         as_fsdp2(accelerator)
     step_fn, calls = sft_step(tok.pad_token_id), []
+    if mode == "fsam":
+        step_fn = split_step(step_fn, {id(it) for it in items[:4]})
+        plan[2] = [items[0], items[4], items[1], items[5]]
 
     def counted(model, batch):
         calls.append(len(batch))

@@ -36,6 +36,7 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.models.engine import forward_responses
 from unlearnkit.models.teacher_cache import TopK
 from unlearnkit.objectives.nll import masked_mean, nll_loss
+from unlearnkit.objectives.terms import with_forget_term
 
 
 def pull_loss(student: torch.Tensor, teacher_values: torch.Tensor,
@@ -321,7 +322,7 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
         forget = [e for e in examples if e.true_input is not None] \
             if cfg.push or cfg.prefill else []
         if not pulled and not forget:
-            return total, logs
+            return with_forget_term(total, total), logs
         logits, labels, off = _window(model, pulled + [e.true_input for e in forget], pad_id)
         if pulled:
             part = logits[:len(pulled)]
@@ -342,9 +343,11 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
             if keep:
                 loss = nll_loss(part[keep], labels[keep])
                 total, logs["keep_nll"] = total + cfg.keep_nll * loss, float(loss.detach())
-        if forget:
-            total = total + _forget_terms(logits[len(pulled):], off, forget, cfg, logs)
-        return total, logs
+        # the push and prefill terms are the forget term (optim.sam_scope: forget); the
+        # forget rows' pull, toward the teacher, stays with the keep terms
+        forget_loss = _forget_terms(logits[len(pulled):], off, forget, cfg, logs) if forget \
+            else torch.zeros((), device=total.device)
+        return with_forget_term(total + forget_loss, forget_loss), logs
 
     return step
 

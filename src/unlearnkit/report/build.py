@@ -20,6 +20,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation.attacks.relearn import READINGS
 from unlearnkit.evaluation.chance import worst_beyond
 from unlearnkit.evaluation.results import OBJECTIVES
 from unlearnkit.fsutil import atomic_write_text
@@ -200,6 +201,15 @@ def beyond_oracle(columns: list[Run]) -> list[dict[str, str]] | None:
     return cells
 
 
+def relearn_table(columns: list[Run]) -> list[dict[str, Any]]:
+    """One row per relearning reading some column has (:data:`READINGS`), a cell per column
+    ("-" where the column has none); empty when no column ran the relearning attack."""
+    shown = [(k, t) for k, t in READINGS if any(c.relearn and c.relearn[k] is not None
+                                                for c in columns)]
+    return [{"key": title, "cells": [fmt(c.relearn[k]) if c.relearn else "-" for c in columns]}
+            for k, title in shown]
+
+
 # --------------------------------------------------------------- examples, diagnostics
 
 
@@ -345,7 +355,8 @@ def render_report(columns: list[Run], *, title: str = "Unlearning report",
         title=title, generated=now, columns=[_column_info(c) for c in columns],
         colors=colors_for([c.role for c in columns]), scores=score_rows(columns),
         objectives=objective_sections(columns), tradeoffs=tradeoffs(columns),
-        attacks=attack_table(columns), examples=examples(columns, examples_per_split),
+        attacks=attack_table(columns), relearn=relearn_table(columns),
+        examples=examples(columns, examples_per_split),
         diagnostics=diagnostics(columns), training=training_sections(columns))
 
 

@@ -24,7 +24,8 @@ boundary are those of the held-out people (:func:`held_out_splits`). When the ru
 with more than the prefill attack (``run.attacks``), robustness is 1 - the worst attack's leak
 rate, or, when the oracle ran the same attacks, 1 - the largest amount by which an attack's
 rate exceeds the oracle's (:func:`with_excess`): some attacks "succeed" on a model that never
-learned the facts."""
+learned the facts. When the runs ran the relearning attack, a table shows its success before
+and after relearning and the test answers' NLL (whole and fact tokens) before and after."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation.attacks.relearn import READINGS, readings
 from unlearnkit.evaluation.chance import leak_rates, worst_beyond
 from unlearnkit.evaluation.metrics import degenerate_rate
 from unlearnkit.report.plots import Point, colors_for, pareto_chart
@@ -94,6 +96,7 @@ def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
 
     rates, chance = pipeline_attacks(after)
     leaks = leak_rates(rates, chance)
+    relearn = (after.get("attacks") or {}).get("relearn")
     keep = [summary[s] for s in ("retain", "neighbor") if s in summary]
     n = sum(s["n"] for s in keep)
     degenerate = degenerate_rate(forget_answers).aggregate if forget_answers else None
@@ -104,6 +107,8 @@ def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
             "attack_worst": max(leaks.values()) if len(rates) > 1 and leaks else None,
             # per attack (the leaderboard's attack table), and a choice attack's chance
             "attacks": rates, "attack_chance": chance,
+            # the relearning attack's figures before and after (the leaderboard's table)
+            "relearn": relearn and readings(relearn["success_rate"], relearn.get("details") or {}),
             "forget_degenerate": degenerate,
             # the bench's fluency judge fills these in, when it has one: the unlikely share,
             # and the share in language counts its verdicts too
@@ -250,9 +255,12 @@ def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95,
         chance = {k: statistics.fmean(c) for k in names
                   if (c := [r["attack_chance"][k] for r in entry["runs"]
                             if k in (r.get("attack_chance") or {})])}
+        relearn = [r.get("relearn") or {} for r in entry["runs"]]
         rows.append({"label": entry["label"], "method": entry["method"],
                      "seeds": list(entry["seeds"]), "reference": bool(entry.get("reference")),
                      "metrics": metrics, "attacks": attacks, "attack_chance": chance,
+                     "relearn": {k: summarize([r.get(k) for r in relearn], confidence)
+                                 for k, _ in READINGS} if any(relearn) else None,
                      "pareto": None, "dominated_by": []})
     floor = reference_means(rows) if floor_at_oracle else None
     if floor_at_oracle and floor is None:
@@ -338,7 +346,8 @@ def to_markdown(rows: Sequence[dict[str, Any]], confidence: float = 0.95,
             "answers (empty, more than half their word trigrams repeated, or their last 400 "
             f"bytes compressing below 0.45) are shown, not judged. {judge_note(judge)} "
             f"{fluent_note(rows, judge)}\n")
-    return "\n".join(lines) + "\n" + note + attack_markdown(rows, confidence)
+    return ("\n".join(lines) + "\n" + note + attack_markdown(rows, confidence)
+            + relearn_markdown(rows, confidence))
 
 
 def attack_names(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -380,6 +389,39 @@ ATTACK_NOTE = ("Share of forget questions each attack makes the model answer (un
                "the worst case beyond the oracle takes each attack's rate less the oracle's.")
 
 
+RELEARN_NOTE = ("The relearning attack fine-tunes a copy of the model on half the forget "
+                "questions and asks the other half: success of that half before and after "
+                "(at the worst learning rate), and the mean NLL (nats per token) of its true "
+                "answers, whole and over the fact's tokens alone, before and after. An answer's "
+                "template words are relearned from any answer of its form; its fact is not.")
+
+
+def relearn_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The :data:`READINGS` some row has a value for (none: no row ran the attack)."""
+    return [(k, t) for k, t in READINGS
+            if any(r.get("relearn") and r["relearn"][k]["mean"] is not None for r in rows)]
+
+
+def relearn_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per row that ran the relearning attack: its label and a cell per shown reading."""
+    shown = relearn_columns(rows)
+    return [{"label": r["label"], "cells": [cell(r["relearn"][k]) for k, _ in shown]}
+            for r in rows if r.get("relearn")]
+
+
+def relearn_markdown(rows: Sequence[dict[str, Any]], confidence: float) -> str:
+    """The relearning table (empty when no row ran the attack)."""
+    shown = relearn_rows(rows)
+    if not shown:
+        return ""
+    titles = [t for _, t in relearn_columns(rows)]
+    lines = ["| method | " + " | ".join(titles) + " |", "|" + " --- |" * (len(titles) + 1)]
+    lines += ["| " + " | ".join([r["label"].replace("|", "\\|"), *r["cells"]]) + " |"
+              for r in shown]
+    return ("\n## Relearning\n\n" + "\n".join(lines) + f"\n\n{RELEARN_NOTE} Mean ± "
+            f"half-width of the {confidence:.0%} Student-t interval over seeds.\n")
+
+
 def fluent_note(rows: Sequence[dict[str, Any]], judge: dict | None) -> str:
     """What the "in language" column counts, and whether the front uses it."""
     what = "neither degenerate nor unlikely" if judge else "not degenerate (no judge)"
@@ -419,5 +461,7 @@ def render_html(rows: Sequence[dict[str, Any]], *, title: str = "Unlearning lead
         attack_names=names, attack_note=ATTACK_NOTE,
         attack_rows=[{"label": r["label"], "cells": [attack_cell(r, n) for n in names]}
                      for r in rows] if names else [],
+        relearn_columns=[t for _, t in relearn_columns(rows)], relearn_rows=relearn_rows(rows),
+        relearn_note=RELEARN_NOTE,
         objectives=front_note(rows) + limit_note(rows), chart=tradeoff_chart(rows),
         judge=judge_note(judge))

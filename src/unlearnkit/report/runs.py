@@ -27,6 +27,7 @@ from typing import Any
 
 from unlearnkit.data.standardize import load_dataset
 from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation.attacks.relearn import readings
 from unlearnkit.evaluation.chance import leak_rates
 from unlearnkit.evaluation.results import (
     OBJECTIVES,
@@ -66,6 +67,8 @@ class Run:
     generations: dict[str, dict[str, Any]] = field(default_factory=dict)
     diagnostics: Any = None
     info: dict[str, Any] = field(default_factory=dict)
+    # the relearning attack's figures (evaluation.attacks.relearn.readings), when it ran
+    relearn: dict[str, float | None] | None = None
 
     def value(self, key: str) -> float | None:
         agg = self.aggregates.get(key)
@@ -108,6 +111,8 @@ def from_results(results: EvalResults, path: Path) -> Run:
         run.aggregates[key] = Aggregate(m.aggregate, better, m.objective)
     _add_attacks(run, {k: a.success_rate for k, a in results.attacks.items()},
                  {k: c for k, a in results.attacks.items() if (c := a.guess_rate()) is not None})
+    if relearn := results.attacks.get("relearn"):
+        run.relearn = readings(relearn.success_rate, relearn.details)
     for split, rows in results.generations.items():
         judged = results.metrics.get(f"{split}/correctness")
         correct = dict(zip(judged.ids, judged.values, strict=False)) if judged else {}
@@ -171,6 +176,8 @@ def _pipeline_run(model: str, res: Any, path: Path, records: dict[str, Any]) -> 
     rates, chance = pipeline_attacks(res)
     if rates:
         _add_attacks(run, rates, chance)
+    if relearn := (res.get("attacks") or {}).get("relearn"):
+        run.relearn = readings(relearn.get("success_rate"), relearn.get("details") or {})
     for row in res.get("items") or []:
         _check(isinstance(row, dict) and "id" in row, path, f"an item of {model!r} has no id")
         rec = records.get(row["id"])

@@ -116,7 +116,7 @@ def model_identity(name: str) -> str:
 
 # optimiser settings added after models were cached, with the values those models used: at
 # these values they stay out of the cache key, so an upgrade does not inject again
-OPTIM_ADDED = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "sam_rho": 0.0}
+OPTIM_ADDED = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "sam_rho": 0.0, "sam_scope": "all"}
 
 
 def cache_key(model: str, cfg: InjectConfig, records: list[Record], variant: Variant) -> str:

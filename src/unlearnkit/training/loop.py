@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from unlearnkit.errors import UnlearnError
 from unlearnkit.models.engine import is_fsdp2
+from unlearnkit.objectives.terms import forget_term
 from unlearnkit.training.checkpoint import (
     gather_checkpoint,
     latest_checkpoint,
@@ -55,6 +56,10 @@ class OptimConfig:
     # distance sam_rho along their normalised gradient (sam_shift); 0 = off. Two forward and
     # backward passes per step (docs/DESIGN.md, "Sharpness-aware steps")
     sam_rho: float = 0.0
+    # what the shift climbs: "all", the step's whole loss (Foret et al. 2021), or "forget", the
+    # method's forget term alone, the keep terms' gradient taken at the weights themselves (Fan
+    # et al. 2025; methods that name their forget term: objectives.terms). Three passes a step
+    sam_scope: Literal["all", "forget"] = "all"
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -76,11 +81,12 @@ class OptimConfig:
             if getattr(self, name) < 0:
                 raise UnlearnError(f"optim.{name} must be >= 0{unit} (0: {zero}), got "
                                    f"{getattr(self, name)}")
+        if self.sam_scope not in ("all", "forget"):
+            raise UnlearnError(f"optim.sam_scope must be 'all' (the whole loss) or 'forget' "
+                               f"(the forget term alone), got {self.sam_scope!r}")
 
 
 StepFn = Callable[[Any, Any], tuple[torch.Tensor, dict[str, float]]]
-
-
 def _lr_lambda(cfg: OptimConfig, total: int) -> Callable[[int], float]:
     warm = round(cfg.warmup_ratio * total)
 
@@ -135,14 +141,21 @@ def make_adamw(params: list[torch.Tensor], cfg: OptimConfig, accelerator=None):
                              weight_decay=cfg.weight_decay, fused=fused or None)
 
 
-def _check_sam(cfg: OptimConfig, accelerator) -> None:
+def _check_sam(cfg: OptimConfig, accelerator, step_fn=None) -> None:
     """Sharpness-aware steps move every trainable weight along the whole gradient, which
-    FSDP's shards and DeepSpeed's engine hold apart from the parameters."""
+    FSDP's shards and DeepSpeed's engine hold apart from the parameters. The forget term's
+    alone needs a step that leaves its backward pass to the loop."""
+    if cfg.sam_rho <= 0:
+        return
     name = {"FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}.get(_distributed_kind(accelerator))
-    if cfg.sam_rho > 0 and name:
+    if name:
         raise UnlearnError(f"optim.sam_rho needs the whole gradient on every process, which "
                            f"{name} shards: set optim.sam_rho=0, or launch with "
                            "configs/accelerate/ddp.yaml")
+    if cfg.sam_scope == "forget" and getattr(step_fn, "own_gradients", False):
+        raise UnlearnError("optim.sam_scope=forget: this method takes its gradients itself, "
+                           "so its forget term's cannot be taken apart; set "
+                           "optim.sam_scope=all")
 
 
 def _check_unsharded(accelerator) -> None:
@@ -229,7 +242,7 @@ def train(model, plan: Sequence[Sequence], step_fn: StepFn, cfg: OptimConfig, *,
                            f"({cfg.grad_accum}): add data or lower optim.grad_accum")
     accelerator = accelerator or make_accelerator(cfg, out_dir)
     _check_unsharded(accelerator)
-    _check_sam(cfg, accelerator)
+    _check_sam(cfg, accelerator, step_fn)
     fsdp = _distributed_kind(accelerator) == "FSDP"
     if getattr(step_fn, "own_gradients", False) and fsdp:
         raise UnlearnError("this method takes its gradients itself (torch.autograd.grad), and "
@@ -304,9 +317,23 @@ def _agreed(accelerator, stop: bool) -> bool:
     return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
 
-def _accumulate(model, plan, step, step_fn, cfg, accelerator) -> dict:
-    """Forward and backward over the step's micro-batches (gradients summed into ``.grad``);
-    the mean of their logs."""
+def _part(loss: torch.Tensor, part: str) -> torch.Tensor:
+    """The part of a step's loss a pass backpropagates: all of it, its forget term, or the
+    rest (``keep``)."""
+    if part == "all":
+        return loss
+    forget = forget_term(loss)
+    if forget is None:
+        raise UnlearnError("optim.sam_scope=forget: this method does not name its forget term "
+                           "(objectives.terms.with_forget_term), so the shift cannot climb it "
+                           "alone; set optim.sam_scope=all")
+    return forget if part == "forget" else loss - forget
+
+
+def _accumulate(model, plan, step, step_fn, cfg, accelerator, part: str = "all") -> dict:
+    """Forward and backward over the step's micro-batches (gradients of ``part`` of the loss,
+    :func:`_part`, summed into ``.grad``); the mean of their logs, with ``forget_term`` when
+    the pass backpropagates a part."""
     sums: dict[str, float] = {}
     for micro in range(cfg.grad_accum):
         batch = _shard(plan[step * cfg.grad_accum + micro], accelerator)
@@ -315,7 +342,15 @@ def _accumulate(model, plan, step, step_fn, cfg, accelerator) -> dict:
         if not torch.isfinite(loss):
             raise UnlearnError(f"non-finite loss at step {step + 1} ({logs}); lower optim.lr "
                                "or switch off mixed precision")
-        accelerator.backward(loss / cfg.grad_accum)
+        target = _part(loss, part)
+        if part != "all" and loss.requires_grad:
+            # through the whole loss's graph at weight 0: under DDP every process then
+            # backpropagates alike, one whose rows hold no forget item too
+            target = target + 0.0 * loss
+        if target.requires_grad:
+            accelerator.backward(target / cfg.grad_accum)
+        if part != "all":
+            logs = {**logs, "forget_term": float(forget_term(loss).detach())}
         for key, value in {"loss": float(loss.detach()), **logs}.items():
             sums[key] = sums.get(key, 0.0) + value / cfg.grad_accum
     return sums
@@ -334,10 +369,12 @@ def sam_shift(grads: Sequence[torch.Tensor | None], rho: float,
     return [None if g is None else (g.float() * scale).to(g.dtype) for g in grads]
 
 
-def _sam_pass(model, plan, step, step_fn, cfg, accelerator, optimizer, params) -> dict:
-    """Replace the step's gradient by SAM's: the gradient at the weights shifted by
-    :func:`sam_shift` of the current one, the weights then moved back. Under DDP the first
-    gradient is already averaged over the processes, so every process shifts alike."""
+def _sam_pass(model, plan, step, step_fn, cfg, accelerator, optimizer, params,
+              part: str = "all") -> dict:
+    """Replace the step's gradient (of ``part`` of the loss) by SAM's: the gradient at the
+    weights shifted by :func:`sam_shift` of the current one, the weights then moved back.
+    Under DDP the first gradient is already averaged over the processes, so every process
+    shifts alike. Logs ``sam_loss``: the loss (or forget term) at the shifted weights."""
     shifts = sam_shift([p.grad for p in params], cfg.sam_rho)
     with torch.no_grad():
         for p, e in zip(params, shifts, strict=True):
@@ -345,19 +382,27 @@ def _sam_pass(model, plan, step, step_fn, cfg, accelerator, optimizer, params) -
                 p.add_(e)
     optimizer.zero_grad(set_to_none=True)
     try:
-        logs = _accumulate(model, plan, step, step_fn, cfg, accelerator)
+        logs = _accumulate(model, plan, step, step_fn, cfg, accelerator, part)
     finally:
         with torch.no_grad():
             for p, e in zip(params, shifts, strict=True):
                 if e is not None:
                     p.sub_(e)
-    return {"sam_loss": logs["loss"]}
+    return {"sam_loss": logs["loss" if part == "all" else "forget_term"]}
 
 
 def _optimizer_step(model, plan, step, step_fn, cfg, accelerator, optimizer, params) -> dict:
-    sums = _accumulate(model, plan, step, step_fn, cfg, accelerator)
-    if cfg.sam_rho > 0:
-        sums |= _sam_pass(model, plan, step, step_fn, cfg, accelerator, optimizer, params)
+    if cfg.sam_rho > 0 and cfg.sam_scope == "forget":
+        # Fan et al. 2025: the forget term's gradient at the shifted weights, the keep terms'
+        # at the weights themselves, summed
+        sums = _accumulate(model, plan, step, step_fn, cfg, accelerator, "forget")
+        sums |= _sam_pass(model, plan, step, step_fn, cfg, accelerator, optimizer, params,
+                          "forget")
+        _accumulate(model, plan, step, step_fn, cfg, accelerator, "keep")
+    else:
+        sums = _accumulate(model, plan, step, step_fn, cfg, accelerator)
+        if cfg.sam_rho > 0:
+            sums |= _sam_pass(model, plan, step, step_fn, cfg, accelerator, optimizer, params)
     if cfg.max_grad_norm > 0:
         norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
         if norm is not None:  # DeepSpeed clips inside its engine and returns None

@@ -8,7 +8,9 @@ uses it) is left out: relearning it would be plain fine-tuning on its answer.
 
 Half of a small forget set is few facts (11 on the scenario), so one split measures coarsely:
 ``splits`` repeats the attack over several splits and pools them, and the details keep the
-test answers' mean NLL before and after relearning, which moves before a greedy answer flips.
+test answers' mean NLL before and after relearning, which moves before a greedy answer flips:
+over the whole answer, and over the tokens of its fact alone (its ``targets``), as the whole
+answer's template words ("... was born in") are relearned from any other answer of its form.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Sequence
+
+import torch
 
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render
@@ -27,6 +31,7 @@ from unlearnkit.evaluation.mia import loss_score
 from unlearnkit.models.engine import token_logprobs
 from unlearnkit.training.loop import OptimConfig
 from unlearnkit.training.sft import finetune
+from unlearnkit.training.unlearn import target_token_mask
 
 
 def relearn_split(records: Sequence[Record], seed: int = 0) -> tuple[list[Record], list[Record]]:
@@ -43,18 +48,30 @@ def _rate(items: list[dict]) -> float:
 
 
 def true_answer_nll(model, tokenizer, records: Sequence[Record], context: str | None = None
-                    ) -> list[float]:
-    """Per record, the mean negative log-likelihood (nats per token, end of turn included:
-    :func:`~unlearnkit.evaluation.mia.loss_score`) of its true answer after its question,
-    teacher-forced: how far the model is from stating the fact, which moves before the greedy
-    answer does."""
+                    ) -> list[tuple[float, float | None]]:
+    """Per record, the mean negative log-likelihood (nats per token) of its true answer after
+    its question, teacher-forced: how far the model is from stating the fact, which moves
+    before the greedy answer does. Two means: over the whole answer (end of turn included:
+    :func:`~unlearnkit.evaluation.mia.loss_score`), and over the answer tokens that overlap
+    one of its ``targets`` (:func:`~unlearnkit.training.unlearn.target_token_mask`; None when
+    the answer states none of them)."""
     rendered = [render(tokenizer, r.question, r.answer, system=r.system, context=context)
                 for r in records]
-    return [loss_score(lp) for lp in token_logprobs(model, tokenizer, rendered)]
+    out = []
+    for rec, lp in zip(records, token_logprobs(model, tokenizer, rendered), strict=True):
+        mask = target_token_mask(tokenizer, rec.answer or "", rec.targets)
+        fact = None if mask is None else -float(lp[torch.tensor(mask)].mean())
+        out.append((loss_score(lp), fact))
+    return out
 
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+def _nll_means(pairs: list[tuple[float, float | None]]) -> tuple[float | None, float | None]:
+    """(mean whole-answer NLL, mean fact-token NLL over the answers that state a target)."""
+    return _mean([w for w, _ in pairs]), _mean([f for _, f in pairs if f is not None])
 
 
 def _one_split(model, tokenizer, answered: list[Record], settings: Settings, lrs, epochs: int,
@@ -91,7 +108,9 @@ def relearn_attack(model, tokenizer, records: Sequence[Record], settings: Settin
     the train half, then the plain probes of the test half (less the items the train half
     states, listed in ``details`` as ``stated_by_train``). Items: those of the worst lr;
     ``details`` has the test half's rate before relearning and the rate at every lr, and the
-    mean NLL of the test answers before and at every lr (``answer_nll_before``, ``_by_lr``).
+    mean NLL of the test answers before and at every lr (``answer_nll_before``, ``_by_lr``),
+    and of their fact tokens alone (``target_nll_before``, ``_by_lr``; None when no test
+    answer states one of its ``targets``).
 
     ``splits`` > 1 repeats that over that many splits (seeds ``seed``, ``seed + 1``, ...), each
     relearning from the unlearned model: the items are every split's test items at the lr that
@@ -113,12 +132,15 @@ def relearn_attack(model, tokenizer, records: Sequence[Record], settings: Settin
             "stated_by_train": stated}}
     pooled = {lr: [it for d in used for it in d["runs"][lr][0]] for lr in lrs}
     worst = max(lrs, key=lambda lr: _rate(pooled[lr]))
+    before = _nll_means([x for d in used for x in d["nll_before"]])
+    after = {str(lr): _nll_means([x for d in used for x in d["runs"][lr][2]]) for lr in lrs}
     details = {
         "rate_before": _rate([it for d in used for it in d["before"]]),
         "rate_by_lr": {str(lr): _rate(items) for lr, items in pooled.items()},
-        "answer_nll_before": _mean([x for d in used for x in d["nll_before"]]),
-        "answer_nll_by_lr": {str(lr): _mean([x for d in used for x in d["runs"][lr][2]])
-                             for lr in lrs},
+        "answer_nll_before": before[0],
+        "answer_nll_by_lr": {lr: pair[0] for lr, pair in after.items()},
+        "target_nll_before": before[1],
+        "target_nll_by_lr": {lr: pair[1] for lr, pair in after.items()},
         "worst_lr": worst,
     }
     if splits == 1:
@@ -134,3 +156,24 @@ def relearn_attack(model, tokenizer, records: Sequence[Record], settings: Settin
              "steps": d["runs"][worst][1]}
             for d in used]}
     return {"items": pooled[worst], "details": details}
+
+
+# what reports show of the attack: its key in readings(), and its title
+READINGS = (("rate_before", "success before"), ("rate", "success after"),
+            ("answer_nll_before", "answer NLL before"), ("answer_nll", "answer NLL after"),
+            ("target_nll_before", "fact NLL before"), ("target_nll", "fact NLL after"))
+
+
+def readings(success_rate: float | None, details: dict) -> dict[str, float | None] | None:
+    """The attack's figures at its worst learning rate, keyed as :data:`READINGS`: the test
+    items' success rate before relearning and after it, and the mean NLL of their whole
+    answers and of their fact tokens, before and after (None where no test answer states a
+    target, or the results predate the figure). None when the attack was skipped."""
+    if success_rate is None or "worst_lr" not in details:
+        return None
+    worst = str(details["worst_lr"])
+    return {"rate_before": details.get("rate_before"), "rate": success_rate,
+            "answer_nll_before": details.get("answer_nll_before"),
+            "answer_nll": (details.get("answer_nll_by_lr") or {}).get(worst),
+            "target_nll_before": details.get("target_nll_before"),
+            "target_nll": (details.get("target_nll_by_lr") or {}).get(worst)}

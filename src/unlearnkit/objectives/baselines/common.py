@@ -31,6 +31,7 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.models.engine import Window, forward_responses
 from unlearnkit.models.lora import decoder_layers
 from unlearnkit.objectives.nll import masked_mean, nll_loss, token_nll
+from unlearnkit.objectives.terms import with_forget_term
 
 FORGET, RETAIN = "forget", "retain"
 
@@ -319,12 +320,14 @@ def retain_loss(model, items: Sequence[Item], pad_id: int, kind: str) -> torch.T
 
 def add_retain(total: torch.Tensor, logs: dict[str, float], model, batch: dict, pad_id: int,
                cfg: RetainConfig) -> torch.Tensor:
-    """``total + cfg.weight * L_retain`` (logged as "retain"), or ``total`` when there is none."""
+    """``total + cfg.weight * L_retain`` (logged as "retain"), or ``total`` when there is none,
+    marked with ``total`` as the forget term
+    (:func:`~unlearnkit.objectives.terms.with_forget_term`)."""
     loss = retain_loss(model, batch[RETAIN], pad_id, cfg.loss)
     if loss is None:
-        return total
+        return with_forget_term(total, total)
     logs["retain"] = float(loss.detach())
-    return total + cfg.weight * loss
+    return with_forget_term(total + cfg.weight * loss, total)
 
 
 def check(condition: bool, message: str) -> None:

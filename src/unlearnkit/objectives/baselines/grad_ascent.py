@@ -18,6 +18,7 @@ import torch
 from unlearnkit.objectives.baselines.common import FORGET, as_batch, check, forward
 from unlearnkit.objectives.baselines.registry import register_baseline
 from unlearnkit.objectives.nll import nll_loss
+from unlearnkit.objectives.terms import with_forget_term
 
 
 def grad_ascent_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -46,6 +47,7 @@ def make_step(cfg: GradAscentConfig, pad_id: int):
         forget = as_batch(micro)[FORGET]
         win = forward(model, [it.rendered for it in forget], pad_id)
         loss = grad_ascent_loss(win.logits, win.labels)
-        return cfg.weight * loss, {"forget_nll": -float(loss.detach())}
+        total = cfg.weight * loss
+        return with_forget_term(total, total), {"forget_nll": -float(loss.detach())}
 
     return step

@@ -28,6 +28,7 @@ from unlearnkit.objectives.baselines.common import (
 from unlearnkit.objectives.baselines.reference import attach_retain_reference
 from unlearnkit.objectives.baselines.registry import register_baseline
 from unlearnkit.objectives.nll import nll_loss
+from unlearnkit.objectives.terms import with_forget_term
 
 
 def grad_diff_loss(forget_logits: torch.Tensor, forget_labels: torch.Tensor,
@@ -68,6 +69,6 @@ def make_step(cfg: GradDiffConfig, pad_id: int):
         loss = grad_diff_loss(win.logits, win.labels, retain, retain_weight=cfg.retain.weight)
         logs = {"forget_nll": float(nll_loss(win.logits, win.labels).detach()),
                 "retain": float(retain.detach())}
-        return loss, logs
+        return with_forget_term(loss, loss - cfg.retain.weight * retain), logs
 
     return step
