@@ -223,6 +223,10 @@ def test_the_leaderboard_tables_relearning_before_and_after():
         in part
     assert "| b | 0.000 | 0.100 | 5.000 | 4.000 | 6.000 | 5.000 |" in part
     assert "| c |" not in part
+    # only one of two seeds recorded the fact tokens' NLL: the cell says so
+    part = leaderboard([entry("ab", [a[0], b[0]])])
+    assert "| ab | 0.000 ± 0.000 | 0.150 ± 0.635 | 3.500 ± 19.059 | 2.500 ± 19.059 " \
+        "| 6.000 (1 of 2 seeds) | 5.000 (1 of 2 seeds) |" in to_markdown(part)
     # no run recorded the fact tokens' NLL: their columns are left out
     only_a = to_markdown(leaderboard([entry("a", a)]))
     assert "answer NLL after" in only_a and "fact NLL" not in only_a

@@ -402,10 +402,17 @@ def relearn_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
             if any(r.get("relearn") and r["relearn"][k]["mean"] is not None for r in rows)]
 
 
+def partial_cell(summary: dict[str, Any]) -> str:
+    """:func:`cell`, saying how many seeds it holds when only some runs recorded the figure
+    (runs older than it)."""
+    n, of = summary["n"], len(summary["values"])
+    return cell(summary) + (f" ({n} of {of} seeds)" if 0 < n < of else "")
+
+
 def relearn_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per row that ran the relearning attack: its label and a cell per shown reading."""
     shown = relearn_columns(rows)
-    return [{"label": r["label"], "cells": [cell(r["relearn"][k]) for k, _ in shown]}
+    return [{"label": r["label"], "cells": [partial_cell(r["relearn"][k]) for k, _ in shown]}
             for r in rows if r.get("relearn")]
 
 
