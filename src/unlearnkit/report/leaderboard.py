@@ -393,7 +393,8 @@ RELEARN_NOTE = ("The relearning attack fine-tunes a copy of the model on half th
                 "questions and asks the other half: success of that half before and after "
                 "(at the worst learning rate), and the mean NLL (nats per token) of its true "
                 "answers, whole and over the fact's tokens alone, before and after. An answer's "
-                "template words are relearned from any answer of its form; its fact is not.")
+                "template words are relearned from any answer of its form, so the fact tokens' "
+                "NLL is the closer reading of the fact itself.")
 
 
 def relearn_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
