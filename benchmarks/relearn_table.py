@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from statistics import mean
 
+from unlearnkit.report.runs import pipeline_relearn
+
 COLUMNS = ("forget", "retain", "neighbor", "general", "prefill", "hypothetical",
            "quantize_4bit", "relearn", "relearn tests", "NLL before", "NLL after",
            "fact NLL before", "fact NLL after")
@@ -30,14 +32,12 @@ def row(results: dict) -> dict:
                                                               "quantize_4bit", "relearn")
             if name in attacks and attacks[name]["success_rate"] is not None}
     if "relearn" in attacks:
-        details = attacks["relearn"]["details"]
         out["relearn tests"] = attacks["relearn"]["n"]
-        if details.get("answer_nll_before") is not None:
-            out["NLL before"] = details["answer_nll_before"]
-            out["NLL after"] = details["answer_nll_by_lr"][str(details["worst_lr"])]
-        if details.get("target_nll_before") is not None:
-            out["fact NLL before"] = details["target_nll_before"]
-            out["fact NLL after"] = details["target_nll_by_lr"][str(details["worst_lr"])]
+    # the attack's figures at its worst rate, as the leaderboard reads them
+    names = {"answer_nll_before": "NLL before", "answer_nll": "NLL after",
+             "target_nll_before": "fact NLL before", "target_nll": "fact NLL after"}
+    out |= {names[k]: v for k, v in (pipeline_relearn(after) or {}).items()
+            if k in names and v is not None}
     return out
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from unlearnkit.errors import UnlearnError
-from unlearnkit.evaluation.attacks.relearn import READINGS
+from unlearnkit.evaluation.attacks.relearn import READINGS, READINGS_NOTE
 from unlearnkit.evaluation.chance import worst_beyond
 from unlearnkit.evaluation.results import OBJECTIVES
 from unlearnkit.fsutil import atomic_write_text
@@ -356,6 +356,7 @@ def render_report(columns: list[Run], *, title: str = "Unlearning report",
         colors=colors_for([c.role for c in columns]), scores=score_rows(columns),
         objectives=objective_sections(columns), tradeoffs=tradeoffs(columns),
         attacks=attack_table(columns), relearn=relearn_table(columns),
+        relearn_note=READINGS_NOTE,
         examples=examples(columns, examples_per_split),
         diagnostics=diagnostics(columns), training=training_sections(columns))
 

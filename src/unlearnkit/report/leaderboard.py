@@ -37,11 +37,11 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from unlearnkit.errors import UnlearnError
-from unlearnkit.evaluation.attacks.relearn import READINGS, readings
+from unlearnkit.evaluation.attacks.relearn import READINGS, READINGS_NOTE
 from unlearnkit.evaluation.chance import leak_rates, worst_beyond
 from unlearnkit.evaluation.metrics import degenerate_rate
 from unlearnkit.report.plots import Point, colors_for, pareto_chart
-from unlearnkit.report.runs import pipeline_attacks
+from unlearnkit.report.runs import pipeline_attacks, pipeline_relearn
 from unlearnkit.report.stats import dominates, mean_ci, pareto_indices
 
 # key, column title, higher is better
@@ -96,7 +96,6 @@ def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
 
     rates, chance = pipeline_attacks(after)
     leaks = leak_rates(rates, chance)
-    relearn = (after.get("attacks") or {}).get("relearn")
     keep = [summary[s] for s in ("retain", "neighbor") if s in summary]
     n = sum(s["n"] for s in keep)
     degenerate = degenerate_rate(forget_answers).aggregate if forget_answers else None
@@ -108,7 +107,7 @@ def run_metrics(after: dict[str, Any]) -> dict[str, float | None]:
             # per attack (the leaderboard's attack table), and a choice attack's chance
             "attacks": rates, "attack_chance": chance,
             # the relearning attack's figures before and after (the leaderboard's table)
-            "relearn": relearn and readings(relearn["success_rate"], relearn.get("details") or {}),
+            "relearn": pipeline_relearn(after),
             "forget_degenerate": degenerate,
             # the bench's fluency judge fills these in, when it has one: the unlikely share,
             # and the share in language counts its verdicts too
@@ -389,14 +388,6 @@ ATTACK_NOTE = ("Share of forget questions each attack makes the model answer (un
                "the worst case beyond the oracle takes each attack's rate less the oracle's.")
 
 
-RELEARN_NOTE = ("The relearning attack fine-tunes a copy of the model on half the forget "
-                "questions and asks the other half: success of that half before and after "
-                "(at the worst learning rate), and the mean NLL (nats per token) of its true "
-                "answers, whole and over the fact's tokens alone, before and after. An answer's "
-                "template words are relearned from any answer of its form, so the fact tokens' "
-                "NLL is the closer reading of the fact itself.")
-
-
 def relearn_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     """The :data:`READINGS` some row has a value for (none: no row ran the attack)."""
     return [(k, t) for k, t in READINGS
@@ -426,7 +417,7 @@ def relearn_markdown(rows: Sequence[dict[str, Any]], confidence: float) -> str:
     lines = ["| method | " + " | ".join(titles) + " |", "|" + " --- |" * (len(titles) + 1)]
     lines += ["| " + " | ".join([r["label"].replace("|", "\\|"), *r["cells"]]) + " |"
               for r in shown]
-    return ("\n## Relearning\n\n" + "\n".join(lines) + f"\n\n{RELEARN_NOTE} Mean ± "
+    return ("\n## Relearning\n\n" + "\n".join(lines) + f"\n\n{READINGS_NOTE} Mean ± "
             f"half-width of the {confidence:.0%} Student-t interval over seeds.\n")
 
 
@@ -470,6 +461,6 @@ def render_html(rows: Sequence[dict[str, Any]], *, title: str = "Unlearning lead
         attack_rows=[{"label": r["label"], "cells": [attack_cell(r, n) for n in names]}
                      for r in rows] if names else [],
         relearn_columns=[t for _, t in relearn_columns(rows)], relearn_rows=relearn_rows(rows),
-        relearn_note=RELEARN_NOTE,
+        relearn_note=READINGS_NOTE,
         objectives=front_note(rows) + limit_note(rows), chart=tradeoff_chart(rows),
         judge=judge_note(judge))

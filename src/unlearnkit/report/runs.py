@@ -102,6 +102,13 @@ def pipeline_attacks(res: dict[str, Any]) -> tuple[dict[str, float | None], dict
     return ({"prefill": res["prefill_attack"]} if "prefill_attack" in res else {}), {}
 
 
+def pipeline_relearn(res: dict[str, Any]) -> dict[str, float | None] | None:
+    """The relearning attack's figures (:func:`~unlearnkit.evaluation.attacks.relearn.readings`)
+    of one model's entry in an ``unlearn run`` results file; None when it did not run."""
+    relearn = (res.get("attacks") or {}).get("relearn")
+    return readings(relearn.get("success_rate"), relearn.get("details") or {}) if relearn else None
+
+
 def from_results(results: EvalResults, path: Path) -> Run:
     """The run of an ``unlearn eval`` results file."""
     run = Run(label=results.name or path.stem, source=path, diagnostics=results.diagnostics)
@@ -176,8 +183,7 @@ def _pipeline_run(model: str, res: Any, path: Path, records: dict[str, Any]) -> 
     rates, chance = pipeline_attacks(res)
     if rates:
         _add_attacks(run, rates, chance)
-    if relearn := (res.get("attacks") or {}).get("relearn"):
-        run.relearn = readings(relearn.get("success_rate"), relearn.get("details") or {})
+    run.relearn = pipeline_relearn(res)
     for row in res.get("items") or []:
         _check(isinstance(row, dict) and "id" in row, path, f"an item of {model!r} has no id")
         rec = records.get(row["id"])

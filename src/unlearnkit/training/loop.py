@@ -87,6 +87,8 @@ class OptimConfig:
 
 
 StepFn = Callable[[Any, Any], tuple[torch.Tensor, dict[str, float]]]
+
+
 def _lr_lambda(cfg: OptimConfig, total: int) -> Callable[[int], float]:
     warm = round(cfg.warmup_ratio * total)
 

@@ -158,10 +158,16 @@ def relearn_attack(model, tokenizer, records: Sequence[Record], settings: Settin
     return {"items": pooled[worst], "details": details}
 
 
-# what reports show of the attack: its key in readings(), and its title
+# what reports show of the attack: its key in readings(), and its title; and what they say
 READINGS = (("rate_before", "success before"), ("rate", "success after"),
             ("answer_nll_before", "answer NLL before"), ("answer_nll", "answer NLL after"),
             ("target_nll_before", "fact NLL before"), ("target_nll", "fact NLL after"))
+READINGS_NOTE = ("The relearning attack fine-tunes a copy of the model on half the forget "
+                 "questions and asks the other half: success of that half before and after "
+                 "(at the worst learning rate), and the mean NLL (nats per token) of its true "
+                 "answers, whole and over the fact's tokens alone, before and after. An "
+                 "answer's template words are relearned from any answer of its form, so the "
+                 "fact tokens' NLL is the closer reading of the fact itself.")
 
 
 def readings(success_rate: float | None, details: dict) -> dict[str, float | None] | None:
