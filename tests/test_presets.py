@@ -22,7 +22,8 @@ KINDS = {"demo.yaml": DemoConfig, "data-tofu.yaml": DataConfig,
          "tune-tofu.yaml": TuneConfig, "bench-tofu-capped.yaml": BenchConfig,
          "bench-scenario-capped.yaml": BenchConfig, "bench-tofu-fluent.yaml": BenchConfig,
          "bench-scenario-holdout.yaml": BenchConfig, "bench-scenario-attacks.yaml": BenchConfig,
-         "bench-scenario-relearn.yaml": BenchConfig}
+         "bench-scenario-relearn.yaml": BenchConfig,
+         "tune-scenario-relearn.yaml": TuneConfig}
 PRESETS = sorted(str(p.relative_to(CONFIGS)) for pattern in ("*.yaml", "gpu/*.yaml")
                  for p in CONFIGS.glob(pattern))
 
@@ -83,3 +84,25 @@ def test_the_tune_preset_sweeps_every_trained_method_of_its_bench_on_other_peopl
     assert tune.apply_to == []  # TOFU's rates come from configs/tune-tofu.yaml
     tofu = build(BenchConfig, load_yaml(CONFIGS / "bench-tofu.yaml"))
     assert {m.label for m in bench.methods} == {m.label for m in tofu.methods}
+
+
+def test_the_relearn_tune_sweeps_its_two_new_rows_alone_on_the_prefill_attack(monkeypatch):
+    """configs/tune-scenario-relearn.yaml: the MLPs of every block and every module of blocks
+    4-9, five rates each, on other people, without the relearning bench's costly attacks."""
+    from unlearnkit.config import from_dict as build
+    from unlearnkit.config import load_yaml
+    from unlearnkit.pipeline.tune import sweep_config
+
+    monkeypatch.chdir(CONFIGS.parent)
+    tune = load_config(TuneConfig, CONFIGS / "tune-scenario-relearn.yaml")
+    bench = build(BenchConfig, load_yaml(tune.bench))
+    sweep, rows = sweep_config(tune, bench)
+    assert {m.label for m, _, _ in rows} == {"pushpull-mlp-every", "pushpull-b49"}
+    assert len(sweep.methods) == 10 and sweep.run.setup.scenario.seed == 1
+    assert sweep.run.attacks == ["prefill"] and "relearn" in bench.run.attacks
+    runs = {m.label: run_config(sweep, m, 0) for m in sweep.methods}
+    every = runs["pushpull-mlp-every--lr-0.00032"]
+    assert every.train_only.layers == [] and every.train_only.modules == ["mlp"]
+    b49 = runs["pushpull-b49--lr-0.00064"]
+    assert b49.train_only.layers == [4, 5, 6, 7, 8, 9] and b49.train_only.modules == []
+    assert every.unlearn.method.top_m == b49.unlearn.method.top_m == 0

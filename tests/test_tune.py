@@ -101,6 +101,37 @@ def test_a_method_can_have_its_own_grid_of_as_many_points(tmp_path):
             tune.sweep_config(tune.TuneConfig(grids={label: {"optim.lr": [1, 2, 3]}}), bench)
 
 
+def test_tune_methods_sweeps_only_the_named_rows_and_names_an_unknown_one(tmp_path):
+    """A row added to a tuned bench is tuned alone: the other rows run no point."""
+    bench = BenchConfig(methods=[BenchMethod("pushpull"), BenchMethod("npo"),
+                                 BenchMethod("pushpull", label="pushpull-mlp"),
+                                 BenchMethod("prompt_only")])
+    cfg = tune.TuneConfig(output=str(tmp_path), methods=["pushpull-mlp"],
+                          grids={"pushpull-mlp": {"optim.lr": [4e-5, 8e-5, 1.6e-4]}})
+    sweep, rows = tune.sweep_config(cfg, bench)
+    assert [m.label for m in sweep.methods] == [
+        "pushpull-mlp--lr-4e-05", "pushpull-mlp--lr-8e-05", "pushpull-mlp--lr-0.00016"]
+    assert {method.label for method, _, _ in rows} == {"pushpull-mlp"}
+    for label in ("pushpull-every", "prompt_only"):  # not in the bench; does not train
+        with pytest.raises(UnlearnError, match=f"tune.methods names \\['{label}'\\]"):
+            tune.sweep_config(tune.TuneConfig(methods=[label]), bench)
+
+
+def test_validation_attacks_drop_the_benchs_options_of_the_attacks_it_leaves_out(tmp_path):
+    """A bench that measures relearning tunes on the prefill attack alone: the relearning
+    attack's options go with it, not into an error; without validation attacks they stay."""
+    bench = from_dict(BenchConfig, {
+        "methods": [{"name": "pushpull"}],
+        "run": {"attacks": ["prefill", "relearn"], "attack_options": {"relearn": {"splits": 4}}}},
+        "bench")
+    cfg = tune.TuneConfig(output=str(tmp_path),
+                          validation={"setup": {"scenario": {"seed": 1}}, "attacks": ["prefill"]})
+    sweep, _ = tune.sweep_config(cfg, bench)
+    assert sweep.run.attacks == ["prefill"] and sweep.run.attack_options == {}
+    sweep, _ = tune.sweep_config(tune.TuneConfig(output=str(tmp_path)), bench)
+    assert sweep.run.attack_options == {"relearn": {"splits": 4}}
+
+
 def test_tune_picks_each_methods_best_point_and_writes_the_tuned_bench(tmp_path, monkeypatch,
                                                                        capsys):
     """Fake runs: push-pull scores best at lr 4e-5 (0.906 against 0.756 and 0.556); NPO at

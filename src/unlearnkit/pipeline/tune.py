@@ -4,8 +4,10 @@ Every method of a bench config (``bench``: its path) gets the same grid of `unle
 settings (``grid``: dotted key -> values, e.g. ``optim.lr: [1.0e-5, 2.0e-5, 4.0e-5]``), run on
 a validation setup (``validation``: overrides of the bench's ``run``; by default the built-in
 scenario with another seed, i.e. other people, so nothing is tuned on the people the bench
-reports) with ``seeds``. The budget is equal by construction: the same grid, steps, quotas and
-seeds for every method. Methods that do not train (prompt_only, oracle) have nothing to tune.
+reports; ``attacks: [prefill]`` there runs the score's attack alone and drops the bench's
+options of the others) with ``seeds``. The budget is equal by construction: the same grid,
+steps, quotas and seeds for every method. Methods that do not train (prompt_only, oracle)
+have nothing to tune.
 
 Per method the grid point with the highest selection score is kept: the mean of the
 leaderboard's four objectives (:func:`unlearnkit.report.leaderboard.objective_scores`:
@@ -17,6 +19,8 @@ halves' means, which is the four objectives' mean when all are measured. A tie k
 earlier point. Writes ``<output>/tune.json`` (every point's metrics, score and
 the choices), the sweep's own leaderboard, and ``<output>/tuned-bench.yaml``: the bench config
 with each method's chosen settings under its ``run`` key, ready for ``unlearn bench``.
+``methods`` (default: all) names the bench labels to tune, e.g. a row added to a tuned bench:
+the others keep their settings, and ``tuned-bench.yaml`` changes only the named rows.
 ``grids`` gives a method (by its bench label) its own grid in place of ``grid``, with as many
 points (an equal budget): for a method whose working range lies elsewhere, e.g. RMU, which
 trains three MLPs towards activation targets and needs learning rates far above the others'.
@@ -95,6 +99,7 @@ class TuneConfig:
     validation: dict[str, Any] = field(default_factory=_default_validation)
     grid: dict[str, list[Any]] = field(default_factory=_default_grid)
     grids: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # label -> own grid
+    methods: list[str] = field(default_factory=list)  # labels to tune (empty: every one)
     seeds: list[int] = field(default_factory=lambda: [0])
     output: str = "runs/tune"
     apply_to: list[str] = field(default_factory=list)
@@ -192,15 +197,22 @@ def sweep_config(cfg: TuneConfig, bench: BenchConfig,
                  extra: dict[str, list[dict]] | None = None) -> tuple[BenchConfig, list[tuple]]:
     """The sweep as a bench config on the validation setup, and (method, point, label) rows;
     ``extra``: bench label -> points run after its grid's (the edges' extensions)."""
-    run = from_dict(RunConfig, deep_merge(asdict(bench.run), cfg.validation), "validation")
+    merged = deep_merge(asdict(bench.run), cfg.validation)
+    if "attacks" in cfg.validation:  # the bench's options of attacks the sweep drops go too
+        merged["attack_options"] = {k: v for k, v in merged["attack_options"].items()
+                                    if k in merged["attacks"]}
+    run = from_dict(RunConfig, merged, "validation")
     if asdict(run.setup) == asdict(bench.run.setup) and asdict(run.data) == asdict(bench.run.data):
         raise UnlearnError("tune.validation leaves the bench's setup and data unchanged: "
                            "tuning would run on the data the bench reports")
     trained = [m for m in bench.methods if len(seeds_for(m, [0, 1])) > 1]  # others: no tuning
-    if unknown := sorted(set(cfg.grids) - {m.label for m in trained}):
-        raise UnlearnError(f"tune.grids names {unknown}, which are not labels of methods that "
-                           f"train in {cfg.bench}: use one of "
-                           f"{sorted(m.label for m in trained)}")
+    for key, names in (("methods", cfg.methods), ("grids", cfg.grids)):
+        if unknown := sorted(set(names) - {m.label for m in trained}):
+            raise UnlearnError(f"tune.{key} names {unknown}, which are not labels of methods "
+                               f"that train in {cfg.bench}: use one of "
+                               f"{sorted(m.label for m in trained)}")
+    if cfg.methods:
+        trained = [m for m in trained if m.label in cfg.methods]
     rows, methods = [], []
     for method in trained:
         points = grid_points(cfg.grid_for(method.label)) + (extra or {}).get(method.label, [])
