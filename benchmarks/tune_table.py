@@ -31,8 +31,9 @@ def points(folder: Path) -> dict[str, list[tuple[float, dict]]]:
         runs[method, value].append(run_metrics(json.loads(path.read_text())["results"]["after"]))
     out: dict[str, list[tuple[float, dict]]] = defaultdict(list)
     for (method, value), metrics in runs.items():
+        scalars = [k for k, v in metrics[0].items() if not isinstance(v, dict)]  # not per attack
         out[method].append((value, {k: summarize([m[k] for m in metrics], 0.95)["mean"]
-                                    for k in metrics[0]}))
+                                    for k in scalars}))
     return {m: sorted(rows, key=lambda r: r[0]) for m, rows in out.items()}
 
 
