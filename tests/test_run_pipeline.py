@@ -416,3 +416,25 @@ def test_a_run_evaluates_the_attacks_it_lists(tok, tmp_path, cache_dir):
 def test_run_attacks_are_checked_in_the_config(attacks, options, message):
     with pytest.raises(UnlearnError, match=message):
         RunConfig(attacks=attacks, attack_options=options)
+
+
+def test_a_cached_evaluation_is_made_again_when_an_attack_it_ran_records_more(tok, cache_dir,
+                                                                              monkeypatch):
+    """An attack's record version is part of the cache key of the evaluations that ran it:
+    bumping relearn's (as its test facts' NLL was added) misses the entries made before, and
+    leaves the keys of evaluations without it, the default's among them, unchanged."""
+    import unlearnkit.pipeline.run as run_mod
+
+    inside = cache_dir / "inject" / "injected-keys"
+    tiny_model(len(tok)).save_pretrained(inside, safe_serialization=True)
+    tok.save_pretrained(inside)
+    records = build_scenario(n_people=5, n_forget=1, neighbors_per_forget=1).records[:2]
+    configs = {"default": RunConfig(), "paraphrase": RunConfig(attacks=["prefill", "paraphrase"]),
+               "relearn": RunConfig(attacks=["prefill", "relearn"])}
+    keys = {k: run_mod.eval_cache_key(str(inside), records, c, None) for k, c in configs.items()}
+    assert len(set(keys.values())) == 3
+    monkeypatch.setitem(run_mod.ATTACK_RECORD_VERSIONS, "relearn",
+                        run_mod.ATTACK_RECORD_VERSIONS["relearn"] + 1)
+    bumped = {k: run_mod.eval_cache_key(str(inside), records, c, None) for k, c in configs.items()}
+    assert bumped["relearn"] != keys["relearn"]
+    assert bumped["default"] == keys["default"] and bumped["paraphrase"] == keys["paraphrase"]

@@ -81,6 +81,9 @@ from unlearnkit.training.unlearn import (
 )
 
 EVAL_CACHE_VERSION = 3  # bump when answer judging or the prefill attack changes
+# bump an attack's number when what it records changes: the cached evaluations that ran it are
+# then made again (relearn 2: the test facts' NLL, twenty-sixth session)
+ATTACK_RECORD_VERSIONS = {"relearn": 2}
 DEFAULT_ATTACKS = ("prefill",)
 LoraOutput = Literal["both", "merged", "adapter"]  # what a LoRA run saves (RunConfig)
 
@@ -365,20 +368,29 @@ def attack_summary(out: dict) -> dict[str, dict]:
             for name, a in out["attacks"].items()}
 
 
+def eval_cache_key(path: str, records, cfg: RunConfig, context: str | None) -> str:
+    """The name of a cached model's evaluation: its weights, the records and every setting
+    that changes what the evaluation records (:data:`ATTACK_RECORD_VERSIONS` for the attacks
+    that run)."""
+    parts = [EVAL_CACHE_VERSION, model_identity(path), [r.to_dict() for r in records],
+             cfg.max_new_tokens, context, cfg.correct_rouge_threshold]
+    if cfg.refusal.mode != "patterns":  # (the pattern detector's keys stay as they were)
+        parts.append(asdict(cfg.refusal))
+    if (tuple(cfg.attacks), cfg.attack_options) != (DEFAULT_ATTACKS, {}):  # (likewise)
+        parts.append([cfg.attacks, cfg.attack_options])
+        if versions := {a: ATTACK_RECORD_VERSIONS[a] for a in cfg.attacks
+                        if a in ATTACK_RECORD_VERSIONS}:
+            parts.append(versions)
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
 def _evaluate_one(path: str, records, cfg: RunConfig, context: str | None) -> dict:
     """One model's answers and attacks; models in the cache folder (the scenario's injected
     and oracle models, named by a hash of how they were made) are evaluated once and their
     results kept under ``<cache>/eval``."""
     cached = None
     if Path(resolve_model_path(path)).resolve().is_relative_to(cache_root().resolve()):
-        parts = [EVAL_CACHE_VERSION, model_identity(path), [r.to_dict() for r in records],
-                 cfg.max_new_tokens, context, cfg.correct_rouge_threshold]
-        if cfg.refusal.mode != "patterns":  # (the pattern detector's keys stay as they were)
-            parts.append(asdict(cfg.refusal))
-        if (tuple(cfg.attacks), cfg.attack_options) != (DEFAULT_ATTACKS, {}):  # (likewise)
-            parts.append([cfg.attacks, cfg.attack_options])
-        key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-        cached = cache_root() / "eval" / f"{key}.json"
+        cached = cache_root() / "eval" / f"{eval_cache_key(path, records, cfg, context)}.json"
         if cached.is_file():
             return json.loads(cached.read_text())
     model, tokenizer = load_model(path, **cfg.load_options())
