@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from unlearnkit.pipeline.tune import measured_objectives, selection_score
-from unlearnkit.report.leaderboard import run_metrics, summarize
+from unlearnkit.report.leaderboard import METRICS, run_metrics, summarize
 
 COLUMNS = ("forget", "neighbor", "retain", "general", "prefill", "keep_refusal")
 
@@ -31,9 +31,8 @@ def points(folder: Path) -> dict[str, list[tuple[float, dict]]]:
         runs[method, value].append(run_metrics(json.loads(path.read_text())["results"]["after"]))
     out: dict[str, list[tuple[float, dict]]] = defaultdict(list)
     for (method, value), metrics in runs.items():
-        scalars = [k for k, v in metrics[0].items() if not isinstance(v, dict)]  # not per attack
-        out[method].append((value, {k: summarize([m[k] for m in metrics], 0.95)["mean"]
-                                    for k in scalars}))
+        out[method].append((value, {k: summarize([m.get(k) for m in metrics], 0.95)["mean"]
+                                    for k, _, _ in METRICS}))  # as the leaderboard averages
     return {m: sorted(rows, key=lambda r: r[0]) for m, rows in out.items()}
 
 
