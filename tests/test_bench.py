@@ -408,6 +408,20 @@ def test_merge_options_and_seeds_for():
     assert [seeds_for(m, cfg.seeds) for m in cfg.methods] == [[3, 4], [3]]
 
 
+def test_a_row_runs_its_own_seeds_among_the_benchs():
+    """A row's ``seeds`` pick among the bench's, in the bench's order; the oracle's first."""
+    cfg = from_dict(BenchConfig, {"methods": [{"name": "npo"},
+                                              {"name": "npo", "label": "two", "seeds": [5, 3]},
+                                              {"name": "oracle", "seeds": [4, 5]}],
+                                  "seeds": [3, 4, 5]})
+    assert [seeds_for(m, cfg.seeds) for m in cfg.methods] == [[3, 4, 5], [3, 5], [4]]
+    for seeds, error in (([6], r"seeds \[6\], which are not among the bench's seeds \[3, 4, 5\]"),
+                         ([], "one or more seeds"), ([3, 3], "none twice")):
+        with pytest.raises(UnlearnError, match=error):
+            from_dict(BenchConfig, {"methods": [{"name": "npo", "seeds": seeds}],
+                                    "seeds": [3, 4, 5]})
+
+
 # ---------------------------------------------------------------------- bench end to end
 
 

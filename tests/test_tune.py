@@ -117,6 +117,20 @@ def test_tune_methods_sweeps_only_the_named_rows_and_names_an_unknown_one(tmp_pa
             tune.sweep_config(tune.TuneConfig(methods=[label]), bench)
 
 
+def test_a_row_with_fewer_seeds_is_tuned_and_the_sweep_runs_the_tunes_seeds(tmp_path):
+    """A bench row's own ``seeds`` do not stop it being tuned (it trains), and neither it nor
+    the oracle brings the bench's seeds into the sweep, which runs the tune's."""
+    bench = from_dict(BenchConfig, {"methods": [{"name": "npo", "seeds": [0]},
+                                                {"name": "oracle", "seeds": [2]}],
+                                    "seeds": [0, 1, 2]}, "bench")
+    cfg = tune.TuneConfig(output=str(tmp_path), seeds=[7], cap_at_oracle=True,
+                          grids={"npo": {"optim.lr": [1e-5, 2e-5, 4e-5]}})
+    sweep, rows = tune.sweep_config(cfg, bench)
+    assert [m.label for m, _, _ in rows] == ["npo"] * 3
+    assert [(m.name, m.seeds) for m in sweep.methods] == [("npo", None)] * 3 + [("oracle", None)]
+    assert sweep.seeds == [7]
+
+
 def test_validation_attacks_drop_the_benchs_options_of_the_attacks_it_leaves_out(tmp_path):
     """A bench that measures relearning tunes on the prefill attack alone: the relearning
     attack's options go with it, not into an error; without validation attacks they stay."""

@@ -67,6 +67,9 @@ class BenchMethod:
     # this method's own `unlearn run` settings over the shared ``run`` (e.g. {optim: {lr:
     # 4.0e-5}}, what `unlearn tune` chose for it)
     run: dict[str, Any] = field(default_factory=dict)
+    # the seeds this row runs, among the bench's (None: all of them), e.g. to leave an
+    # expensive row that an earlier bench settled at fewer seeds
+    seeds: list[int] | None = None
 
     def __post_init__(self) -> None:
         self.label = self.label or self.name
@@ -130,15 +133,32 @@ class BenchConfig:
             raise UnlearnError(f"forget_margin must lie in [0, 1] (or be null: no forgetting "
                                f"check), got {self.forget_margin}")
         for method in self.methods:  # each run's config, checked as `unlearn run` checks it
+            if method.seeds is not None:
+                _check_row_seeds(method, self.seeds)
             run_config(self, method, self.seeds[0])
         if self.fluency_judge:
             check_model(self.fluency_judge, "fluency_judge")
 
 
+def _check_row_seeds(method: BenchMethod, seeds: list[int]) -> None:
+    if not method.seeds or len(set(method.seeds)) != len(method.seeds):
+        raise UnlearnError(f"bench method {method.label!r}: seeds {method.seeds} must list "
+                           "one or more seeds, none twice (or leave seeds out: every seed)")
+    if extra := sorted(set(method.seeds) - set(seeds)):
+        raise UnlearnError(f"bench method {method.label!r} lists seeds {extra}, which are not "
+                           f"among the bench's seeds {seeds}: add them there or drop them")
+
+
+def trains(method: BenchMethod) -> bool:
+    """Whether the method trains (prompt_only and the oracle do not: they run once)."""
+    return not (method.name in BASELINES and not BASELINES[method.name].trainable)
+
+
 def seeds_for(method: BenchMethod, seeds: list[int]) -> list[int]:
-    """Every seed for a method that trains; the first only for one that does not."""
-    untrained = method.name in BASELINES and not BASELINES[method.name].trainable
-    return seeds[:1] if untrained else list(seeds)
+    """The seeds a method runs, in the bench's order: its own ``seeds`` among ``seeds`` (all
+    of them without), and of those the first alone for a method that does not train."""
+    chosen = [s for s in seeds if method.seeds is None or s in method.seeds]
+    return chosen if trains(method) else chosen[:1]
 
 
 def run_config(cfg: BenchConfig, method: BenchMethod, seed: int) -> RunConfig:

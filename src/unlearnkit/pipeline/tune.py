@@ -54,7 +54,7 @@ import json
 import re
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ import yaml
 from unlearnkit.config import deep_merge, from_dict, load_yaml, set_path
 from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import atomic_write_text
-from unlearnkit.pipeline.bench import BenchConfig, BenchMethod, run_bench, seeds_for
+from unlearnkit.pipeline.bench import BenchConfig, BenchMethod, run_bench, trains
 from unlearnkit.pipeline.run import RunConfig
 from unlearnkit.report.leaderboard import (
     OBJECTIVES,
@@ -205,7 +205,7 @@ def sweep_config(cfg: TuneConfig, bench: BenchConfig,
     if asdict(run.setup) == asdict(bench.run.setup) and asdict(run.data) == asdict(bench.run.data):
         raise UnlearnError("tune.validation leaves the bench's setup and data unchanged: "
                            "tuning would run on the data the bench reports")
-    trained = [m for m in bench.methods if len(seeds_for(m, [0, 1])) > 1]  # others: no tuning
+    trained = [m for m in bench.methods if trains(m)]  # others: no tuning
     for key, names in (("methods", cfg.methods), ("grids", cfg.grids)):
         if unknown := sorted(set(names) - {m.label for m in trained}):
             raise UnlearnError(f"tune.{key} names {unknown}, which are not labels of methods "
@@ -225,8 +225,8 @@ def sweep_config(cfg: TuneConfig, bench: BenchConfig,
     if not methods:
         raise UnlearnError("the bench config has no method that trains: nothing to tune")
     if cfg.cap_at_oracle:  # evaluated once on the validation setup, not tuned
-        methods.append(next((m for m in bench.methods if m.name == ORACLE),
-                            BenchMethod(ORACLE)))
+        oracle = next((m for m in bench.methods if m.name == ORACLE), BenchMethod(ORACLE))
+        methods.append(replace(oracle, seeds=None))  # the sweep's seeds, not the bench's
     judged = {"fluency_judge": bench.fluency_judge, "utility_fluency": True} \
         if cfg.utility_fluency else {}
     sweep = BenchConfig(methods=methods, seeds=list(cfg.seeds), run=run, output=cfg.output,
