@@ -76,6 +76,9 @@ class BenchMethod:
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", self.label):
             raise UnlearnError(f"bench label {self.label!r} must be a plain folder name "
                                "(letters, digits, '.', '_', '-')")
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise UnlearnError(f"bench method {self.label!r}: seeds {self.seeds} must list one "
+                               "or more seeds, none twice (or leave seeds out: every seed)")
 
     def resolved_options(self) -> dict[str, Any]:
         return merge_options(load_yaml(self.preset) if self.preset else {}, self.options)
@@ -133,25 +136,18 @@ class BenchConfig:
             raise UnlearnError(f"forget_margin must lie in [0, 1] (or be null: no forgetting "
                                f"check), got {self.forget_margin}")
         for method in self.methods:  # each run's config, checked as `unlearn run` checks it
-            if method.seeds is not None:
-                _check_row_seeds(method, self.seeds)
+            if extra := sorted(set(method.seeds or []) - set(self.seeds)):
+                raise UnlearnError(f"bench method {method.label!r} lists seeds {extra}, which "
+                                   f"are not among the bench's seeds {self.seeds}: add them "
+                                   "there or drop them")
             run_config(self, method, self.seeds[0])
         if self.fluency_judge:
             check_model(self.fluency_judge, "fluency_judge")
 
 
-def _check_row_seeds(method: BenchMethod, seeds: list[int]) -> None:
-    if not method.seeds or len(set(method.seeds)) != len(method.seeds):
-        raise UnlearnError(f"bench method {method.label!r}: seeds {method.seeds} must list "
-                           "one or more seeds, none twice (or leave seeds out: every seed)")
-    if extra := sorted(set(method.seeds) - set(seeds)):
-        raise UnlearnError(f"bench method {method.label!r} lists seeds {extra}, which are not "
-                           f"among the bench's seeds {seeds}: add them there or drop them")
-
-
 def trains(method: BenchMethod) -> bool:
     """Whether the method trains (prompt_only and the oracle do not: they run once)."""
-    return not (method.name in BASELINES and not BASELINES[method.name].trainable)
+    return method.name not in BASELINES or BASELINES[method.name].trainable
 
 
 def seeds_for(method: BenchMethod, seeds: list[int]) -> list[int]:
