@@ -22,6 +22,7 @@ KINDS = {"demo.yaml": DemoConfig, "data-tofu.yaml": DataConfig,
          "tune-tofu.yaml": TuneConfig, "bench-tofu-capped.yaml": BenchConfig,
          "bench-scenario-capped.yaml": BenchConfig, "bench-tofu-fluent.yaml": BenchConfig,
          "bench-scenario-holdout.yaml": BenchConfig, "bench-scenario-attacks.yaml": BenchConfig,
+         "bench-tofu-attacks.yaml": BenchConfig,
          "bench-scenario-relearn.yaml": BenchConfig,
          "tune-scenario-relearn.yaml": TuneConfig}
 PRESETS = sorted(str(p.relative_to(CONFIGS)) for pattern in ("*.yaml", "gpu/*.yaml")
