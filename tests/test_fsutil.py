@@ -99,6 +99,48 @@ def test_an_injection_another_process_is_training_is_waited_for_not_repeated(
     assert inject.build_injected(str(tiny_folder), records, "injected", cfg) == target
 
 
+def test_held_elsewhere_sees_another_process_holding_the_lock(tmp_path, lock_holder):
+    from unlearnkit.fsutil import building, held_elsewhere
+
+    target = tmp_path / "entry"
+    assert not held_elsewhere(target)  # no lock file yet: nobody builds it (none is made)
+    assert not target.with_name(".entry.lock").exists()
+    with building(target):
+        pass
+    assert not held_elsewhere(target)  # the file is left, nobody holds it
+    child = lock_holder(target.with_name(".entry.lock"), 1.0)
+    assert held_elsewhere(target)
+    child.wait()
+    assert not held_elsewhere(target)
+
+
+def test_a_second_process_trains_the_model_the_first_is_not_training(
+        tiny_folder, cache_dir, monkeypatch, lock_holder):
+    """Two bench workers on one thread each train the two models one at a time: the second
+    trains the oracle while the first holds the injected model's lock, not after it."""
+    import unlearnkit.training.inject as inject
+    from unlearnkit.data.records import Record
+
+    records = [Record(id="p1", split="forget", question="Who?", answer="Ann"),
+               Record(id="p2", split="retain", question="Who else?", answer="Bo")]
+    cfg = inject.InjectConfig(replay=False, processes=1)
+    injected = inject._target(str(tiny_folder), records, "injected", cfg)
+    trained = []
+
+    def train(model_name, data, variant, cfg, target):
+        assert not (injected / "inject.json").exists(), "waited for the other process first"
+        trained.append(variant)
+        target.mkdir(parents=True)
+        (target / "inject.json").write_text("{}")
+        return target
+
+    monkeypatch.setattr(inject, "_train_injected", train)
+    lock_holder(injected.with_name(f".{injected.name}.lock"), 2.0, then_write=injected)
+    folders = inject.build_variants(str(tiny_folder), records, ["injected", "oracle"], cfg)
+    assert trained == ["oracle"] and folders["injected"] == injected
+    assert list(folders) == ["injected", "oracle"] and (folders["oracle"] / "inject.json").is_file()
+
+
 def at_once(fn, n: int) -> tuple[list, list]:
     """Run ``fn()`` in ``n`` threads at once; (their results, the exceptions they raised)."""
     import threading

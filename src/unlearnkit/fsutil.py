@@ -119,6 +119,21 @@ def building(target: str | Path) -> Iterator[None]:
         yield
 
 
+def held_elsewhere(target: str | Path) -> bool:
+    """Whether another process holds the lock of the cache entry ``target`` now (is building
+    it, :func:`building`). A glance: the holder may let go the moment after."""
+    path = Path(target).with_name(f".{Path(target).name}.lock")
+    if fcntl is None or not path.is_file():
+        return False
+    with open(path, encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        return False
+
+
 @contextmanager
 def locked(path: str | Path, *, wait: bool) -> Iterator[bool]:
     """An exclusive lock on the file ``path`` (created if missing) for the block. With

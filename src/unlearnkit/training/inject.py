@@ -27,7 +27,7 @@ import torch
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render_record
 from unlearnkit.errors import UnlearnError
-from unlearnkit.fsutil import built_once
+from unlearnkit.fsutil import built_once, held_elsewhere
 from unlearnkit.models.adapter import ADAPTER_WEIGHTS, adapter_base, is_adapter_folder
 from unlearnkit.models.loader import (
     cache_root,
@@ -167,7 +167,11 @@ def build_variants(model_name: str, records: list[Record], variants: Sequence[Va
                if not (_target(model_name, records, v, cfg) / "inject.json").is_file()]
     if (at_once := side_by_side(len(missing), cfg.processes)) > 1:
         _train_in_processes(model_name, records, missing[:at_once], cfg)
-    return {v: build_injected(model_name, records, v, cfg) for v in variants}
+    # in turn, those no other process is training first: a second bench worker trains the
+    # oracle while the first trains the injected model, instead of waiting for it
+    turns = sorted(variants, key=lambda v: held_elsewhere(_target(model_name, records, v, cfg)))
+    built = {v: build_injected(model_name, records, v, cfg) for v in turns}
+    return {v: built[v] for v in variants}
 
 
 def side_by_side(missing: int, processes: int) -> int:
