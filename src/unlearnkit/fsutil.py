@@ -114,15 +114,20 @@ def building(target: str | Path) -> Iterator[None]:
     processes that would build the same entry (the ranks of `accelerate launch`, bench
     workers) take turns, so one builds it and the others, checking again inside the block,
     find it built. Without it two of them replaced each other's folder, and one failed."""
-    target = Path(target)
-    with locked(target.with_name(f".{target.name}.lock"), wait=True):
+    with locked(_lock_file(target), wait=True):
         yield
+
+
+def _lock_file(target: str | Path) -> Path:
+    """The lock file of the cache entry ``target``: a hidden file beside it."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.lock")
 
 
 def held_elsewhere(target: str | Path) -> bool:
     """Whether another process holds the lock of the cache entry ``target`` now (is building
     it, :func:`building`). A glance: the holder may let go the moment after."""
-    path = Path(target).with_name(f".{Path(target).name}.lock")
+    path = _lock_file(target)
     if fcntl is None or not path.is_file():
         return False
     with open(path, encoding="utf-8") as fh:

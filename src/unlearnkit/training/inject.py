@@ -163,13 +163,13 @@ def build_variants(model_name: str, records: list[Record], variants: Sequence[Va
     a second thread than a second training does from the second core (its matrices are small),
     so two at once on one thread each finish sooner than one after the other on both threads
     (1.28x the throughput on 2 cores, docs/BENCHMARKS.md, "Side by side")."""
-    missing = [v for v in variants
-               if not (_target(model_name, records, v, cfg) / "inject.json").is_file()]
+    targets = {v: _target(model_name, records, v, cfg) for v in variants}
+    missing = [v for v in variants if not (targets[v] / "inject.json").is_file()]
     if (at_once := side_by_side(len(missing), cfg.processes)) > 1:
         _train_in_processes(model_name, records, missing[:at_once], cfg)
     # in turn, those no other process is training first: a second bench worker trains the
     # oracle while the first trains the injected model, instead of waiting for it
-    turns = sorted(variants, key=lambda v: held_elsewhere(_target(model_name, records, v, cfg)))
+    turns = sorted(variants, key=lambda v: held_elsewhere(targets[v]))
     built = {v: build_injected(model_name, records, v, cfg) for v in turns}
     return {v: built[v] for v in variants}
 
