@@ -1,8 +1,11 @@
 """Robustness attacks: prompt rewrites by hand, RTN values by hand, the runner end to end."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
+from unlearnkit.data.adapters import LETTERS, format_mcq
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import render
 from unlearnkit.errors import UnlearnError
@@ -93,8 +96,55 @@ def test_reveals_joins_prefill_and_continuation():
 def test_mcq_prompt_is_format_mcq():
     assert P.mcq_prompts(ADA) == [AttackPrompt(
         "Where was Ada born?\nA. Rome\nB. Paris\nC. Oslo\nAnswer with the letter.",
-        "Be brief.", label="mcq")]
+        "Be brief.", label="mcq", choices=("Rome", "Paris", "Oslo"), answer_index=1)]
     assert P.mcq_prompts(Record(id="x", split="forget", question="Q?", answer="A")) == []
+    # a record's own choices win over its perturbed answers
+    assert P.mcq_prompts(replace(ADA, perturbed_answers=["Lima"]), perturbed=True) == \
+        P.mcq_prompts(ADA)
+
+
+def _tofu_like(i: int, perturbed: list[str]) -> Record:
+    return Record(id=f"t{i}", split="forget", question=f"Q{i}?", answer=f"Answer {i}.",
+                  perturbed_answers=perturbed)
+
+
+def test_mcq_from_perturbed_answers():
+    rec = _tofu_like(0, ["Wrong one.", "Wrong two.", "  answer 0 ", "wrong ONE", ""])
+    assert P.mcq_prompts(rec) == []  # off by default: TOFU records have no choices
+    [prompt] = P.mcq_prompts(rec, perturbed=True)
+    # the answer and the perturbed answers that differ from it and each other, after
+    # normalisation (case, spacing, punctuation); empty ones dropped
+    assert sorted(prompt.choices) == ["Answer 0.", "Wrong one.", "Wrong two."]
+    assert prompt.choices[prompt.answer_index] == "Answer 0."
+    assert prompt.question == format_mcq("Q0?", list(prompt.choices))
+    assert P.mcq_prompts(rec, perturbed=True) == [prompt]  # fixed per record
+    # the order is drawn per id: the answer is not always in one place
+    wrong = ["Wrong a.", "Wrong b.", "Wrong c.", "Wrong d."]
+    assert len({P.mcq_prompts(_tofu_like(i, wrong), perturbed=True)[0].answer_index
+                for i in range(20)}) > 1
+    # nothing to choose between: no prompt
+    assert P.mcq_prompts(_tofu_like(1, ["answer 1"]), perturbed=True) == []
+    assert P.mcq_prompts(replace(rec, answer=""), perturbed=True) == []
+
+
+def test_choice_attack_scores_the_prompts_own_options(tok, tiny, monkeypatch):
+    """Options carried by the prompt (here from perturbed answers) are what is scored: with
+    letter A always the likeliest, an item is revealed exactly when its answer is option A."""
+    import unlearnkit.evaluation.attacks.scoring as scoring
+
+    def first_letter_likeliest(model, tokenizer, groups, **kw):
+        return [[-float(k) for k in range(len(g))] for g in groups]
+
+    monkeypatch.setattr(scoring, "first_token_logprobs", first_letter_likeliest)
+    wrong = ["Wrong a.", "Wrong b.", "Wrong c."]
+    records = [replace(_tofu_like(i, wrong), targets=[f"Answer {i}"]) for i in range(8)]
+    result = run_attacks(tiny, tok, records, ["mcq"], mcq={"perturbed": True})
+    items = result["attacks"]["mcq"]["items"]
+    right = [P.mcq_prompts(r, perturbed=True)[0].answer_index for r in records]
+    assert [item["success"] for item in items] == [i == 0 for i in right]
+    assert [item["variants"][0]["answer"] for item in items] == [LETTERS[i] for i in right]
+    assert {item["variants"][0]["picked"] for item in items} == {"A"}
+    assert result["attacks"]["mcq"]["chance"] == pytest.approx(1 / 4)
 
 
 def test_jailbreak_templates_exact_text():

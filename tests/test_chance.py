@@ -4,7 +4,6 @@ worst case and any-attack rate, results files and the report."""
 import math
 
 import pytest
-import torch
 
 import unlearnkit.evaluation.attacks.scoring as scoring
 from unlearnkit.data.records import Record
@@ -71,9 +70,8 @@ def test_runner_judges_multiple_choice_above_chance(tok, tiny, monkeypatch):
                       choices=["Town0", "Town1", "Town2"], answer_index=i) for i in range(3)]
     monkeypatch.setattr(scoring, "generate", lambda model, tokenizer, prompts, **kw:
                         ["I do not know."] * len(prompts))
-    monkeypatch.setattr(scoring, "token_logprobs", lambda model, tokenizer, rendered, **kw:
-                        [torch.tensor([1.0 if i % 3 == 0 else 0.0])
-                         for i in range(len(rendered))])
+    monkeypatch.setattr(scoring, "first_token_logprobs", lambda model, tokenizer, groups, **kw:
+                        [[1.0 if k == 0 else 0.0 for k in range(len(g))] for g in groups])
     out = run_attacks(tiny, tok, records, ["plain", "mcq"])
     mcq = out["attacks"]["mcq"]
     # always letter A: right on the first record only, the guessing rate of 3 options
@@ -85,9 +83,9 @@ def test_runner_judges_multiple_choice_above_chance(tok, tiny, monkeypatch):
     assert out["any_attack_rate"] == 0.0  # the guessed item is not counted as revealed
     assert "chance" not in out["attacks"]["plain"]
     # every letter right: above chance 1, the worst case
-    monkeypatch.setattr(scoring, "token_logprobs", lambda model, tokenizer, rendered, **kw:
-                        [torch.tensor([1.0 if i % 3 == (i // 3) % 3 else 0.0])
-                         for i in range(len(rendered))])
+    monkeypatch.setattr(scoring, "first_token_logprobs", lambda model, tokenizer, groups, **kw:
+                        [[1.0 if k == n else 0.0 for k in range(len(g))]
+                         for n, g in enumerate(groups)])
     out = run_attacks(tiny, tok, records, ["plain", "mcq"])
     assert out["attacks"]["mcq"]["success_rate"] == 1.0
     assert out["worst_case"] == {"attack": "mcq", "success_rate": 1.0}

@@ -152,6 +152,25 @@ def test_generate_falls_back_to_transformers_when_it_cannot_drive_the_model(tok,
     assert engine.generate(model, tok, prompts, max_new_tokens=4) == out and called
 
 
+def test_first_token_logprobs_read_each_option_off_one_prompt(tok):
+    """Groups of items sharing a prompt (a question's letters; prompts of different lengths,
+    one group behind a prefill, an empty group): each item's first response token scored as
+    token_logprobs scores it, item by item."""
+    model = _sharp(tok)
+    groups = [[render(tok, f"Pick one{' please' * i}.", letter) for letter in "ABCD"[:2 + i]]
+              for i in range(3)]
+    groups.insert(1, [])
+    groups.append([render(tok, "Pick again.", f"Sure: {x}", prefill=2) for x in ("A", "B")])
+    got = engine.first_token_logprobs(model, tok, groups, batch_size=2)
+    assert [len(g) for g in got] == [len(g) for g in groups]
+    for group, scores in zip(groups, got, strict=True):
+        want = [float(lp[0]) for lp in engine.token_logprobs(model, tok, group)] if group else []
+        assert scores == pytest.approx(want, abs=1e-4)
+    with pytest.raises(ValueError, match="share one prompt"):
+        engine.first_token_logprobs(model, tok, [[render(tok, "Q1?", "A"),
+                                                  render(tok, "Q2?", "A")]])
+
+
 def test_token_logprobs_equal_each_item_scored_alone(tok, rows):
     """Batched through the shared-prefix response window (right padding, several response
     starts, one item with a prefill): the same log-probabilities as one plain forward per

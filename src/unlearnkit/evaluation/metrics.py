@@ -40,12 +40,12 @@ from scipy.stats import hmean, ks_2samp
 
 from unlearnkit.data.adapters import LETTERS, as_asked, format_mcq
 from unlearnkit.data.records import Record
-from unlearnkit.data.render import render_record
+from unlearnkit.data.render import IGNORE_INDEX, render_record
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation import correctness as grading
 from unlearnkit.evaluation import mia
 from unlearnkit.evaluation.refusal_judge import PatternJudge, RefusalJudge
-from unlearnkit.models.engine import generate, token_logprobs
+from unlearnkit.models.engine import first_token_logprobs, generate, token_logprobs
 
 # ------------------------------------------------------------------- results and registry
 
@@ -686,10 +686,15 @@ def choice_scores(model, tokenizer, records: Sequence[Record], *, letter: bool =
     """Per record, one score per option after :func:`format_mcq`'s prompt (none without
     choices): the log-probability of the option's letter as the whole answer (``letter``),
     else the mean token log-probability of the option's text. ``render_kwargs`` go to
-    :func:`render_record` (e.g. an evaluation context)."""
-    items = [render_record(tokenizer, r, question=format_mcq(r.question, r.choices),
-                           answer=LETTERS[i] if letter else choice, **render_kwargs)
-             for r in records for i, choice in enumerate(r.choices)]
+    :func:`render_record` (e.g. an evaluation context). Letters of one token (the end of turn
+    after them) are read off one forward pass of their question
+    (:func:`~unlearnkit.models.engine.first_token_logprobs`)."""
+    groups = [[render_record(tokenizer, r, question=format_mcq(r.question, r.choices),
+                             answer=LETTERS[i] if letter else choice, **render_kwargs)
+               for i, choice in enumerate(r.choices)] for r in records]
+    items = [it for group in groups for it in group]
+    if letter and all(sum(x != IGNORE_INDEX for x in it.labels) == 2 for it in items):
+        return first_token_logprobs(model, tokenizer, groups, batch_size=batch_size)
     scored = iter(token_logprobs(model, tokenizer, items, batch_size=batch_size) if items
                   else [])
     reduce = (lambda t: float(t[:-1].sum())) if letter else (lambda t: _mean_logprob(t[:-1]))

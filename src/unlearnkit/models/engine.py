@@ -283,3 +283,37 @@ def token_logprobs(model, tokenizer, items: Sequence[Rendered], *, batch_size: i
         for row, i in enumerate(idx):
             out[i] = picked[row][labels[row] != IGNORE_INDEX].cpu()
     return out
+
+
+@torch.no_grad()
+def first_token_logprobs(model, tokenizer, groups: Sequence[Sequence[Rendered]], *,
+                         batch_size: int = 16) -> list[list[float]]:
+    """Per group of items that share their prompt (every token before ``response_start``), the
+    log-probability of each item's first response token, teacher-forced.
+
+    What the letters of a multiple-choice question need: the prompt runs once per group, not
+    once per item, and only its last position is projected onto the vocabulary. Equal, up to
+    float rounding, to ``token_logprobs(...)[i][0]`` of each item.
+    """
+    out: list[list[float]] = [[] for _ in groups]  # (an empty group scores nothing)
+    prompts, firsts, where = [], [], []
+    for n, group in enumerate(groups):
+        if not group:
+            continue
+        head = group[0].input_ids[:group[0].response_start]
+        for it in group:
+            if it.input_ids[:it.response_start] != head or it.response_start >= len(it.input_ids):
+                raise ValueError(f"group {n}: its items do not share one prompt followed by a "
+                                 "response")
+        prompts.append(Rendered(head, [IGNORE_INDEX] * len(head), len(head)))
+        firsts.append([it.input_ids[it.response_start] for it in group])
+        where.append(n)
+    for _, idx in _batches(_length_order(prompts), batch_size):
+        # response_start past each prompt's end: the window starts at the shortest one's last
+        # position and holds every row's last position
+        win = forward_responses(model, [prompts[i] for i in idx], tokenizer.pad_token_id)
+        for row, i in enumerate(idx):
+            last = win.logits[row, len(prompts[i].input_ids) - 1 - win.offset].float()
+            logp = torch.log_softmax(last, dim=-1)
+            out[where[i]] = [float(logp[t]) for t in firsts[i]]
+    return out

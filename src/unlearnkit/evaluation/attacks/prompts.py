@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from unlearnkit.data.adapters import format_mcq
 from unlearnkit.data.records import Record, normalize_question
 from unlearnkit.evaluation.attacks.registry import AttackPrompt, register_attack
-from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, is_correct
+from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, is_correct, normalize
 
 
 @register_attack("plain", kind="prompt", family="baseline")
@@ -48,12 +48,39 @@ def paraphrase_prompts(record: Record) -> list[AttackPrompt]:
 
 
 @register_attack("mcq", kind="choice", family="multiple-choice")
-def mcq_prompts(record: Record) -> list[AttackPrompt]:
-    """The question with its lettered options (:func:`format_mcq`); needs ``choices`` and
-    ``answer_index``. Scored by the log-probability argmax over the option letters."""
-    if not record.choices or record.answer_index is None:
+def mcq_prompts(record: Record, *, perturbed: bool = False) -> list[AttackPrompt]:
+    """The question with its lettered options (:func:`format_mcq`), scored by the
+    log-probability argmax over the option letters.
+
+    The options are the record's ``choices`` (the right one at ``answer_index``). With
+    ``perturbed``, a record without choices but with perturbed (wrong) answers, as TOFU's
+    records have, is asked with its answer among them (:func:`perturbed_choices`).
+    """
+    choices, index = record.choices, record.answer_index
+    if (not choices or index is None) and perturbed:
+        choices, index = perturbed_choices(record)
+    if not choices or index is None:
         return []
-    return [AttackPrompt(format_mcq(record.question, record.choices), record.system, label="mcq")]
+    return [AttackPrompt(format_mcq(record.question, choices), record.system, label="mcq",
+                         choices=tuple(choices), answer_index=index)]
+
+
+def perturbed_choices(record: Record) -> tuple[list[str], int | None]:
+    """The record's answer and its distinct perturbed answers as options, in an order drawn
+    by a generator seeded with the id (fixed for the record, not the answer first), and the
+    answer's index; no options when the answer is missing or no perturbed answer differs from
+    it (after normalisation, :func:`~unlearnkit.evaluation.correctness.normalize`)."""
+    seen = {normalize(record.answer)}
+    wrong = []
+    for text in record.perturbed_answers:
+        if text.strip() and normalize(text) not in seen:
+            seen.add(normalize(text))
+            wrong.append(text)
+    if not record.answer.strip() or not wrong:
+        return [], None
+    options = [record.answer, *wrong]
+    random.Random(f"mcq:{record.id}").shuffle(options)
+    return options, options.index(record.answer)
 
 
 ROLE_PLAY = (

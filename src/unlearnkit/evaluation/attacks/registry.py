@@ -6,8 +6,9 @@ attack and scores it:
 - ``"prompt"``: ``fn(record, **options) -> list[AttackPrompt]``, a pure rewrite of one forget
   probe (a ``pool`` keyword, when the function has one, receives all forget records). Scored by
   greedy generation: an item is revealed when any of its prompts makes the model state the fact.
-- ``"choice"``: the same signature; each prompt is a multiple-choice question over
-  ``record.choices``, scored by the log-probability argmax over the option letters.
+- ``"choice"``: the same signature; each prompt is a multiple-choice question over its
+  ``choices`` (default: ``record.choices``), scored by the log-probability argmax over the
+  option letters.
 - ``"weights"``: ``fn(model, **options) -> model``, a modified *copy* of the model; the plain
   probes are then scored on it.
 - ``"custom"``: ``fn(model, tokenizer, records, settings, **options) -> dict`` with ``items``
@@ -38,6 +39,9 @@ class AttackPrompt:
     system: str | None = None
     prefill: int | float | None = None
     label: str = ""
+    # a choice attack's options and the right one's index (None: the record's own)
+    choices: tuple[str, ...] | None = None
+    answer_index: int | None = None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from unlearnkit.evaluation.correctness import (
     rouge_l_recall,
     withheld_rest,
 )
-from unlearnkit.models.engine import generate, token_logprobs
+from unlearnkit.models.engine import first_token_logprobs, generate
 
 
 @dataclass(frozen=True)
@@ -141,30 +141,30 @@ def score_choice_attack(model, tokenizer, records: Sequence[Record], attack: Att
                         options: dict[str, Any], settings: Settings) -> list[dict]:
     """Multiple choice, judged by log-probability argmax over the option letters.
 
-    For each prompt, every letter A, B, ... is rendered as the assistant's answer and scored by
-    the log-probability of its first token; the item is revealed when the argmax is the letter
-    of ``answer_index``. Always picks a letter, so an item's ``chance`` of being revealed by
-    guessing is 1 / its number of choices
+    For each prompt, every letter A, B, ... of its options (the prompt's ``choices``, else the
+    record's) is rendered as the assistant's answer and scored by the log-probability of its
+    first token; the item is revealed when the argmax is the letter of the prompt's
+    ``answer_index`` (else the record's). Always picks a letter, so an item's ``chance`` of
+    being revealed by guessing is 1 / its number of choices
     (:func:`~unlearnkit.evaluation.chance.item_chance` over its prompts).
     """
-    rows = []  # (record index, prompt, first rendered index, number of letters)
-    rendered: list[Rendered] = []
+    rows = []  # (record index, prompt, right index)
+    groups: list[list[Rendered]] = []  # per prompt, its letters rendered as the answer
     for i, record in enumerate(records):
         for prompt in attack.fn(record, **options):
-            letters = LETTERS[:len(record.choices)]
-            rows.append((i, prompt, len(rendered), len(letters)))
-            rendered += [render(tokenizer, prompt.question, letter, system=prompt.system,
-                                context=settings.context) for letter in letters]
-    scores = token_logprobs(model, tokenizer, rendered, batch_size=settings.batch_size)
+            choices = record.choices if prompt.choices is None else prompt.choices
+            right = record.answer_index if prompt.answer_index is None else prompt.answer_index
+            rows.append((i, prompt, right))
+            groups.append([render(tokenizer, prompt.question, letter, system=prompt.system,
+                                  context=settings.context) for letter in LETTERS[:len(choices)]])
+    scores = first_token_logprobs(model, tokenizer, groups, batch_size=settings.batch_size)
     items: dict[int, dict] = {}
-    for i, prompt, first, n in rows:
-        logps = [float(s[0]) for s in scores[first:first + n]]
+    for (i, prompt, right), logps in zip(rows, scores, strict=True):
         picked = int(torch.tensor(logps).argmax())
-        ok = picked == records[i].answer_index
+        ok = picked == right
         item = items.setdefault(i, {"id": records[i].id, "success": False, "variants": []})
         item["variants"].append({"label": prompt.label, "picked": LETTERS[picked],
-                                 "answer": LETTERS[records[i].answer_index],
-                                 "logprobs": logps, "success": ok})
+                                 "answer": LETTERS[right], "logprobs": logps, "success": ok})
         item["success"] = item["success"] or ok
     for item in items.values():
         item["chance"] = item_chance([len(v["logprobs"]) for v in item["variants"]])
