@@ -1,13 +1,15 @@
 """The multiple-choice attack alone on several models' forget questions.
 
-Usage: python benchmarks/choice_attack.py --data DATASET_FOLDER [--perturbed] LABEL=MODEL ...
+Usage: python benchmarks/choice_attack.py --data DATASET_FOLDER [--perturbed] [--score text]
+    LABEL=MODEL ...
 
 Runs the ``mcq`` attack (:mod:`unlearnkit.evaluation.attacks.prompts`) on the forget split of a
 dataset folder (``unlearn data standardize``'s, or a run's ``data/``) for each model (any
 folder or name ``load_model`` takes: a run's ``model/``, a cached injected model) and prints,
 per model, the items asked, the share answered with the right letter, the guessing rate and
 the rate above it, ``(rate - chance) / (1 - chance)``. ``--perturbed`` asks records without
-choices (TOFU's) with their answer among their perturbed answers (``perturbed: true``). With
+choices (TOFU's) with their answer among their perturbed answers (``perturbed: true``);
+``--score text`` picks the option whose text is likeliest instead of its letter. With
 ``--out FILE`` the per-model figures and each item's picked and right letters go to JSON.
 Trains nothing.
 """
@@ -30,6 +32,7 @@ def main() -> None:
     parser.add_argument("models", nargs="+", metavar="LABEL=MODEL")
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--perturbed", action="store_true")
+    parser.add_argument("--score", choices=("letter", "text"), default="letter")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -40,14 +43,15 @@ def main() -> None:
     if not forget:
         raise SystemExit(f"{args.data} has no forget records")
     print(f"machine: {describe()}")
-    print(f"{len(forget)} forget records from {args.data}; perturbed: {args.perturbed}\n")
-    print("| model | items | right letter | chance | above chance |")
+    print(f"{len(forget)} forget records from {args.data}; perturbed: {args.perturbed}; "
+          f"score: {args.score}\n")
+    print("| model | items | right option | chance | above chance |")
     print("| --- | --- | --- | --- | --- |")
     out = {}
     for label, path in pairs:
         model, tokenizer = load_model(path)
         a = run_attacks(model, tokenizer, forget, ["mcq"], batch_size=args.batch_size,
-                        mcq={"perturbed": args.perturbed})["attacks"]["mcq"]
+                        mcq={"perturbed": args.perturbed, "score": args.score})["attacks"]["mcq"]
         above = a.get("above_chance")
         out[label] = {"model": path, "n": a["n"], "rate": a["success_rate"],
                       "chance": a.get("chance"), "above_chance": above,

@@ -27,6 +27,7 @@ from unlearnkit.evaluation.attacks.logit_lens import logit_lens_attack
 from unlearnkit.evaluation.attacks.relearn import relearn_attack
 from unlearnkit.evaluation.attacks.scoring import Settings, resolve_prefill
 from unlearnkit.evaluation.chance import leak_rate
+from unlearnkit.models.engine import token_logprobs
 
 ADA = Record(
     id="f1", split="forget", question="Where was Ada born?", answer="Ada was born in Paris.",
@@ -125,6 +126,25 @@ def test_mcq_from_perturbed_answers():
     # nothing to choose between: no prompt
     assert P.mcq_prompts(_tofu_like(1, ["answer 1"]), perturbed=True) == []
     assert P.mcq_prompts(replace(rec, answer=""), perturbed=True) == []
+
+
+def test_choice_attack_text_score_picks_the_likeliest_option_text(tok, tiny):
+    """score: text picks the option whose text, as the answer to the lettered question, has
+    the highest mean token log-probability (end of turn left out), computed here by hand."""
+    wrong = ["Wrong a.", "Something else entirely.", "No."]
+    records = [replace(_tofu_like(i, wrong), targets=[f"Answer {i}"]) for i in range(4)]
+    result = run_attacks(tiny, tok, records, ["mcq"], mcq={"perturbed": True, "score": "text"})
+    for record, item in zip(records, result["attacks"]["mcq"]["items"], strict=True):
+        [prompt] = P.mcq_prompts(record, perturbed=True)
+        scored = token_logprobs(tiny, tok,
+                                [render(tok, prompt.question, c) for c in prompt.choices])
+        means = [float(t[:-1].double().mean()) for t in scored]
+        best = max(range(len(means)), key=means.__getitem__)
+        assert item["variants"][0]["picked"] == LETTERS[best]
+        assert item["variants"][0]["logprobs"] == pytest.approx(means)
+        assert item["success"] == (best == prompt.answer_index)
+    with pytest.raises(UnlearnError, match="score must be one of letter, text"):
+        run_attacks(tiny, tok, records, ["mcq"], mcq={"score": "words"})
 
 
 def test_choice_attack_scores_the_prompts_own_options(tok, tiny, monkeypatch):
@@ -289,7 +309,6 @@ def test_relearn_leaves_out_test_items_the_train_half_states(tok, tiny):
 def test_answer_nll_is_the_mean_token_nll_of_the_whole_answer_and_of_its_fact(tok, tiny):
     from unlearnkit.data.render import render
     from unlearnkit.evaluation.attacks.relearn import true_answer_nll
-    from unlearnkit.models.engine import token_logprobs
 
     bare = Record(id="b", split="forget", question="Who?", answer="Nobody we know.",
                   targets=["Dunmere"])

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from unlearnkit.data.adapters import format_mcq
 from unlearnkit.data.records import Record, normalize_question
+from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.attacks.registry import AttackPrompt, register_attack
 from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, is_correct, normalize
 
@@ -47,15 +48,24 @@ def paraphrase_prompts(record: Record) -> list[AttackPrompt]:
             for i, q in enumerate(record.paraphrased_questions) if q.strip()]
 
 
+CHOICE_SCORES = ("letter", "text")  # how the mcq attack picks an option
+
+
 @register_attack("mcq", kind="choice", family="multiple-choice")
-def mcq_prompts(record: Record, *, perturbed: bool = False) -> list[AttackPrompt]:
-    """The question with its lettered options (:func:`format_mcq`), scored by the
-    log-probability argmax over the option letters.
+def mcq_prompts(record: Record, *, perturbed: bool = False, score: str = "letter"
+                ) -> list[AttackPrompt]:
+    """The question with its lettered options (:func:`format_mcq`); the model's pick is the
+    option whose letter is likeliest as the answer (``score: letter``, MMLU's and WMDP's way),
+    or whose text is, by mean token log-probability (``score: text``: what a model too small
+    to answer with letters still reveals, as TOFU's truth ratio reads it).
 
     The options are the record's ``choices`` (the right one at ``answer_index``). With
     ``perturbed``, a record without choices but with perturbed (wrong) answers, as TOFU's
     records have, is asked with its answer among them (:func:`perturbed_choices`).
     """
+    if score not in CHOICE_SCORES:
+        raise UnlearnError(f"attack mcq: score must be one of {', '.join(CHOICE_SCORES)}, got "
+                           f"{score!r}; e.g. attack_options.mcq.score=text")
     choices, index = record.choices, record.answer_index
     if (not choices or index is None) and perturbed:
         choices, index = perturbed_choices(record)

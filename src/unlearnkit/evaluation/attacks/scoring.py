@@ -9,6 +9,7 @@ the fraction of revealed items among the items it applies to.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ from unlearnkit.evaluation.correctness import (
     rouge_l_recall,
     withheld_rest,
 )
-from unlearnkit.models.engine import first_token_logprobs, generate
+from unlearnkit.models.engine import first_token_logprobs, generate, token_logprobs
 
 
 @dataclass(frozen=True)
@@ -137,27 +138,41 @@ def score_plain(model, tokenizer, records: Sequence[Record], settings: Settings)
     return score_prompt_attacks(model, tokenizer, records, [(plain, {})], settings)["plain"]
 
 
+def _mean_answer_logprob(logprobs: torch.Tensor) -> float:
+    """Mean token log-probability of an answer, its end of turn left out (-inf if empty)."""
+    body = logprobs[:-1]
+    return float(body.double().mean()) if body.numel() else -math.inf
+
+
 def score_choice_attack(model, tokenizer, records: Sequence[Record], attack: Attack,
                         options: dict[str, Any], settings: Settings) -> list[dict]:
-    """Multiple choice, judged by log-probability argmax over the option letters.
+    """Multiple choice, judged by log-probability argmax over the options.
 
-    For each prompt, every letter A, B, ... of its options (the prompt's ``choices``, else the
-    record's) is rendered as the assistant's answer and scored by the log-probability of its
-    first token; the item is revealed when the argmax is the letter of the prompt's
-    ``answer_index`` (else the record's). Always picks a letter, so an item's ``chance`` of
-    being revealed by guessing is 1 / its number of choices
+    For each prompt, every option (the prompt's ``choices``, else the record's) is rendered as
+    the assistant's answer: its letter A, B, ..., scored by the log-probability of its first
+    token, or with ``options["score"] == "text"`` the option's text, scored by its mean token
+    log-probability (the end of turn left out). The item is revealed when the argmax is the
+    prompt's ``answer_index`` (else the record's). Always picks an option, so an item's
+    ``chance`` of being revealed by guessing is 1 / its number of choices
     (:func:`~unlearnkit.evaluation.chance.item_chance` over its prompts).
     """
+    text = options.get("score") == "text"
     rows = []  # (record index, prompt, right index)
-    groups: list[list[Rendered]] = []  # per prompt, its letters rendered as the answer
+    groups: list[list[Rendered]] = []  # per prompt, its options rendered as the answer
     for i, record in enumerate(records):
         for prompt in attack.fn(record, **options):
             choices = record.choices if prompt.choices is None else prompt.choices
             right = record.answer_index if prompt.answer_index is None else prompt.answer_index
             rows.append((i, prompt, right))
-            groups.append([render(tokenizer, prompt.question, letter, system=prompt.system,
-                                  context=settings.context) for letter in LETTERS[:len(choices)]])
-    scores = first_token_logprobs(model, tokenizer, groups, batch_size=settings.batch_size)
+            answers = list(choices) if text else LETTERS[:len(choices)]
+            groups.append([render(tokenizer, prompt.question, answer, system=prompt.system,
+                                  context=settings.context) for answer in answers])
+    if text:
+        flat = iter(token_logprobs(model, tokenizer, [it for g in groups for it in g],
+                                   batch_size=settings.batch_size) if groups else [])
+        scores = [[_mean_answer_logprob(next(flat)) for _ in g] for g in groups]
+    else:
+        scores = first_token_logprobs(model, tokenizer, groups, batch_size=settings.batch_size)
     items: dict[int, dict] = {}
     for (i, prompt, right), logps in zip(rows, scores, strict=True):
         picked = int(torch.tensor(logps).argmax())
