@@ -171,6 +171,21 @@ def test_first_token_logprobs_read_each_option_off_one_prompt(tok):
                                                   render(tok, "Q2?", "A")]])
 
 
+def test_grouped_token_logprobs_equal_the_flat_scores(tok):
+    """Each group (one prompt, answers of several lengths; an empty group) batched on its own
+    gives the log-probabilities token_logprobs gives the same items in one flat list."""
+    model = _sharp(tok)
+    groups = [[render(tok, f"Tell me{' more' * i}.", f"Answer{' x' * k}.") for k in range(3)]
+              for i in range(3)]
+    groups.insert(2, [])
+    got = engine.grouped_token_logprobs(model, tok, groups, batch_size=2)
+    flat = iter(engine.token_logprobs(model, tok, [it for g in groups for it in g]))
+    for group, scores in zip(groups, got, strict=True):
+        assert len(scores) == len(group)
+        for lp in scores:
+            torch.testing.assert_close(lp, next(flat), atol=1e-4, rtol=1e-4)
+
+
 def test_token_logprobs_equal_each_item_scored_alone(tok, rows):
     """Batched through the shared-prefix response window (right padding, several response
     starts, one item with a prefill): the same log-probabilities as one plain forward per

@@ -286,6 +286,17 @@ def token_logprobs(model, tokenizer, items: Sequence[Rendered], *, batch_size: i
 
 
 @torch.no_grad()
+def grouped_token_logprobs(model, tokenizer, groups: Sequence[Sequence[Rendered]], *,
+                           batch_size: int = 16) -> list[list[torch.Tensor]]:
+    """:func:`token_logprobs` per group of items that share a prompt (a question's options or
+    perturbed answers), each group batched on its own: the prompt, which is most of each
+    item, runs once per batch (:func:`forward_responses`' shared prefix) instead of once per
+    item, as it would in batches that mix groups."""
+    return [token_logprobs(model, tokenizer, group, batch_size=batch_size) if group else []
+            for group in groups]
+
+
+@torch.no_grad()
 def first_token_logprobs(model, tokenizer, groups: Sequence[Sequence[Rendered]], *,
                          batch_size: int = 16) -> list[list[float]]:
     """Per group of items that share their prompt (every token before ``response_start``), the

@@ -29,7 +29,7 @@ from unlearnkit.evaluation.correctness import (
     rouge_l_recall,
     withheld_rest,
 )
-from unlearnkit.models.engine import first_token_logprobs, generate, token_logprobs
+from unlearnkit.models.engine import first_token_logprobs, generate, grouped_token_logprobs
 
 
 @dataclass(frozen=True)
@@ -168,9 +168,8 @@ def score_choice_attack(model, tokenizer, records: Sequence[Record], attack: Att
             groups.append([render(tokenizer, prompt.question, answer, system=prompt.system,
                                   context=settings.context) for answer in answers])
     if text:
-        flat = iter(token_logprobs(model, tokenizer, [it for g in groups for it in g],
-                                   batch_size=settings.batch_size) if groups else [])
-        scores = [[_mean_answer_logprob(next(flat)) for _ in g] for g in groups]
+        scores = [[_mean_answer_logprob(t) for t in group] for group in grouped_token_logprobs(
+            model, tokenizer, groups, batch_size=settings.batch_size)]
     else:
         scores = first_token_logprobs(model, tokenizer, groups, batch_size=settings.batch_size)
     items: dict[int, dict] = {}
