@@ -143,8 +143,10 @@ def test_choice_attack_text_score_picks_the_likeliest_option_text(tok, tiny):
         assert item["variants"][0]["picked"] == LETTERS[best]
         assert item["variants"][0]["logprobs"] == pytest.approx(means)
         assert item["success"] == (best == prompt.answer_index)
-    with pytest.raises(UnlearnError, match="score must be one of letter, text"):
+    with pytest.raises(UnlearnError, match="option score must be one of letter, text"):
         run_attacks(tiny, tok, records, ["mcq"], mcq={"score": "words"})
+    with pytest.raises(UnlearnError, match="score must be one of letter, text"):
+        P.mcq_prompts(records[0], score="words")
 
 
 def test_choice_attack_scores_the_prompts_own_options(tok, tiny, monkeypatch):

@@ -484,6 +484,8 @@ def test_degenerate_rate_has_no_direction_as_in_unlearn_run(tmp_path, monkeypatc
     ("attack_options.relearn.epochs=1.5", r"relearn\.epochs must be an integer"),
     ("attack_options.quantize_8bit.include_head=1", "include_head must be true or false"),
     ("attack_options.plain.k=1", "it accepts none"),
+    ("attack_options.mcq.score=words", r"attack_options\.mcq\.score must be one of letter, text, "
+                                      "got 'words'"),
     ("oracle_results=nothere.json", r"oracle_results nothere\.json not found; give the oracle's "
                                     "results file"),
 ])

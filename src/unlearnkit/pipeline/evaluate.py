@@ -188,6 +188,9 @@ def check_attack_options(options: dict[str, Any]) -> None:
         params = inspect.signature(attack.fn).parameters
         for key, value in given.items():
             problem = _option_type_problem(value, params[key].default)
+            allowed = attack.allowed(key)
+            if not problem and allowed is not None and value not in allowed:
+                problem = f"one of {', '.join(map(str, allowed))}"
             if problem:
                 raise UnlearnError(f"attack_options.{name}.{key} must be {problem}, got "
                                    f"{value!r} (default {params[key].default!r})")

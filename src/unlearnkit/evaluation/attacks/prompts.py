@@ -51,7 +51,8 @@ def paraphrase_prompts(record: Record) -> list[AttackPrompt]:
 CHOICE_SCORES = ("letter", "text")  # how the mcq attack picks an option
 
 
-@register_attack("mcq", kind="choice", family="multiple-choice")
+@register_attack("mcq", kind="choice", family="multiple-choice",
+                 values={"score": CHOICE_SCORES})
 def mcq_prompts(record: Record, *, perturbed: bool = False, score: str = "letter"
                 ) -> list[AttackPrompt]:
     """The question with its lettered options (:func:`format_mcq`); the model's pick is the
@@ -63,7 +64,7 @@ def mcq_prompts(record: Record, *, perturbed: bool = False, score: str = "letter
     ``perturbed``, a record without choices but with perturbed (wrong) answers, as TOFU's
     records have, is asked with its answer among them (:func:`perturbed_choices`).
     """
-    if score not in CHOICE_SCORES:
+    if score not in CHOICE_SCORES:  # (run_attacks checks it first: the registered values)
         raise UnlearnError(f"attack mcq: score must be one of {', '.join(CHOICE_SCORES)}, got "
                            f"{score!r}; e.g. attack_options.mcq.score=text")
     choices, index = record.choices, record.answer_index

@@ -8,7 +8,7 @@ attack and scores it:
   greedy generation: an item is revealed when any of its prompts makes the model state the fact.
 - ``"choice"``: the same signature; each prompt is a multiple-choice question over its
   ``choices`` (default: ``record.choices``), scored by the log-probability argmax over the
-  option letters.
+  options (their letters, or their texts).
 - ``"weights"``: ``fn(model, **options) -> model``, a modified *copy* of the model; the plain
   probes are then scored on it.
 - ``"custom"``: ``fn(model, tokenizer, records, settings, **options) -> dict`` with ``items``
@@ -57,6 +57,10 @@ class Attack:
         params = inspect.signature(self.fn).parameters.values()
         return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in skip]
 
+    def allowed(self, option: str) -> tuple | None:
+        """The values ``option`` may take, when the attack lists them (meta ``values``)."""
+        return self.meta.get("values", {}).get(option)
+
     def check_options(self, options: dict[str, Any]) -> None:
         unknown = sorted(set(options) - set(self.option_names()))
         if unknown:
@@ -64,6 +68,11 @@ class Attack:
                 f"attack {self.name!r} has no option(s) {unknown}; "
                 f"it accepts {self.option_names() or 'none'}"
             )
+        for key, value in options.items():
+            allowed = self.allowed(key)
+            if allowed is not None and value not in allowed:
+                raise UnlearnError(f"attack {self.name!r}: option {key} must be one of "
+                                   f"{', '.join(map(str, allowed))}, got {value!r}")
 
 
 ATTACKS: dict[str, Attack] = {}
@@ -71,7 +80,8 @@ ATTACKS: dict[str, Attack] = {}
 
 def register_attack(name: str, *, kind: str, **meta: Any) -> Callable:
     """Register an attack of ``kind`` (one of :data:`KINDS`) under ``name``; extra keywords are
-    metadata (``family``: which attack family it belongs to)."""
+    metadata (``family``: which attack family it belongs to; ``values``: option -> the values
+    it may take, checked with the options)."""
     if kind not in KINDS:
         raise ValueError(f"attack kind {kind!r} is not one of {KINDS}")
 
