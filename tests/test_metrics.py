@@ -407,6 +407,16 @@ def test_evaluate_runs_every_metric_on_the_tiny_model(tok, tiny):
 def test_evaluate_text_mode_and_errors(tok, tiny):
     r = M.evaluate(tiny, tok, _records(), ["mcq_accuracy"], mcq_mode="text")
     assert r["mcq_accuracy"].n == 2
+    # text mode by hand: each option's text as the answer to the lettered question, its mean
+    # token log-probability with the end of turn left out
+    from unlearnkit.data.adapters import format_mcq
+
+    for record, scores in zip(_records(), M.choice_scores(tiny, tok, _records(), letter=False),
+                              strict=True):
+        items = [render_record(tok, record, question=format_mcq(record.question, record.choices),
+                               answer=c) for c in record.choices]
+        want = [float(t[:-1].double().mean()) for t in token_logprobs(tiny, tok, items)]
+        assert scores == pytest.approx(want, abs=1e-5)
     with pytest.raises(UnlearnError, match="empty"):
         M.evaluate(tiny, tok, [], ["answer_prob"])
     with pytest.raises(UnlearnError, match="unknown metric"):

@@ -45,7 +45,12 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation import correctness as grading
 from unlearnkit.evaluation import mia
 from unlearnkit.evaluation.refusal_judge import PatternJudge, RefusalJudge
-from unlearnkit.models.engine import first_token_logprobs, generate, token_logprobs
+from unlearnkit.models.engine import (
+    first_token_logprobs,
+    generate,
+    grouped_token_logprobs,
+    token_logprobs,
+)
 
 # ------------------------------------------------------------------- results and registry
 
@@ -688,17 +693,18 @@ def choice_scores(model, tokenizer, records: Sequence[Record], *, letter: bool =
     else the mean token log-probability of the option's text. ``render_kwargs`` go to
     :func:`render_record` (e.g. an evaluation context). Letters of one token (the end of turn
     after them) are read off one forward pass of their question
-    (:func:`~unlearnkit.models.engine.first_token_logprobs`)."""
+    (:func:`~unlearnkit.models.engine.first_token_logprobs`); otherwise each question's options
+    are batched together, so the question runs once per batch
+    (:func:`~unlearnkit.models.engine.grouped_token_logprobs`)."""
     groups = [[render_record(tokenizer, r, question=format_mcq(r.question, r.choices),
                              answer=LETTERS[i] if letter else choice, **render_kwargs)
                for i, choice in enumerate(r.choices)] for r in records]
-    items = [it for group in groups for it in group]
-    if letter and all(sum(x != IGNORE_INDEX for x in it.labels) == 2 for it in items):
+    if letter and all(sum(x != IGNORE_INDEX for x in it.labels) == 2
+                      for group in groups for it in group):
         return first_token_logprobs(model, tokenizer, groups, batch_size=batch_size)
-    scored = iter(token_logprobs(model, tokenizer, items, batch_size=batch_size) if items
-                  else [])
     reduce = (lambda t: float(t[:-1].sum())) if letter else (lambda t: _mean_logprob(t[:-1]))
-    return [[reduce(next(scored)) for _ in r.choices] for r in records]  # [:-1]: end of turn
+    return [[reduce(t) for t in group]  # [:-1]: the end of turn
+            for group in grouped_token_logprobs(model, tokenizer, groups, batch_size=batch_size)]
 
 
 @_provides("choice_scores")
