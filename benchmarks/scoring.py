@@ -41,15 +41,16 @@ def choices(model, tok, records, batch: int, repeats: int) -> dict:
                                                               batch_size=batch),
     }
     timings = {way: [] for way in ways}
+    last = {}  # each way's scores from its last repeat, compared below
     for i in range(repeats + 1):
         for way, fn in ways.items():
             start = time.perf_counter()
-            fn()
+            last[way] = fn()
             if i:
                 timings[way].append(time.perf_counter() - start)
-    flat = iter(float(t[0]) for t in token_logprobs(model, tok, items, batch_size=batch))
+    flat = iter(float(t[0]) for t in last["every_letter"])
     every = [[next(flat) for _ in g] for g in groups]
-    one = first_token_logprobs(model, tok, groups, batch_size=batch)
+    one = last["one_pass_per_question"]
     same = sum(max(range(len(a)), key=a.__getitem__) == max(range(len(b)), key=b.__getitem__)
                for a, b in zip(every, one, strict=True))
     gap = max(abs(x - y) for a, b in zip(every, one, strict=True)

@@ -285,7 +285,6 @@ def token_logprobs(model, tokenizer, items: Sequence[Rendered], *, batch_size: i
     return out
 
 
-@torch.no_grad()
 def grouped_token_logprobs(model, tokenizer, groups: Sequence[Sequence[Rendered]], *,
                            batch_size: int = 16) -> list[list[torch.Tensor]]:
     """:func:`token_logprobs` per group of items that share a prompt (a question's options or
