@@ -530,6 +530,27 @@ def test_a_partial_leaderboard_shows_the_finished_runs_and_lists_the_rest(
     assert json.loads((out / "leaderboard.json").read_text())["title"] == cfg.title
 
 
+def test_a_method_that_does_not_train_runs_once_when_seeds_are_added(tiny_scenario, tmp_path,
+                                                                      monkeypatch):
+    """Extending a bench with ``seeds=[1]`` reuses prompt_only's seed-0 run; with another
+    config (more new tokens) that run no longer stands for it, and it runs under seed 1."""
+    out = tmp_path / "bench"
+    cfg = bench_config(out, methods=[{"name": "prompt_only"}])
+    cfg.seeds = [0]
+    (first,) = run_bench(cfg)
+    monkeypatch.setattr(bench_mod, "run", lambda c: pytest.fail(f"{c.output} ran again"))
+    cfg.seeds = [1]
+    (again,) = run_bench(cfg)
+    assert again["seeds"] == [0] and again["metrics"] == first["metrics"]
+    assert not (out / "prompt_only" / "seed-1").exists()
+    ran = []
+    monkeypatch.setattr(bench_mod, "run", lambda c: ran.append(c.output) or pytest.fail())
+    cfg.run.max_new_tokens = 5
+    with pytest.raises(pytest.fail.Exception):
+        run_bench(cfg)
+    assert ran == [str(out / "prompt_only" / "seed-1")]
+
+
 def test_bench_cli_rejects_bad_methods_in_one_line(tmp_path, capsys):
     for body, message in [("methods: [{name: nope}]", "unknown method 'nope'"),
                           ("methods: [{name: npo, options: {bogus: 1}}]", "npo.bogus"),

@@ -3,7 +3,8 @@
 Each method runs once per seed (``unlearn.seed``: the mixture plan's order, LoRA's
 initialisation and a baseline's own ``seed`` such as RMU's direction) from the same starting
 model, with the shared ``run`` settings (data, optimiser, steps and quotas, LoRA); methods
-that do not train (prompt_only, oracle) are deterministic and run once. Run folders are
+that do not train (prompt_only, oracle) are deterministic and run once (at the first seed, or
+the seed of a finished run of theirs, when seeds are added later). Run folders are
 ``<output>/<label>/seed-<seed>``; one with a ``results.json`` is finished and skipped, and a
 killed one resumes from its last checkpoint. ``<output>`` then gets ``leaderboard.json``,
 ``leaderboard.md`` and ``leaderboard.html`` (:mod:`unlearnkit.report.leaderboard`).
@@ -171,17 +172,22 @@ def is_finished(cfg: RunConfig) -> bool:
     return (Path(cfg.output) / "results.json").is_file()
 
 
-def run_once(cfg: RunConfig) -> dict:
-    """``run(cfg)``, or the results of a finished run made with the same config."""
-    folder = Path(cfg.output)
-    if not is_finished(cfg):
-        return run(cfg)
+def saved_config(folder: Path) -> dict:
+    """A finished run's config as ``config_json`` writes it today."""
     saved = json.loads((folder / "config.json").read_text())
     # through the dataclass, so that options added since then read as their defaults (an
     # option removed since fails to load: compared as written, it differs)
     with contextlib.suppress(UnlearnError):
         saved = config_json(from_dict(RunConfig, saved, "saved config"))
-    if differ := differing_keys(saved, config_json(cfg)):
+    return saved
+
+
+def run_once(cfg: RunConfig) -> dict:
+    """``run(cfg)``, or the results of a finished run made with the same config."""
+    folder = Path(cfg.output)
+    if not is_finished(cfg):
+        return run(cfg)
+    if differ := differing_keys(saved_config(folder), config_json(cfg)):
         raise UnlearnError(f"{folder} holds a finished run made with another config (it differs "
                            f"in {', '.join(differ)}); give the bench another output folder, or "
                            "move that run away to train it again")
@@ -226,9 +232,26 @@ class Progress:
                 f"{holder(cfg.output)}")
 
 
+def finished_elsewhere(cfg: BenchConfig, method: BenchMethod) -> int | None:
+    """The seed of a finished run of a method that does not train, made under another seed
+    with the same config but for the seed (the lowest such seed), or None. Such a method
+    runs once: a bench extended with ``--set seeds=[2]`` reuses its run instead of making
+    the same one again under seed 2."""
+    if trains(method):
+        return None
+    found = (int(m[1]) for f in Path(cfg.output, method.label).glob("seed-*")
+             if (m := re.fullmatch(r"seed-(\d+)", f.name)) and (f / "results.json").is_file())
+    for seed in sorted(found):
+        made = run_config(cfg, method, seed)
+        if not differing_keys(saved_config(Path(made.output)), config_json(made)):
+            return seed
+    return None
+
+
 def _plan(cfg: BenchConfig) -> tuple[list[tuple[BenchMethod, list[int]]], dict]:
     """Each method with its seeds, and the `unlearn run` config of every (label, seed)."""
-    plan = [(method, seeds_for(method, cfg.seeds)) for method in cfg.methods]
+    plan = [(method, [seed] if (seed := finished_elsewhere(cfg, method)) is not None
+             else seeds_for(method, cfg.seeds)) for method in cfg.methods]
     configs = {(m.label, seed): run_config(cfg, m, seed) for m, seeds in plan for seed in seeds}
     return plan, configs
 
