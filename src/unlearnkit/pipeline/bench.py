@@ -239,11 +239,12 @@ def finished_elsewhere(cfg: BenchConfig, method: BenchMethod) -> int | None:
     the same one again under seed 2."""
     if trains(method):
         return None
-    found = (int(m[1]) for f in Path(cfg.output, method.label).glob("seed-*")
-             if (m := re.fullmatch(r"seed-(\d+)", f.name)) and (f / "results.json").is_file())
-    for seed in sorted(found):
+    seeds = sorted(int(m[1]) for f in Path(cfg.output, method.label).glob("seed-*")
+                   if (m := re.fullmatch(r"seed-(\d+)", f.name)))
+    for seed in seeds:
         made = run_config(cfg, method, seed)
-        if not differing_keys(saved_config(Path(made.output)), config_json(made)):
+        if is_finished(made) and not differing_keys(saved_config(Path(made.output)),
+                                                    config_json(made)):
             return seed
     return None
 
