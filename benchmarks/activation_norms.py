@@ -30,8 +30,9 @@ def main() -> None:
     make_setup(tiny=False)  # quiet libraries and bars
 
     from unlearnkit.config import load_config
+    from unlearnkit.models.engine import layer_output
     from unlearnkit.models.loader import load_model
-    from unlearnkit.objectives.baselines.common import build_items, layer_output, response_slice
+    from unlearnkit.objectives.baselines.common import build_items, response_slice
     from unlearnkit.pipeline.run import RunConfig, prepare
 
     prepared = prepare(load_config(RunConfig, args.config))  # a config.json reads as YAML

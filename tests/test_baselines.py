@@ -12,13 +12,13 @@ from unlearnkit.config import from_dict
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import IGNORE_INDEX
 from unlearnkit.errors import UnlearnError
+from unlearnkit.models.engine import layer_output
 from unlearnkit.objectives.baselines import BASELINES, FORGET, RETAIN, as_batch, build_items
 from unlearnkit.objectives.baselines.common import (
     IDK_ANSWERS,
     RetainConfig,
     forward,
     idk_answer,
-    layer_output,
     sequence_logprob,
     topk_kl,
 )
@@ -36,10 +36,11 @@ from unlearnkit.objectives.baselines.ngdiff import make_step as ngdiff_step
 from unlearnkit.objectives.baselines.npo import NPOConfig, npo_loss
 from unlearnkit.objectives.baselines.reference import response_hidden, sequence_logprobs
 from unlearnkit.objectives.baselines.registry import get_baseline, register_baseline
-from unlearnkit.objectives.baselines.rmu import adaptive_control, control_vector, rmu_loss
+from unlearnkit.objectives.baselines.rmu import rmu_loss
 from unlearnkit.objectives.baselines.simnpo import simnpo_loss
 from unlearnkit.objectives.baselines.undial import undial_loss
 from unlearnkit.objectives.nll import nll_loss
+from unlearnkit.objectives.steer import adaptive_control, control_vector
 from unlearnkit.objectives.terms import forget_term
 from unlearnkit.training.loop import OptimConfig, train
 from unlearnkit.training.unlearn import MixConfig, mixture_plan

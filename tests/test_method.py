@@ -393,3 +393,46 @@ def test_keep_nll_adds_the_keep_items_answer_nll_and_only_theirs(tok, cache_dir)
     assert float(with_nll - without) == pytest.approx(0.5 * total / count, rel=1e-4)
     with pytest.raises(UnlearnError, match="keep_nll must be >= 0 and needs the pull"):
         PushPullConfig(pull=False, keep_nll=1.0)
+
+
+def test_steer_adds_the_rmu_distance_of_the_forget_answers_at_the_pushed_positions(tok,
+                                                                                   cache_dir):
+    """steer=w adds w * mean over the forget answers' revealing positions of
+    mean_H (h(t) - beta ||h_0(t)|| u)^2, h the output of block steer_layer; at the starting
+    model h = h_0, so each position gives (1 - 2 beta cos(h, u) + beta^2) ||h||^2 / H."""
+    from unlearnkit.objectives.steer import control_vector
+    from unlearnkit.training.unlearn import attach_start_norms
+
+    model = tiny_model(len(tok), layers=3)
+    examples = build_examples(model, tok, records(), TeacherConfig(top_k=4), "tiny")
+    refresh_prefill(model, tok, examples, [1, 2])
+    cfg = PushPullConfig(top_m=3, steer=0.5, steer_layer=1, steer_beta=3.0)
+    with pytest.raises(UnlearnError, match="attach_start_norms"):
+        pushpull_step(0, cfg)(model, examples)
+    attach_start_norms(model, 0, examples, 1)
+    steered, logs = pushpull_step(0, cfg)(model, examples)
+    plain, plain_logs = pushpull_step(0, PushPullConfig(top_m=3))(model, examples)
+    [forget] = [e for e in examples if e.true_input is not None]
+    item = forget.true_input
+    with torch.no_grad():
+        hidden = model(torch.tensor([item.input_ids]), output_hidden_states=True)
+    h = hidden.hidden_states[2][0]  # after block 1
+    rows = range(item.response_start - 1, len(item.input_ids) - 1)
+    u = control_vector(h.shape[-1], 0)
+    per_pos = [float(((h[t] - 3.0 * h[t].norm() * u) ** 2).mean())
+               for t, r in zip(rows, forget.reveal, strict=True) if r]
+    assert 0 < len(per_pos) < len(rows)  # only the target's tokens
+    assert logs["steer"] == pytest.approx(sum(per_pos) / len(per_pos), rel=1e-4)
+    assert float((steered - plain).detach()) == pytest.approx(0.5 * logs["steer"], rel=1e-4)
+    for key in ("pull", "push", "adv"):
+        assert logs[key] == pytest.approx(plain_logs[key], rel=1e-5, abs=1e-6)
+    assert "steer" not in plain_logs
+    # the steer term alone reaches no weight above the steered block
+    alone = PushPullConfig(pull=False, push=False, prefill=False, steer=1.0, steer_layer=1)
+    loss, _ = pushpull_step(0, alone)(model, examples)
+    loss.backward()
+    assert model.model.layers[1].mlp.down_proj.weight.grad.abs().sum() > 0
+    assert model.model.layers[2].mlp.down_proj.weight.grad is None or \
+        float(model.model.layers[2].mlp.down_proj.weight.grad.abs().sum()) == 0
+    with pytest.raises(UnlearnError, match="steer must be >= 0"):
+        PushPullConfig(steer=-1.0)

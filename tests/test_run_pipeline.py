@@ -438,3 +438,24 @@ def test_a_cached_evaluation_is_made_again_when_an_attack_it_ran_records_more(to
     bumped = {k: run_mod.eval_cache_key(str(inside), records, c, None) for k, c in configs.items()}
     assert bumped["relearn"] != keys["relearn"]
     assert bumped["default"] == keys["default"] and bumped["paraphrase"] == keys["paraphrase"]
+
+
+def test_steer_reads_the_starting_models_norms_and_trains_up_to_its_block(tiny_folder,
+                                                                          tmp_path, cache_dir):
+    """A run with the steer term alone (pull, push and prefill off): the forget answers'
+    starting norms are attached before training, and only the embedding and block 0, below
+    the steered block's output, move."""
+    records = build_scenario(n_people=6, n_forget=1, neighbors_per_forget=1).records
+    out = tmp_path / "steer"
+    cfg = small_config(out, steps=2)
+    cfg.teacher_report = False
+    cfg.optim.lr = 1e-2
+    method = cfg.unlearn.method
+    method.pull = method.push = method.prefill = False
+    method.steer, method.steer_layer = 1.0, 0
+    folder, history = train_unlearning(cfg, str(tiny_folder), records, out)
+    assert all(h["steer"] > 0 for h in history)
+    before = load_file(tiny_folder / "model.safetensors")
+    after = load_file(folder / "model.safetensors")
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(".layers.0." in k or "embed_tokens" in k for k in moved)

@@ -15,6 +15,8 @@ import torch
 from tqdm.auto import tqdm
 
 from unlearnkit.data.render import IGNORE_INDEX, Rendered, collate, end_of_turn
+from unlearnkit.errors import UnlearnError
+from unlearnkit.models.lora import decoder_layers
 
 
 @dataclass
@@ -49,6 +51,33 @@ def forward_responses(model, items: Sequence[Rendered], pad_id: int) -> Window:
     else:
         logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
     return Window(logits, batch["labels"][:, -keep:].to(device), width - keep)
+
+
+class _Stop(Exception):
+    pass
+
+
+def layer_output(model, items: Sequence[Rendered], pad_id: int, layer: int) -> torch.Tensor:
+    """Residual stream after decoder block ``layer``, (B, T, H); blocks above it never run."""
+    layers = decoder_layers(model)
+    if not 0 <= layer < len(layers):
+        raise UnlearnError(f"layer {layer} does not exist: the model has {len(layers)} blocks")
+    batch = collate(list(items), pad_id)
+    seen: list[torch.Tensor] = []
+
+    def hook(_module, _inputs, output):
+        seen.append(output[0] if isinstance(output, tuple) else output)
+        raise _Stop
+
+    handle = layers[layer].register_forward_hook(hook)
+    try:
+        dev = next(model.parameters()).device
+        model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev))
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return seen[0]
 
 
 MIN_SHARED_PREFIX = 8  # shorter shared prefixes are not worth a second call

@@ -33,9 +33,10 @@ import torch.nn.functional as F
 
 from unlearnkit.data.render import Rendered
 from unlearnkit.errors import UnlearnError
-from unlearnkit.models.engine import forward_responses
+from unlearnkit.models.engine import forward_responses, layer_output
 from unlearnkit.models.teacher_cache import TopK
 from unlearnkit.objectives.nll import masked_mean, nll_loss
+from unlearnkit.objectives.steer import activation_mse, adaptive_control, control_vector
 from unlearnkit.objectives.terms import with_forget_term
 
 
@@ -219,8 +220,22 @@ class PushPullConfig:
     # contrast to the rest of its word and is not pushed itself; pushing it reaches every
     # answer that starts with the letter (unlearnkit.training.reveal.spare_initials)
     spare_initials: bool = False
+    # weight of an RMU-like term on the forget answers (0: off, the method as METHOD.md has
+    # it; an ablation against relearning): at the pushed positions of the true answers, the
+    # residual stream after block ``steer_layer`` is steered toward
+    # steer_beta * ||h_0(t)|| * u (Adaptive RMU's target: h_0 the starting model's, u a fixed
+    # random unit vector drawn from ``steer_seed``; unlearnkit.objectives.steer). The push
+    # and the pull act on logits only; this term changes the representations they read
+    steer: float = 0.0
+    steer_layer: int = 7
+    steer_beta: float = 5.0
+    steer_seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.steer < 0 or self.steer_layer < 0 or self.steer_beta <= 0:
+            raise UnlearnError("unlearn.method.steer must be >= 0 (0: off), steer_layer >= 0 "
+                               f"(a decoder block) and steer_beta > 0, got {self.steer}, "
+                               f"{self.steer_layer} and {self.steer_beta}")
         if self.keep_nll < 0 or (self.keep_nll and not self.pull):
             raise UnlearnError("unlearn.method.keep_nll must be >= 0 and needs the pull (it adds "
                                f"to the keep items' pull), got {self.keep_nll} with pull "
@@ -278,6 +293,10 @@ class Example:
     prefill_k: int = 0
     boundary: bool = False
     record_id: str = ""
+    # with unlearn.method.steer: the starting model's activation norm after block
+    # ``steer_layer`` at each response position of ``true_input`` (training.unlearn.
+    # attach_start_norms)
+    start_norms: torch.Tensor | None = None
 
 
 def _window(model, items: list[Rendered], pad_id: int):
@@ -311,6 +330,7 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
 
     One forward pass: the pull inputs and the forget items' true answers are rows of the same
     batch (their shared prompt prefix runs once), and each term reads its rows of the logits.
+    The optional steer term runs the true answers once more, up to block ``cfg.steer_layer``.
     """
 
     def step(model, examples: list[Example]):
@@ -320,7 +340,7 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
             if cfg.pull else []
         pulled = [e.pull_input for e in kept]
         forget = [e for e in examples if e.true_input is not None] \
-            if cfg.push or cfg.prefill else []
+            if cfg.push or cfg.prefill or cfg.steer else []
         if not pulled and not forget:
             return with_forget_term(total, total), logs
         logits, labels, off = _window(model, pulled + [e.true_input for e in forget], pad_id)
@@ -347,6 +367,9 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
         # forget rows' pull, toward the teacher, stays with the keep terms
         forget_loss = _forget_terms(logits[len(pulled):], off, forget, cfg, logs) if forget \
             else torch.zeros((), device=total.device)
+        if cfg.steer and forget:
+            loss = steer_term(model, forget, pad_id, cfg)
+            forget_loss, logs["steer"] = forget_loss + cfg.steer * loss, float(loss.detach())
         return with_forget_term(total + forget_loss, forget_loss), logs
 
     return step
@@ -379,6 +402,28 @@ def _forget_terms(logits: torch.Tensor, off: int, forget: list[Example], cfg: Pu
             loss = loss + pull_loss(logits, values, indices, after, delta=cfg.delta)
         total, logs["adv"] = total + cfg.gamma * loss, float(loss.detach())
     return total
+
+
+def steer_term(model, forget: list[Example], pad_id: int, cfg: PushPullConfig) -> torch.Tensor:
+    """Mean over the pushed positions of ||h(t) - steer_beta ||h_0(t)|| u||^2 / H, h the
+    residual stream after block ``cfg.steer_layer`` on the forget items' true answers."""
+    items = [e.true_input for e in forget]
+    hidden = layer_output(model, items, pad_id, cfg.steer_layer)
+    shape = tuple(hidden.shape[:2])
+    norms = torch.zeros(shape)
+    answer = torch.zeros(shape, dtype=torch.bool)
+    for r, e in enumerate(forget):
+        if e.start_norms is None:
+            raise UnlearnError("unlearn.method.steer needs the starting model's activation "
+                               "norms on the forget answers: call training.unlearn."
+                               "attach_start_norms before training")
+        first = e.true_input.response_start - 1
+        norms[r, first:first + len(e.start_norms)] = e.start_norms
+        answer[r, first:first + len(e.start_norms)] = True
+    mask = (answer & _reveal_mask(forget, 0, shape)).to(hidden.device)
+    u = control_vector(hidden.shape[-1], cfg.steer_seed).to(hidden.device)
+    return activation_mse(hidden, adaptive_control(norms.to(hidden.device), u, cfg.steer_beta),
+                          mask)
 
 
 def _aligned_lse(forget: list[Example], offset: int, shape: tuple[int, int],

@@ -213,6 +213,20 @@ def refresh_prefill(model, tokenizer, examples: list[Example], candidates: Seque
         ex.prefill_k = max(options, key=lambda k: float(lp[k:].mean()))
 
 
+def attach_start_norms(model, pad_id: int, examples: list[Example], layer: int) -> None:
+    """For push-pull's steer term: each forget example's ``start_norms``, the norm of
+    ``model``'s residual stream after block ``layer`` at the response positions of its true
+    answer. Call it on the starting model, before training (a resumed run then reads the same
+    norms, not its checkpoint's)."""
+    from unlearnkit.objectives.baselines.common import item_key
+    from unlearnkit.objectives.baselines.reference import response_hidden
+
+    forget = [e for e in examples if e.true_input is not None]
+    hidden = response_hidden(model, [e.true_input for e in forget], pad_id, layer=layer)
+    for ex in forget:
+        ex.start_norms = hidden[item_key(ex.true_input)].norm(dim=-1)
+
+
 def mixture_plan(examples: list[Example], mix: MixConfig, seed: int) -> list[list[Example]]:
     """``mix.steps`` micro-batches, each drawing its quota from every split (cycling), and
     ``mix.boundary`` items from the examples marked ``boundary`` (:func:`boundary_ids`)."""

@@ -26,10 +26,9 @@ from typing import Any
 import torch
 
 from unlearnkit.data.records import Record
-from unlearnkit.data.render import Rendered, collate, render_record
+from unlearnkit.data.render import Rendered, render_record
 from unlearnkit.errors import UnlearnError
 from unlearnkit.models.engine import Window, forward_responses
-from unlearnkit.models.lora import decoder_layers
 from unlearnkit.objectives.nll import masked_mean, nll_loss, token_nll
 from unlearnkit.objectives.terms import with_forget_term
 
@@ -136,33 +135,6 @@ def forward(model, items: Sequence[Rendered], pad_id: int) -> Window:
         raise UnlearnError("a micro-batch has no items of a kind this method needs; raise that "
                            "kind's quota in the plan (mix.forget / mix.retain)")
     return forward_responses(model, items, pad_id)
-
-
-class _Stop(Exception):
-    pass
-
-
-def layer_output(model, items: Sequence[Rendered], pad_id: int, layer: int) -> torch.Tensor:
-    """Residual stream after decoder block ``layer``, (B, T, H); blocks above it never run."""
-    layers = decoder_layers(model)
-    if not 0 <= layer < len(layers):
-        raise UnlearnError(f"layer {layer} does not exist: the model has {len(layers)} blocks")
-    batch = collate(list(items), pad_id)
-    seen: list[torch.Tensor] = []
-
-    def hook(_module, _inputs, output):
-        seen.append(output[0] if isinstance(output, tuple) else output)
-        raise _Stop
-
-    handle = layers[layer].register_forward_hook(hook)
-    try:
-        dev = _device(model)
-        model(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev))
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    return seen[0]
 
 
 def response_slice(item: Rendered, offset: int = 0) -> slice:

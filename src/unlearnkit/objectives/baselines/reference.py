@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from unlearnkit.data.render import Rendered
 from unlearnkit.fsutil import atomic_dir, built_once
-from unlearnkit.models.engine import eval_mode
+from unlearnkit.models.engine import eval_mode, layer_output
 from unlearnkit.models.loader import cache_root
 from unlearnkit.models.teacher_cache import TopK, cache_key, teacher_topk
 from unlearnkit.objectives.baselines.common import (
@@ -30,7 +30,6 @@ from unlearnkit.objectives.baselines.common import (
     attach,
     forward,
     item_key,
-    layer_output,
     response_slice,
     sequence_logprob,
 )

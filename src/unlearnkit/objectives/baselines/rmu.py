@@ -21,9 +21,9 @@ coefficient follows the starting model's activation norm at each forget position
 (precomputed by ``prepare``, like the retain activations). Only a few blocks are updated
 (the paper: layer-2 .. layer, their MLPs). Here ||.||^2 is averaged over the hidden dimension
 (squared norm / H), the scale of the authors' implementation, to which their reported c and
-alpha refer. The frozen retain activations are precomputed once by ``prepare`` (no frozen copy
-while training), which also freezes every parameter outside the chosen blocks. Positions: the
-response positions.
+alpha refer (:mod:`unlearnkit.objectives.steer`). The frozen retain activations are
+precomputed once by ``prepare`` (no frozen copy while training), which also freezes every
+parameter outside the chosen blocks. Positions: the response positions.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from unlearnkit.models.engine import layer_output
 from unlearnkit.models.lora import decoder_layers, train_only
 from unlearnkit.objectives.baselines.common import (
     FORGET,
@@ -39,19 +40,13 @@ from unlearnkit.objectives.baselines.common import (
     as_batch,
     attach,
     check,
-    layer_output,
-    masked_mean,
     need,
     place,
     response_mask,
 )
 from unlearnkit.objectives.baselines.reference import response_hidden
 from unlearnkit.objectives.baselines.registry import register_baseline
-
-
-def _mse(hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean over positions of the hidden-dimension mean of (hidden - target)^2."""
-    return masked_mean(((hidden.float() - target.float()) ** 2).mean(-1), mask)
+from unlearnkit.objectives.steer import activation_mse, adaptive_control, control_vector
 
 
 def rmu_loss(forget_h: torch.Tensor, forget_mask: torch.Tensor, retain_h: torch.Tensor,
@@ -63,19 +58,8 @@ def rmu_loss(forget_h: torch.Tensor, forget_mask: torch.Tensor, retain_h: torch.
     bool; control: the target c * u, (H,) for one c or (B_f, T_f, H) for a c per position.
     fp32; a term with no masked position is 0.
     """
-    return _mse(forget_h, control, forget_mask) + alpha * _mse(retain_h, frozen_h, retain_mask)
-
-
-def control_vector(hidden: int, seed: int) -> torch.Tensor:
-    """The fixed random unit vector u: uniform [0, 1) entries, normalised, from ``seed``."""
-    u = torch.rand(hidden, generator=torch.Generator().manual_seed(seed))
-    return u / u.norm()
-
-
-def adaptive_control(norms: torch.Tensor, u: torch.Tensor, beta: float) -> torch.Tensor:
-    """Adaptive RMU's per-position target ``beta * ||M_0(t)|| * u``: norms (B, T), u (H,) ->
-    (B, T, H)."""
-    return beta * norms.float()[..., None] * u.float()
+    return (activation_mse(forget_h, control, forget_mask)
+            + alpha * activation_mse(retain_h, frozen_h, retain_mask))
 
 
 @dataclass
@@ -151,8 +135,8 @@ def make_step(cfg: RMUConfig, pad_id: int):
             control = cfg.steering_coeff * u
         frozen, r_mask = frozen.to(h_r.device), r_mask.to(h_r.device)
         loss = rmu_loss(h_f, f_mask, h_r, frozen, r_mask, control, alpha=cfg.alpha)
-        logs = {"forget_mse": float(_mse(h_f.detach(), control, f_mask)),
-                "retain_mse": float(_mse(h_r.detach(), frozen, r_mask))}
+        logs = {"forget_mse": float(activation_mse(h_f.detach(), control, f_mask)),
+                "retain_mse": float(activation_mse(h_r.detach(), frozen, r_mask))}
         return loss, logs
 
     return step
