@@ -180,6 +180,20 @@ def test_unlearn_run_under_two_cpu_processes_evaluates_and_writes_once(tiny_fold
     assert [h["step"] for h in json.loads((run_dir / "train_log.json").read_text())] == [1, 2, 3]
 
 
+def test_pushpull_with_the_steer_term_runs_under_ddp(tiny_folder, tmp_path):
+    """The steer term runs the forget answers through the wrapped model a second time, up to
+    the steered block (a hook stops the rest): under DDP both processes do so every step, and
+    the run trains, logs the term and saves."""
+    cfg = run_config(tmp_path, tiny_folder)
+    run(launch("-m", "unlearnkit.cli", "run", cfg, "--set", "unlearn.method.steer=0.01",
+               "--set", "unlearn.method.steer_layer=1", port=29549), tmp_path,
+        env={"UNLEARNKIT_CACHE": str(tmp_path / "cache")})
+    log = json.loads((tmp_path / "run" / "train_log.json").read_text())
+    assert [h["step"] for h in log] == [1, 2, 3] and all(h["steer"] > 0 for h in log)
+    saved = load_file(tmp_path / "run" / "model" / "model.safetensors")
+    assert set(saved) == set(load_file(tiny_folder / "model.safetensors"))
+
+
 def test_a_baseline_with_hooks_and_references_runs_under_fsdp2(tiny_folder, tmp_path):
     """RMU through the CLI under FSDP2 (scripts/fsdp2_cli.py): its reference activations are
     cached before training, its forward stops at the steered block (a hook raises), it trains
