@@ -23,6 +23,8 @@ from unlearnkit.models.loader import cache_root, load_tokenizer, resolve_model_p
 from unlearnkit.models.lora import LoraSettings, TrainOnly, apply_lora, restrict
 from unlearnkit.models.teacher import TeacherConfig, desired_response, instruction
 from unlearnkit.models.teacher_cache import cache_key, load_topk, save_topk, teacher_topk
+from unlearnkit.objectives.baselines.common import item_key
+from unlearnkit.objectives.baselines.reference import response_hidden
 from unlearnkit.objectives.pushpull import Example, PushPullConfig
 
 
@@ -218,9 +220,6 @@ def attach_start_norms(model, pad_id: int, examples: list[Example], layer: int) 
     ``model``'s residual stream after block ``layer`` at the response positions of its true
     answer. Call it on the starting model, before training (a resumed run then reads the same
     norms, not its checkpoint's)."""
-    from unlearnkit.objectives.baselines.common import item_key
-    from unlearnkit.objectives.baselines.reference import response_hidden
-
     forget = [e for e in examples if e.true_input is not None]
     hidden = response_hidden(model, [e.true_input for e in forget], pad_id, layer=layer)
     for ex in forget:
