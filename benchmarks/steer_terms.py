@@ -48,9 +48,8 @@ TERMS = {"pull (every row)": {"pull": True}, "push": {"push": True},
 
 
 def logged(run: Path) -> None:
-    history = json.loads((run / "train_log.json").read_text())
-    steps = history if isinstance(history, list) else history.get("history", [])
-    values = [(i + 1, h["steer"]) for i, h in enumerate(steps) if "steer" in h]
+    steps = json.loads((run / "train_log.json").read_text())  # one dict per step
+    values = [(h["step"], h["steer"]) for h in steps if "steer" in h]
     if not values:
         raise SystemExit(f"{run}/train_log.json logs no steer term: not a run with steer > 0")
     print("steer term logged (step: value):",
