@@ -19,7 +19,6 @@ did). Prints:
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,9 +28,10 @@ from _machine import describe
 
 from unlearnkit.cli import _quiet_libraries
 from unlearnkit.config import from_dict
+from unlearnkit.evaluation.gradients import _only, flat_grad
 from unlearnkit.models.loader import load_model
 from unlearnkit.models.lora import restrict
-from unlearnkit.objectives.pushpull import pushpull_step, steer_term
+from unlearnkit.objectives.pushpull import steer_term
 from unlearnkit.pipeline.run import RunConfig, prepare
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.reveal import reveal_by_contrast
@@ -42,7 +42,6 @@ from unlearnkit.training.unlearn import (
     refresh_prefill,
 )
 
-OFF = {"pull": False, "push": False, "prefill": False, "adv_pull": False, "steer": 0.0}
 TERMS = {"pull (every row)": {"pull": True}, "push": {"push": True},
          "prefill": {"prefill": True}, "steer (weight 1)": {"steer": 1.0}}
 
@@ -55,15 +54,6 @@ def logged(run: Path) -> None:
     print("steer term logged (step: value):",
           ", ".join(f"{s}: {v:.0f}" for s, v in values if s == 1 or s % 10 == 1 or
                     s == len(values)))
-
-
-def gradient_norm(model, step, batch, params) -> tuple[float, float]:
-    loss = step(model, batch)[0]
-    if not loss.requires_grad:
-        return loss.item(), 0.0
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return loss.item(), torch.sqrt(sum((g.float() ** 2).sum() for g in grads
-                                       if g is not None)).item()
 
 
 def main() -> None:
@@ -95,18 +85,17 @@ def main() -> None:
             refresh_prefill(model, tokenizer, examples, method.prefill_candidates)
         params = [p for p in model.parameters() if p.requires_grad]
         for term, switch in TERMS.items():
-            step = pushpull_step(pad, replace(method, **{**OFF, **switch}, beta=1.0, gamma=1.0))
-            pairs = [gradient_norm(model, step, batch, params) for batch in plan[:args.batches]]
+            losses = [_only(model, batch, pad, method, **switch) for batch in plan[:args.batches]]
+            pairs = [(loss.item(), flat_grad(loss, params).norm().item()) for loss in losses]
             print(f"  {name:9s} {term:17s} loss {sum(p[0] for p in pairs) / len(pairs):9.3f}"
                   f"  gradient norm {sum(p[1] for p in pairs) / len(pairs):9.3f}", flush=True)
     model = restrict(load_model(start, **cfg.load_options())[0], cfg.train_only)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=0.0)
-    step = pushpull_step(pad, replace(method, **{**OFF, "steer": 1.0}))
     forget = [e for e in plan[0] if e.kind == "forget"]
     print(f"the steer term alone, AdamW at {cfg.optim.lr:g} on the first micro-batch:")
     for i in range(args.steps):
-        loss = step(model, plan[0])[0]
+        loss = _only(model, plan[0], pad, method, steer=1.0)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
