@@ -31,7 +31,7 @@ from unlearnkit.config import from_dict
 from unlearnkit.evaluation.gradients import _only, flat_grad
 from unlearnkit.models.loader import load_model
 from unlearnkit.models.lora import restrict
-from unlearnkit.objectives.pushpull import steer_term
+from unlearnkit.objectives.pushpull import hidden_terms
 from unlearnkit.pipeline.run import RunConfig, prepare
 from unlearnkit.training.inject import model_identity
 from unlearnkit.training.reveal import reveal_by_contrast
@@ -101,7 +101,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         with torch.no_grad():
-            after = steer_term(model, forget, pad, method).item()
+            after = hidden_terms(model, forget, [], pad, method)[0].item()
         print(f"  step {i + 1}: {loss.item():.1f} before the step, {after:.1f} after", flush=True)
 
 

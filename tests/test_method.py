@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -436,3 +438,62 @@ def test_steer_adds_the_rmu_distance_of_the_forget_answers_at_the_pushed_positio
         float(model.model.layers[2].mlp.down_proj.weight.grad.abs().sum()) == 0
     with pytest.raises(UnlearnError, match="steer must be >= 0"):
         PushPullConfig(steer=-1.0)
+
+
+def test_keep_hidden_adds_rmus_retain_distance_on_the_keep_items_only(tok, cache_dir):
+    """keep_hidden=w adds w * mean over the keep items' response positions of
+    mean_H (h(t) - h_0(t))^2, h the output of block steer_layer and h_0 the starting model's.
+    It is 0 at the starting model; after block 0's MLP output is scaled by 30, h - h_0 is
+    computed here from a plain forward per item of both models. It is a keep term (not part
+    of the forget term), and with steer on, both read the same forward pass."""
+    import copy
+
+    from unlearnkit.training.unlearn import attach_start_hidden, attach_start_norms
+
+    model = tiny_model(len(tok), layers=3)
+    examples = build_examples(model, tok, records(), TeacherConfig(top_k=4), "tiny")
+    refresh_prefill(model, tok, examples, [1, 2])
+    cfg = PushPullConfig(top_m=3, keep_hidden=2.0, steer_layer=1)
+    with pytest.raises(UnlearnError, match="attach_start_hidden"):
+        pushpull_step(0, cfg)(model, examples)
+    attach_start_hidden(model, 0, examples, 1)
+    assert all((e.start_hidden is None) == (e.true_input is not None) for e in examples)
+    _, logs = pushpull_step(0, cfg)(model, examples)
+    assert logs["keep_hidden"] == pytest.approx(0.0, abs=1e-10)
+    start = copy.deepcopy(model)
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.mul_(30.0)
+    loss, logs = pushpull_step(0, cfg)(model, examples)
+    plain, plain_logs = pushpull_step(0, PushPullConfig(top_m=3))(model, examples)
+    per_pos = []
+    for e in examples[1:]:  # the retain and the neighbour item
+        ids = torch.tensor([e.pull_input.input_ids])
+        with torch.no_grad():
+            h = model(ids, output_hidden_states=True).hidden_states[2][0]
+            h0 = start(ids, output_hidden_states=True).hidden_states[2][0]
+        per_pos += [float(((h[t] - h0[t]) ** 2).mean())
+                    for t in range(e.pull_input.response_start - 1, len(ids[0]) - 1)]
+    assert min(per_pos) > 0
+    assert logs["keep_hidden"] == pytest.approx(sum(per_pos) / len(per_pos), rel=1e-4)
+    assert float((loss - plain).detach()) == pytest.approx(2.0 * logs["keep_hidden"], rel=1e-4)
+    assert float(forget_term(loss)) == pytest.approx(float(forget_term(plain)), rel=1e-5)
+    for key in ("pull", "push", "adv"):
+        assert logs[key] == pytest.approx(plain_logs[key], rel=1e-5, abs=1e-6)
+    # with the steer term too: each is what it is alone
+    attach_start_norms(start, 0, examples, 1)
+    both = PushPullConfig(pull=False, push=False, prefill=False, steer=1.0, keep_hidden=1.0,
+                          steer_layer=1)
+    _, both_logs = pushpull_step(0, both)(model, examples)
+    _, steer_logs = pushpull_step(0, replace(both, keep_hidden=0.0))(model, examples)
+    assert both_logs["keep_hidden"] == pytest.approx(logs["keep_hidden"], rel=1e-4)
+    assert both_logs["steer"] == pytest.approx(steer_logs["steer"], rel=1e-5)
+    # alone, it reaches no weight above its block
+    alone = PushPullConfig(pull=False, push=False, prefill=False, keep_hidden=1.0,
+                           steer_layer=1)
+    model.zero_grad()
+    pushpull_step(0, alone)(model, examples)[0].backward()
+    assert model.model.layers[0].mlp.down_proj.weight.grad.abs().sum() > 0
+    assert model.model.layers[2].mlp.down_proj.weight.grad is None or \
+        float(model.model.layers[2].mlp.down_proj.weight.grad.abs().sum()) == 0
+    with pytest.raises(UnlearnError, match="keep_hidden must be >= 0"):
+        PushPullConfig(keep_hidden=-1.0)

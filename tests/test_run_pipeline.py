@@ -459,3 +459,17 @@ def test_steer_reads_the_starting_models_norms_and_trains_up_to_its_block(tiny_f
     after = load_file(folder / "model.safetensors")
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(".layers.0." in k or "embed_tokens" in k for k in moved)
+
+
+def test_keep_hidden_reads_the_starting_models_activations(tiny_folder, tmp_path, cache_dir):
+    """keep_hidden's reference is the starting model's activations, attached before training:
+    the first step's distance is 0, and once the pull and push have moved block 0 it is not."""
+    records = build_scenario(n_people=6, n_forget=1, neighbors_per_forget=1).records
+    out = tmp_path / "keep"
+    cfg = small_config(out, steps=3)
+    cfg.teacher_report = False
+    cfg.optim.lr = 1e-2
+    cfg.unlearn.method.keep_hidden, cfg.unlearn.method.steer_layer = 1.0, 0
+    _, history = train_unlearning(cfg, str(tiny_folder), records, out)
+    assert history[0]["keep_hidden"] == pytest.approx(0.0, abs=1e-9)
+    assert history[-1]["keep_hidden"] > 0

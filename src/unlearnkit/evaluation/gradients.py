@@ -33,7 +33,8 @@ from unlearnkit.objectives.pushpull import (
 Batch = dict[str, list[Example]]
 TermFn = Callable[[torch.nn.Module, Batch, int, PushPullConfig], torch.Tensor]
 TERMS: dict[str, TermFn] = {}
-_OFF = {"pull": False, "push": False, "prefill": False, "adv_pull": False, "steer": 0.0}
+_OFF = {"pull": False, "push": False, "prefill": False, "adv_pull": False, "steer": 0.0,
+        "keep_hidden": 0.0}
 
 
 def term(name: str) -> Callable[[TermFn], TermFn]:

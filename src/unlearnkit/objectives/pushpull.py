@@ -230,12 +230,21 @@ class PushPullConfig:
     steer_layer: int = 7
     steer_beta: float = 5.0
     steer_seed: int = 0
+    # weight of RMU's retain term on the keep items (0: off, an ablation): at every response
+    # position of their pulled inputs, mean_H (h(t) - h_0(t))^2, the residual stream after
+    # block ``steer_layer`` against the starting model's (cached before training:
+    # training.unlearn.attach_start_hidden). The pull keeps the keep items' logits; this keeps
+    # the representation every later block reads, as RMU keeps its retain activations
+    keep_hidden: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steer < 0 or self.steer_layer < 0 or self.steer_beta <= 0:
             raise UnlearnError("unlearn.method.steer must be >= 0 (0: off), steer_layer >= 0 "
                                f"(a decoder block) and steer_beta > 0, got {self.steer}, "
                                f"{self.steer_layer} and {self.steer_beta}")
+        if self.keep_hidden < 0:
+            raise UnlearnError("unlearn.method.keep_hidden must be >= 0 (0: off), got "
+                               f"{self.keep_hidden}")
         if self.keep_nll < 0 or (self.keep_nll and not self.pull):
             raise UnlearnError("unlearn.method.keep_nll must be >= 0 and needs the pull (it adds "
                                f"to the keep items' pull), got {self.keep_nll} with pull "
@@ -297,6 +306,10 @@ class Example:
     # ``steer_layer`` at each response position of ``true_input`` (training.unlearn.
     # attach_start_norms)
     start_norms: torch.Tensor | None = None
+    # with unlearn.method.keep_hidden, on keep items: the starting model's residual stream
+    # after block ``steer_layer`` at each response position of ``pull_input``, (L, H)
+    # (training.unlearn.attach_start_hidden)
+    start_hidden: torch.Tensor | None = None
 
 
 def _window(model, items: list[Rendered], pad_id: int):
@@ -341,9 +354,11 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
         pulled = [e.pull_input for e in kept]
         forget = [e for e in examples if e.true_input is not None] \
             if cfg.push or cfg.prefill or cfg.steer else []
-        if not pulled and not forget:
+        held = [e for e in examples if e.true_input is None] if cfg.keep_hidden else []
+        if not pulled and not forget and not held:
             return with_forget_term(total, total), logs
-        logits, labels, off = _window(model, pulled + [e.true_input for e in forget], pad_id)
+        rows = pulled + [e.true_input for e in forget]
+        logits, labels, off = _window(model, rows, pad_id) if rows else (None, None, 0)
         if pulled:
             part = logits[:len(pulled)]
             values, indices, mask, _ = _aligned(pulled, [e.pull_top for e in kept], off,
@@ -367,9 +382,13 @@ def pushpull_step(pad_id: int, cfg: PushPullConfig):
         # forget rows' pull, toward the teacher, stays with the keep terms
         forget_loss = _forget_terms(logits[len(pulled):], off, forget, cfg, logs) if forget \
             else torch.zeros((), device=total.device)
-        if cfg.steer and forget:
-            loss = steer_term(model, forget, pad_id, cfg)
-            forget_loss, logs["steer"] = forget_loss + cfg.steer * loss, float(loss.detach())
+        steered = forget if cfg.steer else []
+        if steered or held:
+            steer, keep = hidden_terms(model, steered, held, pad_id, cfg)
+            if steered:
+                forget_loss, logs["steer"] = forget_loss + cfg.steer * steer, float(steer.detach())
+            if held:
+                total, logs["keep_hidden"] = total + cfg.keep_hidden * keep, float(keep.detach())
         return with_forget_term(total + forget_loss, forget_loss), logs
 
     return step
@@ -404,26 +423,52 @@ def _forget_terms(logits: torch.Tensor, off: int, forget: list[Example], cfg: Pu
     return total
 
 
-def steer_term(model, forget: list[Example], pad_id: int, cfg: PushPullConfig) -> torch.Tensor:
-    """Mean over the pushed positions of ||h(t) - steer_beta ||h_0(t)|| u||^2 / H, h the
-    residual stream after block ``cfg.steer_layer`` on the forget items' true answers."""
-    items = [e.true_input for e in forget]
+def hidden_terms(model, steered: list[Example], held: list[Example], pad_id: int,
+                 cfg: PushPullConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two terms read at the residual stream h after block ``cfg.steer_layer``, from one
+    forward pass (it stops at that block) over the forget items' true answers and the keep
+    items' pulled inputs:
+
+    * steer: mean over the forget answers' pushed positions of
+      mean_H (h(t) - steer_beta ||h_0(t)|| u)^2 (Adaptive RMU's forget term);
+    * keep: mean over the keep items' response positions of mean_H (h(t) - h_0(t))^2 (RMU's
+      retain term), h_0 the starting model's.
+
+    A term with no rows is 0."""
+    items = [e.true_input for e in steered] + [e.pull_input for e in held]
     hidden = layer_output(model, items, pad_id, cfg.steer_layer)
     shape = tuple(hidden.shape[:2])
-    norms = torch.zeros(shape)
-    answer = torch.zeros(shape, dtype=torch.bool)
-    for r, e in enumerate(forget):
-        if e.start_norms is None:
-            raise UnlearnError("unlearn.method.steer needs the starting model's activation "
-                               "norms on the forget answers: call training.unlearn."
-                               "attach_start_norms before training")
-        first = e.true_input.response_start - 1
-        norms[r, first:first + len(e.start_norms)] = e.start_norms
-        answer[r, first:first + len(e.start_norms)] = True
-    mask = (answer & _reveal_mask(forget, 0, shape)).to(hidden.device)
-    u = control_vector(hidden.shape[-1], cfg.steer_seed).to(hidden.device)
-    return activation_mse(hidden, adaptive_control(norms.to(hidden.device), u, cfg.steer_beta),
-                          mask)
+    dev = hidden.device
+    zero = torch.zeros((), device=dev)
+    steer = keep = zero
+    if steered:
+        norms, answer = _placed(items[:len(steered)], [e.start_norms for e in steered],
+                                "start_norms", "attach_start_norms", shape[1])
+        mask = (answer & _reveal_mask(steered, 0, (len(steered), shape[1]))).to(dev)
+        u = control_vector(hidden.shape[-1], cfg.steer_seed).to(dev)
+        steer = activation_mse(hidden[:len(steered)],
+                               adaptive_control(norms.to(dev), u, cfg.steer_beta), mask)
+    if held:
+        start, mask = _placed(items[len(steered):], [e.start_hidden for e in held],
+                              "start_hidden", "attach_start_hidden", shape[1])
+        keep = activation_mse(hidden[len(steered):], start.to(dev), mask.to(dev))
+    return steer, keep
+
+
+def _placed(items: list[Rendered], readings: list[torch.Tensor | None], name: str,
+            attach: str, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each item's starting-model reading ((L,) or (L, H), over its response positions) placed
+    at those columns of a (B, width, ...) zero tensor, and the (B, width) mask of them."""
+    if any(r is None for r in readings):
+        raise UnlearnError(f"this push-pull term needs the starting model's {name} on its "
+                           f"items: call training.unlearn.{attach} before training")
+    values = torch.zeros((len(items), width, *readings[0].shape[1:]))
+    mask = torch.zeros((len(items), width), dtype=torch.bool)
+    for r, (item, reading) in enumerate(zip(items, readings, strict=True)):
+        first = item.response_start - 1
+        values[r, first:first + len(reading)] = reading
+        mask[r, first:first + len(reading)] = True
+    return values, mask
 
 
 def _aligned_lse(forget: list[Example], offset: int, shape: tuple[int, int],

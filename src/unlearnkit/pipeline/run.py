@@ -71,6 +71,7 @@ from unlearnkit.training.raw import with_raw_forget
 from unlearnkit.training.reveal import reveal_by_contrast
 from unlearnkit.training.unlearn import (
     UnlearnConfig,
+    attach_start_hidden,
     attach_start_norms,
     build_examples,
     check_start_model,
@@ -313,6 +314,8 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
         reveal_by_contrast(model, tokenizer, examples, records, method)
     if method.steer:
         attach_start_norms(model, tokenizer.pad_token_id, examples, method.steer_layer)
+    if method.keep_hidden:
+        attach_start_hidden(model, tokenizer.pad_token_id, examples, method.steer_layer)
     model = restrict(apply_lora(model, cfg.lora), cfg.train_only)
     if method.prefill:
         refresh_prefill(model, tokenizer, examples, method.prefill_candidates)

@@ -226,6 +226,17 @@ def attach_start_norms(model, pad_id: int, examples: list[Example], layer: int) 
         ex.start_norms = hidden[item_key(ex.true_input)].norm(dim=-1)
 
 
+def attach_start_hidden(model, pad_id: int, examples: list[Example], layer: int) -> None:
+    """For push-pull's keep_hidden term: each keep example's ``start_hidden``, ``model``'s
+    residual stream after block ``layer`` at the response positions of its pulled input, (L,
+    H) in fp32. Call it on the starting model, before training, as
+    :func:`attach_start_norms`."""
+    held = [e for e in examples if e.true_input is None]
+    hidden = response_hidden(model, [e.pull_input for e in held], pad_id, layer=layer)
+    for ex in held:
+        ex.start_hidden = hidden[item_key(ex.pull_input)]
+
+
 def mixture_plan(examples: list[Example], mix: MixConfig, seed: int) -> list[list[Example]]:
     """``mix.steps`` micro-batches, each drawing its quota from every split (cycling), and
     ``mix.boundary`` items from the examples marked ``boundary`` (:func:`boundary_ids`)."""
