@@ -139,9 +139,11 @@ def test_pushpull_runs_alike_under_ddp_and_fsdp2(tiny_folder, tmp_path):
         moved = float((a[key] - start[key]).abs().max())
         assert moved > 1e-3, key  # lr 1e-3, 3 AdamW steps: every weight moved
         # AdamW's step is about lr whatever the gradient's size, so a gradient that is ~0 in
-        # both (an embedding row no item uses) may step either way: compare all but those
+        # both (an embedding row no item uses) may step either way, and DDP's all-reduce and
+        # FSDP2's reduce-scatter sum in different orders: an entry or two of a small matrix
+        # (1 of 8192 of a block's down_proj, 3.3e-5 apart, on one machine) may differ
         close = ((a[key] - b[key]).abs() <= 2e-5).float().mean()
-        assert close > (0.99 if key == "model.embed_tokens.weight" else 0.9999), key
+        assert close > (0.99 if key == "model.embed_tokens.weight" else 0.999), key
 
 
 def run_config(tmp_path, tiny_folder):
