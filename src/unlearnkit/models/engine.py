@@ -53,6 +53,28 @@ def forward_responses(model, items: Sequence[Rendered], pad_id: int) -> Window:
     return Window(logits, batch["labels"][:, -keep:].to(device), width - keep)
 
 
+def response_slice(item: Rendered, offset: int = 0) -> slice:
+    """Columns (absolute position minus ``offset``) of ``item``'s response positions."""
+    start = item.response_start - 1 - offset
+    return slice(start, start + len(item.input_ids) - item.response_start)
+
+
+def place(items: Sequence[Rendered], per_item: Sequence[torch.Tensor], offset: int,
+          width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Put per-item (L_i, ...) tensors at their response columns: (B, width, ...) and a mask."""
+    tail = tuple(per_item[0].shape[1:])
+    out = per_item[0].new_zeros((len(items), width, *tail))
+    mask = torch.zeros(len(items), width, dtype=torch.bool)
+    for row, (it, value) in enumerate(zip(items, per_item, strict=True)):
+        cols = response_slice(it, offset)
+        if value.shape[0] != cols.stop - cols.start:
+            raise UnlearnError("a cached reference does not match its item's response length; "
+                               "clear the baseline cache ($UNLEARNKIT_CACHE/baselines)")
+        out[row, cols] = value
+        mask[row, cols] = True
+    return out, mask
+
+
 class _Stop(Exception):
     pass
 

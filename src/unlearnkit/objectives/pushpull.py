@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from unlearnkit.data.render import Rendered
 from unlearnkit.errors import UnlearnError
-from unlearnkit.models.engine import forward_responses, layer_output
+from unlearnkit.models.engine import forward_responses, layer_output, place
 from unlearnkit.models.teacher_cache import TopK
 from unlearnkit.objectives.nll import masked_mean, nll_loss
 from unlearnkit.objectives.steer import activation_mse, adaptive_control, control_vector
@@ -439,8 +439,7 @@ def hidden_terms(model, steered: list[Example], held: list[Example], pad_id: int
     hidden = layer_output(model, items, pad_id, cfg.steer_layer)
     shape = tuple(hidden.shape[:2])
     dev = hidden.device
-    zero = torch.zeros((), device=dev)
-    steer = keep = zero
+    steer = keep = torch.zeros((), device=dev)
     if steered:
         norms, answer = _placed(items[:len(steered)], [e.start_norms for e in steered],
                                 "start_norms", "attach_start_norms", shape[1])
@@ -462,13 +461,7 @@ def _placed(items: list[Rendered], readings: list[torch.Tensor | None], name: st
     if any(r is None for r in readings):
         raise UnlearnError(f"this push-pull term needs the starting model's {name} on its "
                            f"items: call training.unlearn.{attach} before training")
-    values = torch.zeros((len(items), width, *readings[0].shape[1:]))
-    mask = torch.zeros((len(items), width), dtype=torch.bool)
-    for r, (item, reading) in enumerate(zip(items, readings, strict=True)):
-        first = item.response_start - 1
-        values[r, first:first + len(reading)] = reading
-        mask[r, first:first + len(reading)] = True
-    return values, mask
+    return place(items, readings, 0, width)
 
 
 def _aligned_lse(forget: list[Example], offset: int, shape: tuple[int, int],

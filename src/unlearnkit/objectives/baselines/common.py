@@ -28,7 +28,7 @@ import torch
 from unlearnkit.data.records import Record
 from unlearnkit.data.render import Rendered, render_record
 from unlearnkit.errors import UnlearnError
-from unlearnkit.models.engine import Window, forward_responses
+from unlearnkit.models.engine import Window, forward_responses, place, response_slice
 from unlearnkit.objectives.nll import masked_mean, nll_loss, token_nll
 from unlearnkit.objectives.terms import with_forget_term
 
@@ -135,28 +135,6 @@ def forward(model, items: Sequence[Rendered], pad_id: int) -> Window:
         raise UnlearnError("a micro-batch has no items of a kind this method needs; raise that "
                            "kind's quota in the plan (mix.forget / mix.retain)")
     return forward_responses(model, items, pad_id)
-
-
-def response_slice(item: Rendered, offset: int = 0) -> slice:
-    """Columns (absolute position minus ``offset``) of ``item``'s response positions."""
-    start = item.response_start - 1 - offset
-    return slice(start, start + len(item.input_ids) - item.response_start)
-
-
-def place(items: Sequence[Rendered], per_item: Sequence[torch.Tensor], offset: int,
-          width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Put per-item (L_i, ...) tensors at their response columns: (B, width, ...) and a mask."""
-    tail = tuple(per_item[0].shape[1:])
-    out = per_item[0].new_zeros((len(items), width, *tail))
-    mask = torch.zeros(len(items), width, dtype=torch.bool)
-    for row, (it, value) in enumerate(zip(items, per_item, strict=True)):
-        cols = response_slice(it, offset)
-        if value.shape[0] != cols.stop - cols.start:
-            raise UnlearnError("a cached reference does not match its item's response length; "
-                               "clear the baseline cache ($UNLEARNKIT_CACHE/baselines)")
-        out[row, cols] = value
-        mask[row, cols] = True
-    return out, mask
 
 
 def response_mask(items: Sequence[Rendered], offset: int, width: int) -> torch.Tensor:
