@@ -11,7 +11,10 @@ DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 
 @dataclass
 class LoraSettings:
-    """LoRA on the attention and MLP projections; ``rank=0`` means full fine-tuning."""
+    """LoRA on the attention and MLP projections; ``rank=0`` means full fine-tuning. The
+    default ``target_modules`` are Llama-style names; on a model without them (Phi-3, GPT-NeoX,
+    GPT-2) the default means every linear layer of the blocks (peft's ``all-linear``), and a
+    list the user gives is checked against the model."""
 
     rank: int = 0
     alpha: float = 32.0
@@ -91,17 +94,26 @@ def apply_lora(model, settings: LoraSettings, first_layer: int = 0):
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in settings.target_modules if t not in present]
-    if missing:
+    targets: list[str] | str = settings.target_modules
+    if missing and settings.target_modules == DEFAULT_TARGETS:
+        # another family's names (Phi-3's qkv_proj and gate_up_proj, GPT-NeoX's
+        # query_key_value, GPT-2's c_attn): every linear layer of the blocks, which is what
+        # the default names select in a Llama-style model
+        targets = "all-linear"
+    elif missing:
         raise UnlearnError(f"lora.target_modules {missing} are not in this model; "
                            f"some module names it has: {sorted(present)[:12]}")
-    extra = {}
+    from transformers.pytorch_utils import Conv1D
+
+    # GPT-2's Conv1D stores its weight [in, out]; peft needs to be told (or it warns and guesses)
+    extra = {"fan_in_fan_out": any(isinstance(m, Conv1D) for m in model.modules())}
     if first_layer > 0:
         n = len(decoder_layers(model))
         if first_layer >= n:
             raise UnlearnError(f"cannot start LoRA at block {first_layer}: the model has {n}")
         extra["layers_to_transform"] = list(range(first_layer, n))
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=settings.target_modules, task_type="CAUSAL_LM", **extra)
+                        target_modules=targets, task_type="CAUSAL_LM", **extra)
     return get_peft_model(model, config)
 
 

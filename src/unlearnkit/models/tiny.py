@@ -1,7 +1,9 @@
 """A tiny random Llama and a character-level chat tokenizer, built in code for fast tests.
 
 Nothing is downloaded: the tokenizer's vocabulary is printable ASCII plus the ChatML special
-tokens, and the model is a 2-layer Llama with a 64-wide residual stream.
+tokens, and the model is a 2-layer Llama with a 64-wide residual stream. :func:`tiny_other`
+builds the same size in other families' layouts (Mistral, Qwen, Gemma, Phi-3, OLMo, GPT-NeoX,
+GPT-2), to check that nothing assumes Llama's module names.
 """
 
 from __future__ import annotations
@@ -48,3 +50,36 @@ def tiny_model(vocab_size: int, *, seed: int = 0, layers: int = 2, hidden: int =
     )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
+
+
+# family -> (config class, model class, its own config keys); None: GPT-2's naming
+OTHER_FAMILIES = {
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"num_key_value_heads": 2}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"num_key_value_heads": 2}),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"num_key_value_heads": 2, "head_dim": 16}),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", {"num_key_value_heads": 2, "head_dim": 16}),
+    "gemma3": ("Gemma3TextConfig", "Gemma3ForCausalLM",
+               {"num_key_value_heads": 2, "head_dim": 16}),
+    "phi3": ("Phi3Config", "Phi3ForCausalLM", {"num_key_value_heads": 2}),
+    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {"num_key_value_heads": 2}),
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {}),
+    "gpt2": ("GPT2Config", "GPT2LMHeadModel", None),
+}
+
+
+def tiny_other(family: str, vocab_size: int, *, seed: int = 0, layers: int = 2,
+               hidden: int = 64):
+    """A random model of another family (:data:`OTHER_FAMILIES`) as small as :func:`tiny_model`."""
+    import transformers
+
+    config_name, model_name, extra = OTHER_FAMILIES[family]
+    ids = {"vocab_size": vocab_size, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+    if extra is None:
+        config = getattr(transformers, config_name)(n_embd=hidden, n_layer=layers, n_head=4,
+                                                    n_positions=1024, **ids)
+    else:
+        config = getattr(transformers, config_name)(
+            hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+            num_attention_heads=4, max_position_embeddings=1024, **ids, **extra)
+    torch.manual_seed(seed)
+    return getattr(transformers, model_name)(config).eval()

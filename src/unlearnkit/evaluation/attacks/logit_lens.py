@@ -1,10 +1,12 @@
 """Logit lens: can the answer be read off intermediate layers even when the output hides it?
 
 Each layer's hidden state at the position that predicts the fact is decoded through the
-model's final norm and output embedding (``model.model.norm``, ``lm_head``: HF Llama-style
-models). Layers are found generically with ``output_hidden_states=True``: ``hidden_states[0]``
-is the embedding output, ``hidden_states[l]`` the output of layer l. HF applies the final norm
-to the last entry itself, so the last layer is read from the model's own logits instead.
+model's final norm and output embedding: the norm is the module beside the decoder blocks named
+as one of :data:`FINAL_NORMS` (``model.norm`` in Llama, Mistral, Qwen, Gemma, Phi-3 and OLMo;
+``gpt_neox.final_layer_norm``; GPT-2's ``transformer.ln_f``). Layers are found generically with
+``output_hidden_states=True``: ``hidden_states[0]`` is the embedding output, ``hidden_states[l]``
+the output of layer l. HF applies the final norm to the last entry itself, so the last layer is
+read from the model's own logits instead.
 
 Only records whose answer contains one of their ``targets`` are attacked: without a fact token
 to read, the probed token would be the answer's first one ("The", a name copied from the
@@ -24,17 +26,34 @@ from unlearnkit.data.render import Rendered, collate, render
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.attacks.registry import register_attack
 from unlearnkit.evaluation.attacks.scoring import Settings
+from unlearnkit.models.lora import decoder_layers
+
+FINAL_NORMS = ("norm", "final_layer_norm", "ln_f", "norm_f", "final_norm")
+
+
+def final_norm(model):
+    """The norm a causal LM applies after its last decoder block, or None when the module that
+    holds the blocks has not exactly one child named as one of :data:`FINAL_NORMS`."""
+    blocks = decoder_layers(model)
+    for module in model.modules():
+        children = dict(module.named_children())
+        if any(child is blocks for child in children.values()):
+            found = [children[name] for name in FINAL_NORMS if name in children]
+            return found[0] if len(found) == 1 else None
+    return None
 
 
 def _lens_modules(model):
-    """(final norm, output embedding) of a Llama-style model (PEFT wrappers unwrapped)."""
+    """(final norm, output embedding) of a causal LM (PEFT wrappers unwrapped)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    norm = getattr(getattr(base, "model", None), "norm", None)
+    norm = final_norm(base)
     head = base.get_output_embeddings()
     if norm is None or head is None:
         raise UnlearnError(
-            f"the logit lens needs a Llama-style model with model.model.norm and an output "
-            f"embedding (lm_head); {type(base).__name__} has not; drop 'logit_lens' from names"
+            f"the logit lens needs the final norm beside the decoder blocks (a module named "
+            f"{' or '.join(FINAL_NORMS)}) and an output embedding; {type(base).__name__} has "
+            f"{'no output embedding' if head is None else 'no such norm'}: drop 'logit_lens' "
+            f"from the attacks"
         )
     return norm, head
 

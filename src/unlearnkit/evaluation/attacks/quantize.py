@@ -1,8 +1,9 @@
-"""Weight-level attack: round-to-nearest quantisation of a copy of the model's Linear layers.
+"""Weight-level attack: round-to-nearest quantisation of a copy of the model's linear layers.
 
 Quantisation can undo unlearning that only nudged weights by less than a quantisation step
 (the unlearned weights round back to where the original ones did). The attack quantises every
-``nn.Linear`` weight of a deep copy, then re-scores the plain forget probes on the copy.
+linear weight of a deep copy (``nn.Linear``; GPT-2's ``Conv1D``), then re-scores the plain
+forget probes on the copy.
 """
 
 from __future__ import annotations
@@ -49,13 +50,30 @@ def _round_group(part: torch.Tensor, qmax: int) -> torch.Tensor:
     return torch.clamp(torch.round(part / scale), -qmax, qmax) * scale
 
 
+def _linear_weights(model):
+    """(weight, transposed) for every linear layer: ``nn.Linear`` ([out, in]) and
+    transformers' ``Conv1D`` (GPT-2's projections, stored [in, out]: transposed)."""
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except ImportError:  # pragma: no cover - transformers always has it
+        Conv1D = ()
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            yield module.weight, False
+        elif Conv1D and isinstance(module, Conv1D):
+            yield module.weight, True
+
+
 def quantized_copy(model, bits: int, *, include_head: bool = False, group_size: int = 0):
-    """A deep copy of ``model`` with every ``nn.Linear`` weight replaced by :func:`quantize_rtn`
-    (per row, or per ``group_size`` inputs).
+    """A deep copy of ``model`` with every linear weight (``nn.Linear``, and GPT-2's ``Conv1D``
+    taken as its transpose, so the rows are output channels either way) replaced by
+    :func:`quantize_rtn` (per row, or per ``group_size`` inputs).
 
     Embeddings, norms and biases stay in full precision, and so does the output head unless
     ``include_head`` (a head tied to the input embedding is never quantised: it *is* the
-    embedding). The original model is untouched; the copy costs one more model in memory.
+    embedding). The original model is untouched; the copy costs one more model in memory. A
+    model without any such layer is refused: its copy would equal the model, and the attack
+    would read as failing.
     """
     twin = copy.deepcopy(model)
     embed = twin.get_input_embeddings()
@@ -63,10 +81,19 @@ def quantized_copy(model, bits: int, *, include_head: bool = False, group_size: 
     head = twin.get_output_embeddings()
     if head is not None and not include_head:
         skip.add(id(head.weight))
+    done = 0
     with torch.no_grad():
-        for module in twin.modules():
-            if isinstance(module, nn.Linear) and id(module.weight) not in skip:
-                module.weight.copy_(quantize_rtn(module.weight, bits, group_size))
+        for weight, transposed in _linear_weights(twin):
+            if id(weight) in skip:
+                continue
+            if transposed:
+                weight.copy_(quantize_rtn(weight.t(), bits, group_size).t())
+            else:
+                weight.copy_(quantize_rtn(weight, bits, group_size))
+            done += 1
+    if not done:
+        raise UnlearnError(f"{type(model).__name__} has no linear layer to quantise (nn.Linear "
+                           "or Conv1D); drop the quantize attacks from the attacks")
     return twin.eval()
 
 
