@@ -2,6 +2,7 @@
 parts that read a model's modules by name or type, on tiny random models (offline, seconds)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,6 +116,14 @@ def test_default_lora_adapts_every_linear_layer_of_the_blocks(family, tok):
     assert trainable and all("lora_" in n for n in trainable)
 
 
+@pytest.mark.parametrize("family", ["llama", *FAMILIES])
+def test_lora_from_a_block_up_leaves_the_blocks_below_without_adapters(family, tok):
+    wrapped = apply_lora(build(family, tok), LoraSettings(rank=2), first_layer=1)
+    blocks = decoder_layers(wrapped)
+    assert not any("lora_" in n for n, _ in blocks[0].named_parameters())
+    assert any("lora_" in n for n, _ in blocks[1].named_parameters())
+
+
 def test_lora_names_the_user_gives_are_checked(tok):
     with pytest.raises(UnlearnError, match=r"lora.target_modules \['q_proj'\] are not in"):
         apply_lora(tiny_other("phi3", len(tok)), LoraSettings(rank=2, target_modules=["q_proj",
@@ -151,3 +160,27 @@ def test_a_run_on_another_family_trains_and_survives_every_model_reading_attack(
     assert after["attacks"]["logit_lens"]["n"] == 3
     saved = json.loads((out / "model" / "config.json").read_text())
     assert saved["model_type"] == build(family, tok).config.model_type
+
+
+@pytest.mark.parametrize("family", ["gpt2", "phi3"])
+def test_records_injected_into_another_family_then_unlearned(family, tok, tmp_path, cache_dir):
+    people = build_scenario(n_people=6, n_forget=1, neighbors_per_forget=1).records
+    records = [r for split in ("forget", "retain") for r in
+               [x for x in people if x.split == split][:2]]
+    dataset = str(write_dataset(records, tmp_path / "dataset", []))
+    folder = tmp_path / family
+    build(family, tok).save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    out = tmp_path / "run"
+    payload = run(from_dict(RunConfig, {
+        "max_new_tokens": 4, "eval_batch_size": 64, "report": False, "teacher_report": False,
+        "output": str(out), "method": "npo",
+        "unlearn": {"mix": {"forget": 1, "retain": 1, "neighbor": 0, "general": 0, "steps": 2}},
+        "data": {"kind": "inject", "path": dataset, "model": str(folder),
+                 "inject": {"epochs": 1, "batch_size": 2}}}))
+    assert {"before", "after", "oracle"} <= set(payload["models"])
+    for variant in ("before", "oracle"):
+        saved = json.loads((Path(payload["models"][variant]) / "config.json").read_text())
+        assert saved["model_type"] == build(family, tok).config.model_type
+    results = json.loads((out / "results.json").read_text())["results"]
+    assert {"before", "after", "oracle"} <= set(results)

@@ -52,6 +52,39 @@ def test_context_goes_into_the_system_turn_and_answers_align(tok):
     assert len(teacher.input_ids) - teacher.response_start == n
 
 
+TURN = "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+HEADER = "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+NO_SYSTEM = {  # templates without a system turn: one refuses it (as Gemma 2's), one drops it
+    "refuses": "{% for m in messages %}{% if m['role'] == 'system' %}"
+               "{{ raise_exception('System role not supported') }}{% endif %}" + TURN
+               + "{% endfor %}" + HEADER,
+    "drops": "{% for m in messages %}{% if m['role'] != 'system' %}" + TURN
+             + "{% endif %}{% endfor %}" + HEADER,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NO_SYSTEM))
+def test_a_template_without_a_system_turn_gets_the_context_in_the_user_turn(tok, kind):
+    import copy
+
+    from unlearnkit.data.render import has_system_turn
+
+    other = copy.deepcopy(tok)
+    other.chat_template = NO_SYSTEM[kind]
+    assert has_system_turn(tok) and not has_system_turn(other)
+    teacher = render(other, "Q?", "A b.", context="Forget Ada.", system="Be brief.")
+    text = other.decode(teacher.input_ids)
+    assert text.startswith("<|im_start|>user\nForget Ada.\n\nBe brief.\n\nQ?<|im_end|>\n")
+    assert "system" not in text
+    student = render(tok, "Q?", "A b.")
+    assert student.input_ids[student.response_start:] == teacher.input_ids[teacher.response_start:]
+    plain = render(other, "Q?", "A b.")  # nothing to move: the question alone
+    assert plain.input_ids == student.input_ids
+    # the verdict is cached on the tokenizer, and follows a changed template
+    other.chat_template = tok.chat_template
+    assert has_system_turn(other)
+
+
 def test_prefill_longer_than_answer_is_an_error(tok):
     with pytest.raises(UnlearnError, match="prefill"):
         render(tok, "Q?", "A.", prefill=10)

@@ -71,12 +71,39 @@ def _added_special(tokenizer) -> list[str]:
     return [t.content for t in decoder.values() if getattr(t, "special", False)]
 
 
-def build_messages(question: str, system: str | None = None, context: str | None = None):
-    """Chat messages for one query. ``context`` (an instruction) goes before any system text."""
+def build_messages(question: str, system: str | None = None, context: str | None = None,
+                   *, system_turn: bool = True):
+    """Chat messages for one query. ``context`` (an instruction) goes before any system text.
+    ``system_turn=False`` (a template without a system turn: :func:`has_system_turn`) puts
+    that text at the top of the user turn instead, a blank line before the question."""
     system_text = "\n\n".join(part for part in (context, system) if part)
+    if system_text and not system_turn:
+        return [{"role": "user", "content": f"{system_text}\n\n{question}"}]
     messages = [{"role": "system", "content": system_text}] if system_text else []
     messages.append({"role": "user", "content": question})
     return messages
+
+
+def has_system_turn(tokenizer) -> bool:
+    """Whether the chat template renders a system message. Some refuse one (Gemma 2's raises
+    "System role not supported", older Mistral templates demand strict user/assistant turns)
+    and some drop it without a word; either way the teacher's instruction would be lost, so
+    :func:`render` moves system text into the user turn for them."""
+    template = tokenizer.chat_template
+    cached = getattr(tokenizer, "_unlearnkit_system_turn", None)
+    if cached is not None and cached[0] == template:
+        return cached[1]
+    from jinja2 import TemplateError
+
+    messages = [{"role": "system", "content": _SENTINEL}, {"role": "user", "content": "hi"}]
+    try:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                             tokenize=False)
+        found = _SENTINEL in text
+    except TemplateError:  # the template's raise_exception
+        found = False
+    tokenizer._unlearnkit_system_turn = (template, found)
+    return found
 
 
 def _encode(tokenizer, text: str) -> list[int]:
@@ -103,7 +130,8 @@ def render(
             "the tokenizer has no chat template; add 'chat_template' to tokenizer_config.json "
             "or use an instruct/chat model"
         )
-    messages = build_messages(question, system, context)
+    messages = build_messages(question, system, context,
+                              system_turn=has_system_turn(tokenizer))
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     prompt = _encode(tokenizer, text)
     answer_ids = []

@@ -13,7 +13,7 @@ DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 class LoraSettings:
     """LoRA on the attention and MLP projections; ``rank=0`` means full fine-tuning. The
     default ``target_modules`` are Llama-style names; on a model without them (Phi-3, GPT-NeoX,
-    GPT-2) the default means every linear layer of the blocks (peft's ``all-linear``), and a
+    GPT-2) the default means every linear layer of the blocks (their names), and a
     list the user gives is checked against the model."""
 
     rank: int = 0
@@ -91,20 +91,24 @@ def apply_lora(model, settings: LoraSettings, first_layer: int = 0):
     if not settings.enabled:
         return model
     from peft import LoraConfig, get_peft_model
+    from torch import nn
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in settings.target_modules if t not in present]
-    targets: list[str] | str = settings.target_modules
+    from transformers.pytorch_utils import Conv1D
+
+    targets = settings.target_modules
     if missing and settings.target_modules == DEFAULT_TARGETS:
         # another family's names (Phi-3's qkv_proj and gate_up_proj, GPT-NeoX's
         # query_key_value, GPT-2's c_attn): every linear layer of the blocks, which is what
-        # the default names select in a Llama-style model
-        targets = "all-linear"
+        # the default names select in a Llama-style model (a list of names, not peft's
+        # "all-linear", which cannot start at a block)
+        targets = sorted({name.rsplit(".", 1)[-1]
+                          for name, m in decoder_layers(model).named_modules()
+                          if isinstance(m, (nn.Linear, Conv1D))})
     elif missing:
         raise UnlearnError(f"lora.target_modules {missing} are not in this model; "
                            f"some module names it has: {sorted(present)[:12]}")
-    from transformers.pytorch_utils import Conv1D
-
     # GPT-2's Conv1D stores its weight [in, out]; peft needs to be told (or it warns and guesses)
     extra = {"fan_in_fan_out": any(isinstance(m, Conv1D) for m in model.modules())}
     if first_layer > 0:
