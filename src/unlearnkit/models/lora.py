@@ -91,12 +91,10 @@ def apply_lora(model, settings: LoraSettings, first_layer: int = 0):
     if not settings.enabled:
         return model
     from peft import LoraConfig, get_peft_model
-    from torch import nn
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in settings.target_modules if t not in present]
-    from transformers.pytorch_utils import Conv1D
-
+    linear = linear_types()
     targets = settings.target_modules
     if missing and settings.target_modules == DEFAULT_TARGETS:
         # another family's names (Phi-3's qkv_proj and gate_up_proj, GPT-NeoX's
@@ -105,12 +103,12 @@ def apply_lora(model, settings: LoraSettings, first_layer: int = 0):
         # "all-linear", which cannot start at a block)
         targets = sorted({name.rsplit(".", 1)[-1]
                           for name, m in decoder_layers(model).named_modules()
-                          if isinstance(m, (nn.Linear, Conv1D))})
+                          if isinstance(m, linear)})
     elif missing:
         raise UnlearnError(f"lora.target_modules {missing} are not in this model; "
                            f"some module names it has: {sorted(present)[:12]}")
     # GPT-2's Conv1D stores its weight [in, out]; peft needs to be told (or it warns and guesses)
-    extra = {"fan_in_fan_out": any(isinstance(m, Conv1D) for m in model.modules())}
+    extra = {"fan_in_fan_out": any(isinstance(m, linear[1]) for m in model.modules())}
     if first_layer > 0:
         n = len(decoder_layers(model))
         if first_layer >= n:
@@ -124,6 +122,15 @@ def apply_lora(model, settings: LoraSettings, first_layer: int = 0):
 def merged(model):
     """A plain transformers model: LoRA weights merged in, or the model itself."""
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def linear_types() -> tuple[type, type]:
+    """The layer types a linear projection has: ``nn.Linear`` ([out, in] weight) and
+    transformers' ``Conv1D`` (GPT-2's projections, [in, out])."""
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    return nn.Linear, Conv1D
 
 
 def decoder_layers(model):

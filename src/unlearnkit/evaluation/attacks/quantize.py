@@ -11,10 +11,10 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
 
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.attacks.registry import register_attack
+from unlearnkit.models.lora import linear_types
 
 
 def quantize_rtn(weight: torch.Tensor, bits: int, group_size: int = 0) -> torch.Tensor:
@@ -50,20 +50,6 @@ def _round_group(part: torch.Tensor, qmax: int) -> torch.Tensor:
     return torch.clamp(torch.round(part / scale), -qmax, qmax) * scale
 
 
-def _linear_weights(model):
-    """(weight, transposed) for every linear layer: ``nn.Linear`` ([out, in]) and
-    transformers' ``Conv1D`` (GPT-2's projections, stored [in, out]: transposed)."""
-    try:
-        from transformers.pytorch_utils import Conv1D
-    except ImportError:  # pragma: no cover - transformers always has it
-        Conv1D = ()
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            yield module.weight, False
-        elif Conv1D and isinstance(module, Conv1D):
-            yield module.weight, True
-
-
 def quantized_copy(model, bits: int, *, include_head: bool = False, group_size: int = 0):
     """A deep copy of ``model`` with every linear weight (``nn.Linear``, and GPT-2's ``Conv1D``
     taken as its transpose, so the rows are output channels either way) replaced by
@@ -81,15 +67,16 @@ def quantized_copy(model, bits: int, *, include_head: bool = False, group_size: 
     head = twin.get_output_embeddings()
     if head is not None and not include_head:
         skip.add(id(head.weight))
+    linear, conv1d = linear_types()
     done = 0
     with torch.no_grad():
-        for weight, transposed in _linear_weights(twin):
-            if id(weight) in skip:
+        for module in twin.modules():
+            if not isinstance(module, (linear, conv1d)) or id(module.weight) in skip:
                 continue
-            if transposed:
-                weight.copy_(quantize_rtn(weight.t(), bits, group_size).t())
+            if isinstance(module, conv1d):  # [in, out]: round its transpose's rows
+                module.weight.copy_(quantize_rtn(module.weight.t(), bits, group_size).t())
             else:
-                weight.copy_(quantize_rtn(weight, bits, group_size))
+                module.weight.copy_(quantize_rtn(module.weight, bits, group_size))
             done += 1
     if not done:
         raise UnlearnError(f"{type(model).__name__} has no linear layer to quantise (nn.Linear "
