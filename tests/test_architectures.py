@@ -184,3 +184,25 @@ def test_records_injected_into_another_family_then_unlearned(family, tok, tmp_pa
         assert saved["model_type"] == build(family, tok).config.model_type
     results = json.loads((out / "results.json").read_text())["results"]
     assert {"before", "after", "oracle"} <= set(results)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "gemma3"])
+def test_diagnose_measures_the_last_block_of_another_family(family, tok, tmp_path, cache_dir,
+                                                            capsys):
+    from test_diagnose import tiny_args
+    from unlearnkit.cli import main
+
+    model = build(family, tok)
+    folder = tmp_path / family
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    out = tmp_path / "diag"
+    assert main(["diagnose", *tiny_args(folder, out)]) == 0
+    diag = json.loads((out / "diagnose.json").read_text())
+    last = decoder_layers(model)[-1]
+    assert diag["parameters"]["count"] == sum(p.numel() for p in last.parameters())
+    assert diag["parameters"]["tensors"] == len(list(last.parameters()))
+    for cond in diag["conditions"].values():
+        norms = cond["gradients"]["grad_norm"]
+        assert any(v for v in norms.values()), norms  # some term reaches the last block
+    assert "gradient cosines, unified" in capsys.readouterr().out
