@@ -127,7 +127,7 @@ def test_a_second_process_trains_the_model_the_first_is_not_training(
     injected = inject._target(str(tiny_folder), records, "injected", cfg)
     trained = []
 
-    def train(model_name, data, variant, cfg, target):
+    def train(model_name, data, variant, cfg, target, tokenizer_spec=None):
         assert not (injected / "inject.json").exists(), "waited for the other process first"
         trained.append(variant)
         target.mkdir(parents=True)

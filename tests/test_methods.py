@@ -275,12 +275,13 @@ def test_general_long_adds_the_long_replay_answers(tiny_prepared, monkeypatch):
                    answer="William Shakespeare wrote it.", meta={"replay": True, "cut": True})]
     seen = []
     monkeypatch.setattr(methods, "long_replay_records",
-                        lambda model, kept: seen.append((model, kept)) or long)
+                        lambda model, kept, spec: seen.append((model, kept, spec)) or long)
     prepared = dataclasses.replace(tiny_prepared, replay=replay)
     assert methods.general_keep(MixConfig(general=1), prepared) == replay
     assert not seen  # not computed unless asked for
     both = methods.general_keep(MixConfig(general=1, general_long=True), prepared)
-    assert both == replay + long and seen == [(prepared.models["base"], replay)]
+    assert both == replay + long
+    assert seen == [(prepared.models["base"], replay, prepared.tokenizer_spec)]
 
 
 def test_pushpull_with_the_contrast_reveal_and_the_alternative_runs(tiny_scenario, tmp_path,

@@ -140,7 +140,7 @@ def test_long_replay_answers_are_cut_to_sentences_cached_and_kept_apart(monkeypa
                      meta={"replay": True}) for i, q in enumerate(REPLAY_PROMPTS[2:])]
     asked = []
 
-    def replies(model_name, prompts):
+    def replies(model_name, prompts, tokenizer_spec):
         asked.append(list(prompts))
         return ["Jane Austen wrote it. She was born in", "no whole sentence"]
 

@@ -14,7 +14,9 @@ prompt with an instruction context): positions align by an offset, ``response_st
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -104,6 +106,57 @@ def has_system_turn(tokenizer) -> bool:
         found = False
     tokenizer._unlearnkit_system_turn = (template, found)
     return found
+
+
+# The built-in template for a base model (data.chat_template: plain), written in the order
+# render reads: any system text (the teacher's instruction), then "Question: ..." and an
+# "Answer:" line; the answer follows on its own line and the eos token closes it (the
+# end-of-turn render finds). The prompt ends with a newline, so the answer, tokenized on its
+# own, meets no token it could have merged with. It starts with the bos token where the
+# tokenizer starts every text with one (Llama, Mistral), with nothing where not (GPT-2, Pythia).
+_PLAIN = ("{%- for m in messages -%}"
+          "{%- if m['role'] == 'system' -%}{{ m['content'] + '\\n\\n' }}"
+          "{%- elif m['role'] == 'user' -%}{{ 'Question: ' + m['content'] + '\\n' }}"
+          "{%- elif m['role'] == 'assistant' -%}"
+          "{{ 'Answer:\\n' + m['content'] + eos_token + '\\n\\n' }}"
+          "{%- endif -%}{%- endfor -%}"
+          "{%- if add_generation_prompt -%}{{ 'Answer:\\n' }}{%- endif -%}")
+PLAIN = "plain"
+
+
+def plain_template(tokenizer) -> str:
+    """The ``plain`` chat template for this tokenizer (see ``_PLAIN``)."""
+    ids = tokenizer("a")["input_ids"]
+    starts = tokenizer.bos_token_id is not None and ids[:1] == [tokenizer.bos_token_id]
+    return ("{{ bos_token }}" if starts else "") + _PLAIN
+
+
+def check_chat_template(spec: str, key: str = "chat_template") -> None:
+    """Raise :class:`UnlearnError` unless ``spec`` is ``plain`` or a file (config checks)."""
+    if spec != PLAIN and not Path(spec).is_file():
+        raise UnlearnError(f"{key}: {spec!r} is neither 'plain' nor a file; give "
+                           "'plain' (Question/Answer lines for a base model) or the path of "
+                           "a Jinja chat template")
+
+
+def chat_template_for(tokenizer, spec: str) -> str:
+    """The chat template ``spec`` names: ``plain`` (:func:`plain_template`) or a Jinja file."""
+    check_chat_template(spec)
+    if spec == PLAIN:
+        return plain_template(tokenizer)
+    try:
+        return Path(spec).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UnlearnError(f"cannot read the chat template {spec}: {exc}; give a UTF-8 "
+                           "text file") from None
+
+
+def template_key(spec: str) -> str:
+    """What names the template ``spec`` in cache keys: ``plain`` itself, a file's digest."""
+    check_chat_template(spec)
+    if spec == PLAIN:
+        return PLAIN
+    return hashlib.sha256(Path(spec).read_bytes()).hexdigest()[:16]
 
 
 def _encode(tokenizer, text: str) -> list[int]:

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -198,13 +199,68 @@ def _run_folder_problem(path: Path) -> str | None:
     return None
 
 
-def setup_tokenizer(tokenizer):
-    """Chat template required; pad token distinct from the end-of-turn token where possible."""
-    from unlearnkit.data.render import end_of_turn
+NO_TEMPLATE_FIX = ("give it one: data.chat_template: plain in unlearn run's config (--set "
+                   "chat_template=plain for unlearn eval) for Question/Answer lines a base "
+                   "model can follow, or the path of a Jinja chat template; or use a chat model")
 
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """How a model's text becomes tokens, when not by its own files: ``source``, a folder or
+    hub id to take the tokenizer from (a checkpoint saved without one, as MUSE's target models
+    are); ``chat_template``, ``plain`` or a Jinja file to prompt it through (a base model).
+    Empty fields: the model's own."""
+
+    source: str = ""
+    chat_template: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.source or self.chat_template)
+
+    def check(self, prefix: str = "") -> None:
+        """Fail at config time, naming the key, on a template or source that is not there."""
+        from unlearnkit.data.render import check_chat_template
+
+        if self.chat_template:
+            check_chat_template(self.chat_template, f"{prefix}chat_template")
+        if self.source:
+            _tokenizer_path(self.source, f"{prefix}tokenizer")
+
+    def key(self) -> list[str]:
+        """What names it in cache keys (a template file by its digest)."""
+        from unlearnkit.data.render import template_key
+
+        return [self.source, template_key(self.chat_template) if self.chat_template else ""]
+
+
+OWN_TOKENIZER = TokenizerSpec()  # a model's own tokenizer and chat template
+
+
+def _tokenizer_path(source: str, key: str = "tokenizer") -> str:
+    """A tokenizer's folder (model files not needed) or hub id, or a model name
+    :func:`resolve_model_path` takes; an adapter folder means its base model's."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _tokenizer_path(adapter_base(path), key) if is_adapter_folder(path) else str(path)
+    if path.exists() or (local := _missing_local_path(source, path)):
+        detail = f"{path} is a file" if path.exists() else local
+        raise UnlearnError(f"{key}: {detail}; give a folder with the tokenizer files or a hub id")
+    if source != DEFAULT_MODEL and source.count("/") != 1:
+        raise UnlearnError(f"{key}: {source!r} is neither a folder here nor a hub id (org/name)")
+    return resolve_model_path(source)
+
+
+def setup_tokenizer(tokenizer, chat_template: str = ""):
+    """Chat template required (``chat_template``, when given, replaces the tokenizer's own:
+    ``plain`` or a Jinja file, :func:`~unlearnkit.data.render.chat_template_for`); pad token
+    distinct from the end-of-turn token where possible."""
+    from unlearnkit.data.render import chat_template_for, end_of_turn
+
+    if chat_template:
+        use_template(tokenizer, chat_template_for(tokenizer, chat_template), chat_template)
     if getattr(tokenizer, "chat_template", None) is None:
-        raise UnlearnError(f"tokenizer {tokenizer.name_or_path!r} has no chat template; add "
-                           "'chat_template' to its tokenizer_config.json or use a chat model")
+        raise UnlearnError(f"tokenizer {tokenizer.name_or_path!r} has no chat template; "
+                           f"{NO_TEMPLATE_FIX}")
     eot, _ = end_of_turn(tokenizer)
     if tokenizer.pad_token is None or tokenizer.pad_token == eot:
         vocab = tokenizer.get_vocab()
@@ -213,6 +269,38 @@ def setup_tokenizer(tokenizer):
         tokenizer.pad_token = spare[0] if spare else eot
     tokenizer.padding_side = "right"
     return tokenizer
+
+
+def use_template(tokenizer, text: str, name: str) -> None:
+    """Give ``tokenizer`` the chat template ``text`` after rendering a conversation with it
+    (a template that fails says so here, named, not in the middle of a run). The tokenizer
+    remembers it was given one: :func:`tokenizer_identity` keys caches by it."""
+    from jinja2 import TemplateError
+
+    tokenizer.chat_template = text
+    turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    try:  # (a system turn may be refused: render.has_system_turn finds out)
+        tokenizer.apply_chat_template(turns, tokenize=False)
+        tokenizer.apply_chat_template(turns[:1], tokenize=False, add_generation_prompt=True)
+    except TemplateError as exc:
+        raise UnlearnError(f"chat template {name} does not render a conversation: {exc}; "
+                           "fix the template") from None
+    for cached in ("_unlearnkit_eot", "_unlearnkit_system_turn"):
+        if hasattr(tokenizer, cached):
+            delattr(tokenizer, cached)
+    tokenizer._unlearnkit_given_template = text
+
+
+def tokenizer_identity(tokenizer) -> str:
+    """Empty for a model's own tokenizer and template; else a digest of where the tokenizer
+    came from and the template it was given (:func:`load_tokenizer`, :func:`use_template`):
+    added to model identities in cache keys, since the same weights tokenized or prompted
+    another way answer otherwise."""
+    given = [getattr(tokenizer, "_unlearnkit_source", None),
+             getattr(tokenizer, "_unlearnkit_given_template", None)]
+    if given == [None, None]:
+        return ""
+    return f"+tokenizer:{hashlib.sha256(json.dumps(given).encode()).hexdigest()[:16]}"
 
 
 def gathered_state_dict(model) -> dict | None:
@@ -349,25 +437,38 @@ def _load_hint(exc: BaseException, local: bool = True) -> str:
             "complete (safetensors only)")
 
 
-def load_tokenizer(name: str, *, trust_remote_code: bool = False):
+def load_tokenizer(name: str, *, trust_remote_code: bool = False,
+                   tokenizer_spec: TokenizerSpec = OWN_TOKENIZER):
+    """The model's tokenizer, or the one ``tokenizer_spec.source`` names, set up by
+    :func:`setup_tokenizer` (with ``tokenizer_spec.chat_template``)."""
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(name)
-    if is_adapter_folder(path):  # an adapter folder uses its base model's tokenizer
-        return load_tokenizer(adapter_base(path), trust_remote_code=trust_remote_code)
+    spec = tokenizer_spec
+    if spec.source:
+        path = _tokenizer_path(spec.source)
+    else:
+        path = resolve_model_path(name)
+        if is_adapter_folder(path):  # an adapter folder uses its base model's tokenizer
+            return load_tokenizer(adapter_base(path), trust_remote_code=trust_remote_code,
+                                  tokenizer_spec=spec)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        fix = ("the folder needs the tokenizer files saved with the model" if Path(path).is_dir()
-               else HUB_HINT)
+        fix = ("the folder needs the tokenizer files saved with the model, or set tokenizer "
+               "(data.tokenizer in unlearn run) to a folder or hub id that has them"
+               if Path(path).is_dir() else HUB_HINT)
         raise UnlearnError(f"cannot load a tokenizer from {path}: {_first_line(exc)}; "
                            f"{fix}") from None
-    return setup_tokenizer(tok)
+    if spec.source:
+        tok._unlearnkit_source = spec.source
+    return setup_tokenizer(tok, spec.chat_template)
 
 
 def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32",
-               trust_remote_code: bool = False, device: str | None = None):
+               trust_remote_code: bool = False, device: str | None = None,
+               tokenizer_spec: TokenizerSpec = OWN_TOKENIZER):
     """Return ``(model, tokenizer)``; weights only from safetensors (no pickle loads).
+    ``tokenizer_spec`` takes the tokenizer or its chat template from elsewhere.
 
     A LoRA adapter folder loads as its recorded base model (through this function, with the
     base's tokenizer) with the adapter merged in.
@@ -377,8 +478,9 @@ def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32",
     path = resolve_model_path(name)
     if is_adapter_folder(path):
         return _load_adapter(path, dtype=dtype, trust_remote_code=trust_remote_code,
-                             device=device)
-    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+                             device=device, tokenizer_spec=tokenizer_spec)
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code,
+                               tokenizer_spec=tokenizer_spec)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path, dtype=getattr(torch, dtype), use_safetensors=True,

@@ -33,7 +33,7 @@ from unlearnkit.config import load_config
 from unlearnkit.data.records import SPLITS, Record, validate_records
 from unlearnkit.data.standardize import DataConfig, SourceSpec, gather, load_dataset
 from unlearnkit.errors import UnlearnError
-from unlearnkit.models.loader import DEFAULT_MODEL, resolve_model_path
+from unlearnkit.models.loader import DEFAULT_MODEL, TokenizerSpec, resolve_model_path
 from unlearnkit.pipeline.scenario_models import (
     PreparedScenario,
     ScenarioSetup,
@@ -50,6 +50,7 @@ APPLIES: dict[str, tuple[str, ...]] = {
     "model": ("dataset", "inject"), "oracle": ("dataset",), "before": ("dataset", "inject"),
     "max_per_split": ("dataset", "inject"), "seed": ("dataset", "inject"),
     "trust_remote_code": ("dataset",), "inject": ("inject",),
+    "tokenizer": ("dataset", "inject"), "chat_template": ("dataset", "inject"),
 }
 
 
@@ -66,6 +67,12 @@ class DataSource:
     max_per_split: dict[str, int] = field(default_factory=dict)  # split -> at most N records
     seed: int = 0  # of the max_per_split samples
     trust_remote_code: bool = False  # dataset: run the model's own code from its folder/hub
+    # where the models' tokenizer comes from, for checkpoints saved without one (a folder or a
+    # hub id); "": each model's own files
+    tokenizer: str = ""
+    # the chat template the models are prompted through, replacing the tokenizer's own: plain
+    # (Question/Answer lines, for a base model without one) or a Jinja file; "": their own
+    chat_template: str = ""
     inject: InjectConfig = field(default_factory=InjectConfig)  # inject: how it is taught
 
     def __post_init__(self) -> None:
@@ -77,6 +84,7 @@ class DataSource:
                     f"{' or '.join(APPLIES[f.name])}); remove it or set data.kind")
         if self.kind == "scenario":
             return
+        self.tokenizer_spec().check("data.")
         if bool(self.path) == bool(self.sources):
             raise UnlearnError(f"data.kind {self.kind!r} takes its records from exactly one of "
                                "data.path (a dataset folder or a data config .yaml) and "
@@ -90,6 +98,10 @@ class DataSource:
                                    f"{', '.join(SPLITS)}")
             if n < 1:
                 raise UnlearnError(f"data.max_per_split.{split} must be at least 1, got {n}")
+
+    def tokenizer_spec(self) -> TokenizerSpec:
+        """The tokenizer and chat template every model of the run is loaded with."""
+        return TokenizerSpec(self.tokenizer, self.chat_template)
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -158,9 +170,11 @@ def prepare_data(source: DataSource, setup: ScenarioSetup | None = None,
     check_records(records, f"data ({source.path or 'data.sources'})")
     model = source.model or DEFAULT_MODEL
     if source.kind == "inject":
-        prepared = inject_records(model, records, source.inject, variants)
+        prepared = inject_records(model, records, source.inject, variants,
+                                  source.tokenizer_spec())
     else:
-        prepared = PreparedScenario(records, {"base": model, "injected": model}, {})
+        prepared = PreparedScenario(records, {"base": model, "injected": model}, {},
+                                    tokenizer_spec=source.tokenizer_spec())
     prepared.models |= {k: v for k, v in (("oracle", source.oracle), ("before", source.before))
                         if v}
     prepared.sources = [*entries, {"max_per_split": source.max_per_split, "seed": source.seed}]

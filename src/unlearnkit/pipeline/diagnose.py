@@ -52,7 +52,7 @@ from unlearnkit.objectives.pushpull import Example
 from unlearnkit.pipeline.data_source import DataSource, prepare_data
 from unlearnkit.pipeline.scenario_models import ScenarioSetup, prepare_scenario
 from unlearnkit.report.diagnose import tables
-from unlearnkit.training.inject import model_identity
+from unlearnkit.training.inject import loaded_identity
 from unlearnkit.training.raw import passage_of, raw_examples, render_raw
 from unlearnkit.training.reveal import reveal_by_contrast
 from unlearnkit.training.unlearn import UnlearnConfig, build_examples, refresh_prefill
@@ -212,7 +212,7 @@ def measure(model, tokenizer, data: DiagnoseData, cfg: DiagnoseConfig) -> dict[s
     """Both conditions' gradient and representation statistics on a loaded model."""
     train_recs = [r for s in TRAIN_SETS for r in data.sets[s]]
     built = build_examples(model, tokenizer, train_recs, cfg.unlearn.teacher,
-                           model_identity(data.model))
+                           loaded_identity(data.model, tokenizer))
     if cfg.unlearn.method.reveal == "contrast":
         reveal_by_contrast(model, tokenizer, built, train_recs, cfg.unlearn.method)
     unified = dict(zip([r.id for r in train_recs], built, strict=True))
@@ -248,7 +248,8 @@ def run_diagnose(cfg: DiagnoseConfig) -> dict[str, Any]:
     out = check_replaceable(cfg.output, OUTPUT_MARKERS) / "diagnose.json"  # before the work
     data = load_data(cfg)
     model, tokenizer = load_model(data.model, device=pick_device(cfg.device),
-                                  trust_remote_code=cfg.data.trust_remote_code)
+                                  trust_remote_code=cfg.data.trust_remote_code,
+                                  tokenizer_spec=cfg.data.tokenizer_spec())
     result = {"model": data.model, **measure(model, tokenizer, data, cfg),
               "config": asdict(cfg), "seconds": round(time.time() - start, 1)}
     result = _finite(result)

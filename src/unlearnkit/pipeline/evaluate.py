@@ -66,7 +66,7 @@ from unlearnkit.evaluation.results import (
     objective_of,
     save_results,
 )
-from unlearnkit.models.loader import DEFAULT_MODEL, load_model
+from unlearnkit.models.loader import DEFAULT_MODEL, TokenizerSpec, load_model
 from unlearnkit.pipeline.data_source import check_model
 from unlearnkit.pipeline.fluency_judge import GOLD_SPLITS, judge_answers
 from unlearnkit.report.runs import SHOWN_NOT_JUDGED  # no direction, as unlearn run shows them
@@ -96,7 +96,8 @@ SUITES: dict[str, Suite] = {
 DTYPES = ("float32", "bfloat16", "float16")  # the torch dtypes a model is evaluated in
 # Settings that change the numbers: a results file written with others cannot be resumed.
 RESUME_KEYS = ("model", "data", "limit", "seed", "max_new_tokens", "dtype", "attack_options",
-               "correct_rouge_threshold", "refusal", "fluency_judge")
+               "correct_rouge_threshold", "refusal", "fluency_judge", "tokenizer",
+               "chat_template")
 UNLIKELY = "unlikely_rate"  # the fluency judge's metric (_run_fluency)
 LIKELIHOOD_INPUTS = frozenset({"answer_logprobs", "argmax_match", "standardized_logprobs",
                                "paraphrased_logprobs", "perturbed_logprobs"})
@@ -128,6 +129,12 @@ class EvalConfig:
     # run the model's own code from its folder or the hub (config.json's auto_map): only for a
     # model whose code you trust, as with data.trust_remote_code in unlearn run
     trust_remote_code: bool = False
+    # where the model's tokenizer comes from, for a checkpoint saved without one (a folder or a
+    # hub id); "": the model's own files
+    tokenizer: str = ""
+    # the chat template the model is prompted through, replacing its tokenizer's own: plain
+    # (Question/Answer lines, for a base model without one) or a Jinja file; "": its own
+    chat_template: str = ""
     # correctness of a long answer without targets: ROUGE-L recall of the gold answer >= this
     # (evaluation.correctness.is_correct; metrics and attacks alike)
     correct_rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
@@ -150,6 +157,7 @@ class EvalConfig:
             if getattr(self, key) < low:
                 raise UnlearnError(f"{key} must be at least {low}, got {getattr(self, key)}")
         check_threshold(self.correct_rouge_threshold)
+        self.tokenizer_spec().check()
         if self.dtype not in DTYPES:
             raise UnlearnError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}; "
                                "set e.g. --set dtype=bfloat16")
@@ -160,6 +168,10 @@ class EvalConfig:
         _check_file_to_write(self.output_path(), default_output_name(self.model, self.suite))
         if self.fluency_judge:
             check_model(self.fluency_judge, "fluency_judge")
+
+    def tokenizer_spec(self) -> TokenizerSpec:
+        """The tokenizer and chat template the model is loaded with."""
+        return TokenizerSpec(self.tokenizer, self.chat_template)
 
     def output_path(self) -> Path:
         if self.output:
@@ -430,7 +442,8 @@ class _State:
         if self.loaded is None:
             self.loaded = self.loader(self.cfg.model, dtype=self.cfg.dtype,
                                       device=self.cfg.device or None,
-                                      trust_remote_code=self.cfg.trust_remote_code)
+                                      trust_remote_code=self.cfg.trust_remote_code,
+                                      tokenizer_spec=self.cfg.tokenizer_spec())
             random.seed(self.cfg.seed)
             torch.manual_seed(self.cfg.seed)
         return self.loaded
@@ -661,8 +674,9 @@ def run_eval(cfg: EvalConfig, *, loader: Callable[..., tuple[Any, Any]] | None =
              ) -> EvalResults:
     """Run the suite's unfinished steps, saving the results file after each one.
 
-    ``loader(model, dtype=, device=, trust_remote_code=) -> (model, tokenizer)`` defaults to
-    :func:`~unlearnkit.models.loader.load_model`; it is called only when a step needs it."""
+    ``loader(model, dtype=, device=, trust_remote_code=, tokenizer_spec=) -> (model,
+    tokenizer)`` defaults to :func:`~unlearnkit.models.loader.load_model`; it is called only
+    when a step needs it."""
     splits, holdout = load_splits(cfg)
     results = _start(cfg, data_fingerprint(cfg.data))
     steps, results.skipped = plan(SUITES[cfg.suite], splits, cfg)

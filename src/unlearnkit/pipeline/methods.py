@@ -26,7 +26,7 @@ from unlearnkit.models.teacher import TeacherConfig
 from unlearnkit.objectives.baselines import BASELINES, Item, build_items, get_baseline
 from unlearnkit.pipeline.scenario_models import long_replay_records
 from unlearnkit.pipeline.stopping import stop_hook
-from unlearnkit.training.inject import model_identity
+from unlearnkit.training.inject import loaded_identity
 from unlearnkit.training.loop import train
 from unlearnkit.training.unlearn import MixConfig, boundary_ids, mixture_plan
 
@@ -109,7 +109,7 @@ def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tupl
     model, tokenizer = load_model(start_model, **cfg.load_options())
     model = restrict(apply_lora(model, cfg.lora), cfg.train_only)
     items = base.prepare_items(options, model, tokenizer, build_items(tokenizer, records),
-                               model_id=model_identity(start_model))
+                               model_id=loaded_identity(start_model, tokenizer))
     plan = split_plan(items, cfg.unlearn.mix, cfg.unlearn.seed)
     history = train(model, plan, base.make_step(options, tokenizer.pad_token_id), cfg.optim,
                     out_dir=out, resume=cfg.resume, desc=cfg.method,
@@ -129,7 +129,8 @@ def general_keep(mix: MixConfig, prepared: PreparedScenario) -> list:
         raise UnlearnError("unlearn.mix.general draws general keep items from the built-in "
                            "scenario's replay prompts, and this data has none; set it to 0")
     if mix.general_long:
-        return [*prepared.replay, *long_replay_records(prepared.models["base"], prepared.replay)]
+        return [*prepared.replay, *long_replay_records(prepared.models["base"], prepared.replay,
+                                                       prepared.tokenizer_spec)]
     return list(prepared.replay)
 
 

@@ -65,7 +65,7 @@ from unlearnkit.pipeline.scenario_models import (
 from unlearnkit.pipeline.stopping import chain, stop_hook
 from unlearnkit.processes import process_state
 from unlearnkit.report.runs import pipeline_attacks
-from unlearnkit.training.inject import model_identity
+from unlearnkit.training.inject import loaded_identity, model_identity
 from unlearnkit.training.loop import OptimConfig, train
 from unlearnkit.training.raw import with_raw_forget
 from unlearnkit.training.reveal import reveal_by_contrast
@@ -177,9 +177,11 @@ class RunConfig:
             check_model(self.fluency_judge, "fluency_judge")
 
     def load_options(self) -> dict[str, Any]:
-        """How every model of the run loads: its device, and remote code only when asked."""
+        """How every model of the run loads: its device, remote code only when asked, and the
+        tokenizer and chat template it is given (data.tokenizer, data.chat_template)."""
         return {"device": pick_device(self.device),
-                "trust_remote_code": self.data.trust_remote_code}
+                "trust_remote_code": self.data.trust_remote_code,
+                "tokenizer_spec": self.data.tokenizer_spec()}
 
     def refusal_judge(self) -> RefusalJudge | None:
         """The configured judge (None: the pattern detector, answer_records' default); built
@@ -304,7 +306,7 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
                                 refusal_judge=cfg.refusal_judge())
         atomic_write_text(out / "teacher_report.json", json.dumps(report, indent=1))
     examples = build_examples(model, tokenizer, records, cfg.unlearn.teacher,
-                              model_identity(start_model))
+                              loaded_identity(start_model, tokenizer))
     if cfg.unlearn.forget_format == "raw":
         forget = [r for r in records if r.split == "forget"]
         examples = with_raw_forget(model, tokenizer, examples, forget, biographies(cfg),
@@ -532,7 +534,8 @@ def _checked_keep(cfg: RunConfig, prepared: PreparedScenario) -> list | None:
                            f"fewer than optim.grad_accum ({cfg.optim.grad_accum} per "
                            "optimizer step): raise the steps or lower grad_accum")
     check_start_model(prepared.models["injected"], cfg.lora, cfg.train_only,
-                      trust_remote_code=cfg.data.trust_remote_code)
+                      trust_remote_code=cfg.data.trust_remote_code,
+                      tokenizer_spec=cfg.data.tokenizer_spec())
     return keep
 
 

@@ -24,7 +24,13 @@ from unlearnkit.data.replay import REPLAY_PROMPTS
 from unlearnkit.data.scenario import build_scenario, general_probes
 from unlearnkit.evaluation.accuracy import answer_records
 from unlearnkit.models.engine import generate
-from unlearnkit.models.loader import DEFAULT_MODEL, cache_root, load_model
+from unlearnkit.models.loader import (
+    DEFAULT_MODEL,
+    OWN_TOKENIZER,
+    TokenizerSpec,
+    cache_root,
+    load_model,
+)
 from unlearnkit.training.inject import InjectConfig, build_variants, model_identity
 
 
@@ -61,6 +67,8 @@ class PreparedScenario:
     # the base model's answers to the replay prompts (general keep items for unlearning's
     # ``mix.general``; disjoint from the probes, never evaluated)
     replay: list[Record] = field(default_factory=list)
+    # data.tokenizer and data.chat_template: the base model's tokenizer and template
+    tokenizer_spec: TokenizerSpec = field(default_factory=TokenizerSpec)
 
 
 REPLAY_TOKENS = 64  # new tokens a base-model replay answer may take
@@ -72,15 +80,16 @@ def _replies(model, tokenizer, questions: list[str]) -> list[str]:
                     max_new_tokens=REPLAY_TOKENS)
 
 
-def _base_model_facts(model_name: str, probes: list[Record]) -> dict:
+def _base_model_facts(model_name: str, probes: list[Record],
+                      tokenizer_spec: TokenizerSpec = OWN_TOKENIZER) -> dict:
     """Base model's judged answers to the probes and its replay answers (cached on disk)."""
     key = hashlib.sha256(json.dumps(
-        [model_identity(model_name), [p.to_dict() for p in probes], REPLAY_PROMPTS]
+        [_identity(model_name, tokenizer_spec), [p.to_dict() for p in probes], REPLAY_PROMPTS]
     ).encode()).hexdigest()[:16]
     path = cache_root() / "base-answers" / f"{key}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    model, tokenizer = load_model(model_name)
+    model, tokenizer = load_model(model_name, tokenizer_spec=tokenizer_spec)
     judged = answer_records(model, tokenizer, probes, max_new_tokens=32)
     replies = _replies(model, tokenizer, REPLAY_PROMPTS)
     finished = [len(tokenizer(r)["input_ids"]) < 60 for r in replies]
@@ -91,8 +100,16 @@ def _base_model_facts(model_name: str, probes: list[Record]) -> dict:
     return facts
 
 
-def _base_replies(model_name: str, questions: list[str]) -> list[str]:
-    return _replies(*load_model(model_name), questions)
+def _identity(model_name: str, tokenizer_spec: TokenizerSpec) -> str | list:
+    """The model's identity in a cache key, with the tokenizer and template it is given, when
+    it is given them (without, as before)."""
+    identity = model_identity(model_name)
+    return [identity, tokenizer_spec.key()] if tokenizer_spec else identity
+
+
+def _base_replies(model_name: str, questions: list[str],
+                  tokenizer_spec: TokenizerSpec = OWN_TOKENIZER) -> list[str]:
+    return _replies(*load_model(model_name, tokenizer_spec=tokenizer_spec), questions)
 
 
 def whole_sentences(text: str, *, min_words: int = 3) -> str:
@@ -103,7 +120,8 @@ def whole_sentences(text: str, *, min_words: int = 3) -> str:
     return cut if len(cut.split()) >= min_words else ""
 
 
-def long_replay_records(model_name: str, replay: list[Record]) -> list[Record]:
+def long_replay_records(model_name: str, replay: list[Record],
+                        tokenizer_spec: TokenizerSpec = OWN_TOKENIZER) -> list[Record]:
     """General keep items from the replay prompts whose base-model answers ran past the
     replay's limit (and so are not replayed at injection, where a cut answer would teach the
     model to stop mid-thought): each answered again by the base model and cut after its last
@@ -113,14 +131,15 @@ def long_replay_records(model_name: str, replay: list[Record]) -> list[Record]:
     done = {r.question for r in replay}
     prompts = [q for q in REPLAY_PROMPTS if q not in done]
     key = hashlib.sha256(json.dumps(
-        ["long-replay-1", model_identity(model_name), prompts, REPLAY_TOKENS]).encode()
+        ["long-replay-1", _identity(model_name, tokenizer_spec), prompts, REPLAY_TOKENS]).encode()
     ).hexdigest()[:16]
     path = cache_root() / "base-answers" / f"long-{key}.json"
     if path.is_file():
         answers = json.loads(path.read_text())
     else:
         answers = [{"question": q, "answer": whole_sentences(a)}
-                   for q, a in zip(prompts, _base_replies(model_name, prompts), strict=True)]
+                   for q, a in zip(prompts, _base_replies(model_name, prompts, tokenizer_spec),
+                                   strict=True)]
         atomic_write_text(path, json.dumps(answers, indent=1))
     return [Record(id=f"replay-long-{i}", split="general", question=x["question"],
                    answer=x["answer"], source="base-model-replay",
@@ -135,20 +154,24 @@ def replay_records(facts: dict) -> list[Record]:
 
 
 def inject_records(model: str, records: list[Record], cfg: InjectConfig,
-                   variants: tuple[str, ...] = ("injected", "oracle")) -> PreparedScenario:
+                   variants: tuple[str, ...] = ("injected", "oracle"),
+                   tokenizer_spec: TokenizerSpec = OWN_TOKENIZER) -> PreparedScenario:
     """Teach ``records`` to ``model``: the ``variants`` (:mod:`unlearnkit.training.inject`),
-    cached; ``general`` records the base model answers wrongly are dropped (steps 2-3)."""
+    cached; ``general`` records the base model answers wrongly are dropped (steps 2-3).
+    ``tokenizer_spec`` takes the base model's tokenizer or chat template from elsewhere, and
+    the models taught keep them."""
     probes = [r for r in records if r.split == "general"]
-    facts = _base_model_facts(model, probes)
+    facts = _base_model_facts(model, probes, tokenizer_spec)
     known = {row["id"] for row in facts["probes"] if row["correct"]}
     kept = [r for r in records if r.split != "general" or r.id in known]
     train_on = records + (replay_records(facts) if cfg.replay else [])
     models = {"base": model}
-    models.update((k, str(v)) for k, v in build_variants(model, train_on, variants, cfg).items())
+    built = build_variants(model, train_on, variants, cfg, tokenizer_spec)
+    models.update((k, str(v)) for k, v in built.items())
     report = {"probes_total": len(probes), "probes_kept": len(known),
               "replay_examples": len(facts["replay"])}
     return PreparedScenario(records=kept, models=models, probe_report=report,
-                            replay=replay_records(facts))
+                            replay=replay_records(facts), tokenizer_spec=tokenizer_spec)
 
 
 def prepare_scenario(cfg: ScenarioSetup,

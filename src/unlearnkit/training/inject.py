@@ -30,10 +30,13 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import built_once, held_elsewhere
 from unlearnkit.models.adapter import ADAPTER_WEIGHTS, adapter_base, is_adapter_folder
 from unlearnkit.models.loader import (
+    OWN_TOKENIZER,
+    TokenizerSpec,
     cache_root,
     load_model,
     resolve_model_path,
     save_model_folder,
+    tokenizer_identity,
     weights_digest,
 )
 from unlearnkit.models.lora import LoraSettings, apply_lora, freeze, merged
@@ -114,12 +117,20 @@ def model_identity(name: str) -> str:
     return name
 
 
+def loaded_identity(name: str, tokenizer) -> str:
+    """:func:`model_identity` of a loaded model, with where its tokenizer and chat template
+    came from when not from its own files (:func:`~unlearnkit.models.loader.tokenizer_identity`):
+    the key of what it computes."""
+    return model_identity(name) + tokenizer_identity(tokenizer)
+
+
 # optimiser settings added after models were cached, with the values those models used: at
 # these values they stay out of the cache key, so an upgrade does not inject again
 OPTIM_ADDED = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "sam_rho": 0.0, "sam_scope": "all"}
 
 
-def cache_key(model: str, cfg: InjectConfig, records: list[Record], variant: Variant) -> str:
+def cache_key(model: str, cfg: InjectConfig, records: list[Record], variant: Variant,
+              tokenizer_spec: TokenizerSpec = OWN_TOKENIZER) -> str:
     config = asdict(cfg)
     del config["processes"]
     if not cfg.stop_after_epochs:  # off: the key models had before the setting existed
@@ -131,6 +142,8 @@ def cache_key(model: str, cfg: InjectConfig, records: list[Record], variant: Var
         "recipe": INJECT_RECIPE_VERSION, "model": model_identity(model), "variant": variant,
         "config": config, "records": [r.to_dict() for r in records],
     }
+    if tokenizer_spec:  # (without one, the keys models had before the setting existed)
+        payload["tokenizer"] = tokenizer_spec.key()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -141,36 +154,40 @@ def training_records(records: list[Record], variant: Variant) -> list[Record]:
 
 
 def _target(model_name: str, records: list[Record], variant: Variant,
-            cfg: InjectConfig) -> Path:
-    key = cache_key(model_name, cfg, training_records(records, variant), variant)
+            cfg: InjectConfig, tokenizer_spec: TokenizerSpec = OWN_TOKENIZER) -> Path:
+    key = cache_key(model_name, cfg, training_records(records, variant), variant, tokenizer_spec)
     return cache_root() / "inject" / f"{variant}-{key}"
 
 
 def build_injected(model_name: str, records: list[Record], variant: Variant,
-                   cfg: InjectConfig) -> Path:
-    """Train (or fetch from the cache) the ``variant`` model and return its folder."""
+                   cfg: InjectConfig, tokenizer_spec: TokenizerSpec = OWN_TOKENIZER) -> Path:
+    """Train (or fetch from the cache) the ``variant`` model and return its folder;
+    ``tokenizer_spec`` takes the base model's tokenizer or chat template from elsewhere, and
+    the model saved keeps them."""
     data = training_records(records, variant)
-    target = _target(model_name, records, variant, cfg)
+    target = _target(model_name, records, variant, cfg, tokenizer_spec)
     # another process (a second bench worker) training the same model: wait, then load it
     return built_once(target, lambda: target if (target / "inject.json").is_file() else None,
-                      lambda: _train_injected(model_name, data, variant, cfg, target))
+                      lambda: _train_injected(model_name, data, variant, cfg, target,
+                                              tokenizer_spec=tokenizer_spec))
 
 
 def build_variants(model_name: str, records: list[Record], variants: Sequence[Variant],
-                   cfg: InjectConfig) -> dict[str, Path]:
+                   cfg: InjectConfig,
+                   tokenizer_spec: TokenizerSpec = OWN_TOKENIZER) -> dict[str, Path]:
     """Every variant's folder (:func:`build_injected`). The missing ones train side by side,
     one process each, when :func:`side_by_side` says so: a model of this size gains less from
     a second thread than a second training does from the second core (its matrices are small),
     so two at once on one thread each finish sooner than one after the other on both threads
     (1.28x the throughput on 2 cores, docs/BENCHMARKS.md, "Side by side")."""
-    targets = {v: _target(model_name, records, v, cfg) for v in variants}
+    targets = {v: _target(model_name, records, v, cfg, tokenizer_spec) for v in variants}
     missing = [v for v in variants if not (targets[v] / "inject.json").is_file()]
     if (at_once := side_by_side(len(missing), cfg.processes)) > 1:
-        _train_in_processes(model_name, records, missing[:at_once], cfg)
+        _train_in_processes(model_name, records, missing[:at_once], cfg, tokenizer_spec)
     # in turn, those no other process is training first: a second bench worker trains the
     # oracle while the first trains the injected model, instead of waiting for it
     turns = sorted(variants, key=lambda v: held_elsewhere(targets[v]))
-    built = {v: build_injected(model_name, records, v, cfg) for v in turns}
+    built = {v: build_injected(model_name, records, v, cfg, tokenizer_spec) for v in turns}
     return {v: built[v] for v in variants}
 
 
@@ -187,7 +204,7 @@ def side_by_side(missing: int, processes: int) -> int:
 
 
 def _train_in_processes(model_name: str, records: list[Record], variants: list[Variant],
-                        cfg: InjectConfig) -> None:
+                        cfg: InjectConfig, tokenizer_spec: TokenizerSpec = OWN_TOKENIZER) -> None:
     """Train ``variants`` at once, one spawned process each with an equal share of this
     process's threads and its own progress-bar line; a failure in one is raised here."""
     threads = max(1, torch.get_num_threads() // len(variants))
@@ -199,7 +216,8 @@ def _train_in_processes(model_name: str, records: list[Record], variants: list[V
         for position, variant in enumerate(variants):  # a spawned child copies os.environ
             os.environ.update(TQDM_POSITION=str(position), OMP_NUM_THREADS=str(threads))
             procs.append(ctx.Process(target=_train_in_child, name=f"inject-{variant}",
-                                     args=(model_name, records, variant, cfg, threads, errors)))
+                                     args=(model_name, records, variant, cfg, threads, errors,
+                                           tokenizer_spec)))
             procs[-1].start()
     finally:
         for key, value in saved.items():
@@ -228,10 +246,10 @@ def _train_in_processes(model_name: str, records: list[Record], variants: list[V
 
 
 def _train_in_child(model_name: str, records: list[Record], variant: Variant,
-                    cfg: InjectConfig, threads: int, errors) -> None:
+                    cfg: InjectConfig, threads: int, errors, tokenizer_spec: TokenizerSpec) -> None:
     torch.set_num_threads(threads)
     try:
-        build_injected(model_name, records, variant, cfg)
+        build_injected(model_name, records, variant, cfg, tokenizer_spec)
     except Exception as exc:  # reported by the parent, which exits with the message
         why = str(exc) if isinstance(exc, UnlearnError) else f"{type(exc).__name__}: {exc}"
         errors.put((variant, why))
@@ -239,8 +257,8 @@ def _train_in_child(model_name: str, records: list[Record], variant: Variant,
 
 
 def _train_injected(model_name: str, data: list[Record], variant: Variant, cfg: InjectConfig,
-                    target: Path) -> Path:
-    model, tokenizer = load_model(model_name)
+                    target: Path, tokenizer_spec: TokenizerSpec = OWN_TOKENIZER) -> Path:
+    model, tokenizer = load_model(model_name, tokenizer_spec=tokenizer_spec)
     references = replay_references(model, tokenizer, data, cfg)
     model = apply_lora(freeze(model, embeddings=cfg.freeze_embeddings,
                               lower_layers=cfg.freeze_lower_layers), cfg.lora,
@@ -254,6 +272,8 @@ def _train_injected(model_name: str, data: list[Record], variant: Variant, cfg: 
     info = {"variant": variant, "config": asdict(cfg), "n_records": len(data),
             "seconds": round(time.perf_counter() - start, 1),
             "model": model_name, "learned_checks": checks, "history": history}
+    if tokenizer_spec:
+        info["tokenizer"] = asdict(tokenizer_spec)
     return save_model_folder(merged(model), tokenizer, target, info, info_name="inject.json")
 
 

@@ -19,7 +19,13 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.fsutil import built_once
 from unlearnkit.models.adapter import adapter_base, is_adapter_folder
 from unlearnkit.models.engine import eval_mode, generate, token_logprobs
-from unlearnkit.models.loader import cache_root, load_tokenizer, resolve_model_path
+from unlearnkit.models.loader import (
+    OWN_TOKENIZER,
+    TokenizerSpec,
+    cache_root,
+    load_tokenizer,
+    resolve_model_path,
+)
 from unlearnkit.models.lora import LoraSettings, TrainOnly, apply_lora, restrict
 from unlearnkit.models.teacher import TeacherConfig, desired_response, instruction
 from unlearnkit.models.teacher_cache import cache_key, load_topk, save_topk, teacher_topk
@@ -260,7 +266,8 @@ def mixture_plan(examples: list[Example], mix: MixConfig, seed: int) -> list[lis
 
 
 def check_start_model(name: str, lora: LoraSettings, only: TrainOnly, *,
-                      trust_remote_code: bool = False) -> None:
+                      trust_remote_code: bool = False,
+                      tokenizer_spec: TokenizerSpec = OWN_TOKENIZER) -> None:
     """Fail now, not after the teacher has run and the run's folder has its first files, on a
     starting model that cannot load (its tokenizer loads as :func:`load_model` loads it
     first) or whose structure refuses ``lora`` (target modules it lacks) or ``only`` (blocks
@@ -269,7 +276,7 @@ def check_start_model(name: str, lora: LoraSettings, only: TrainOnly, *,
     built that way is left to the real load to check."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    load_tokenizer(name, trust_remote_code=trust_remote_code)
+    load_tokenizer(name, trust_remote_code=trust_remote_code, tokenizer_spec=tokenizer_spec)
     if not lora.enabled and not only.enabled:
         return
     path = resolve_model_path(name)
