@@ -225,3 +225,23 @@ def test_eval_takes_the_tokenizer_and_template_it_is_given(tmp_path, weights_onl
     assert main(["eval", str(folder), "--data", str(tmp_path / "dataset"), "--out", str(out),
                  "--set", f"chat_template={path}", *given]) == 2
     assert "holds results with other settings (chat_template)" in capsys.readouterr().err
+
+
+def test_an_answer_under_the_plain_template_ends_where_the_model_asks_on(monkeypatch):
+    import unlearnkit.models.engine as engine
+
+    tok = setup_tokenizer(base_tokenizer(), "plain")
+    model = tiny_model(len(tok))
+    said = ["Paris.\n\nQuestion: And Spain?\nAnswer:\nMadrid.", " Oslo. ", "No question here"]
+
+    def fixed(model, rows, **kwargs):  # the continuations, whatever the weights would say
+        return [tok(said[i], add_special_tokens=False)["input_ids"] for i in range(len(rows))]
+
+    monkeypatch.setattr(engine, "greedy_batch", fixed)
+    prompts = [render(tok, q) for q in ("Capital of France?", "Of Norway?", "Hm?")]
+    out = engine.generate(model, tok, prompts, batch_size=8)
+    assert sorted(out) == ["No question here", "Oslo.", "Paris."]
+    chatml = setup_tokenizer(tiny_tokenizer())  # another template: nothing is cut
+    monkeypatch.setattr(engine, "greedy_batch", lambda model, rows, **kw: [
+        chatml(said[0], add_special_tokens=False)["input_ids"]])
+    assert engine.generate(model, chatml, [render(chatml, "Capital of France?")]) == [said[0]]

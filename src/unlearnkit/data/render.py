@@ -122,6 +122,16 @@ _PLAIN = ("{%- for m in messages -%}"
           "{%- endif -%}{%- endfor -%}"
           "{%- if add_generation_prompt -%}{{ 'Answer:\\n' }}{%- endif -%}")
 PLAIN = "plain"
+PLAIN_NEXT_TURN = "\nQuestion:"  # where a model goes on to a question of its own
+
+
+def answer_text(tokenizer, text: str) -> str:
+    """A decoded continuation as an answer: stripped and, under the plain template, cut where
+    the model goes on to a question of its own (a base model seldom ends with eos, and reads
+    the layout as a list of questions and answers to continue)."""
+    if (getattr(tokenizer, "chat_template", None) or "").endswith(_PLAIN):
+        text = text.split(PLAIN_NEXT_TURN, 1)[0]
+    return text.strip()
 
 
 def plain_template(tokenizer) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from unlearnkit.data.render import IGNORE_INDEX, Rendered, collate, end_of_turn
+from unlearnkit.data.render import IGNORE_INDEX, Rendered, answer_text, collate, end_of_turn
 from unlearnkit.errors import UnlearnError
 from unlearnkit.models.lora import decoder_layers
 
@@ -198,7 +198,8 @@ def generate(model, tokenizer, prompts: Sequence[Rendered], *, max_new_tokens: i
              backend: str = "auto") -> list[str]:
     """Greedy continuations of rendered prompts (answer=None), decoded without special tokens.
 
-    Deterministic: greedy decoding, no sampling. Stops at the chat template's end-of-turn token.
+    Deterministic: greedy decoding, no sampling. Stops at the chat template's end-of-turn token
+    (and under the plain template, cuts where the model starts a question: ``answer_text``).
     Prompts are batched by length; :func:`greedy_batch` runs each batch (shared prefix once,
     finished rows dropped), or transformers' ``generate`` for models it cannot drive or with
     ``backend="transformers"`` (the reference ``benchmarks/generation.py`` compares with).
@@ -217,7 +218,7 @@ def generate(model, tokenizer, prompts: Sequence[Rendered], *, max_new_tokens: i
             new_tokens = hf_generate(model, rows, eot_id=eot_id, pad_id=tokenizer.pad_token_id,
                                      max_new_tokens=max_new_tokens)
         for i, new in zip(idx, new_tokens, strict=True):
-            out[i] = tokenizer.decode(new, skip_special_tokens=True).strip()
+            out[i] = answer_text(tokenizer, tokenizer.decode(new, skip_special_tokens=True))
         bar.update(len(idx))
     bar.close()
     return out
