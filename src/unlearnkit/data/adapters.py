@@ -685,3 +685,41 @@ def read_xstest(path: Path, *, split: str = "probe", label: str | None = None) -
             meta={"label": row_label, "type": row["type"], "focus": row["focus"]},
         ))
     return records
+
+
+# the MUSE subsets' fields: (the record's question, answer) and the role they play by default
+_MUSE_FIELDS = {("question", "answer"): "knowmem", ("prompt", "gt"): "verbmem",
+                ("text", None): "passage"}
+_MUSE_ROLES = {"knowmem": ("question", "answer"), "icl": ("question", "answer"),
+               "verbmem": ("prompt", "gt"), "passage": ("text", None),
+               "holdout": ("text", None)}
+
+
+@register_adapter("muse")
+def read_muse(path: Path, *, split: str, role: str = "") -> list[Record]:
+    """A MUSE subset's split exported as JSON or JSON lines, for ``unlearn eval --suite muse``
+    (:mod:`unlearnkit.evaluation.muse`). The fields say what it is: question/answer (knowmem),
+    prompt/gt (verbmem: the prompt becomes the question, the true continuation the answer),
+    text (privleak's passages). ``role`` overrides: ``icl`` for knowmem's few-shot examples
+    (``forget_qa_icl``, ``retain_qa_icl``), ``holdout`` for privleak's never-seen passages.
+    ``meta.muse`` holds the role; ids ``muse-<stem>-<n>``."""
+    if role and role not in _MUSE_ROLES:
+        raise UnlearnError(f"muse: role {role!r} is not one of {', '.join(_MUSE_ROLES)}")
+    records = []
+    for n, (where, row) in enumerate(_read_json_objects(path)):
+        found = role or next((r for (q, a), r in _MUSE_FIELDS.items()
+                              if q in row and (a is None or a in row)), "")
+        if not found:
+            raise UnlearnError(f"{where}: a MUSE row has question and answer (knowmem), prompt "
+                               f"and gt (verbmem) or text (privleak); this one has "
+                               f"{sorted(row)}")
+        q_field, a_field = _MUSE_ROLES[found]
+        used = {q_field, a_field}
+        records.append(_make_record(
+            where, id=generated_id("muse", path, n), split=split,
+            question=_require_str(row, q_field, where),
+            answer=_require_str(row, a_field, where) if a_field else None,
+            source=path.name,
+            meta={"muse": found, **{k: v for k, v in row.items() if k not in used}},
+        ))
+    return records

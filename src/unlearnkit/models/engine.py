@@ -195,8 +195,9 @@ def eval_mode(model):
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[Rendered], *, max_new_tokens: int = 32,
              batch_size: int = 32, progress: bool = False,
-             backend: str = "auto") -> list[str]:
-    """Greedy continuations of rendered prompts (answer=None), decoded without special tokens.
+             backend: str = "auto", as_answer: bool = True) -> list[str]:
+    """Greedy continuations of rendered prompts (answer=None), decoded without special tokens
+    (``as_answer``: as answers, :func:`~unlearnkit.data.render.answer_text`; else as they are).
 
     Deterministic: greedy decoding, no sampling. Stops at the chat template's end-of-turn token
     (and under the plain template, cuts where the model starts a question: ``answer_text``).
@@ -218,7 +219,8 @@ def generate(model, tokenizer, prompts: Sequence[Rendered], *, max_new_tokens: i
             new_tokens = hf_generate(model, rows, eot_id=eot_id, pad_id=tokenizer.pad_token_id,
                                      max_new_tokens=max_new_tokens)
         for i, new in zip(idx, new_tokens, strict=True):
-            out[i] = answer_text(tokenizer, tokenizer.decode(new, skip_special_tokens=True))
+            text = tokenizer.decode(new, skip_special_tokens=True)
+            out[i] = answer_text(tokenizer, text) if as_answer else text
         bar.update(len(idx))
     bar.close()
     return out

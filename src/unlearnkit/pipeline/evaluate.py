@@ -39,6 +39,7 @@ import torch
 from unlearnkit.data.records import SPLITS, Record
 from unlearnkit.data.standardize import load_dataset
 from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation import muse
 from unlearnkit.evaluation.attacks import ATTACKS, get_attacks, run_attacks
 from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, check_threshold
 from unlearnkit.evaluation.metrics import (
@@ -55,6 +56,7 @@ from unlearnkit.evaluation.metrics import (
     tofu_metrics,
     tofu_perturbed_keys,
 )
+from unlearnkit.evaluation.mia import privleak
 from unlearnkit.evaluation.refusal_judge import RefusalConfig, RefusalJudge, build_judge
 from unlearnkit.evaluation.results import (
     AttackRecord,
@@ -82,6 +84,7 @@ class Suite:
     attacks: tuple[str, ...] | None = ()
     mia: bool = False
     tofu: bool = False
+    muse: bool = False
 
 
 SUITES: dict[str, Suite] = {
@@ -91,6 +94,8 @@ SUITES: dict[str, Suite] = {
                   "(needs holdout=SPLIT)", metrics=None, attacks=None, mia=True),
     "tofu": Suite("the TOFU protocol (Maini et al., 2024) with OpenUnlearning's keys",
                   tofu=True),
+    "muse": Suite("the MUSE protocol (Shi et al., 2024): KnowMem on the forget and retain QA, "
+                  "VerbMem, and PrivLeak against the oracle's AUC", muse=True),
 }
 
 DTYPES = ("float32", "bfloat16", "float16")  # the torch dtypes a model is evaluated in
@@ -270,7 +275,7 @@ class Step:
     and runs every time (so a later --set oracle_results=FILE still takes effect)."""
 
     key: str
-    kind: str  # metric | attack | mia | tofu | tofu_summary
+    kind: str  # metric | attack | mia | tofu | tofu_summary | muse
     name: str = ""
     split: str | None = None
     derived: bool = False
@@ -281,10 +286,12 @@ class Step:
 
 def load_splits(cfg: EvalConfig) -> tuple[dict[str, list[Record]], list[Record]]:
     """The records to evaluate by split (in :data:`SPLITS` order, at most ``limit`` each),
-    and the membership-inference holdout records (empty without ``holdout``)."""
+    and the membership-inference holdout records (empty without ``holdout``). MUSE's records
+    other than its QA (few-shot examples, excerpts, passages) are the muse suite's alone."""
     by_split: dict[str, list[Record]] = {}
     for rec in load_dataset(cfg.data):
-        by_split.setdefault(rec.split, []).append(rec)
+        if cfg.suite == "muse" or muse.role(rec) in (None, "knowmem"):  # the others: raw text
+            by_split.setdefault(rec.split, []).append(rec)
     wanted = cfg.splits or list(by_split)
     missing = [s for s in [*wanted, cfg.holdout] if s and s not in by_split]
     if missing:
@@ -296,15 +303,16 @@ def load_splits(cfg: EvalConfig) -> tuple[dict[str, list[Record]], list[Record]]
 
 def _limited(records: list[Record], cfg: EvalConfig) -> list[Record]:
     """The first ``limit`` records; in the tofu suite the first ``limit`` of each TOFU set,
-    so a limited ``general`` split keeps both real authors and world facts."""
+    so a limited ``general`` split keeps both real authors and world facts, and in the muse
+    suite of each part (a split's questions and few-shot examples, excerpts, passages)."""
     if not cfg.limit:
         return records
-    if cfg.suite != "tofu":
+    if cfg.suite not in ("tofu", "muse"):
         return records[: cfg.limit]
     seen: dict[str | None, int] = {}
     out = []
     for rec in records:
-        group = tofu_prefix(rec)
+        group = tofu_prefix(rec) if cfg.suite == "tofu" else muse.role(rec)
         seen[group] = seen.get(group, 0) + 1
         if seen[group] <= cfg.limit:
             out.append(rec)
@@ -400,6 +408,39 @@ def _tofu_steps(splits: dict, cfg: EvalConfig, skipped: dict) -> list[Step]:
             Step("tofu/summary", "tofu_summary", derived=True)]
 
 
+def muse_parts(splits: dict[str, list[Record]]) -> dict[tuple[str, str], list[Record]]:
+    """The muse suite's records by (split, role), in file order."""
+    parts: dict[tuple[str, str], list[Record]] = {}
+    for split, records in splits.items():
+        for rec in records:
+            if muse.role(rec):
+                parts.setdefault((split, muse.role(rec)), []).append(rec)
+    return parts
+
+
+def _muse_steps(splits: dict, cfg: EvalConfig, skipped: dict) -> list[Step]:
+    parts = muse_parts(splits)
+    steps = [Step(f"{split}/knowmem", "muse", "knowmem", split)
+             for split in ("forget", "retain") if (split, "knowmem") in parts]
+    if ("forget", "verbmem") in parts:
+        steps.append(Step("forget/verbmem", "muse", "verbmem", "forget"))
+    holdout = any(r == "holdout" for _, r in parts)
+    if ("forget", "passage") in parts and holdout:
+        steps.append(Step("forget/privleak_auc", "muse", "privleak", "forget"))
+        if not cfg.oracle_results:
+            skipped["privleak"] = ("give the oracle's (retrained model's) results file of "
+                                   "unlearn eval ORACLE --suite muse: --set oracle_results=FILE")
+        else:
+            steps.append(Step("privleak", "muse_summary", derived=True))
+    else:
+        skipped["forget/privleak_auc"] = ("PrivLeak needs privleak's forget passages (split "
+                                          "forget) and holdout passages (role: holdout)")
+    if not steps:
+        skipped["muse"] = ("no MUSE records: standardise MUSE's subsets with format: muse "
+                           "(configs/gpu/data-muse-books-eval.yaml)")
+    return steps
+
+
 def plan(suite: Suite, splits: dict[str, list[Record]], cfg: EvalConfig
          ) -> tuple[list[Step], dict[str, str]]:
     """The suite's steps for these splits, and the steps that cannot run with the reason."""
@@ -414,6 +455,8 @@ def plan(suite: Suite, splits: dict[str, list[Record]], cfg: EvalConfig
             steps.append(Step(f"mia/{cfg.holdout}", "mia"))
     if suite.tofu:
         steps += _tofu_steps(splits, cfg, skipped)
+    if suite.muse:
+        steps += _muse_steps(splits, cfg, skipped)
     if cfg.fluency_judge:
         if "forget" in splits:
             steps.append(Step(f"forget/{UNLIKELY}", "fluency", UNLIKELY, "forget"))
@@ -586,13 +629,57 @@ def _run_tofu_summary(st: _State, step: Step) -> None:
                                             split="forget", ids=[], higher_is_better=True)
 
 
+def _run_muse(st: _State, step: Step) -> None:
+    """One MUSE measure (:mod:`unlearnkit.evaluation.muse`); KnowMem and VerbMem keep their
+    answers beside the results, as the other suites keep their generations."""
+    parts, bs = muse_parts(st.splits), st.cfg.batch_size
+    if step.name == "privleak":
+        forget, holdout = parts[("forget", "passage")], [
+            r for (_, role), recs in parts.items() if role == "holdout" for r in recs]
+        scores = muse.min_k_scores(st.model, st.tokenizer, forget + holdout, batch_size=bs)
+        auc = muse.privleak_auc(scores[:len(forget)], scores[len(forget):])
+        result = MetricResult([*scores], auc, False, len(scores))
+        st.results.metrics[step.key] = _record(
+            "privleak_auc", result, objective="forget", split="forget",
+            ids=[r.id for r in forget + holdout], higher_is_better=None)
+        return
+    records = parts[(step.split, step.name)]
+    if step.name == "knowmem":
+        result, texts = muse.knowmem(st.model, st.tokenizer, records,
+                                     parts.get((step.split, "icl"), []), batch_size=bs)
+    else:
+        result, texts = muse.verbmem(st.model, st.tokenizer, records, batch_size=bs)
+    hib = step.split != "forget"
+    st.results.metrics[step.key] = _record(
+        f"{step.name}_rougeL", result, objective=objective_of(step.split), split=step.split,
+        ids=[r.id for r in records], higher_is_better=hib)
+    st.results.generations[f"{step.split}/{step.name}"] = [
+        {"id": r.id, "question": r.question, "reference": r.answer, "generation": t}
+        for r, t in zip(records, texts, strict=True)]
+
+
+def _run_muse_summary(st: _State, step: Step) -> None:
+    """PrivLeak: this model's AUC relative to the oracle's (the retrained model's)."""
+    auc = st.results.metrics["forget/privleak_auc"].aggregate
+    reference = _oracle_metric(st.cfg.oracle_results, "forget/privleak_auc", "muse").aggregate
+    value = privleak(auc, reference)
+    st.results.metrics["privleak"] = _record(
+        "privleak", MetricResult([value], value, False, 1), objective="forget",
+        split="forget", ids=[], higher_is_better=None)
+
+
+def _oracle_metric(path: str, key: str, suite: str) -> MetricRecord:
+    """The oracle's ``key`` from its results file of ``suite``."""
+    found = load_results(path).metrics.get(key)
+    if found is None:
+        raise UnlearnError(f"oracle_results {path} has no {key}; evaluate the oracle with "
+                           f"--suite {suite} first and give that results file")
+    return found
+
+
 def _oracle_truth_ratios(path: str) -> MetricRecord:
     """The oracle's forget truth ratios, from its results file of the tofu suite."""
-    oracle = load_results(path).metrics.get("forget_truth_ratio")
-    if oracle is None:
-        raise UnlearnError(f"oracle_results {path} has no forget_truth_ratio; evaluate the "
-                           "oracle with --suite tofu first and give that results file")
-    return oracle
+    return _oracle_metric(path, "forget_truth_ratio", "tofu")
 
 
 def _run_fluency(st: _State, step: Step) -> None:
@@ -623,6 +710,7 @@ def _run_fluency(st: _State, step: Step) -> None:
 
 RUNNERS: dict[str, Callable[[_State, Step], None]] = {
     "metric": _run_metric, "attack": _run_attack, "mia": _run_mia, "tofu": _run_tofu,
+    "muse": _run_muse, "muse_summary": _run_muse_summary,
     "tofu_summary": _run_tofu_summary, "fluency": _run_fluency,
 }
 
@@ -659,7 +747,7 @@ def _start(cfg: EvalConfig, fingerprint: str) -> EvalResults:
 
 
 def _describe(results: EvalResults, step: Step) -> str:
-    if step.kind in ("metric", "fluency"):
+    if step.kind in ("metric", "fluency", "muse", "muse_summary"):
         return f"{results.metrics[step.key].aggregate:.4g}"
     if step.kind == "attack":
         attack = results.attacks[step.name]
@@ -682,6 +770,8 @@ def run_eval(cfg: EvalConfig, *, loader: Callable[..., tuple[Any, Any]] | None =
     steps, results.skipped = plan(SUITES[cfg.suite], splits, cfg)
     if any(s.kind == "tofu_summary" for s in steps) and "forget_quality" not in results.skipped:
         _oracle_truth_ratios(cfg.oracle_results)  # a bad oracle fails before any step runs
+    if any(s.kind == "muse_summary" for s in steps):
+        _oracle_metric(cfg.oracle_results, "forget/privleak_auc", "muse")  # likewise
     # what an existing file holds against these settings: a value the plan now skips (a
     # forget quality against an oracle no longer given), a direction given before
     dropped = [results.metrics.pop(k) for k in results.skipped if k in results.metrics]

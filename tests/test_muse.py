@@ -1,0 +1,193 @@
+"""The MUSE protocol: its source format, its measures by hand, and `unlearn eval --suite muse`
+end to end on a tiny model (with the retrained model's results for PrivLeak)."""
+
+import json
+import math
+
+import pytest
+
+from unlearnkit.cli import main
+from unlearnkit.data.adapters import load_source
+from unlearnkit.data.records import Record
+from unlearnkit.data.standardize import write_dataset
+from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation import muse
+from unlearnkit.evaluation.mia import min_k_score, token_stats
+from unlearnkit.evaluation.results import new_results, save_results
+from unlearnkit.models.loader import setup_tokenizer
+from unlearnkit.models.tiny import tiny_model, tiny_tokenizer
+from unlearnkit.training.raw import render_raw
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_the_muse_format_reads_each_subset_by_its_fields(tmp_path):
+    qa = load_source("muse", jsonl(tmp_path / "knowmem-forget_qa.jsonl", [
+        {"question": "Who is Harry's owl?", "answer": "Hedwig"}]), split="forget")
+    icl = load_source("muse", jsonl(tmp_path / "icl.jsonl", [
+        {"question": "Q?", "answer": "A"}]), split="forget", role="icl")
+    verb = load_source("muse", jsonl(tmp_path / "verbmem-forget.jsonl", [
+        {"prompt": "Mr and Mrs Dursley", "gt": " of number four"}]), split="forget")
+    held = load_source("muse", jsonl(tmp_path / "privleak-holdout.jsonl", [
+        {"text": "A passage never seen."}]), split="general", role="holdout")
+    assert [(r.meta["muse"], r.question, r.answer) for r in qa + icl + verb + held] == [
+        ("knowmem", "Who is Harry's owl?", "Hedwig"), ("icl", "Q?", "A"),
+        ("verbmem", "Mr and Mrs Dursley", " of number four"),
+        ("holdout", "A passage never seen.", None)]
+    assert qa[0].id == "muse-knowmem-forget_qa-0" and held[0].split == "general"
+    with pytest.raises(UnlearnError, match=r"has question and answer \(knowmem\), prompt and gt"):
+        load_source("muse", jsonl(tmp_path / "odd.jsonl", [{"body": "x"}]), split="forget")
+    with pytest.raises(UnlearnError, match="role 'shots' is not one of"):
+        load_source("muse", tmp_path / "icl.jsonl", split="forget", role="shots")
+
+
+def test_the_knowmem_prompt_and_cut_by_hand():
+    shots = [Record(id="s1", split="forget", question="Q1?", answer="A1"),
+             Record(id="s2", split="forget", question="Q2?", answer="A2")]
+    assert muse.knowmem_prompt(shots, "Q3?") == \
+        "Question: Q1?\nAnswer: A1\n\nQuestion: Q2?\nAnswer: A2\n\nQuestion: Q3?\nAnswer: "
+    assert muse.knowmem_prompt([], "Q?") == "Question: Q?\nAnswer: "
+    assert muse.cut_answer("Hedwig\n\nQuestion: next") == "Hedwig"
+    assert muse.cut_answer("Hedwig, an owl\nQuestion: next") == "Hedwig, an owl"
+    assert muse.cut_answer("Hedwig. Question: next") == "Hedwig. "
+    assert muse.cut_answer("\n\nHedwig") == ""  # as MUSE cuts: nothing before the stop
+
+
+def test_rouge_l_f1_by_hand():
+    # LCS("the cat sat", "the cat sat on the mat") = 3 words: P = 3/3, R = 3/6, F1 = 2/3
+    assert muse.rouge_l_f1("the cat sat", "the cat sat on the mat") == pytest.approx(2 / 3)
+    assert muse.rouge_l_f1("The CAT, sat!", "the cat sat") == 1.0  # lower-cased words
+    assert muse.rouge_l_f1("", "the cat") == 0.0
+
+
+def test_first_tokens_counts_the_tokenizers_tokens():
+    tok = tiny_tokenizer()  # one token per character, no special tokens added
+    assert muse.first_tokens(tok, "abcdefgh", 5) == "abcde"
+
+
+@pytest.fixture
+def fixed_generations(monkeypatch):
+    """The tiny model's greedy continuations replaced by set texts, in prompt order."""
+    import unlearnkit.models.engine as engine
+
+    said: dict[str, str] = {}
+    tok = setup_tokenizer(tiny_tokenizer())
+
+    def continue_(model, rows, **kwargs):
+        out = []
+        for row in rows:
+            prompt = tok.decode(row)
+            text = next(v for k, v in said.items() if prompt.endswith(k))
+            out.append(tok(text, add_special_tokens=False)["input_ids"])
+        return out
+
+    monkeypatch.setattr(engine, "greedy_batch", continue_)
+    return tok, said
+
+
+def test_knowmem_and_verbmem_score_the_continuations(fixed_generations):
+    tok, said = fixed_generations
+    model = tiny_model(len(tok))
+    shot = Record(id="s", split="forget", question="Q0?", answer="A0")
+    qa = [Record(id="q1", split="forget", question="Owl?", answer="Hedwig the owl"),
+          Record(id="q2", split="forget", question="Cat?", answer="Crookshanks")]
+    said.update({"Owl?\nAnswer: ": "Hedwig\n\nQuestion: Cat?", "Cat?\nAnswer: ": "a dog"})
+    result, answers = muse.knowmem(model, tok, qa, [shot])
+    assert answers == ["Hedwig", "a dog"]
+    # "Hedwig" vs "Hedwig the owl": P = 1, R = 1/3, F1 = 1/2; "a dog" shares nothing
+    assert result.values == pytest.approx([0.5, 0.0]) and result.aggregate == pytest.approx(0.25)
+    assert result.higher_is_better
+    excerpt = Record(id="v", split="forget", question="Mr and Mrs", answer=" Dursley of four")
+    said["Mr and Mrs"] = " Dursley of four, Privet Drive"
+    result, texts = muse.verbmem(model, tok, [excerpt])
+    assert texts == [" Dursley of four, Privet Drive"]  # as generated, not stripped or cut
+    # LCS 3 of 5 generated words and 3 of 3 true ones: F1 = 2 * 0.6 * 1 / 1.6 = 0.75
+    assert result.values == pytest.approx([0.75]) and not result.higher_is_better
+
+
+def test_min_k_scores_are_min_40_percent_of_each_passage():
+    tok = setup_tokenizer(tiny_tokenizer())
+    model = tiny_model(len(tok))
+    passages = [Record(id=f"p{i}", split="forget", question=t)
+                for i, t in enumerate(["A short passage.", "Another, somewhat longer one."])]
+    stats = token_stats(model, tok, [render_raw(tok, r.question) for r in passages])
+    assert muse.min_k_scores(model, tok, passages) == pytest.approx(
+        [min_k_score(s.logprobs, k=0.4) for s in stats])
+    assert muse.privleak_auc([1.0, 2.0], [3.0, 0.5]) == pytest.approx(0.5)
+
+
+def muse_dataset(tmp_path):
+    """Tiny MUSE-shaped sets through the muse format, standardised into a dataset folder."""
+    sources = {
+        "knowmem-forget_qa": ("forget", "", [{"question": f"Forget question {i}?",
+                                              "answer": f"answer {i}"} for i in range(3)]),
+        "knowmem-retain_qa": ("retain", "", [{"question": f"Retain question {i}?",
+                                              "answer": f"kept {i}"} for i in range(3)]),
+        "knowmem-forget_qa_icl": ("forget", "icl", [{"question": "Shot?", "answer": "shot"}]),
+        "verbmem-forget": ("forget", "", [{"prompt": f"Once upon a time {i}",
+                                           "gt": " there was a dragon."} for i in range(2)]),
+        "privleak-forget": ("forget", "", [{"text": f"A forget passage number {i}."}
+                                           for i in range(3)]),
+        "privleak-holdout": ("general", "holdout", [{"text": f"A holdout passage, {i}."}
+                                                    for i in range(3)]),
+    }
+    records = []
+    for name, (split, role, rows) in sources.items():
+        records += load_source("muse", jsonl(tmp_path / f"{name}.jsonl", rows), split=split,
+                               **({"role": role} if role else {}))
+    return str(write_dataset(records, tmp_path / "muse-eval", []))
+
+
+def test_the_muse_suite_end_to_end_with_the_oracles_auc(tmp_path, tiny_folder, cache_dir,
+                                                       capsys):
+    from unlearnkit.models.tiny import tiny_model as build
+
+    data = muse_dataset(tmp_path)
+    oracle_folder = tmp_path / "oracle"
+    build(len(tiny_tokenizer()), seed=1).save_pretrained(oracle_folder, safe_serialization=True)
+    tiny_tokenizer().save_pretrained(oracle_folder)
+    oracle = tmp_path / "oracle.json"
+    assert main(["eval", str(oracle_folder), "--data", data, "--suite", "muse", "--out",
+                 str(oracle)]) == 0
+    first = json.loads(oracle.read_text())
+    assert set(first["metrics"]) == {"forget/knowmem", "retain/knowmem", "forget/verbmem",
+                                     "forget/privleak_auc"}
+    assert "give the oracle's" in first["skipped"]["privleak"]
+    knowmem = first["metrics"]["forget/knowmem"]
+    assert knowmem["metric"] == "knowmem_rougeL" and knowmem["n"] == 3
+    assert knowmem["higher_is_better"] is False  # on the forget split
+    assert first["metrics"]["retain/knowmem"]["higher_is_better"] is True
+    assert len(first["generations"]["forget/verbmem"]) == 2
+    auc = first["metrics"]["forget/privleak_auc"]
+    assert auc["n"] == 6 and 0 <= auc["aggregate"] <= 1 and auc["higher_is_better"] is None
+    capsys.readouterr()
+
+    out = tmp_path / "model.json"
+    assert main(["eval", str(tiny_folder), "--data", data, "--suite", "muse", "--out", str(out),
+                 "--set", f"oracle_results={oracle}"]) == 0
+    second = json.loads(out.read_text())
+    mine, ref = second["metrics"]["forget/privleak_auc"]["aggregate"], auc["aggregate"]
+    assert second["metrics"]["privleak"]["aggregate"] == pytest.approx((mine - ref) / ref * 100)
+    assert not math.isnan(second["metrics"]["retain/knowmem"]["aggregate"])
+    # the quick suite reads the knowmem QA alone (through the chat template)
+    quick = tmp_path / "quick.json"
+    assert main(["eval", str(tiny_folder), "--data", data, "--out", str(quick),
+                 "--set", "max_new_tokens=2"]) == 0
+    ids = json.loads(quick.read_text())["metrics"]["forget/correctness"]["ids"]
+    assert ids == [f"muse-knowmem-forget_qa-{i}" for i in range(3)]
+
+
+def test_privleak_needs_an_oracle_file_of_the_muse_suite(tmp_path, tiny_folder, capsys):
+    data = muse_dataset(tmp_path)
+    other = tmp_path / "other.json"  # a results file of another suite: no AUC in it
+    save_results(other, new_results({"suite": "tofu"}, seed=0))
+    assert main(["eval", str(tiny_folder), "--data", data, "--suite", "muse", "--out",
+                 str(tmp_path / "x.json"), "--set", f"oracle_results={other}"]) == 2
+    err = capsys.readouterr().err
+    assert "has no forget/privleak_auc; evaluate the oracle with --suite muse" in err
+    assert not (tmp_path / "x.json").exists()  # refused before any step ran
