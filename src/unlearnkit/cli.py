@@ -174,7 +174,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--suite", default="quick",
                    help="quick: correctness and refusal per split + prefill attack; full: every "
                         "metric per split + all attacks + MIA; tofu: the TOFU protocol; muse: "
-                        "the MUSE protocol (KnowMem, VerbMem, PrivLeak)")
+                        "the MUSE protocol (KnowMem, VerbMem, PrivLeak); wmdp: multiple-choice "
+                        "accuracy as lm-evaluation-harness scores WMDP and MMLU")
     p.add_argument("--out", metavar="FILE",
                    help="results file (default runs/eval/<model>-<suite>.json, <model> the "
                         "folder's name, with its run's before a run's model/ or adapter/: "

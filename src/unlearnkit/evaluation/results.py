@@ -39,7 +39,7 @@ SPLIT_OBJECTIVE = {"forget": "forget", "retain": "utility", "general": "utility"
 KNOWLEDGE_METRICS = frozenset({
     "correctness", "rouge_l_recall", "answer_prob", "truth_ratio", "prob_normalised",
     "mcq_accuracy", "extraction_strength", "exact_memorization", "perplexity", "loss", "zlib",
-    "min_k", "min_k_plus_plus",
+    "min_k", "min_k_plus_plus", "mc_accuracy", "knowmem_rougeL", "verbmem_rougeL",
 })
 NEUTRAL_ON_FORGET = frozenset({"refusal_rate"})
 REQUIRED_KEYS = ("config", "seed", "versions", "metrics")

@@ -36,10 +36,11 @@ from typing import Any
 
 import torch
 
+from unlearnkit.data.adapters import LETTERS
 from unlearnkit.data.records import SPLITS, Record
 from unlearnkit.data.standardize import load_dataset
 from unlearnkit.errors import UnlearnError
-from unlearnkit.evaluation import muse
+from unlearnkit.evaluation import muse, wmdp
 from unlearnkit.evaluation.attacks import ATTACKS, get_attacks, run_attacks
 from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, check_threshold
 from unlearnkit.evaluation.metrics import (
@@ -85,6 +86,7 @@ class Suite:
     mia: bool = False
     tofu: bool = False
     muse: bool = False
+    wmdp: bool = False
 
 
 SUITES: dict[str, Suite] = {
@@ -96,6 +98,9 @@ SUITES: dict[str, Suite] = {
                   tofu=True),
     "muse": Suite("the MUSE protocol (Shi et al., 2024): KnowMem on the forget and retain QA, "
                   "VerbMem, and PrivLeak against the oracle's AUC", muse=True),
+    "wmdp": Suite("multiple-choice accuracy per split as WMDP (Li et al., 2024) reports it with "
+                  "lm-evaluation-harness: zero-shot, raw prompt, the likeliest letter",
+                  wmdp=True),
 }
 
 DTYPES = ("float32", "bfloat16", "float16")  # the torch dtypes a model is evaluated in
@@ -275,7 +280,7 @@ class Step:
     and runs every time (so a later --set oracle_results=FILE still takes effect)."""
 
     key: str
-    kind: str  # metric | attack | mia | tofu | tofu_summary | muse
+    kind: str  # metric | attack | mia | tofu | tofu_summary | muse | muse_summary | wmdp
     name: str = ""
     split: str | None = None
     derived: bool = False
@@ -457,6 +462,11 @@ def plan(suite: Suite, splits: dict[str, list[Record]], cfg: EvalConfig
         steps += _tofu_steps(splits, cfg, skipped)
     if suite.muse:
         steps += _muse_steps(splits, cfg, skipped)
+    if suite.wmdp:
+        steps += [Step(f"{split}/mc_accuracy", "wmdp", "mc_accuracy", split)
+                  for split, records in splits.items() if any(r.multiple_choice for r in records)]
+        if not any(s.kind == "wmdp" for s in steps):
+            skipped["mc_accuracy"] = "no multiple-choice records (the mcq source format)"
     if cfg.fluency_judge:
         if "forget" in splits:
             steps.append(Step(f"forget/{UNLIKELY}", "fluency", UNLIKELY, "forget"))
@@ -658,6 +668,19 @@ def _run_muse(st: _State, step: Step) -> None:
         for r, t in zip(records, texts, strict=True)]
 
 
+def _run_wmdp(st: _State, step: Step) -> None:
+    """A split's multiple-choice accuracy as lm-evaluation-harness scores it
+    (:mod:`unlearnkit.evaluation.wmdp`); the chosen letters are kept as generations."""
+    records = [r for r in st.splits[step.split] if r.multiple_choice]
+    result, chosen = wmdp.accuracy(st.model, st.tokenizer, records, batch_size=st.cfg.batch_size)
+    st.results.metrics[step.key] = _record(
+        step.name, result, objective=objective_of(step.split), split=step.split,
+        ids=[r.id for r in records], higher_is_better=direction(step.name, step.split, True))
+    st.results.generations[step.key] = [
+        {"id": r.id, "question": wmdp.prompt(r), "reference": LETTERS[r.answer_index],
+         "generation": LETTERS[c]} for r, c in zip(records, chosen, strict=True)]
+
+
 def _run_muse_summary(st: _State, step: Step) -> None:
     """PrivLeak: this model's AUC relative to the oracle's (the retrained model's)."""
     auc = st.results.metrics["forget/privleak_auc"].aggregate
@@ -710,7 +733,7 @@ def _run_fluency(st: _State, step: Step) -> None:
 
 RUNNERS: dict[str, Callable[[_State, Step], None]] = {
     "metric": _run_metric, "attack": _run_attack, "mia": _run_mia, "tofu": _run_tofu,
-    "muse": _run_muse, "muse_summary": _run_muse_summary,
+    "muse": _run_muse, "muse_summary": _run_muse_summary, "wmdp": _run_wmdp,
     "tofu_summary": _run_tofu_summary, "fluency": _run_fluency,
 }
 
@@ -747,7 +770,7 @@ def _start(cfg: EvalConfig, fingerprint: str) -> EvalResults:
 
 
 def _describe(results: EvalResults, step: Step) -> str:
-    if step.kind in ("metric", "fluency", "muse", "muse_summary"):
+    if step.kind in ("metric", "fluency", "muse", "muse_summary", "wmdp"):
         return f"{results.metrics[step.key].aggregate:.4g}"
     if step.kind == "attack":
         attack = results.attacks[step.name]
