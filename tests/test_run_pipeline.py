@@ -118,8 +118,44 @@ def test_raw_forget_format_is_checked():
     with pytest.raises(UnlearnError, match="forget_format"):
         UnlearnConfig(forget_format="passages")
     cfg = UnlearnConfig(forget_format="raw")
-    with pytest.raises(UnlearnError, match="ablation of the push-pull"):
-        RunConfig(method="npo", unlearn=cfg)
+    RunConfig(method="npo", unlearn=cfg)  # trains on tokens alone: a passage will do
+    with pytest.raises(UnlearnError, match=r"method 'idk_dpo' needs each forget record's "
+                                           r"question; use unlearn.forget_format: unified, or "
+                                           r"one of pushpull, grad_ascent, grad_diff, ngdiff"):
+        RunConfig(method="idk_dpo", unlearn=cfg)
+    with pytest.raises(UnlearnError, match="method 'prompt_only' trains nothing"):
+        RunConfig(method="prompt_only", unlearn=cfg)
+
+
+def test_a_baseline_trains_on_the_forget_passages_as_muse_does(tiny_folder, tmp_path,
+                                                               cache_dir, monkeypatch):
+    """With ``forget_format: raw`` a baseline's forget items are the source passages, plain
+    text with every token but the first labelled; its keep items stay chat QA."""
+    import unlearnkit.pipeline.methods as methods
+
+    scenario = build_scenario(n_people=6, n_forget=2, neighbors_per_forget=1)
+    records = scenario.records
+    cfg = small_config(tmp_path / "npo", steps=2)
+    cfg.method, cfg.unlearn.forget_format, cfg.teacher_report = "npo", "raw", False
+    cfg.setup.scenario.n_people, cfg.setup.scenario.n_forget = 6, 2
+    cfg.setup.scenario.neighbors_per_forget = 1
+    seen = []
+    original = methods.split_plan
+    monkeypatch.setattr(methods, "split_plan",
+                        lambda items, mix, seed: seen.append(items) or original(items, mix, seed))
+    methods.train_baseline(cfg, str(tiny_folder), records, tmp_path / "npo")
+    from unlearnkit.models.loader import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_folder))
+    forget = [it for it in seen[0] if it.kind == "forget"]
+    people = sorted({r.meta["person"] for r in records if r.split == "forget"})
+    assert sorted(tok.decode(it.rendered.input_ids) for it in forget) == \
+        sorted(scenario.biographies[p] for p in people)  # one item per passage, no template
+    assert all(it.rendered.labels[1:] == it.rendered.input_ids[1:] for it in forget)
+    assert all("ref_logp" in it.ref for it in forget)  # NPO's reference, on the passages
+    keep = [it for it in seen[0] if it.kind != "forget"]
+    assert keep and all(it.record is not None and it.record.split != "forget" for it in keep)
+    assert (tmp_path / "npo" / "model" / "config.json").is_file()
 
 
 def test_general_keep_items_need_replay_prompts(tiny_prepared, tmp_path):

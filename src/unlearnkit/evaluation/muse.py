@@ -94,7 +94,7 @@ def verbmem(model, tokenizer, excerpts: Sequence[Record], *, batch_size: int = 1
                      batch_size=batch_size, as_answer=False)
     values = [rouge_l_f1(t, first_tokens(tokenizer, r.answer or "", VERBMEM_NEW_TOKENS))
               for t, r in zip(texts, excerpts, strict=True)]
-    return MetricResult.of(values, higher_is_better=False), texts
+    return MetricResult.of(values, higher_is_better=True), texts
 
 
 def min_k_scores(model, tokenizer, passages: Sequence[Record], *, batch_size: int = 8

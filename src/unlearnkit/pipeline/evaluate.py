@@ -659,10 +659,10 @@ def _run_muse(st: _State, step: Step) -> None:
                                      parts.get((step.split, "icl"), []), batch_size=bs)
     else:
         result, texts = muse.verbmem(st.model, st.tokenizer, records, batch_size=bs)
-    hib = step.split != "forget"
+    metric = f"{step.name}_rougeL"
     st.results.metrics[step.key] = _record(
-        f"{step.name}_rougeL", result, objective=objective_of(step.split), split=step.split,
-        ids=[r.id for r in records], higher_is_better=hib)
+        metric, result, objective=objective_of(step.split), split=step.split,
+        ids=[r.id for r in records], higher_is_better=direction(metric, step.split, True))
     st.results.generations[f"{step.split}/{step.name}"] = [
         {"id": r.id, "question": r.question, "reference": r.answer, "generation": t}
         for r, t in zip(records, texts, strict=True)]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from unlearnkit.data.scenario import build_scenario
 from unlearnkit.errors import UnlearnError
 from unlearnkit.models.loader import load_model, save_trained
 from unlearnkit.models.lora import apply_lora, restrict
@@ -28,6 +29,11 @@ from unlearnkit.pipeline.scenario_models import long_replay_records
 from unlearnkit.pipeline.stopping import stop_hook
 from unlearnkit.training.inject import loaded_identity
 from unlearnkit.training.loop import train
+from unlearnkit.training.raw import (
+    check_every_forget_record_has_a_passage,
+    passage_of,
+    render_raw,
+)
 from unlearnkit.training.unlearn import MixConfig, boundary_ids, mixture_plan
 
 if TYPE_CHECKING:
@@ -97,6 +103,25 @@ def split_plan(items: Sequence[Item], mix: MixConfig, seed: int) -> list[list[It
     return [[d.item for d in batch] for batch in mixture_plan(drawn, mix, seed)]
 
 
+def biographies(cfg: RunConfig) -> dict[str, str]:
+    """The built-in scenario's person -> biography (the forget set's raw source); other data
+    carries its passages in ``meta.passage``."""
+    if cfg.data.kind != "scenario":
+        return {}
+    return build_scenario(**dataclasses.asdict(cfg.setup.scenario)).biographies
+
+
+def raw_forget_items(tokenizer, items: list[Item], records, bios: dict[str, str]) -> list[Item]:
+    """The forget items replaced by one per distinct source passage, plain text with every
+    token labelled (:func:`~unlearnkit.training.raw.render_raw`): the forget set as a corpus,
+    as MUSE's baselines train on it (``unlearn.forget_format: raw``); keep items unchanged."""
+    forget = [r for r in records if r.split == "forget"]
+    passages = {r.id: p for r in forget if (p := passage_of(r, bios))}
+    check_every_forget_record_has_a_passage(forget, passages)
+    raw = [Item("forget", render_raw(tokenizer, p)) for p in dict.fromkeys(passages.values())]
+    return raw + [it for it in items if it.kind != "forget"]
+
+
 def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tuple[Path, list]:
     """Train baseline ``cfg.method`` from ``start_model``; the folder to evaluate (as
     :func:`~unlearnkit.models.loader.save_trained` saves it) and the log.
@@ -108,7 +133,10 @@ def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tupl
     options = baseline_options(cfg.method, cfg.baseline, cfg.unlearn.seed, cfg.unlearn.teacher)
     model, tokenizer = load_model(start_model, **cfg.load_options())
     model = restrict(apply_lora(model, cfg.lora), cfg.train_only)
-    items = base.prepare_items(options, model, tokenizer, build_items(tokenizer, records),
+    items = build_items(tokenizer, records)
+    if cfg.unlearn.forget_format == "raw":
+        items = raw_forget_items(tokenizer, items, records, biographies(cfg))
+    items = base.prepare_items(options, model, tokenizer, items,
                                model_id=loaded_identity(start_model, tokenizer))
     plan = split_plan(items, cfg.unlearn.mix, cfg.unlearn.seed)
     history = train(model, plan, base.make_step(options, tokenizer.pad_token_id), cfg.optim,

@@ -22,7 +22,6 @@ from typing import Any, Literal, get_args
 import torch
 
 from unlearnkit.data.records import atomic_write_text
-from unlearnkit.data.scenario import build_scenario
 from unlearnkit.data.standardize import write_dataset
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.accuracy import answer_records, split_summary
@@ -39,7 +38,7 @@ from unlearnkit.models.loader import (
 )
 from unlearnkit.models.lora import LoraSettings, TrainOnly, apply_lora, restrict
 from unlearnkit.models.teacher import TeacherConfig, forget_scope, instruction
-from unlearnkit.objectives.baselines import get_baseline
+from unlearnkit.objectives.baselines import BASELINES, get_baseline
 from unlearnkit.objectives.pushpull import pushpull_step
 from unlearnkit.pipeline.claims import CLAIM
 from unlearnkit.pipeline.data_source import DataSource, check_model, prepare_data
@@ -53,6 +52,7 @@ from unlearnkit.pipeline.fluency_judge import (
 from unlearnkit.pipeline.methods import (
     PUSHPULL,
     baseline_options,
+    biographies,
     check_method,
     general_keep,
     run_baseline,
@@ -167,9 +167,15 @@ class RunConfig:
         if self.train_only.enabled and self.method == "rmu":
             raise UnlearnError("train_only does not apply to rmu, which trains its own blocks: "
                                "set baseline.update_layers and baseline.modules instead")
-        if self.unlearn.forget_format == "raw" and self.method != PUSHPULL:
-            raise UnlearnError("unlearn.forget_format: raw is an ablation of the push-pull "
-                               f"method; method {self.method!r} trains on the unified records")
+        if self.unlearn.forget_format == "raw" and self.method != PUSHPULL \
+                and not get_baseline(self.method).trains_on_raw_text:
+            raw = [m for m, b in BASELINES.items() if b.trains_on_raw_text]
+            raise UnlearnError(f"unlearn.forget_format: raw trains on the forget set's source "
+                               f"passages, and method {self.method!r} "
+                               + ("trains nothing" if not get_baseline(self.method).trainable
+                                  else "needs each forget record's question")
+                               + f"; use unlearn.forget_format: unified, or one of "
+                               f"{', '.join([PUSHPULL, *raw])}")
         if self.method == "oracle" and self.data.kind == "dataset" and not self.data.oracle:
             raise UnlearnError("method oracle evaluates the oracle model, and data.oracle is "
                                "empty; set it to a model trained without the forget set")
@@ -330,14 +336,6 @@ def train_unlearning(cfg: RunConfig, start_model: str, records, out: Path) -> tu
     folder = save_trained(model, tokenizer, out, base=start_model, lora_output=cfg.lora_output,
                           trust_remote_code=cfg.data.trust_remote_code)
     return folder, history
-
-
-def biographies(cfg: RunConfig) -> dict[str, str]:
-    """The built-in scenario's person -> biography (the forget set's raw source); other data
-    carries its passages in ``meta.passage``."""
-    if cfg.data.kind != "scenario":
-        return {}
-    return build_scenario(**asdict(cfg.setup.scenario)).biographies
 
 
 def evaluate(models: dict[str, str], records, cfg: RunConfig,

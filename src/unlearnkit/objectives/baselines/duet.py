@@ -59,7 +59,8 @@ def prepare(cfg: DuetConfig, model, tokenizer, items, *, model_id=None):
     return teacher_items(model, tokenizer, items, cfg.teacher, model_id)
 
 
-@register_baseline("duet", config=DuetConfig, prepare=prepare, paper="Zhong et al. (DUET)",
+@register_baseline("duet", config=DuetConfig, prepare=prepare, needs_question=True,
+                   paper="Zhong et al. (DUET)",
                    arxiv="2601.21283",
                    equation="L = sum_{i in top-K_T} Huber(z_S^i - z_T^i) at the first position")
 def make_step(cfg: DuetConfig, pad_id: int):

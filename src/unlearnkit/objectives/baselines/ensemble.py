@@ -75,7 +75,7 @@ def prepare(cfg: EnsembleConfig, model, tokenizer, items, *, model_id=None):
             for n, it in enumerate(first)]
 
 
-@register_baseline("ensemble", config=EnsembleConfig, prepare=prepare,
+@register_baseline("ensemble", config=EnsembleConfig, prepare=prepare, needs_question=True,
                    paper="arXiv 2604.15482 baseline", arxiv="2604.15482",
                    equation="L = mean_c pull(z_S, top-K of teacher c)")
 def make_step(cfg: EnsembleConfig, pad_id: int):

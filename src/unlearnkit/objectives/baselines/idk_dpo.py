@@ -72,7 +72,7 @@ def prepare(cfg: IdkDPOConfig, model, tokenizer, items, *, model_id=None):
     return attach_retain_reference(model, items, pad, cfg.retain, model_id=model_id)
 
 
-@register_baseline("idk_dpo", config=IdkDPOConfig, prepare=prepare,
+@register_baseline("idk_dpo", config=IdkDPOConfig, prepare=prepare, needs_question=True,
                    paper="Rafailov et al. 2023 (DPO); TOFU", arxiv="2305.18290",
                    equation="L = -log sigmoid(beta (log ratio(idk) - log ratio(true)))")
 def make_step(cfg: IdkDPOConfig, pad_id: int):

@@ -52,7 +52,8 @@ def prepare(cfg: RefusalConfig, model, tokenizer, items, *, model_id=None):
                                    model_id=model_id)
 
 
-@register_baseline("refusal", config=RefusalConfig, prepare=prepare, paper="TOFU (IDK)",
+@register_baseline("refusal", config=RefusalConfig, prepare=prepare, needs_question=True,
+                   paper="TOFU (IDK)",
                    arxiv="2401.06121", equation="L = NLL(idk | x_F) + lambda L_R")
 def make_step(cfg: RefusalConfig, pad_id: int):
     def step(model, micro):

@@ -34,6 +34,13 @@ class Baseline:
     prepare: Callable[..., Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def trains_on_raw_text(self) -> bool:
+        """Whether it can train on the forget set as raw passages (``unlearn.forget_format:
+        raw``): every trainable method but those that need each forget item's question (a
+        refusal answer to it, a teacher asked it), which register ``needs_question=True``."""
+        return self.trainable and not self.meta.get("needs_question", False)
+
     def make_config(self, data: dict | None = None):
         """The method's config from plain data (a YAML preset), validated by ``from_dict``."""
         return from_dict(self.config, data or {}, prefix=self.name)
