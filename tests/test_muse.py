@@ -128,7 +128,8 @@ def muse_dataset(tmp_path):
                                               "answer": f"answer {i}"} for i in range(3)]),
         "knowmem-retain_qa": ("retain", "", [{"question": f"Retain question {i}?",
                                               "answer": f"kept {i}"} for i in range(3)]),
-        "knowmem-forget_qa_icl": ("forget", "icl", [{"question": "Shot?", "answer": "shot"}]),
+        "knowmem-forget_qa_icl": ("forget", "icl", [{"question": f"Shot {i}?", "answer": "shot"}
+                                                    for i in range(2)]),
         "verbmem-forget": ("forget", "", [{"prompt": f"Once upon a time {i}",
                                            "gt": " there was a dragon."} for i in range(2)]),
         "privleak-forget": ("forget", "", [{"text": f"A forget passage number {i}."}
@@ -174,6 +175,19 @@ def test_the_muse_suite_end_to_end_with_the_oracles_auc(tmp_path, tiny_folder, c
     mine, ref = second["metrics"]["forget/privleak_auc"]["aggregate"], auc["aggregate"]
     assert second["metrics"]["privleak"]["aggregate"] == pytest.approx((mine - ref) / ref * 100)
     assert not math.isnan(second["metrics"]["retain/knowmem"]["aggregate"])
+    # a limit applies to each part but the few-shot examples
+    limited = tmp_path / "limited.json"
+    assert main(["eval", str(tiny_folder), "--data", data, "--suite", "muse", "--out",
+                 str(limited), "--set", "limit=1"]) == 0
+    rows = json.loads(limited.read_text())["generations"]["forget/knowmem"]
+    assert len(rows) == 1 and rows[0]["question"] == "Forget question 0?"
+    assert json.loads(limited.read_text())["metrics"]["forget/privleak_auc"]["n"] == 2
+    from unlearnkit.pipeline.evaluate import EvalConfig, load_splits, muse_parts
+
+    parts = muse_parts(load_splits(EvalConfig(data=data, suite="muse", limit=1))[0])
+    assert {k: len(v) for k, v in parts.items()} == {
+        ("forget", "knowmem"): 1, ("forget", "icl"): 2, ("forget", "verbmem"): 1,
+        ("forget", "passage"): 1, ("retain", "knowmem"): 1, ("general", "holdout"): 1}
     # the quick suite reads the knowmem QA alone (through the chat template)
     quick = tmp_path / "quick.json"
     assert main(["eval", str(tiny_folder), "--data", data, "--out", str(quick),

@@ -127,6 +127,20 @@ def test_raw_forget_format_is_checked():
         RunConfig(method="prompt_only", unlearn=cfg)
 
 
+def test_raw_windows_by_hand(tok):
+    from unlearnkit.data.render import IGNORE_INDEX
+    from unlearnkit.training.raw import raw_windows, render_raw
+    from unlearnkit.training.unlearn import UnlearnConfig
+
+    ids = [tok.convert_tokens_to_ids(c) for c in "abcdefg"]  # one token per character
+    windows = raw_windows(tok, "abcdefg", 3)
+    assert [w.input_ids for w in windows] == [ids[0:3], ids[3:6]]  # "g" alone predicts nothing
+    assert [w.labels for w in windows] == [[IGNORE_INDEX, *ids[1:3]], [IGNORE_INDEX, *ids[4:6]]]
+    assert raw_windows(tok, "abcdefg", 100) == [render_raw(tok, "abcdefg")]
+    with pytest.raises(UnlearnError, match=r"unlearn\.raw_window is a window's length"):
+        UnlearnConfig(raw_window=1)
+
+
 def test_a_baseline_trains_on_the_forget_passages_as_muse_does(tiny_folder, tmp_path,
                                                                cache_dir, monkeypatch):
     """With ``forget_format: raw`` a baseline's forget items are the source passages, plain
@@ -137,6 +151,7 @@ def test_a_baseline_trains_on_the_forget_passages_as_muse_does(tiny_folder, tmp_
     records = scenario.records
     cfg = small_config(tmp_path / "npo", steps=2)
     cfg.method, cfg.unlearn.forget_format, cfg.teacher_report = "npo", "raw", False
+    cfg.unlearn.raw_window = 64  # a biography is a few hundred characters: several windows
     cfg.setup.scenario.n_people, cfg.setup.scenario.n_forget = 6, 2
     cfg.setup.scenario.neighbors_per_forget = 1
     seen = []
@@ -149,8 +164,14 @@ def test_a_baseline_trains_on_the_forget_passages_as_muse_does(tiny_folder, tmp_
     tok = load_tokenizer(str(tiny_folder))
     forget = [it for it in seen[0] if it.kind == "forget"]
     people = sorted({r.meta["person"] for r in records if r.split == "forget"})
-    assert sorted(tok.decode(it.rendered.input_ids) for it in forget) == \
-        sorted(scenario.biographies[p] for p in people)  # one item per passage, no template
+    texts = [tok.decode(it.rendered.input_ids) for it in forget]
+    assert all(len(it.rendered.input_ids) <= 64 for it in forget)
+    for person in people:  # each passage's windows in turn, no template around them
+        bio, rebuilt = scenario.biographies[person], ""
+        while len(rebuilt) < len(bio) - 1:
+            rebuilt += texts.pop(0)
+        assert rebuilt in (bio, bio[:-1])  # (a last window of one character is dropped)
+    assert texts == []
     assert all(it.rendered.labels[1:] == it.rendered.input_ids[1:] for it in forget)
     assert all("ref_logp" in it.ref for it in forget)  # NPO's reference, on the passages
     keep = [it for it in seen[0] if it.kind != "forget"]

@@ -309,7 +309,7 @@ def load_splits(cfg: EvalConfig) -> tuple[dict[str, list[Record]], list[Record]]
 def _limited(records: list[Record], cfg: EvalConfig) -> list[Record]:
     """The first ``limit`` records; in the tofu suite the first ``limit`` of each TOFU set,
     so a limited ``general`` split keeps both real authors and world facts, and in the muse
-    suite of each part (a split's questions and few-shot examples, excerpts, passages)."""
+    suite of each part (a split's questions, excerpts, passages; not its few-shot examples)."""
     if not cfg.limit:
         return records
     if cfg.suite not in ("tofu", "muse"):
@@ -319,7 +319,7 @@ def _limited(records: list[Record], cfg: EvalConfig) -> list[Record]:
     for rec in records:
         group = tofu_prefix(rec) if cfg.suite == "tofu" else muse.role(rec)
         seen[group] = seen.get(group, 0) + 1
-        if seen[group] <= cfg.limit:
+        if seen[group] <= cfg.limit or group == "icl":  # the few-shot prompt stays whole
             out.append(rec)
     return out
 

@@ -32,7 +32,7 @@ from unlearnkit.training.loop import train
 from unlearnkit.training.raw import (
     check_every_forget_record_has_a_passage,
     passage_of,
-    render_raw,
+    raw_windows,
 )
 from unlearnkit.training.unlearn import MixConfig, boundary_ids, mixture_plan
 
@@ -111,14 +111,17 @@ def biographies(cfg: RunConfig) -> dict[str, str]:
     return build_scenario(**dataclasses.asdict(cfg.setup.scenario)).biographies
 
 
-def raw_forget_items(tokenizer, items: list[Item], records, bios: dict[str, str]) -> list[Item]:
-    """The forget items replaced by one per distinct source passage, plain text with every
-    token labelled (:func:`~unlearnkit.training.raw.render_raw`): the forget set as a corpus,
-    as MUSE's baselines train on it (``unlearn.forget_format: raw``); keep items unchanged."""
+def raw_forget_items(tokenizer, items: list[Item], records, bios: dict[str, str],
+                     window: int) -> list[Item]:
+    """The forget items replaced by the distinct source passages, plain text with every token
+    labelled, in windows of at most ``window`` tokens (:func:`~unlearnkit.training.raw.
+    raw_windows`), one item each: the forget set as a corpus, as MUSE's baselines train on it
+    (``unlearn.forget_format: raw``); keep items unchanged."""
     forget = [r for r in records if r.split == "forget"]
     passages = {r.id: p for r in forget if (p := passage_of(r, bios))}
     check_every_forget_record_has_a_passage(forget, passages)
-    raw = [Item("forget", render_raw(tokenizer, p)) for p in dict.fromkeys(passages.values())]
+    raw = [Item("forget", w) for p in dict.fromkeys(passages.values())
+           for w in raw_windows(tokenizer, p, window)]
     return raw + [it for it in items if it.kind != "forget"]
 
 
@@ -135,7 +138,8 @@ def train_baseline(cfg: RunConfig, start_model: str, records, out: Path) -> tupl
     model = restrict(apply_lora(model, cfg.lora), cfg.train_only)
     items = build_items(tokenizer, records)
     if cfg.unlearn.forget_format == "raw":
-        items = raw_forget_items(tokenizer, items, records, biographies(cfg))
+        items = raw_forget_items(tokenizer, items, records, biographies(cfg),
+                                 cfg.unlearn.raw_window)
     items = base.prepare_items(options, model, tokenizer, items,
                                model_id=loaded_identity(start_model, tokenizer))
     plan = split_plan(items, cfg.unlearn.mix, cfg.unlearn.seed)

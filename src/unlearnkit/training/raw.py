@@ -34,6 +34,17 @@ def render_raw(tokenizer, text: str, prefix: str = "") -> Rendered:
     return Rendered(pre + ids, [IGNORE_INDEX] * (len(pre) + 1) + ids[1:], len(pre) + 1)
 
 
+def raw_windows(tokenizer, text: str, size: int) -> list[Rendered]:
+    """``text`` as :func:`render_raw` renders it, cut into windows of at most ``size`` tokens,
+    each labelled but its first token (a last window of one token is dropped: nothing in it
+    is predicted)."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if len(ids) < 2:
+        raise UnlearnError(f"raw passage {text[:40]!r} is too short to score")
+    windows = [ids[i:i + size] for i in range(0, len(ids), size)]
+    return [Rendered(w, [IGNORE_INDEX, *w[1:]], 1) for w in windows if len(w) >= 2]
+
+
 def raw_examples(model, tokenizer, forget: list[Record], passages: dict[str, str],
                  cfg: TeacherConfig, keep: Sequence[Record] = ()) -> dict[str, Example]:
     """Forget record id -> the method's example for its raw passage (one per passage): the

@@ -331,8 +331,14 @@ class UnlearnConfig:
     # subject, as TOFU's, one by one) left out of unlearning's training data and evaluated
     # apart: what the method keeps without having been shown it (:func:`held_out_ids`)
     holdout: float = 0.0
+    # forget_format raw for the baselines: a passage longer than this many tokens trains as
+    # windows of it, one item each (MUSE trains on 2048-token windows of its corpus)
+    raw_window: int = 2048
 
     def __post_init__(self) -> None:
+        if self.raw_window < 2:
+            raise UnlearnError(f"unlearn.raw_window is a window's length in tokens, at least "
+                               f"2, got {self.raw_window}")
         if not 0.0 <= self.holdout < 1.0:
             raise UnlearnError(f"unlearn.holdout is the share of keep subjects held out of "
                                f"training, in [0, 1), got {self.holdout}")
