@@ -530,3 +530,22 @@ def test_keep_hidden_reads_the_starting_models_activations(tiny_folder, tmp_path
     _, history = train_unlearning(cfg, str(tiny_folder), records, out)
     assert history[0]["keep_hidden"] == pytest.approx(0.0, abs=1e-9)
     assert history[-1]["keep_hidden"] > 0
+
+
+@pytest.mark.parametrize("method", ["grad_ascent", "grad_diff", "simnpo", "ngdiff", "undial",
+                                    "rmu"])
+def test_every_baseline_said_to_take_raw_passages_trains_on_them(method, tiny_folder, tmp_path,
+                                                                 cache_dir):
+    from unlearnkit.objectives.baselines import BASELINES
+    from unlearnkit.pipeline.methods import train_baseline
+
+    assert BASELINES[method].trains_on_raw_text
+    records = build_scenario(n_people=6, n_forget=1, neighbors_per_forget=1).records
+    cfg = small_config(tmp_path / method, steps=2)
+    cfg.method, cfg.unlearn.forget_format, cfg.teacher_report = method, "raw", False
+    cfg.setup.scenario.n_people, cfg.setup.scenario.n_forget = 6, 1
+    cfg.setup.scenario.neighbors_per_forget = 1
+    if method == "rmu":
+        cfg.baseline = {"layer": 1, "update_layers": [1]}
+    folder, history = train_baseline(cfg, str(tiny_folder), records, tmp_path / method)
+    assert len(history) == 2 and (Path(folder) / "config.json").is_file()
