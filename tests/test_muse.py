@@ -205,3 +205,30 @@ def test_privleak_needs_an_oracle_file_of_the_muse_suite(tmp_path, tiny_folder, 
     err = capsys.readouterr().err
     assert "has no forget/privleak_auc; evaluate the oracle with --suite muse" in err
     assert not (tmp_path / "x.json").exists()  # refused before any step ran
+
+
+def test_the_suites_read_a_quantised_model_when_asked(tmp_path, tiny_folder, cache_dir, capsys):
+    from unlearnkit.evaluation.attacks.quantize import quantized_copy
+    from unlearnkit.models.loader import load_model
+
+    data = muse_dataset(tmp_path)
+    passages = load_source("muse", tmp_path / "privleak-forget.jsonl", split="forget")
+    passages += load_source("muse", tmp_path / "privleak-holdout.jsonl", split="general",
+                            role="holdout")
+    model, tok = load_model(str(tiny_folder))
+    full = muse.min_k_scores(model, tok, passages)
+    rounded = muse.min_k_scores(quantized_copy(model, 4, group_size=16), tok, passages)
+    assert rounded != pytest.approx(full)  # 4 bits move a random tiny model's scores
+    out = tmp_path / "q4.json"
+    args = ["eval", str(tiny_folder), "--data", data, "--suite", "muse", "--out", str(out)]
+    assert main([*args, "--set", "quantize=4", "--set", "quantize_group=16"]) == 0
+    values = json.loads(out.read_text())["metrics"]["forget/privleak_auc"]["values"]
+    assert values == pytest.approx(rounded, abs=1e-4)
+    capsys.readouterr()
+    assert main([*args, "--set", "quantize=8"]) == 2  # other settings: not continued
+    assert "holds results with other settings (quantize, quantize_group)" in \
+        capsys.readouterr().err
+    assert main([*args, "--set", "quantize=1"]) == 2
+    assert "quantize is a number of bits in [2, 16]" in capsys.readouterr().err
+    assert main([*args, "--set", "quantize_group=128"]) == 2
+    assert "only with quantize set" in capsys.readouterr().err

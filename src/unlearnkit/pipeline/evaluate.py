@@ -42,6 +42,7 @@ from unlearnkit.data.standardize import load_dataset
 from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation import muse, wmdp
 from unlearnkit.evaluation.attacks import ATTACKS, get_attacks, run_attacks
+from unlearnkit.evaluation.attacks.quantize import quantize_weights
 from unlearnkit.evaluation.correctness import DEFAULT_ROUGE_THRESHOLD, check_threshold
 from unlearnkit.evaluation.metrics import (
     METRICS,
@@ -107,7 +108,7 @@ DTYPES = ("float32", "bfloat16", "float16")  # the torch dtypes a model is evalu
 # Settings that change the numbers: a results file written with others cannot be resumed.
 RESUME_KEYS = ("model", "data", "limit", "seed", "max_new_tokens", "dtype", "attack_options",
                "correct_rouge_threshold", "refusal", "fluency_judge", "tokenizer",
-               "chat_template")
+               "chat_template", "quantize", "quantize_group")
 UNLIKELY = "unlikely_rate"  # the fluency judge's metric (_run_fluency)
 LIKELIHOOD_INPUTS = frozenset({"answer_logprobs", "argmax_match", "standardized_logprobs",
                                "paraphrased_logprobs", "perturbed_logprobs"})
@@ -145,6 +146,13 @@ class EvalConfig:
     # the chat template the model is prompted through, replacing its tokenizer's own: plain
     # (Question/Answer lines, for a base model without one) or a Jinja file; "": its own
     chat_template: str = ""
+    # evaluate the model with its linear weights rounded to this many bits (round to nearest,
+    # symmetric; evaluation.attacks.quantize.quantize_weights): every suite's figures under
+    # quantisation, the attack that restores unlearned knowledge when unlearning moved the
+    # weights by less than a rounding step ("Catastrophic failure of LLM unlearning via
+    # quantization", Zhang et al., 2024, read with MUSE's measures); 0: full precision
+    quantize: int = 0
+    quantize_group: int = 0  # with quantize: inputs per scale (128 as GPTQ and AWQ); 0: a row
     # correctness of a long answer without targets: ROUGE-L recall of the gold answer >= this
     # (evaluation.correctness.is_correct; metrics and attacks alike)
     correct_rouge_threshold: float = DEFAULT_ROUGE_THRESHOLD
@@ -168,6 +176,12 @@ class EvalConfig:
                 raise UnlearnError(f"{key} must be at least {low}, got {getattr(self, key)}")
         check_threshold(self.correct_rouge_threshold)
         self.tokenizer_spec().check()
+        if self.quantize and not 2 <= self.quantize <= 16:
+            raise UnlearnError(f"quantize is a number of bits in [2, 16] (0: full precision), "
+                               f"got {self.quantize}")
+        if self.quantize_group < 0 or (self.quantize_group and not self.quantize):
+            raise UnlearnError(f"quantize_group is the inputs per scale of quantize's rounding "
+                               f"(>= 0, and only with quantize set), got {self.quantize_group}")
         if self.dtype not in DTYPES:
             raise UnlearnError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}; "
                                "set e.g. --set dtype=bfloat16")
@@ -497,6 +511,10 @@ class _State:
                                       device=self.cfg.device or None,
                                       trust_remote_code=self.cfg.trust_remote_code,
                                       tokenizer_spec=self.cfg.tokenizer_spec())
+            if self.cfg.quantize:  # in place: the model is this evaluation's alone
+                model, tokenizer = self.loaded
+                self.loaded = (quantize_weights(model, self.cfg.quantize,
+                                                group_size=self.cfg.quantize_group), tokenizer)
             random.seed(self.cfg.seed)
             torch.manual_seed(self.cfg.seed)
         return self.loaded

@@ -51,26 +51,31 @@ def _round_group(part: torch.Tensor, qmax: int) -> torch.Tensor:
 
 
 def quantized_copy(model, bits: int, *, include_head: bool = False, group_size: int = 0):
-    """A deep copy of ``model`` with every linear weight (``nn.Linear``, and GPT-2's ``Conv1D``
-    taken as its transpose, so the rows are output channels either way) replaced by
-    :func:`quantize_rtn` (per row, or per ``group_size`` inputs).
+    """A deep copy of ``model`` with its linear weights rounded by :func:`quantize_weights`;
+    the original model is untouched, and the copy costs one more model in memory."""
+    return quantize_weights(copy.deepcopy(model), bits, include_head=include_head,
+                            group_size=group_size)
+
+
+def quantize_weights(model, bits: int, *, include_head: bool = False, group_size: int = 0):
+    """``model`` itself (returned, in eval mode) with every linear weight (``nn.Linear``, and
+    GPT-2's ``Conv1D`` taken as its transpose, so the rows are output channels either way)
+    replaced by :func:`quantize_rtn` (per row, or per ``group_size`` inputs).
 
     Embeddings, norms and biases stay in full precision, and so does the output head unless
     ``include_head`` (a head tied to the input embedding is never quantised: it *is* the
-    embedding). The original model is untouched; the copy costs one more model in memory. A
-    model without any such layer is refused: its copy would equal the model, and the attack
-    would read as failing.
+    embedding). A model without any such layer is refused: it would come out unchanged, and
+    the attack would read as failing.
     """
-    twin = copy.deepcopy(model)
-    embed = twin.get_input_embeddings()
+    embed = model.get_input_embeddings()
     skip = {id(embed.weight)} if embed is not None else set()
-    head = twin.get_output_embeddings()
+    head = model.get_output_embeddings()
     if head is not None and not include_head:
         skip.add(id(head.weight))
     linear, conv1d = linear_types()
     done = 0
     with torch.no_grad():
-        for module in twin.modules():
+        for module in model.modules():
             if not isinstance(module, (linear, conv1d)) or id(module.weight) in skip:
                 continue
             if isinstance(module, conv1d):  # [in, out]: round its transpose's rows
@@ -81,7 +86,7 @@ def quantized_copy(model, bits: int, *, include_head: bool = False, group_size: 
     if not done:
         raise UnlearnError(f"{type(model).__name__} has no linear layer to quantise (nn.Linear "
                            "or Conv1D); drop the quantize attacks from the attacks")
-    return twin.eval()
+    return model.eval()
 
 
 @register_attack("quantize_8bit", kind="weights", family="quantisation")
