@@ -3,6 +3,7 @@ end to end on a tiny model (with the retrained model's results for PrivLeak)."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -232,3 +233,45 @@ def test_the_suites_read_a_quantised_model_when_asked(tmp_path, tiny_folder, cac
     assert "quantize is a number of bits in [2, 16]" in capsys.readouterr().err
     assert main([*args, "--set", "quantize_group=128"]) == 2
     assert "only with quantize set" in capsys.readouterr().err
+
+
+def test_a_run_ends_with_the_benchmarks_protocol_on_its_models(tmp_path, tiny_folder, tok,
+                                                              cache_dir):
+    """`unlearn run` with protocol {suite: muse, data: ...}: the oracle's results first, then
+    the others' with PrivLeak against it; the report shows them beside the run's."""
+    from unlearnkit.config import from_dict
+    from unlearnkit.data.scenario import build_scenario
+    from unlearnkit.pipeline.run import RunConfig, run
+
+    data = muse_dataset(tmp_path)
+    oracle = tmp_path / "oracle-model"
+    tiny_model(len(tok), seed=3).save_pretrained(oracle, safe_serialization=True)
+    tok.save_pretrained(oracle)
+    people = build_scenario(n_people=6, n_forget=1, neighbors_per_forget=1).records
+    records = [r for split in ("forget", "retain") for r in
+               [x for x in people if x.split == split][:2]]
+    train = str(write_dataset(records, tmp_path / "train", []))
+    out = tmp_path / "run"
+    payload = run(from_dict(RunConfig, {
+        "max_new_tokens": 4, "eval_batch_size": 64, "teacher_report": False,
+        "output": str(out), "method": "npo", "attacks": ["prefill"],
+        "unlearn": {"mix": {"forget": 1, "retain": 1, "neighbor": 0, "general": 0, "steps": 2}},
+        "data": {"kind": "dataset", "path": train, "model": str(tiny_folder),
+                 "oracle": str(oracle)},
+        "protocol": {"suite": "muse", "data": data}}))
+    files = payload["protocol"]
+    assert list(files) == ["oracle", "before", "after"]  # the reference first
+    read = {name: json.loads(Path(path).read_text()) for name, path in files.items()}
+    assert "privleak" in read["oracle"]["skipped"]  # the oracle is its own reference
+    ref = read["oracle"]["metrics"]["forget/privleak_auc"]["aggregate"]
+    for name in ("before", "after"):
+        auc = read[name]["metrics"]["forget/privleak_auc"]["aggregate"]
+        assert read[name]["metrics"]["privleak"]["aggregate"] == pytest.approx(
+            (auc - ref) / ref * 100)
+        assert read[name]["config"]["model"] == payload["models"][name]
+    assert json.loads((out / "results.json").read_text())["protocol"] == files
+    assert "knowmem" in (out / "report.html").read_text()
+    with pytest.raises(UnlearnError, match="protocol needs both suite"):
+        from_dict(RunConfig, {"protocol": {"suite": "muse"}})
+    with pytest.raises(UnlearnError, match=r"protocol\.suite 'musee' is not one of"):
+        from_dict(RunConfig, {"protocol": {"suite": "musee", "data": data}})

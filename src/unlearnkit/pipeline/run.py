@@ -57,6 +57,7 @@ from unlearnkit.pipeline.methods import (
     general_keep,
     run_baseline,
 )
+from unlearnkit.pipeline.protocol import ProtocolConfig, run_protocol
 from unlearnkit.pipeline.scenario_models import (
     PreparedScenario,
     ScenarioSetup,
@@ -148,6 +149,9 @@ class RunConfig:
     # bench's robustness objective is their worst case
     attacks: list[str] = field(default_factory=lambda: list(DEFAULT_ATTACKS))
     attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # a benchmark's own protocol (an unlearn eval suite) on the evaluated models, last
+    # (:mod:`unlearnkit.pipeline.protocol`); suite "": none
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
     def __post_init__(self) -> None:
         check_method(self.method, self.baseline)
@@ -626,9 +630,13 @@ def run(cfg: RunConfig) -> dict:
                **({"fluency_judge": judge} if judge else {}),
                "seconds": round(time.time() - start, 1), "results": results}
     atomic_write_text(out / "results.json", json.dumps(payload, indent=1))
+    if cfg.protocol.suite:
+        payload["protocol"] = run_protocol(cfg, models, out)
+        atomic_write_text(out / "results.json", json.dumps(payload, indent=1))
     if cfg.report:
         from unlearnkit.report.build import write_report
 
-        print(f"report: {write_report([out / 'results.json'], out / 'report.html')}")
+        shown = [out / "results.json", *payload.get("protocol", {}).values()]
+        print(f"report: {write_report(shown, out / 'report.html')}")
     print(f"wrote {out} ({payload['seconds']} s)")
     return payload
