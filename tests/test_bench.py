@@ -399,6 +399,48 @@ def test_html_escapes_everything():
     assert "data:image/png;base64," in page
 
 
+def protocol(**values):
+    """A run's protocol figures: key -> (value, higher is better)."""
+    return {k: {"value": v, "higher_is_better": hib} for k, (v, hib) in values.items()}
+
+
+def test_the_leaderboard_tables_the_benchmarks_protocol():
+    a = [metrics(0.1), metrics(0.3)]
+    a[0]["protocol"] = protocol(**{"forget/knowmem": (0.2, False), "privleak": (-10.0, None)})
+    a[1]["protocol"] = protocol(**{"forget/knowmem": (0.4, False), "privleak": (30.0, None)})
+    b = [metrics(0.2)]  # ran without the protocol stage
+    rows = leaderboard([entry("a", a), entry("b", b)])
+    know = rows[0]["protocol"]["forget/knowmem"]
+    assert know["mean"] == pytest.approx(0.3)
+    # sd sqrt(0.02), se 0.1, Student t with 1 degree of freedom: 12.7062
+    assert know["ci"] == pytest.approx(12.706204736174707 * 0.1)
+    assert rows[0]["protocol"]["privleak"]["mean"] == pytest.approx(10.0)
+    assert rows[1]["protocol"] == {}
+    table = to_markdown(rows)
+    assert "## The benchmark's protocol" in table
+    assert "| method | forget/knowmem ↓ | privleak · |" in table
+    section = table.split("## The benchmark's protocol")[1]
+    assert "| a |" in section and "| b |" not in section  # no protocol: no row
+    page = render_html(rows)
+    assert "<h2>The benchmark's protocol</h2>" in page and "forget/knowmem ↓" in page
+    assert "## The benchmark's protocol" not in to_markdown(leaderboard([entry("b", b)]))
+
+
+def test_a_runs_protocol_figures_come_from_its_protocol_file(tmp_path):
+    from unlearnkit.evaluation.results import MetricRecord, new_results, save_results
+
+    results = new_results({"suite": "muse"}, seed=0)
+    results.metrics["forget/knowmem"] = MetricRecord(
+        metric="knowmem_rougeL", objective="forget", aggregate=0.25, higher_is_better=False,
+        n=2, values=[0.5, 0.0], ids=["q1", "q2"], split="forget")
+    path = tmp_path / "after.json"
+    save_results(path, results)
+    assert bench_mod.protocol_figures({"protocol": {"after": str(path)}}) == {
+        "forget/knowmem": {"value": 0.25, "higher_is_better": False}}
+    assert bench_mod.protocol_figures({}) == {}
+    assert bench_mod.protocol_figures({"protocol": {"after": str(tmp_path / "gone.json")}}) == {}
+
+
 def test_merge_options_and_seeds_for():
     assert merge_options({"beta": 0.1, "retain": {"loss": "nll", "weight": 1.0}},
                          {"retain": {"weight": 0.5}}) == {"beta": 0.1, "retain": {
@@ -425,14 +467,14 @@ def test_a_row_runs_its_own_seeds_among_the_benchs():
 # ---------------------------------------------------------------------- bench end to end
 
 
-def bench_config(out, steps=2, methods=None):
+def bench_config(out, steps=2, methods=None, **run):
     mix = {"forget": 1, "retain": 1, "neighbor": 1, "steps": steps}
     return from_dict(BenchConfig, {
         "methods": methods or [{"name": "grad_ascent"},
                                {"name": "npo", "label": "npo-b0.5", "options": {"beta": 0.5}}],
         "seeds": [0, 1], "output": str(out),
         "run": {"unlearn": {"mix": mix}, "max_new_tokens": 4, "eval_batch_size": 64,
-                "teacher_report": False}})
+                "teacher_report": False, **run}})
 
 
 def test_bench_writes_the_leaderboard_and_skips_finished_runs(tiny_scenario, tmp_path,
@@ -475,6 +517,27 @@ def test_bench_writes_the_leaderboard_and_skips_finished_runs(tiny_scenario, tmp
     changed.run.unlearn.mix.boundary = 1
     with pytest.raises(UnlearnError, match="another config"):
         run_bench(changed)
+
+
+def test_a_bench_with_a_protocol_stage_tables_its_figures(tiny_scenario, tmp_path):
+    from unlearnkit.data.adapters import load_source
+    from unlearnkit.data.standardize import write_dataset
+
+    questions = tmp_path / "wmdp-cyber.jsonl"
+    questions.write_text("".join(json.dumps({"question": f"Question {i}?",
+                                             "choices": list("abcd"), "answer": i % 4}) + "\n"
+                                 for i in range(4)))
+    data = write_dataset(load_source("mcq", questions, split="forget"), tmp_path / "mc", [])
+    rows = run_bench(bench_config(tmp_path / "bench", methods=[{"name": "grad_ascent"}],
+                                  protocol={"suite": "wmdp", "data": str(data)}))
+    accuracy = rows[0]["protocol"]["forget/mc_accuracy"]
+    files = [tmp_path / "bench" / "grad_ascent" / f"seed-{s}" / "protocol" / "after.json"
+             for s in (0, 1)]
+    by_hand = [json.loads(f.read_text())["metrics"]["forget/mc_accuracy"]["aggregate"]
+               for f in files]
+    assert accuracy["values"] == by_hand and accuracy["n"] == 2
+    board = (tmp_path / "bench" / "leaderboard.md").read_text()
+    assert "| method | forget/mc_accuracy ↓ |" in board
 
 
 def test_a_bench_with_several_attacks_judges_robustness_on_the_worst(tiny_scenario, tmp_path):

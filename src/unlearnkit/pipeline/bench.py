@@ -28,6 +28,7 @@ from typing import Any
 
 from unlearnkit.config import deep_merge, from_dict, load_yaml
 from unlearnkit.errors import UnlearnError
+from unlearnkit.evaluation.results import load_results
 from unlearnkit.fsutil import atomic_write_text, check_replaceable
 from unlearnkit.objectives.baselines import BASELINES
 from unlearnkit.pipeline.claims import claimed, holder
@@ -310,10 +311,22 @@ def _entries(plan: list[tuple[BenchMethod, list[int]]], payloads: dict,
         if done:
             runs = [run_metrics(payloads[method.label, s]["results"]["after"]) for s in done]
             for seed, metrics in zip(done, runs, strict=True):
+                metrics["protocol"] = protocol_figures(payloads[method.label, seed])
+            for seed, metrics in zip(done, runs, strict=True):
                 metrics.update((form or {}).get((method.label, seed), {}))
             out.append({"label": method.label, "method": method.name, "seeds": done,
                         "reference": method.name in REFERENCES, "runs": runs})
     return out
+
+
+def protocol_figures(payload: dict) -> dict[str, dict]:
+    """The protocol stage's figures of a run's trained model (``RunConfig.protocol``): metric
+    key -> value and direction; empty without the stage, or when its file is gone."""
+    path = (payload.get("protocol") or {}).get("after")
+    if not path or not Path(path).is_file():
+        return {}
+    return {k: {"value": m.aggregate, "higher_is_better": m.higher_is_better}
+            for k, m in load_results(path).metrics.items()}
 
 
 def _board(cfg: BenchConfig, plan: list[tuple[BenchMethod, list[int]]], payloads: dict

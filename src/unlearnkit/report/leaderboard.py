@@ -255,11 +255,17 @@ def leaderboard(entries: Sequence[dict[str, Any]], confidence: float = 0.95,
                   if (c := [r["attack_chance"][k] for r in entry["runs"]
                             if k in (r.get("attack_chance") or {})])}
         relearn = [r.get("relearn") or {} for r in entry["runs"]]
+        protocol = [r.get("protocol") or {} for r in entry["runs"]]
         rows.append({"label": entry["label"], "method": entry["method"],
                      "seeds": list(entry["seeds"]), "reference": bool(entry.get("reference")),
                      "metrics": metrics, "attacks": attacks, "attack_chance": chance,
                      "relearn": {k: summarize([r.get(k) for r in relearn], confidence)
                                  for k, _ in READINGS} if any(relearn) else None,
+                     "protocol": {k: summarize([(p.get(k) or {}).get("value") for p in protocol],
+                                               confidence)
+                                  for k in dict.fromkeys(k for p in protocol for k in p)},
+                     "protocol_direction": {k: v.get("higher_is_better") for p in protocol
+                                            for k, v in p.items()},
                      "pareto": None, "dominated_by": []})
     floor = reference_means(rows) if floor_at_oracle else None
     if floor_at_oracle and floor is None:
@@ -346,7 +352,7 @@ def to_markdown(rows: Sequence[dict[str, Any]], confidence: float = 0.95,
             f"bytes compressing below 0.45) are shown, not judged. {judge_note(judge)} "
             f"{fluent_note(rows, judge)}\n")
     return ("\n".join(lines) + "\n" + note + attack_markdown(rows, confidence)
-            + relearn_markdown(rows, confidence))
+            + relearn_markdown(rows, confidence) + protocol_markdown(rows, confidence))
 
 
 def attack_names(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -410,15 +416,51 @@ def relearn_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def relearn_markdown(rows: Sequence[dict[str, Any]], confidence: float) -> str:
     """The relearning table (empty when no row ran the attack)."""
-    shown = relearn_rows(rows)
+    return table_section("Relearning", [t for _, t in relearn_columns(rows)],
+                         relearn_rows(rows), READINGS_NOTE, confidence)
+
+
+def table_section(title: str, titles: list[str], shown: list[dict[str, Any]], note: str,
+                  confidence: float) -> str:
+    """A Markdown section: a table of ``shown`` rows (label and cells) under ``titles``, and
+    its note (empty without rows)."""
     if not shown:
         return ""
-    titles = [t for _, t in relearn_columns(rows)]
     lines = ["| method | " + " | ".join(titles) + " |", "|" + " --- |" * (len(titles) + 1)]
     lines += ["| " + " | ".join([r["label"].replace("|", "\\|"), *r["cells"]]) + " |"
               for r in shown]
-    return ("\n## Relearning\n\n" + "\n".join(lines) + f"\n\n{READINGS_NOTE} Mean ± "
-            f"half-width of the {confidence:.0%} Student-t interval over seeds.\n")
+    return (f"\n## {title}\n\n" + "\n".join(lines) + f"\n\n{note} Mean ± half-width of "
+            f"the {confidence:.0%} Student-t interval over seeds.\n")
+
+
+def protocol_columns(rows: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The protocol's metrics some row has (``run.protocol``: unlearn eval's suite on each
+    run's model), each with its direction's arrow (· when it has none)."""
+    keys = dict.fromkeys(k for r in rows for k in r.get("protocol") or {})
+    arrows = {True: "↑", False: "↓", None: "·"}
+    return [(k, arrows[next((r["protocol_direction"].get(k) for r in rows
+                             if k in (r.get("protocol_direction") or {})), None)])
+            for k in keys]
+
+
+def protocol_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per row with protocol results: its label and a cell per protocol metric."""
+    shown = protocol_columns(rows)
+    return [{"label": r["label"],
+             "cells": [partial_cell(r["protocol"].get(k) or summarize([], 0.95))
+                       for k, _ in shown]}
+            for r in rows if r.get("protocol")]
+
+
+PROTOCOL_NOTE = ("The benchmark's own protocol (the run's protocol stage: unlearn eval's suite on "
+                 "the model each run trained), as its authors compute it.")
+
+
+def protocol_markdown(rows: Sequence[dict[str, Any]], confidence: float) -> str:
+    """The protocol table (empty when no run had a protocol stage)."""
+    return table_section("The benchmark's protocol",
+                         [f"{k} {arrow}" for k, arrow in protocol_columns(rows)],
+                         protocol_rows(rows), PROTOCOL_NOTE, confidence)
 
 
 def fluent_note(rows: Sequence[dict[str, Any]], judge: dict | None) -> str:
@@ -462,5 +504,7 @@ def render_html(rows: Sequence[dict[str, Any]], *, title: str = "Unlearning lead
                      for r in rows] if names else [],
         relearn_columns=[t for _, t in relearn_columns(rows)], relearn_rows=relearn_rows(rows),
         relearn_note=READINGS_NOTE,
+        protocol_columns=[f"{k} {arrow}" for k, arrow in protocol_columns(rows)],
+        protocol_rows=protocol_rows(rows), protocol_note=PROTOCOL_NOTE,
         objectives=front_note(rows) + limit_note(rows), chart=tradeoff_chart(rows),
         judge=judge_note(judge))
