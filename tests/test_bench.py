@@ -437,6 +437,13 @@ def test_a_runs_protocol_figures_come_from_its_protocol_file(tmp_path):
     save_results(path, results)
     assert bench_mod.protocol_figures({"protocol": {"after": str(path)}}) == {
         "forget/knowmem": {"value": 0.25, "higher_is_better": False}}
+    results.metrics["forget/knowmem"].aggregate = 0.5
+    save_results(tmp_path / "after-4bit.json", results)
+    both = {"oracle": str(path), "after": str(path),
+            "after-4bit": str(tmp_path / "after-4bit.json")}
+    assert bench_mod.protocol_figures({"protocol": both}) == {
+        "forget/knowmem": {"value": 0.25, "higher_is_better": False},
+        "4bit forget/knowmem": {"value": 0.5, "higher_is_better": False}}
     assert bench_mod.protocol_figures({}) == {}
     assert bench_mod.protocol_figures({"protocol": {"after": str(tmp_path / "gone.json")}}) == {}
 
@@ -529,7 +536,8 @@ def test_a_bench_with_a_protocol_stage_tables_its_figures(tiny_scenario, tmp_pat
                                  for i in range(4)))
     data = write_dataset(load_source("mcq", questions, split="forget"), tmp_path / "mc", [])
     rows = run_bench(bench_config(tmp_path / "bench", methods=[{"name": "grad_ascent"}],
-                                  protocol={"suite": "wmdp", "data": str(data)}))
+                                  protocol={"suite": "wmdp", "data": str(data), "quantize": 4,
+                                            "quantize_group": 16}))
     accuracy = rows[0]["protocol"]["forget/mc_accuracy"]
     files = [tmp_path / "bench" / "grad_ascent" / f"seed-{s}" / "protocol" / "after.json"
              for s in (0, 1)]
@@ -537,7 +545,13 @@ def test_a_bench_with_a_protocol_stage_tables_its_figures(tiny_scenario, tmp_pat
                for f in files]
     assert accuracy["values"] == by_hand and accuracy["n"] == 2
     board = (tmp_path / "bench" / "leaderboard.md").read_text()
-    assert "| method | forget/mc_accuracy ↓ |" in board
+    assert "| method | forget/mc_accuracy ↓ | 4bit forget/mc_accuracy ↓ |" in board
+    rounded = json.loads(files[0].with_name("after-4bit.json").read_text())
+    assert rounded["config"]["quantize"] == 4 and rounded["config"]["quantize_group"] == 16
+    for bad, message in (({"quantize": 1}, r"protocol\.quantize is a number of bits"),
+                         ({"quantize_group": 8}, "only with it set")):
+        with pytest.raises(UnlearnError, match=message):
+            bench_config(tmp_path / "x", protocol={"suite": "wmdp", "data": str(data), **bad})
 
 
 def test_a_bench_with_several_attacks_judges_robustness_on_the_worst(tiny_scenario, tmp_path):

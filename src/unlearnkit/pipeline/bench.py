@@ -321,12 +321,16 @@ def _entries(plan: list[tuple[BenchMethod, list[int]]], payloads: dict,
 
 def protocol_figures(payload: dict) -> dict[str, dict]:
     """The protocol stage's figures of a run's trained model (``RunConfig.protocol``): metric
-    key -> value and direction; empty without the stage, or when its file is gone."""
-    path = (payload.get("protocol") or {}).get("after")
-    if not path or not Path(path).is_file():
-        return {}
-    return {k: {"value": m.aggregate, "higher_is_better": m.higher_is_better}
-            for k, m in load_results(path).metrics.items()}
+    key -> value and direction, its quantised reading's keys prefixed ("4bit forget/knowmem");
+    empty without the stage, or when its files are gone."""
+    figures: dict[str, dict] = {}
+    for label, path in (payload.get("protocol") or {}).items():
+        if (label != "after" and not label.startswith("after-")) or not Path(path).is_file():
+            continue
+        prefix = "" if label == "after" else label.removeprefix("after-") + " "
+        figures.update({prefix + k: {"value": m.aggregate, "higher_is_better": m.higher_is_better}
+                        for k, m in load_results(path).metrics.items()})
+    return figures
 
 
 def _board(cfg: BenchConfig, plan: list[tuple[BenchMethod, list[int]]], payloads: dict

@@ -28,11 +28,15 @@ ORDER = ("oracle", "base", "before", "after")
 class ProtocolConfig:
     """``suite``: an ``unlearn eval`` suite ("": no protocol stage); ``data``: the dataset
     folder of the benchmark's evaluation sets (``unlearn data standardize``); ``limit``: at
-    most this many records of each part (0: all), as ``unlearn eval``'s."""
+    most this many records of each part (0: all), as ``unlearn eval``'s. ``quantize``: also
+    read each model with its linear weights rounded to this many bits (``unlearn eval``'s
+    ``quantize``, per ``quantize_group`` inputs), into ``<name>-<bits>bit.json``; 0: not."""
 
     suite: str = ""
     data: str = ""
     limit: int = 0
+    quantize: int = 0
+    quantize_group: int = 0
 
     def __post_init__(self) -> None:
         from unlearnkit.pipeline.evaluate import SUITES
@@ -50,6 +54,13 @@ class ProtocolConfig:
                                "evaluation sets first (unlearn data standardize CONFIG)")
         if self.limit < 0:
             raise UnlearnError(f"protocol.limit must be >= 0 (0: all), got {self.limit}")
+        if self.quantize and not 2 <= self.quantize <= 16:
+            raise UnlearnError(f"protocol.quantize is a number of bits in [2, 16] (0: full "
+                               f"precision only), got {self.quantize}")
+        if self.quantize_group < 0 or (self.quantize_group and not self.quantize):
+            raise UnlearnError(f"protocol.quantize_group is the inputs per scale of "
+                               f"protocol.quantize (>= 0, and only with it set), got "
+                               f"{self.quantize_group}")
 
 
 def run_protocol(cfg: RunConfig, models: dict[str, str], out: Path) -> dict[str, str]:
@@ -61,17 +72,21 @@ def run_protocol(cfg: RunConfig, models: dict[str, str], out: Path) -> dict[str,
         shutil.rmtree(folder)  # another run's models: nothing to continue
     files: dict[str, str] = {}
     names = sorted(models, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+    bits = cfg.protocol.quantize
     for name in names:
         reference = files.get("oracle", "") if name != "oracle" else ""
-        ecfg = EvalConfig(
-            model=models[name], data=cfg.protocol.data, suite=cfg.protocol.suite,
-            limit=cfg.protocol.limit, output=str(folder / f"{name}.json"),
-            name=f"{name}, {cfg.protocol.suite}",
-            oracle_results=reference, batch_size=cfg.eval_batch_size, device=cfg.device,
-            trust_remote_code=cfg.data.trust_remote_code, tokenizer=cfg.data.tokenizer,
-            chat_template=cfg.data.chat_template, refusal=cfg.refusal,
-            correct_rouge_threshold=cfg.correct_rouge_threshold)
-        print(f"\nprotocol {cfg.protocol.suite}: {name} ({models[name]})")
-        run_eval(ecfg)
-        files[name] = ecfg.output
+        readings = [(name, 0)] + ([(f"{name}-{bits}bit", bits)] if bits else [])
+        for label, quantize in readings:
+            ecfg = EvalConfig(
+                model=models[name], data=cfg.protocol.data, suite=cfg.protocol.suite,
+                limit=cfg.protocol.limit, output=str(folder / f"{label}.json"),
+                name=f"{label}, {cfg.protocol.suite}", oracle_results=reference,
+                batch_size=cfg.eval_batch_size, device=cfg.device,
+                trust_remote_code=cfg.data.trust_remote_code, tokenizer=cfg.data.tokenizer,
+                chat_template=cfg.data.chat_template, refusal=cfg.refusal,
+                correct_rouge_threshold=cfg.correct_rouge_threshold, quantize=quantize,
+                quantize_group=cfg.protocol.quantize_group if quantize else 0)
+            print(f"\nprotocol {cfg.protocol.suite}: {label} ({models[name]})")
+            run_eval(ecfg)
+            files[label] = ecfg.output
     return files
