@@ -443,14 +443,13 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False,
     :func:`setup_tokenizer` (with ``tokenizer_spec.chat_template``)."""
     from transformers import AutoTokenizer
 
-    spec = tokenizer_spec
-    if spec.source:
-        path = _tokenizer_path(spec.source)
+    if tokenizer_spec.source:
+        path = _tokenizer_path(tokenizer_spec.source)
     else:
         path = resolve_model_path(name)
         if is_adapter_folder(path):  # an adapter folder uses its base model's tokenizer
             return load_tokenizer(adapter_base(path), trust_remote_code=trust_remote_code,
-                                  tokenizer_spec=spec)
+                                  tokenizer_spec=tokenizer_spec)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -459,9 +458,9 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False,
                if Path(path).is_dir() else HUB_HINT)
         raise UnlearnError(f"cannot load a tokenizer from {path}: {_first_line(exc)}; "
                            f"{fix}") from None
-    if spec.source:
-        tok._unlearnkit_source = spec.source
-    return setup_tokenizer(tok, spec.chat_template)
+    if tokenizer_spec.source:
+        tok._unlearnkit_source = tokenizer_spec.source
+    return setup_tokenizer(tok, tokenizer_spec.chat_template)
 
 
 def load_model(name: str = DEFAULT_MODEL, *, dtype: str = "float32",
