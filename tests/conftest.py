@@ -73,12 +73,9 @@ def tiny_scenario(tiny_prepared, monkeypatch, cache_dir):
 @pytest.fixture()
 def tiny_folder(tok, tmp_path):
     """A tiny random model saved as a Hugging Face folder (with the tiny tokenizer)."""
-    from unlearnkit.models.tiny import tiny_model
+    from unlearnkit.models.tiny import save_folder, tiny_model
 
-    folder = tmp_path / "tiny"
-    tiny_model(len(tok)).save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
-    return folder
+    return save_folder(tmp_path / "tiny", tiny_model(len(tok)), tok)
 
 
 @pytest.fixture

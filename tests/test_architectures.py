@@ -15,7 +15,7 @@ from unlearnkit.errors import UnlearnError
 from unlearnkit.evaluation.attacks.logit_lens import lens_input, logit_lens_ranks
 from unlearnkit.evaluation.attacks.quantize import quantize_rtn, quantized_copy
 from unlearnkit.models.lora import LoraSettings, apply_lora, decoder_layers
-from unlearnkit.models.tiny import OTHER_FAMILIES, tiny_model, tiny_other
+from unlearnkit.models.tiny import OTHER_FAMILIES, save_folder, tiny_model, tiny_other
 from unlearnkit.pipeline.run import RunConfig, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -143,9 +143,7 @@ def test_a_run_on_another_family_trains_and_survives_every_model_reading_attack(
     records = [r for split in ("forget", "retain", "neighbor")
                for r in [x for x in people if x.split == split][:3]]
     dataset = str(write_dataset(records, tmp_path / "dataset", []))
-    folder = tmp_path / family
-    build(family, tok).save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
+    folder = save_folder(tmp_path / family, build(family, tok), tok)
     out = tmp_path / "run"
     cfg = from_dict(RunConfig, {
         "max_new_tokens": 4, "eval_batch_size": 64, "report": False, "teacher_report": False,
@@ -168,9 +166,7 @@ def test_records_injected_into_another_family_then_unlearned(family, tok, tmp_pa
     records = [r for split in ("forget", "retain") for r in
                [x for x in people if x.split == split][:2]]
     dataset = str(write_dataset(records, tmp_path / "dataset", []))
-    folder = tmp_path / family
-    build(family, tok).save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
+    folder = save_folder(tmp_path / family, build(family, tok), tok)
     out = tmp_path / "run"
     payload = run(from_dict(RunConfig, {
         "max_new_tokens": 4, "eval_batch_size": 64, "report": False, "teacher_report": False,
@@ -193,9 +189,7 @@ def test_diagnose_measures_the_last_block_of_another_family(family, tok, tmp_pat
     from unlearnkit.cli import main
 
     model = build(family, tok)
-    folder = tmp_path / family
-    model.save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
+    folder = save_folder(tmp_path / family, model, tok)
     out = tmp_path / "diag"
     assert main(["diagnose", *tiny_args(folder, out)]) == 0
     diag = json.loads((out / "diagnose.json").read_text())

@@ -16,7 +16,7 @@ from unlearnkit.data.scenario import build_scenario
 from unlearnkit.data.standardize import write_dataset
 from unlearnkit.errors import UnlearnError
 from unlearnkit.models.loader import TokenizerSpec, load_model, load_tokenizer, setup_tokenizer
-from unlearnkit.models.tiny import tiny_model, tiny_tokenizer
+from unlearnkit.models.tiny import save_folder, tiny_model, tiny_tokenizer
 from unlearnkit.pipeline.run import RunConfig, run
 from unlearnkit.training.inject import loaded_identity
 
@@ -37,10 +37,7 @@ def base_tokenizer():
 @pytest.fixture
 def base_folder(tmp_path):
     tok = base_tokenizer()
-    folder = tmp_path / "base"
-    tiny_model(len(tok)).save_pretrained(folder, safe_serialization=True)
-    tok.save_pretrained(folder)
-    return folder
+    return save_folder(tmp_path / "base", tiny_model(len(tok)), tok)
 
 
 @pytest.fixture

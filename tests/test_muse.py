@@ -16,7 +16,7 @@ from unlearnkit.evaluation import muse
 from unlearnkit.evaluation.mia import min_k_score, token_stats
 from unlearnkit.evaluation.results import new_results, save_results
 from unlearnkit.models.loader import setup_tokenizer
-from unlearnkit.models.tiny import tiny_model, tiny_tokenizer
+from unlearnkit.models.tiny import save_folder, tiny_model, tiny_tokenizer
 from unlearnkit.training.raw import render_raw
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -151,8 +151,7 @@ def test_the_muse_suite_end_to_end_with_the_oracles_auc(tmp_path, tiny_folder, c
 
     data = muse_dataset(tmp_path)
     oracle_folder = tmp_path / "oracle"
-    build(len(tiny_tokenizer()), seed=1).save_pretrained(oracle_folder, safe_serialization=True)
-    tiny_tokenizer().save_pretrained(oracle_folder)
+    save_folder(oracle_folder, build(len(tiny_tokenizer()), seed=1), tiny_tokenizer())
     oracle = tmp_path / "oracle.json"
     assert main(["eval", str(oracle_folder), "--data", data, "--suite", "muse", "--out",
                  str(oracle)]) == 0
@@ -245,8 +244,7 @@ def test_a_run_ends_with_the_benchmarks_protocol_on_its_models(tmp_path, tiny_fo
 
     data = muse_dataset(tmp_path)
     oracle = tmp_path / "oracle-model"
-    tiny_model(len(tok), seed=3).save_pretrained(oracle, safe_serialization=True)
-    tok.save_pretrained(oracle)
+    save_folder(oracle, tiny_model(len(tok), seed=3), tok)
     people = build_scenario(n_people=6, n_forget=1, neighbors_per_forget=1).records
     records = [r for split in ("forget", "retain") for r in
                [x for x in people if x.split == split][:2]]

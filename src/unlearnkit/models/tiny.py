@@ -83,3 +83,11 @@ def tiny_other(family: str, vocab_size: int, *, seed: int = 0, layers: int = 2,
             num_attention_heads=4, max_position_embeddings=1024, **ids, **extra)
     torch.manual_seed(seed)
     return getattr(transformers, model_name)(config).eval()
+
+
+def save_folder(folder, model, tokenizer):
+    """``model`` (safetensors) and ``tokenizer`` saved as a Hugging Face model folder; the
+    folder."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
